@@ -1,0 +1,155 @@
+"""``Faces``: the one typed result object that flows through the pipeline.
+
+Arrays inside, one row per face, in the spirit of supervision's ``Detections``: detection fills
+boxes, landmarks, scores and image_index; alignment adds crops; embedding adds embeddings and
+their raw norms; quality adds the score, reasons and per-signal details. Every optional field is
+either None or has exactly ``len(faces)`` rows, so slicing keeps everything consistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+# Per-face Python lists (not arrays) that slice together with the arrays.
+_LIST_FIELDS = ("quality_reasons", "quality_details")
+
+
+@dataclass
+class Faces:
+    boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2 in source-image pixels
+    landmarks: np.ndarray  # (N, 5, 2) float32: left eye, right eye, nose, left mouth, right mouth
+    scores: np.ndarray  # (N,) float32 detector confidence in [0, 1]
+    image_index: np.ndarray  # (N,) int32: which image of the batch each face came from
+    crops: np.ndarray | None = None  # (N, S, S, 3) uint8 BGR aligned crops (S from the embedder)
+    embeddings: np.ndarray | None = None  # (N, D) float32, L2-normalised
+    embedding_norms: np.ndarray | None = None  # (N,) float32 norm before normalisation
+    quality: np.ndarray | None = None  # (N,) float32 in [0, 1], higher is better
+    quality_reasons: list[list[str]] | None = None  # why quality was lowered, per face
+    quality_details: list[dict[str, Any]] | None = None  # raw signals (pose, blur, ...), per face
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # per-face arrays of other stages
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(-1, 5, 2)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.image_index = np.asarray(self.image_index, dtype=np.int32).reshape(-1)
+        n = len(self.boxes)
+        for name in ("landmarks", "scores", "image_index"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Faces.{name} has {len(getattr(self, name))} rows, boxes {n}")
+
+    # construction ---------------------------------------------------------------------------
+    @classmethod
+    def empty(cls) -> Faces:
+        return cls(
+            boxes=np.zeros((0, 4), np.float32),
+            landmarks=np.zeros((0, 5, 2), np.float32),
+            scores=np.zeros((0,), np.float32),
+            image_index=np.zeros((0,), np.int32),
+        )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Faces]) -> Faces:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            values = [getattr(p, f.name) for p in parts]
+            if f.name == "extra":
+                keys = set.intersection(*(set(v) for v in values))
+                kwargs["extra"] = {k: np.concatenate([v[k] for v in values]) for k in keys}
+            elif any(v is None for v in values):
+                kwargs[f.name] = None
+            elif f.name in _LIST_FIELDS:
+                kwargs[f.name] = [item for v in values for item in v]
+            else:
+                kwargs[f.name] = np.concatenate(values)
+        return cls(**kwargs)
+
+    # access ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index: int | slice | np.ndarray | Sequence[int]) -> Faces:
+        """Rows by int, slice, integer array or boolean mask; always returns ``Faces``."""
+        if isinstance(index, (int, np.integer)):
+            idx = np.array([int(index)])
+        elif isinstance(index, slice):
+            idx = np.arange(len(self))[index]
+        else:
+            idx = np.asarray(index)
+            if idx.dtype == bool:
+                if len(idx) != len(self):
+                    raise IndexError(f"mask of length {len(idx)} for {len(self)} faces")
+                idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64)
+        kwargs: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                kwargs["extra"] = {k: v[idx] for k, v in value.items()}
+            elif value is None:
+                kwargs[f.name] = None
+            elif f.name in _LIST_FIELDS:
+                kwargs[f.name] = [value[i] for i in idx]
+            else:
+                kwargs[f.name] = value[idx]
+        return Faces(**kwargs)
+
+    def with_(self, **changes: Any) -> Faces:
+        """A copy with some fields replaced (stages add their outputs this way)."""
+        return replace(self, **changes)
+
+    def for_image(self, i: int) -> Faces:
+        return self[self.image_index == i]
+
+    def split_by_image(self, n_images: int) -> list[Faces]:
+        return [self.for_image(i) for i in range(n_images)]
+
+    @property
+    def areas(self) -> np.ndarray:
+        w = np.clip(self.boxes[:, 2] - self.boxes[:, 0], 0, None)
+        h = np.clip(self.boxes[:, 3] - self.boxes[:, 1], 0, None)
+        return w * h
+
+    @property
+    def inter_ocular(self) -> np.ndarray:
+        """Distance between the eye landmarks, in source pixels."""
+        return np.linalg.norm(self.landmarks[:, 1] - self.landmarks[:, 0], axis=1)
+
+    def largest(self) -> Faces:
+        """The largest face of each image (one row per image that has faces)."""
+        keep = []
+        for i in np.unique(self.image_index):
+            rows = np.flatnonzero(self.image_index == i)
+            keep.append(rows[np.argmax(self.areas[rows])])
+        return self[np.array(keep, dtype=np.int64)]
+
+    def sorted_by_area(self) -> Faces:
+        return self[np.argsort(-self.areas, kind="stable")]
+
+    def to_dicts(self, with_embeddings: bool = False) -> list[dict[str, Any]]:
+        """JSON-ready rows for the CLI and the HTTP layer."""
+        out = []
+        for i in range(len(self)):
+            row: dict[str, Any] = {
+                "bbox": [round(float(v), 2) for v in self.boxes[i]],
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks[i]],
+                "det_score": round(float(self.scores[i]), 4),
+            }
+            if self.quality is not None:
+                row["quality"] = {
+                    "score": round(float(self.quality[i]), 4),
+                    "reasons": list(self.quality_reasons[i]) if self.quality_reasons else [],
+                    **(self.quality_details[i] if self.quality_details else {}),
+                }
+            if self.embedding_norms is not None:
+                row["embedding_norm"] = round(float(self.embedding_norms[i]), 4)
+            if with_embeddings and self.embeddings is not None:
+                row["embedding"] = [float(v) for v in self.embeddings[i]]
+            out.append(row)
+        return out

@@ -1,0 +1,107 @@
+"""Model sessions: created lazily on first use, shared, guarded against concurrent loading,
+and unloaded when idle (the way Immich's machine-learning service keeps its models).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from identity.settings import Settings
+from models.registry import ResolvedModel, resolve
+
+T = TypeVar("T")
+
+
+def resolve_model(name: str, settings: Settings) -> ResolvedModel:
+    return resolve(name, settings.models_dir, settings.model_cache_dir)
+
+
+def onnx_session(resolved: ResolvedModel, settings: Settings) -> Any:
+    """An onnxruntime session on the first available provider named in settings."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    providers = [p for p in settings.onnx_providers if p in available] or ["CPUExecutionProvider"]
+    opts = ort.SessionOptions()
+    if settings.intra_op_threads:
+        opts.intra_op_num_threads = settings.intra_op_threads
+    opts.log_severity_level = 3
+    source = resolved.read_bytes() if resolved.blob is not None else str(resolved.path)
+    return ort.InferenceSession(source, sess_options=opts, providers=providers)
+
+
+class ModelPool:
+    """Process-wide cache of loaded runners keyed by (kind, name).
+
+    ``get`` builds a runner once even when many threads ask at the same time; ``unload_idle``
+    drops runners unused for ``idle_s`` seconds so a quiet service gives its memory back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._items: dict[tuple[str, str], Any] = {}
+        self._last_used: dict[tuple[str, str], float] = {}
+        self.load_seconds: dict[tuple[str, str], float] = {}
+
+    def get(self, kind: str, name: str, factory: Callable[[], T]) -> T:
+        key = (kind, name)
+        with self._lock:
+            if key in self._items:
+                self._last_used[key] = time.monotonic()
+                return self._items[key]  # type: ignore[no-any-return]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]  # type: ignore[no-any-return]
+            start = time.perf_counter()
+            item = factory()
+            with self._lock:
+                self._items[key] = item
+                self._last_used[key] = time.monotonic()
+                self.load_seconds[key] = time.perf_counter() - start
+            return item
+
+    def loaded(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._items)
+
+    def unload_idle(self, idle_s: float) -> list[tuple[str, str]]:
+        now = time.monotonic()
+        with self._lock:
+            stale = [k for k, t in self._last_used.items() if now - t > idle_s]
+            for k in stale:
+                self._items.pop(k, None)
+                self._last_used.pop(k, None)
+        return stale
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._last_used.clear()
+
+
+POOL = ModelPool()
+
+
+def build_runner(runners: dict[str, str], name: str, settings: Settings) -> Any:
+    """Instantiate the runner class a manifest names: ``Class(resolved_model, settings)``."""
+    import importlib
+
+    from identity.errors import ModelError
+    from models.registry import get_manifest
+
+    manifest = get_manifest(name)
+    if manifest.runner not in runners:
+        raise ModelError(
+            f"model '{name}' uses runner '{manifest.runner}', which is not one of "
+            f"{sorted(runners)} for this task",
+            model=name,
+        )
+    module_name, _, cls_name = runners[manifest.runner].partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(resolve_model(name, settings), settings)

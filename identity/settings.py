@@ -1,0 +1,101 @@
+"""All settings in one object, read from the environment (``IDENTITY_`` prefix) and ``.env``.
+
+No other module reads ``os.environ``: the CLI builds one ``Settings`` and passes it down, the
+service injects it with FastAPI ``Depends``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IDENTITY_", env_file=".env", extra="ignore")
+
+    # where things live ---------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description="Embedded Postgres cluster, index snapshots, thumbnails, calibration files.",
+    )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Extra folder searched for model weights (after package data, before the cache).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "IDENTITY_DATABASE_URL"),
+        description="postgresql+psycopg://... ; unset = embedded Postgres in data_dir.",
+    )
+
+    # models --------------------------------------------------------------------------------
+    detector: str = Field(default="retinaface_mnet025", description="Detector manifest name.")
+    embedder: str = Field(default="dlib_resnet_v1", description="Face embedder manifest name.")
+    body_embedder: str = Field(default="osnet_x0_25_msmt17")
+    onnx_providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="Tried in order; providers that this onnxruntime build lacks are skipped.",
+    )
+    intra_op_threads: int = Field(default=0, description="0 = onnxruntime's default.")
+    model_idle_unload_s: float = Field(default=600.0, description="Unload models idle this long.")
+
+    # detection -----------------------------------------------------------------------------
+    det_threshold: float = 0.5
+    det_nms_threshold: float = 0.4
+    det_max_side: int = Field(default=640, description="Images are resized so the long side fits.")
+    min_face_px: float = Field(default=20.0, description="Faces with a smaller box side are dropped.")
+
+    # images --------------------------------------------------------------------------------
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+
+    # quality gate (enrollment) -------------------------------------------------------------
+    enroll_min_quality: float = 0.4
+    enroll_min_det_score: float = 0.6
+    enroll_min_inter_ocular_px: float = 20.0
+    enroll_max_abs_yaw: float = 45.0
+
+    # decisions -----------------------------------------------------------------------------
+    default_far: float = Field(default=1e-3, description="FAR whose threshold decides a match.")
+
+    # index ---------------------------------------------------------------------------------
+    index_factory: str = Field(
+        default="Flat",
+        description="FAISS index_factory string (inner product); e.g. HNSW32, IVF4096,PQ64.",
+    )
+    index_snapshot_every: int = Field(default=1000, description="Snapshot after this many changes.")
+    use_gpu_index: bool = False
+
+    # service -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_request_bytes: int = 50 * 1024 * 1024
+    session_secret: str | None = Field(
+        default=None, description="Signs dashboard cookies; generated into data_dir when unset."
+    )
+    store_thumbnails: bool = True
+
+    @property
+    def calibration_dir(self) -> Path:
+        return self.data_dir / "calibration"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where ``identity models pull`` writes downloaded weights."""
+        return self.data_dir / "models"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
