@@ -1,0 +1,73 @@
+"""The face pipeline: decode -> detect -> align -> embed -> quality, one ``Faces`` out.
+
+``FaceAnalyzer`` only orchestrates the stage modules; each stage has its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from identity.align import align_faces
+from identity.detect import Detector, load_detector
+from identity.embed import Embedder, load_embedder
+from identity.faces import Faces
+from identity.image import decode_image
+from identity.quality import assess_quality
+from identity.settings import Settings
+
+
+@dataclass
+class AnalyzedImage:
+    image_bgr: np.ndarray
+    faces: Faces
+
+
+class FaceAnalyzer:
+    """Detector + embedder chosen by manifest name (defaults from settings), loaded lazily once."""
+
+    def __init__(
+        self, settings: Settings, detector: str | None = None, embedder: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.detector_name = detector or settings.detector
+        self.embedder_name = embedder or settings.embedder
+
+    @property
+    def detector(self) -> Detector:
+        return load_detector(self.detector_name, self.settings)
+
+    @property
+    def embedder(self) -> Embedder:
+        return load_embedder(self.embedder_name, self.settings)
+
+    def detect(self, images_bgr: Sequence[np.ndarray]) -> Faces:
+        faces = self.detector.detect(images_bgr)
+        if len(faces) and self.settings.min_face_px > 0:
+            side = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
+            faces = faces[side >= self.settings.min_face_px]
+        return faces
+
+    def analyze(
+        self, images_bgr: Sequence[np.ndarray], embed: bool = True, faces: Faces | None = None
+    ) -> Faces:
+        """All faces of a batch of BGR images, with crops, embeddings and quality.
+
+        ``faces`` skips detection when boxes and landmarks are already known (re-analysis).
+        """
+        if faces is None:
+            faces = self.detect(images_bgr)
+        if not len(faces):
+            return faces
+        embedder = self.embedder
+        faces = faces.with_(crops=align_faces(images_bgr, faces, embedder.template))
+        if embed:
+            embeddings, norms = embedder.embed(faces.crops)
+            faces = faces.with_(embeddings=embeddings, embedding_norms=norms)
+        return assess_quality(faces, self.settings, embedder_name=self.embedder_name)
+
+    def analyze_bytes(self, data: bytes, embed: bool = True) -> AnalyzedImage:
+        image = decode_image(data, self.settings)
+        return AnalyzedImage(image, self.analyze([image], embed=embed))
