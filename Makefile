@@ -1,0 +1,32 @@
+# The two commands the README promises:
+#   make serve   install into .venv and run the service on embedded defaults
+#   make test    install everything the tests need and run the whole suite (.ci/run calls this)
+PY ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: install install-dev serve test bench lint
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e '.[mesh]'
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,mesh,torch]'
+	# face_recognition is the accuracy/speed peer; its own dependency is dlib from source, which
+	# dlib-bin already provides, hence --no-deps.
+	$(BIN)/pip install -q --no-deps face_recognition==1.3.0
+	bash scripts/install-test-deps.sh
+
+serve: install
+	$(BIN)/identity serve
+
+test: install-dev
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check identity services models bench tests
+	$(BIN)/mypy identity
