@@ -1,0 +1,181 @@
+"""SQLAlchemy 2 models: the Postgres schema that is the truth for the service.
+
+Tables:
+- ``collections``: galleries (one per tenant or use), addressed by a unique ``name``.
+- ``identities``: a person in a collection; ``external_id`` is the caller's key, unique per
+  collection; ``id`` is a UUID (not enumerable) used in URLs.
+- ``face_templates``: one embedding per enrolled face; ``id`` (bigint) is also the FAISS id.
+  The embedding is raw little-endian float32 bytes (``dim`` values), L2-normalised.
+  ``source_sha256`` makes the same image enrolled twice for one identity a duplicate.
+- ``index_changes``: append-only change log (``seq`` grows) of template adds/removes per
+  (collection, model). A restarted service loads its FAISS snapshot (which records the last
+  ``seq`` it contains) and replays what came after. Writers take a per-collection advisory lock
+  before writing a change, so ``seq`` order equals commit order within a collection.
+- ``api_keys``: sha256 of the key (never the key), a short public prefix to find the row, scope
+  ``admin|enroll|verify`` and an optional collection.
+- ``audit_events``: who (key id), what, which collection/identity, outcome and scores; never
+  embeddings, images or thumbnails. Ids are plain columns, not foreign keys, so an erased
+  identity's events survive the erasure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Identity,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+SCOPES = ("admin", "enroll", "verify")
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class IdentityRow(Base):
+    __tablename__ = "identities"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "external_id", name="uq_identities_collection_external"),
+        Index("ix_identities_collection_display_name", "collection_id", "display_name"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    collection_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    external_id: Mapped[str] = mapped_column(String(256), nullable=False)
+    display_name: Mapped[str] = mapped_column(String(256), nullable=False, server_default="")
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default="{}"
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+    templates: Mapped[list[FaceTemplate]] = relationship(
+        back_populates="identity", passive_deletes=True, order_by="FaceTemplate.id"
+    )
+
+
+class FaceTemplate(Base):
+    __tablename__ = "face_templates"
+    __table_args__ = (
+        UniqueConstraint(
+            "identity_id", "model_name", "source_sha256", name="uq_face_templates_identity_source"
+        ),
+        Index("ix_face_templates_collection_model", "collection_id", "model_name"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    identity_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE"), nullable=False
+    )
+    # Denormalised so the index for (collection, model) is one indexed scan without a join.
+    collection_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    quality: Mapped[float | None] = mapped_column(Float)
+    quality_reasons: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default="[]")
+    det_score: Mapped[float | None] = mapped_column(Float)
+    bbox: Mapped[list[float]] = mapped_column(JSONB, nullable=False)
+    landmarks: Mapped[list[list[float]]] = mapped_column(JSONB, nullable=False)
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    # File name under settings.thumbnails_dir; files are easier to serve and to erase than
+    # bytea, and keep the table small for the index scan.
+    thumbnail: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    identity: Mapped[IdentityRow] = relationship(back_populates="templates")
+
+
+class IndexChange(Base):
+    __tablename__ = "index_changes"
+    __table_args__ = (
+        CheckConstraint("op IN ('add', 'remove')", name="ck_index_changes_op"),
+        Index("ix_index_changes_collection_model_seq", "collection_id", "model_name", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    template_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    op: Mapped[str] = mapped_column(String(8), nullable=False)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("scope IN ('admin', 'enroll', 'verify')", name="ck_api_keys_scope"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True, nullable=False)
+    key_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    collection_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(128), nullable=False, server_default="")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    collection: Mapped[Collection | None] = relationship()
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    actor_key_id: Mapped[int | None] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    collection: Mapped[str | None] = mapped_column(String(64))
+    identity_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+    # Scores, counts and error codes only: never embeddings, images or thumbnails.
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
