@@ -1,0 +1,179 @@
+"""Verification accuracy on real faces, ours and face_recognition's side by side.
+
+    python bench/accuracy.py [--combos retinaface_mnet025+dlib_resnet_v1,...] [--no-peer]
+
+Reported on deepface's 520 labelled pairs (``../shared/data/deepface/PAIRS.csv``):
+- faces found (largest face per photo, out of 61 photos),
+- AUC, EER, TAR at FAR 1e-2 (140 genuine / 380 impostor pairs: FARs below 1/380 cannot be
+  measured here, so none are claimed),
+- accuracy at a threshold calibrated on a DIFFERENT set: the face_recognition people
+  (``../shared/data/face_recognition``, 5 people, 20 photos), never on the reported pairs,
+- accuracy under identity-disjoint 2-fold cross-validation on deepface (threshold chosen on the
+  pairs of one half of the people, accuracy measured on the other half, then swapped).
+
+face_recognition runs its own pipeline (HOG detector upsampled once, 5-point shape predictor,
+dlib ResNet) with its documented default distance 0.6 and, for fairness, calibrated the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    Pair,
+    all_pairs,
+    command_line,
+    deepface_labels,
+    deepface_pairs,
+    face_recognition_people,
+    print_table,
+)
+from identity.calibration import eer_of, roc_curve  # noqa: E402
+
+DEFAULT_COMBOS = [
+    "retinaface_mnet025+dlib_resnet_v1",
+    "retinaface_mnet025+arcface_mobilefacenet_128",
+    "scrfd_2.5g_kps+arcface_mobilefacenet_128",
+    "yunet_n+arcface_mobilefacenet_128",
+    "retinaface_mnet025+arcface_mobilefacenet_192_batch2",
+]
+
+Embed = Callable[[Path], np.ndarray | None]
+
+
+def ours(detector: str, embedder: str, models_dir: Path) -> Embed:
+    from identity.image import load_image
+    from identity.pipeline import FaceAnalyzer
+    from identity.settings import Settings
+
+    settings = Settings(models_dir=models_dir, detector=detector, embedder=embedder)
+    analyzer = FaceAnalyzer(settings)
+
+    def embed(path: Path) -> np.ndarray | None:
+        faces = analyzer.analyze([load_image(path, settings)])
+        return faces.largest().embeddings[0] if len(faces) else None
+
+    return embed
+
+
+def face_recognition_peer() -> Embed:
+    import face_recognition
+
+    def embed(path: Path) -> np.ndarray | None:
+        image = face_recognition.load_image_file(str(path))
+        locations = face_recognition.face_locations(image, number_of_times_to_upsample=1)
+        if not locations:
+            return None
+        largest = max(locations, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
+        return face_recognition.face_encodings(image, [largest])[0]
+
+    return embed
+
+
+def scores(pairs: list[Pair], emb: dict[Path, np.ndarray | None], distance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity (higher = same) of each pair with both faces found; misses score -inf."""
+    sims, same = [], []
+    for p in pairs:
+        a, b = emb.get(p.a), emb.get(p.b)
+        if a is None or b is None:
+            s = -np.inf
+        elif distance:
+            s = -float(np.linalg.norm(a - b))  # face_recognition compares Euclidean distances
+        else:
+            s = float(a @ b)
+        sims.append(s)
+        same.append(p.same)
+    return np.asarray(sims), np.asarray(same)
+
+
+def best_threshold(sims: np.ndarray, same: np.ndarray) -> float:
+    """Threshold with the highest accuracy on a calibration set (midpoint between scores)."""
+    finite = np.unique(sims[np.isfinite(sims)])
+    candidates = np.r_[finite[0] - 1e-6, (finite[:-1] + finite[1:]) / 2, finite[-1] + 1e-6]
+    accs = [np.mean((sims >= t) == same) for t in candidates]
+    return float(candidates[int(np.argmax(accs))])
+
+
+def accuracy(sims: np.ndarray, same: np.ndarray, t: float) -> float:
+    return float(np.mean((sims >= t) == same))
+
+
+def two_fold_accuracy(pairs: list[Pair], sims: np.ndarray, same: np.ndarray, labels: dict[Path, str]) -> float:
+    people = sorted(set(labels.values()))
+    halves = [set(people[0::2]), set(people[1::2])]
+    accs, weights = [], []
+    for cal, rep in ((0, 1), (1, 0)):
+        def in_half(p: Pair, h: int) -> bool:
+            return labels[p.a] in halves[h] and labels[p.b] in halves[h]
+        cal_idx = np.array([in_half(p, cal) for p in pairs])
+        rep_idx = np.array([in_half(p, rep) for p in pairs])
+        t = best_threshold(sims[cal_idx], same[cal_idx])
+        accs.append(accuracy(sims[rep_idx], same[rep_idx], t))
+        weights.append(rep_idx.sum())
+    return float(np.average(accs, weights=weights))
+
+
+def evaluate(name: str, embed: Embed, distance: bool, default_t: float | None) -> list[object]:
+    df_labels = deepface_labels()
+    fr_labels = face_recognition_people()
+    pairs = deepface_pairs()
+    start = time.perf_counter()
+    emb = {p: embed(p) for p in df_labels}
+    elapsed = time.perf_counter() - start
+    emb_fr = {p: embed(p) for p in fr_labels}
+    found = sum(v is not None for v in emb.values())
+
+    sims, same = scores(pairs, emb, distance)
+    far, tar, thr = roc_curve(sims[same], sims[~same])
+    auc = float(np.trapezoid(tar, far))
+    eer, _ = eer_of(far, tar, thr)
+    imp = np.sort(sims[~same])[::-1]
+    t_far = np.nextafter(imp[int(0.01 * len(imp))], np.inf)
+    tar_1e2 = float(np.mean(sims[same] >= t_far))
+
+    cal_sims, cal_same = scores(all_pairs(fr_labels), emb_fr, distance)
+    t_cal = best_threshold(cal_sims, cal_same)
+    row: list[object] = [
+        name, f"{found}/{len(df_labels)}", auc, eer, tar_1e2,
+        accuracy(sims, same, t_cal), two_fold_accuracy(pairs, sims, same, df_labels),
+    ]
+    row.append(accuracy(sims, same, default_t) if default_t is not None else "-")
+    row.append(round(elapsed, 1))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--combos", default=",".join(DEFAULT_COMBOS))
+    parser.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "models")
+    parser.add_argument("--no-peer", action="store_true", help="skip face_recognition")
+    args = parser.parse_args()
+
+    rows = []
+    for combo in filter(None, args.combos.split(",")):
+        detector, embedder = combo.split("+")
+        try:
+            rows.append(evaluate(f"ours {detector} + {embedder}", ours(detector, embedder, args.models_dir), False, None))
+        except Exception as exc:  # a missing optional model must not hide the other rows
+            print(f"skipped {combo}: {exc}", file=sys.stderr)
+    if not args.no_peer:
+        rows.append(evaluate("face_recognition 1.3 (HOG + dlib ResNet)", face_recognition_peer(), True, -0.6))
+    print_table(
+        ["pipeline", "faces", "AUC", "EER", "TAR@FAR1e-2", "acc (cal. on fr people)",
+         "acc (2-fold by id)", "acc @ default", "embed s (61 photos)"],
+        rows,
+        title="Verification on deepface PAIRS.csv (520 pairs: 140 genuine, 380 impostor)",
+    )
+    print(f"\n`{command_line()}`")
+
+
+if __name__ == "__main__":
+    main()
