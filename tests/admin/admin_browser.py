@@ -1,0 +1,69 @@
+"""Headless Debian Chromium driven by Playwright, without Playwright's own browser download.
+
+Playwright's ``launch`` makes a fresh, empty user-data-dir per browser; the flags below keep
+Chromium from calling Google (background networking, component updates, sync): on a closed
+network those connections fail noisily and slow every start.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from playwright.sync_api import Page
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # the tests run as root in a container, where the sandbox cannot start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
+
+
+def find_chromium() -> str | None:
+    for candidate in CHROMIUM_CANDIDATES:
+        if Path(candidate).is_file():
+            return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@dataclass
+class PageErrors:
+    """Console errors and uncaught page exceptions seen by one page; the tests want none."""
+
+    messages: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> None:
+        page.on(
+            "console",
+            lambda msg: (
+                self.messages.append(f"console.{msg.type}: {msg.text} @ {page.url}")
+                if msg.type == "error"
+                else None
+            ),
+        )
+        page.on("pageerror", lambda exc: self.messages.append(f"pageerror: {exc} @ {page.url}"))
+
+
+def screenshot(page: Page, name: str, widths: tuple[int, ...] = (1280, 800)) -> list[Path]:
+    """Full-page PNGs at laptop and tablet widths into test-artifacts/screenshots/ (git-ignored)."""
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    original = page.viewport_size or {"width": 1280, "height": 900}
+    out = []
+    for width in widths:
+        page.set_viewport_size({"width": width, "height": original["height"]})
+        path = SCREENSHOT_DIR / f"{name}-{width}.png"
+        page.screenshot(path=str(path), full_page=True)
+        out.append(path)
+    page.set_viewport_size(original)
+    return out
