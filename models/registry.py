@@ -204,7 +204,11 @@ def pull(name: str, cache_dir: Path, timeout_s: float = 60.0) -> Path:
     The file appears only after its checksum matched, so an interrupted or tampered download
     never leaves usable-looking weights behind.
     """
-    m = get_manifest(name)
+    return pull_manifest(get_manifest(name), cache_dir, timeout_s)
+
+
+def pull_manifest(m: Manifest, cache_dir: Path, timeout_s: float = 60.0) -> Path:
+    name = m.name
     if not m.source_url or not m.file:
         raise DownloadFailed(f"model '{name}' has no download URL (it ships in {m.package})")
     cache_dir.mkdir(parents=True, exist_ok=True)

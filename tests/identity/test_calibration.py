@@ -1,0 +1,118 @@
+"""Calibration maths on score sets whose answers are known by construction."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from identity.calibration import (
+    CalibrationReport,
+    FarPoint,
+    evaluate,
+    far_at,
+    pair_scores,
+    read_labelled,
+    roc_curve,
+    save_calibration,
+    save_roc_plot,
+    threshold_at_far,
+    threshold_for,
+)
+from identity.errors import CalibrationError, InvalidInput
+from identity.settings import Settings
+
+
+def test_pair_scores_split_genuine_and_impostor() -> None:
+    emb = np.eye(3, dtype=np.float32)[[0, 0, 1, 2]]  # two identical vectors for "a"
+    genuine, impostor = pair_scores(emb, ["a", "a", "b", "c"])
+    assert genuine.tolist() == [1.0]
+    assert len(impostor) == 5 and np.all(impostor == 0.0)
+
+
+def test_roc_of_separable_scores_has_auc_one_and_eer_zero() -> None:
+    genuine = np.linspace(0.6, 0.9, 30)
+    impostor = np.linspace(-0.2, 0.5, 300)
+    report = evaluate("m", genuine, impostor, fars=(1e-2,))
+    assert report.auc == pytest.approx(1.0)
+    assert report.eer == pytest.approx(0.0)
+    p = report.points[0]
+    # 1% of 300 impostors = 3 may pass: the threshold sits just above the 4th highest impostor
+    assert np.sum(impostor >= p.threshold) <= 3
+    assert p.tar == 1.0 and p.reliable
+
+
+def test_threshold_at_far_never_exceeds_the_far() -> None:
+    rng = np.random.default_rng(0)
+    genuine = rng.normal(0.6, 0.1, 500)
+    impostor = rng.normal(0.1, 0.1, 5000)
+    for far in (1e-1, 1e-2, 1e-3):
+        t, tar = threshold_at_far(genuine, impostor, far)
+        assert np.mean(impostor >= t) <= far
+        assert tar == pytest.approx(np.mean(genuine >= t))
+
+
+def test_roc_ties_are_decided_together() -> None:
+    far, tar, thr = roc_curve(np.array([0.5, 0.5]), np.array([0.5, 0.1]))
+    # at threshold 0.5 both genuine and the tied impostor pass at once
+    i = int(np.flatnonzero(thr == 0.5)[0])
+    assert (far[i], tar[i]) == (0.5, 1.0)
+
+
+def test_unmeasurable_far_is_flagged_unreliable() -> None:
+    report = evaluate("m", np.array([0.9, 0.8]), np.linspace(0, 0.5, 50), fars=(1e-2, 1e-4))
+    assert [p.reliable for p in report.points] == [False, False]
+    report = evaluate("m", np.array([0.9, 0.8]), np.linspace(0, 0.5, 200), fars=(1e-2,))
+    assert report.points[0].reliable
+
+
+def test_evaluate_needs_both_kinds_of_pairs() -> None:
+    with pytest.raises(CalibrationError, match="genuine"):
+        evaluate("m", np.array([]), np.array([0.1]))
+    with pytest.raises(CalibrationError, match="impostor"):
+        evaluate("m", np.array([0.9]), np.array([]))
+
+
+def test_saved_thresholds_drive_decisions(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    report = CalibrationReport(
+        model="dlib_resnet_v1", n_images=10, n_identities=3, n_genuine=5, n_impostor=1000,
+        auc=0.99, eer=0.02, eer_threshold=0.8,
+        points=[FarPoint(1e-2, 0.80, 0.99, True), FarPoint(1e-3, 0.90, 0.95, True)],
+        impostor_quantiles=list(np.linspace(-0.1, 0.9, 201)),
+    )
+    path = save_calibration(report, settings)
+    assert json.loads(path.read_text())["thresholds"] == {"1e-02": 0.8, "1e-03": 0.9}
+    assert threshold_for("dlib_resnet_v1", 1e-2, settings) == pytest.approx(0.8)
+    assert threshold_for("dlib_resnet_v1", 1e-3, settings) == pytest.approx(0.9)
+    # log-linear between calibrated FARs, clamped (strictest known) beyond them
+    assert threshold_for("dlib_resnet_v1", 10**-2.5, settings) == pytest.approx(0.85)
+    assert threshold_for("dlib_resnet_v1", 1e-6, settings) == pytest.approx(0.9)
+    with pytest.raises(InvalidInput):
+        threshold_for("dlib_resnet_v1", 0.0, settings)
+    # FAR estimate from the stored impostor distribution falls as similarity rises
+    assert far_at("dlib_resnet_v1", 0.85, settings) < far_at("dlib_resnet_v1", 0.3, settings)
+    assert far_at("dlib_resnet_v1", 2.0, settings) == pytest.approx(1 / 1000)
+
+
+def test_read_labelled_folders_and_csv(tmp_path) -> None:
+    for person, n in (("ann", 2), ("bob", 1)):
+        (tmp_path / person).mkdir()
+        for i in range(n):
+            (tmp_path / person / f"{i}.jpg").write_bytes(b"x")
+    (tmp_path / "ann" / "notes.txt").write_text("not an image")
+    items = read_labelled(tmp_path)
+    assert sorted((p.name, who) for p, who in items) == [("0.jpg", "ann"), ("0.jpg", "bob"), ("1.jpg", "ann")]
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("path,identity\nann/0.jpg,ann\nbob/0.jpg,bob\n")
+    assert [(p, who) for p, who in read_labelled(tmp_path, csv_file)] == [
+        (tmp_path / "ann/0.jpg", "ann"), (tmp_path / "bob/0.jpg", "bob")
+    ]
+    with pytest.raises(InvalidInput):
+        read_labelled(tmp_path / "missing")
+
+
+def test_roc_plot_is_a_png(tmp_path) -> None:
+    out = save_roc_plot(np.array([0.8, 0.9]), np.array([0.1, 0.2, 0.85]), tmp_path / "roc.png", "t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,107 @@
+"""The model registry: manifests, resolution order, checksums, and checksummed downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
+from models.registry import (
+    Manifest,
+    find_weights,
+    get_manifest,
+    load_manifests,
+    model_status,
+    pull_manifest,
+    resolve,
+)
+
+SHARED_MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
+
+
+def test_every_manifest_is_complete() -> None:
+    manifests = load_manifests()
+    assert {"retinaface_mnet025", "dlib_resnet_v1", "scrfd_2.5g_kps", "yunet_n",
+            "arcface_mobilefacenet_128", "w600k_r50"} <= set(manifests)
+    for m in manifests.values():
+        assert m.licence and m.licence != "unknown", m.name
+        assert m.package or m.source_url or m.file, m.name
+        if m.source_url:
+            assert m.source_url.startswith("https://"), m.name
+
+
+def test_shared_models_verify_against_the_published_checksums() -> None:
+    sums = dict(
+        reversed(line.split()) for line in (SHARED_MODELS / "SHA256SUMS").read_text().splitlines()
+    )
+    for name, m in load_manifests().items():
+        if m.file in sums:
+            assert m.sha256 == sums[m.file], name
+            row = model_status(name, SHARED_MODELS, None)
+            assert row["present"] and row["checksum"] == "ok", row
+
+
+def test_package_weights_resolve_without_any_folder() -> None:
+    for name in ("retinaface_mnet025", "dlib_resnet_v1"):
+        resolved = resolve(name, None, None)
+        assert resolved.origin == "package"
+        assert len(resolved.read_bytes()) > 100_000
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path) -> None:
+    with pytest.raises(ModelNotFound, match="identity models pull w600k_r50"):
+        resolve("w600k_r50", tmp_path, tmp_path)
+    with pytest.raises(ModelNotFound, match="known models"):
+        get_manifest("no_such_model")
+
+
+def test_tampered_weights_are_refused(tmp_path) -> None:
+    m = get_manifest("yunet_n")
+    (tmp_path / m.file).write_bytes(b"not the model")
+    with pytest.raises(ChecksumMismatch):
+        resolve("yunet_n", tmp_path, None)
+    assert model_status("yunet_n", tmp_path, None)["checksum"] == "MISMATCH"
+
+
+def _manifest(url: str, payload: bytes, **kw: object) -> Manifest:
+    return Manifest(name="tiny", task="recognition", runner="arcface_onnx", file="tiny.onnx",
+                    sha256=hashlib.sha256(payload).hexdigest(), source_url=url, licence="MIT", **kw)
+
+
+def test_pull_verifies_then_keeps(tmp_path) -> None:
+    payload = b"weights" * 1000
+    src = tmp_path / "src.onnx"
+    src.write_bytes(payload)
+    cache = tmp_path / "cache"
+    m = _manifest(src.as_uri(), payload)
+    assert pull_manifest(m, cache).read_bytes() == payload
+    assert find_weights(m, None, cache).origin == "cache"
+
+
+def test_pull_from_a_zip_pack(tmp_path) -> None:
+    payload = b"w600k" * 100
+    pack = tmp_path / "pack.zip"
+    with zipfile.ZipFile(pack, "w") as zf:
+        zf.writestr("buffalo/w600k.onnx", payload)
+    m = _manifest(pack.as_uri(), payload, archive_member="buffalo/w600k.onnx")
+    assert pull_manifest(m, tmp_path / "cache").read_bytes() == payload
+
+
+def test_pull_with_wrong_checksum_leaves_nothing(tmp_path) -> None:
+    src = tmp_path / "src.onnx"
+    src.write_bytes(b"tampered")
+    cache = tmp_path / "cache"
+    with pytest.raises(ChecksumMismatch):
+        pull_manifest(_manifest(src.as_uri(), b"original"), cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_pull_without_network_fails_clearly(tmp_path) -> None:
+    # port 9 on loopback: nothing listens, so this is the offline case without touching a network
+    m = _manifest("http://127.0.0.1:9/w.onnx", b"x")
+    with pytest.raises(DownloadFailed, match="IDENTITY_MODELS_DIR"):
+        pull_manifest(m, tmp_path / "cache", timeout_s=5)
+    assert list((tmp_path / "cache").iterdir()) == []
