@@ -65,6 +65,26 @@ class Settings(BaseSettings):
     index_factory: str = Field(
         default="Flat",
         description="FAISS index_factory string (inner product); e.g. HNSW32, IVF4096,PQ64.",
+    # dense face geometry (MediaPipe FaceMesh, the `mesh` extra; docs/mesh.md) ----------------
+    quality_mesh: bool = Field(
+        default=True,
+        description="Run FaceMesh on each face for pose and eye signals in quality; skipped "
+        "(5-landmark estimate stays) when mediapipe is not installed.",
+    )
+    mesh_landmarks: bool = Field(
+        default=False, description="Replace the detector's 5 landmarks with mesh points before alignment."
+    )
+    mesh_landmark_eyes: str = Field(
+        default="iris", description="Eye points from the mesh: 'iris' centres or eye 'corners' midpoint."
+    )
+    eyes_closed_ear: float = Field(
+        default=0.12, description="Both eyes' aspect ratio below this = eyes closed."
+    )
+    mesh_max_abs_pitch: float = Field(default=35.0, description="Pitch (degrees) beyond which pose is a reason.")
+    mesh_eyes_closed_factor: float = Field(
+        default=0.3, description="Quality multiplier for a face with both eyes closed."
+    )
+
     )
     index_snapshot_every: int = Field(default=1000, description="Snapshot after this many changes.")
     use_gpu_index: bool = False
