@@ -266,3 +266,8 @@ def models_pull(name: str) -> None:
 
 
 # --- commands that live beside their own code (registered lazily) ----------------------------
+
+# service: serve, db upgrade|reindex, keys create|list|revoke (services/cli.py imports no FastAPI)
+from services.cli import register as _register_service_commands  # noqa: E402
+
+_register_service_commands(app)

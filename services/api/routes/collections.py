@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from services.api.models import CollectionCreate, CollectionDeleted, CollectionList, CollectionOut
+from services.auth import Principal
+from services.deps import StoreDep, access, collection_access
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+
+@router.post("", status_code=201, response_model=CollectionOut)
+def create_collection(
+    body: CollectionCreate, store: StoreDep, p: Annotated[Principal, Depends(access("admin"))]
+) -> dict:
+    return store.create_collection(body.name, body.description, actor=p.key_id)
+
+
+@router.get("", response_model=CollectionList)
+def list_collections(store: StoreDep, p: Annotated[Principal, Depends(access("any"))]) -> dict:
+    """All collections for an unbound key; only its own for a collection-bound key."""
+    return {"items": store.list_collections(only=p.collection)}
+
+
+@router.get("/{cid}", response_model=CollectionOut)
+def get_collection(
+    cid: str, store: StoreDep, p: Annotated[Principal, Depends(collection_access("any"))]
+) -> dict:
+    return store.get_collection(cid)
+
+
+@router.delete("/{cid}", response_model=CollectionDeleted)
+def delete_collection(
+    cid: str, store: StoreDep, p: Annotated[Principal, Depends(collection_access("admin"))]
+) -> dict:
+    return store.delete_collection(cid, actor=p.key_id)

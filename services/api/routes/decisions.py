@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from services.api.models import IdentifyResult, VerifyResult
+from services.auth import Principal
+from services.deps import StoreDep, collection_access
+
+router = APIRouter(prefix="/v1/collections/{cid}", tags=["decisions"])
+
+
+@router.post("/verify", response_model=VerifyResult)
+def verify(
+    cid: str,
+    store: StoreDep,
+    p: Annotated[Principal, Depends(collection_access("verify"))],
+    file: Annotated[UploadFile, File(description="probe image")],
+    identity_id: Annotated[uuid.UUID | None, Form(description="claimed identity")] = None,
+    file2: Annotated[UploadFile | None, File(description="second image (instead of identity_id)")] = None,
+    far: Annotated[float | None, Form(gt=0, lt=1, description="false-accept rate to decide at")] = None,
+    threshold: Annotated[float | None, Form(ge=-1, le=1, description="explicit similarity threshold")] = None,
+) -> dict:
+    """1:1 — the probe's largest face against every template of the identity (max similarity)."""
+    other = file2.file.read() if file2 is not None else None
+    return store.verify(
+        cid, file.file.read(), identity_id=identity_id, other=other, far=far, threshold=threshold,
+        actor=p.key_id,
+    )
+
+
+@router.post("/identify", response_model=IdentifyResult)
+def identify(
+    cid: str,
+    store: StoreDep,
+    p: Annotated[Principal, Depends(collection_access("verify"))],
+    file: Annotated[UploadFile, File(description="probe image")],
+    top_k: Annotated[int, Form(ge=1, le=100)] = 5,
+    far: Annotated[float | None, Form(gt=0, lt=1)] = None,
+    threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
+    all_faces: Annotated[bool, Form(description="every face instead of the largest")] = False,
+) -> dict:
+    """1:N — candidates best first for the largest face (or every face)."""
+    return store.identify(
+        cid, file.file.read(), top_k=top_k, far=far, threshold=threshold, all_faces=all_faces,
+        actor=p.key_id,
+    )

@@ -1,0 +1,99 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Start-up (lifespan): open the database (``DATABASE_URL`` or the embedded Postgres in
+``data_dir``), apply migrations, sweep orphan thumbnails, load or build the FAISS indexes, load
+the models, then start a background thread that replays other processes' changes and snapshots
+indexes. Shut-down: stop the thread, snapshot every index with unsaved changes, close the DB.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from identity.pipeline import FaceAnalyzer
+from identity.settings import Settings, get_settings
+from services.api.routes import collections, decisions, health, identities
+from services.auth import KeyStore
+from services.db import open_database, upgrade
+from services.errors import RequestSizeLimit, install_error_handlers
+from services.metrics import Metrics, MetricsMiddleware
+from services.store import IdentityStore
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_EVERY_S = 2.0  # how stale another process's writes may look to an idle index
+
+
+def _background(app: FastAPI, stop: threading.Event, settings: Settings) -> None:
+    from identity.runtime import POOL
+
+    while not stop.wait(BACKGROUND_EVERY_S):
+        try:
+            app.state.store.indexes.catch_up_all()
+            POOL.unload_idle(settings.model_idle_unload_s)
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("index background round failed")
+
+
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    analyzer: FaceAnalyzer | None = None,
+    warm_models: bool = True,
+) -> FastAPI:
+    """The service. ``engine``/``analyzer`` may be passed in (tests share them across apps)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with ExitStack() as stack:
+            eng = engine if engine is not None else stack.enter_context(open_database(settings))
+            upgrade(eng)
+            store = IdentityStore(settings, eng, analyzer)
+            app.state.store = store
+            app.state.keys = KeyStore(eng)
+            removed = store.sweep_orphan_thumbnails()
+            if removed:
+                log.info("removed %d orphan thumbnails", removed)
+            store.indexes.warm()
+            if warm_models:
+                store.analyzer.detector  # noqa: B018 - loads and times the models once
+                store.analyzer.embedder  # noqa: B018
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=_background, args=(app, stop, settings), name="index-sync", daemon=True
+            )
+            thread.start()
+            app.state.ready = True
+            try:
+                yield
+            finally:
+                app.state.ready = False
+                stop.set()
+                thread.join(timeout=10)
+                store.indexes.snapshot_all()
+
+    app = FastAPI(
+        title="identity",
+        version="0.1.0",
+        description="Self-hosted face identity: enroll, verify (1:1), identify (1:N), erase.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.ready = False
+    app.state.metrics = Metrics(
+        lambda: app.state.store.indexes.sizes() if hasattr(app.state, "store") else {}
+    )
+    install_error_handlers(app)
+    for module in (collections, identities, decisions, health):
+        app.include_router(module.router)
+    # Outermost first: size limit before anything reads the body; metrics see every response.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,65 @@
+"""FastAPI dependencies: settings, store, DB session and the API-key principal.
+
+``collection_access(action)`` builds a dependency that authenticates ``X-API-Key`` and checks
+that the key's scope allows ``action`` on the ``{cid}`` path parameter (401 / 403 otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from identity.settings import Settings
+from services.auth import KeyStore, Principal
+from services.store import IdentityStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_store(request: Request) -> IdentityStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_keys(request: Request) -> KeyStore:
+    return request.app.state.keys  # type: ignore[no-any-return]
+
+
+def get_session(store: Annotated[IdentityStore, Depends(get_store)]) -> Iterator[Session]:
+    """A plain SQLAlchemy session (read-mostly helpers such as the dashboard)."""
+    with store.sessions() as session:
+        yield session
+
+
+def get_principal(
+    keys: Annotated[KeyStore, Depends(get_keys)],
+    x_api_key: Annotated[str | None, Header(description="API key (identity keys create)")] = None,
+) -> Principal:
+    return keys.authenticate(x_api_key)
+
+
+def access(action: str) -> Callable[..., Principal]:
+    """Dependency: a key allowed to do ``action`` (admin|enroll|read|verify|any), no collection."""
+
+    def dep(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        principal.require(action)
+        return principal
+
+    return dep
+
+
+def collection_access(action: str) -> Callable[..., Principal]:
+    """Dependency: a key allowed to do ``action`` in the ``{cid}`` collection of the path."""
+
+    def dep(cid: str, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        principal.require(action, cid)
+        return principal
+
+    return dep
+
+
+StoreDep = Annotated[IdentityStore, Depends(get_store)]

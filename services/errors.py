@@ -1,0 +1,144 @@
+"""One problem shape for every error: ``{"error": {"code", "message", "details"}}``.
+
+``identity.errors.IdentityError`` carries its own code and HTTP status; the handlers below map it,
+FastAPI's validation errors (422), Starlette's HTTP errors (404, 405...), oversize requests (413)
+and, last, anything unexpected (500, logged with its traceback, no internals in the body).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from identity.errors import IdentityError
+
+log = logging.getLogger(__name__)
+
+
+class RequestTooLarge(IdentityError):
+    code = "request_too_large"
+    http_status = 413
+
+
+def problem(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details}}, status_code=status
+    )
+
+
+def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    # Drop ``input`` (it may be an uploaded image or a secret) and ``ctx`` (may hold exceptions).
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
+        for e in errors
+    ]
+
+
+_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(IdentityError)
+    async def identity_error(request: Request, exc: IdentityError) -> JSONResponse:
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_validation_errors(exc.errors())
+        where = ", ".join(".".join(e["loc"]) + ": " + e["msg"] for e in errors[:3])
+        return problem(422, "invalid_input", f"invalid request: {where}", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        resp = problem(exc.status_code, code, message)
+        if exc.headers:
+            resp.headers.update(exc.headers)
+        return resp
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal_error", "internal server error")
+
+
+class RequestSizeLimit:
+    """Refuse request bodies over ``max_bytes`` with a 413 problem, declared or streamed.
+
+    A declared ``Content-Length`` over the limit is refused before reading anything. A chunked
+    body is counted as it arrives; once over, the app sees an end of body and whatever response
+    it starts is replaced by the 413.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _refusal(self) -> JSONResponse:
+        return problem(
+            413, RequestTooLarge.code,
+            f"request body over the limit of {self.max_bytes} bytes", limit=self.max_bytes,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await problem(400, "bad_request", "invalid Content-Length")(scope, receive, send)
+                    return
+                if declared > self.max_bytes:
+                    await self._refusal()(scope, receive, send)
+                    return
+        seen = 0
+        too_large = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        replaced = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal replaced
+            if too_large:
+                if not replaced and message["type"] == "http.response.start":
+                    replaced = True
+                    body = json.dumps(
+                        {"error": {"code": RequestTooLarge.code,
+                                   "message": f"request body over the limit of {self.max_bytes} bytes",
+                                   "details": {"limit": self.max_bytes}}}
+                    ).encode()
+                    await send({"type": "http.response.start", "status": 413,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+
+class EnrollmentRejected(IdentityError):
+    """Every image of an enrollment request was rejected; ``details.rejected`` says why."""
+
+    code = "enrollment_rejected"
+    http_status = 422

@@ -1,0 +1,315 @@
+"""FAISS indexes derived from Postgres: one ``FaceIndex`` per (collection, model).
+
+Postgres is the truth. An index is a cache of ``face_templates`` rows for one collection and one
+embedding model, keyed by template id, and is kept in step through the ``index_changes`` log:
+
+- **start**: load the snapshot in ``settings.index_dir`` (it records the last change ``seq`` it
+  contains and which collection it belongs to) and replay the changes after it; with no usable
+  snapshot, build from the templates table.
+- **after each commit**: the store calls ``catch_up(collection)``, which replays new changes (the
+  writer's own and those of other processes, e.g. the batch indexer). Searches call it too, so a
+  read always sees every committed write, whichever process made it.
+- **snapshots**: every ``settings.index_snapshot_every`` applied changes, and on clean shutdown.
+  A crash loses nothing: the next start replays the log from the snapshot's ``seq``.
+- ``rebuild`` drops and rebuilds from the templates table (``identity db reindex``).
+
+Why replaying by ``seq`` is exact: writers lock the collection (``pg_advisory_xact_lock``) before
+writing a change row and hold it until commit, so within a collection no change with a lower
+``seq`` can become visible after a higher one has been read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from identity.index import FaceIndex
+from sqlalchemy import Engine, select, text
+
+from identity.settings import Settings
+from services.schema import Collection, FaceTemplate, IndexChange
+
+log = logging.getLogger(__name__)
+
+
+def embedding_to_bytes(vec: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
+
+
+def embedding_from_bytes(data: bytes, dim: int) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4", count=dim)
+
+
+@dataclass
+class _Entry:
+    collection_id: int
+    collection_name: str
+    collection_created: str
+    model: str
+    index: FaceIndex | None  # None until the first template (the dim is not known before)
+    seq: int = 0  # last change applied
+    unsaved: int = 0  # changes applied since the last snapshot
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def size(self) -> int:
+        return 0 if self.index is None else len(self.index.ids())
+
+
+class IndexRegistry:
+    """All (collection, model) indexes of one process; thread-safe."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[int, str], _Entry] = {}
+
+    # paths ----------------------------------------------------------------------------------
+    def _snapshot_path(self, collection_id: int, model: str) -> Path:
+        return self.settings.index_dir / str(collection_id) / f"{model}.faiss"
+
+    # building -------------------------------------------------------------------------------
+    def _new_index(self, dim: int) -> FaceIndex:
+        return FaceIndex(dim, self.settings.index_factory, self.settings.use_gpu_index)
+
+    def _collection_info(self, collection_id: int) -> tuple[str, str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(Collection.name, Collection.created_at).where(Collection.id == collection_id)
+            ).first()
+        return None if row is None else (row[0], row[1].isoformat())
+
+    def _entry(self, collection_id: int, model: str) -> _Entry | None:
+        """The entry for (collection, model), loaded or built on first use; None if no collection."""
+        key = (collection_id, model)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                return entry
+        info = self._collection_info(collection_id)
+        if info is None:
+            return None
+        entry = self._load_snapshot(collection_id, model, info) or self._build(
+            collection_id, model, info
+        )
+        with self._lock:
+            # Another thread may have won the race; keep the first one.
+            return self._entries.setdefault(key, entry)
+
+    def _load_snapshot(self, collection_id: int, model: str, info: tuple[str, str]) -> _Entry | None:
+        path = self._snapshot_path(collection_id, model)
+        if not path.exists():
+            return None
+        try:
+            index, watermark = FaceIndex.load(path)
+        except Exception as exc:  # noqa: BLE001 - a torn or foreign file: rebuilding is always correct
+            log.warning("index snapshot %s unusable (%s); rebuilding", path, exc)
+            return None
+        if (
+            watermark.get("collection_name") != info[0]
+            or watermark.get("collection_created") != info[1]
+            or watermark.get("model") != model
+        ):
+            log.warning("index snapshot %s belongs to another collection; rebuilding", path)
+            return None
+        with self.engine.connect() as conn:
+            max_seq = conn.execute(text("SELECT coalesce(max(seq), 0) FROM index_changes")).scalar()
+        if int(watermark.get("seq", -1)) > int(max_seq or 0):
+            log.warning("index snapshot %s is ahead of the database; rebuilding", path)
+            return None
+        entry = _Entry(collection_id, info[0], info[1], model, index, seq=int(watermark["seq"]))
+        self._replay(entry)
+        log.info("index %s/%s loaded from snapshot at seq %d", info[0], model, watermark["seq"])
+        return entry
+
+    def _build(self, collection_id: int, model: str, info: tuple[str, str]) -> _Entry:
+        with self.engine.connect() as conn:
+            # Read the log position first, in the same snapshot as the rows, so replaying after
+            # it neither misses nor double-applies anything.
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            seq = conn.execute(
+                text("SELECT coalesce(max(seq), 0) FROM index_changes WHERE collection_id = :c"),
+                {"c": collection_id},
+            ).scalar()
+            rows = conn.execute(
+                select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding)
+                .where(FaceTemplate.collection_id == collection_id)
+                .where(FaceTemplate.model_name == model)
+                .order_by(FaceTemplate.id)
+            ).all()
+        entry = _Entry(collection_id, info[0], info[1], model, None, seq=int(seq or 0))
+        if rows:
+            dim = rows[0][1]
+            entry.index = self._new_index(dim)
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            vecs = np.stack([embedding_from_bytes(r[2], dim) for r in rows])
+            entry.index.add(ids, vecs)
+        entry.unsaved = len(rows)
+        log.info("index %s/%s built from %d templates", info[0], model, len(rows))
+        return entry
+
+    def _replay(self, entry: _Entry) -> int:
+        """Apply changes after ``entry.seq``; returns how many were read. Caller holds no lock."""
+        with entry.lock:
+            with self.engine.connect() as conn:
+                changes = conn.execute(
+                    select(IndexChange.seq, IndexChange.template_id, IndexChange.op)
+                    .where(IndexChange.collection_id == entry.collection_id)
+                    .where(IndexChange.model_name == entry.model)
+                    .where(IndexChange.seq > entry.seq)
+                    .order_by(IndexChange.seq)
+                ).all()
+                if not changes:
+                    return 0
+                last_op: dict[int, str] = {}
+                for _, template_id, op in changes:
+                    last_op[template_id] = op
+                to_add = [t for t, op in last_op.items() if op == "add"]
+                rows = []
+                if to_add:
+                    # A template added then erased before we got here is simply absent.
+                    rows = conn.execute(
+                        select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding).where(
+                            FaceTemplate.id.in_(to_add)
+                        )
+                    ).all()
+            present = set(entry.index.ids().tolist()) if entry.index is not None else set()
+            remove = [t for t, op in last_op.items() if op == "remove" and t in present]
+            if remove and entry.index is not None:
+                entry.index.remove(np.array(remove, dtype=np.int64))
+            rows = [r for r in rows if r[0] not in present]
+            if rows:
+                dim = rows[0][1]
+                if entry.index is None:
+                    entry.index = self._new_index(dim)
+                entry.index.add(
+                    np.array([r[0] for r in rows], dtype=np.int64),
+                    np.stack([embedding_from_bytes(r[2], dim) for r in rows]),
+                )
+            entry.seq = int(changes[-1][0])
+            entry.unsaved += len(changes)
+            if entry.unsaved >= self.settings.index_snapshot_every:
+                self._save(entry)
+            return len(changes)
+
+    def _save(self, entry: _Entry) -> None:
+        with entry.lock:
+            path = self._snapshot_path(entry.collection_id, entry.model)
+            if entry.index is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                entry.index.save(
+                    path,
+                    watermark={
+                        "seq": entry.seq,
+                        "collection_name": entry.collection_name,
+                        "collection_created": entry.collection_created,
+                        "model": entry.model,
+                    },
+                )
+            entry.unsaved = 0
+
+    # public ---------------------------------------------------------------------------------
+    def catch_up(self, collection_id: int, model: str) -> None:
+        """Bring (collection, model) up to date with every committed change."""
+        entry = self._entry(collection_id, model)
+        if entry is not None:
+            self._replay(entry)
+
+    def catch_up_all(self) -> None:
+        with self._lock:
+            entries = list(self._entries.values())
+        for entry in entries:
+            if self._collection_info(entry.collection_id) is None:
+                self.drop(entry.collection_id)
+            else:
+                self._replay(entry)
+
+    def warm(self) -> None:
+        """Load or build every (collection, model) that has templates (service start)."""
+        with self.engine.connect() as conn:
+            pairs = conn.execute(
+                select(FaceTemplate.collection_id, FaceTemplate.model_name).distinct()
+            ).all()
+        for collection_id, model in pairs:
+            self.catch_up(collection_id, model)
+
+    def search(
+        self, collection_id: int, model: str, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, template ids), each (n_queries, k'), best first; k' <= k; -1 = none."""
+        entry = self._entry(collection_id, model)
+        n = len(queries)
+        if entry is None:
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        self._replay(entry)
+        with entry.lock:
+            if entry.index is None:
+                return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+            k = min(k, len(entry.index.ids()))
+            if k == 0:
+                return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+            sims, ids = entry.index.search(np.asarray(queries, dtype=np.float32), k)
+        return np.asarray(sims), np.asarray(ids)
+
+    def ids(self, collection_id: int, model: str) -> set[int]:
+        entry = self._entry(collection_id, model)
+        if entry is None:
+            return set()
+        self._replay(entry)
+        with entry.lock:
+            return set() if entry.index is None else {int(i) for i in entry.index.ids()}
+
+    def rebuild(self, collection_id: int, model: str) -> int:
+        """Drop and rebuild (collection, model) from the templates table; returns its size."""
+        info = self._collection_info(collection_id)
+        key = (collection_id, model)
+        with self._lock:
+            self._entries.pop(key, None)
+        if info is None:
+            return 0
+        entry = self._build(collection_id, model, info)
+        self._save(entry)
+        with self._lock:
+            self._entries[key] = entry
+        return entry.size()
+
+    def drop(self, collection_id: int) -> None:
+        """Forget a deleted collection: in memory and its snapshots on disk."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == collection_id]:
+                del self._entries[key]
+        shutil.rmtree(self.settings.index_dir / str(collection_id), ignore_errors=True)
+
+    def snapshot_all(self) -> None:
+        with self._lock:
+            entries = list(self._entries.values())
+        for entry in entries:
+            if entry.unsaved:
+                self._save(entry)
+
+    def sizes(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            entries = list(self._entries.values())
+        return {(e.collection_name, e.model): e.size() for e in entries}
+
+    def describe(self) -> list[dict[str, Any]]:
+        with self._lock:
+            entries = list(self._entries.values())
+        return [
+            {"collection": e.collection_name, "model": e.model, "size": e.size(), "seq": e.seq}
+            for e in entries
+        ]
+
+
+def watermark_json(path: Path) -> dict[str, Any]:
+    """The watermark stored beside a snapshot (for tests and `identity db reindex` output)."""
+    _, watermark = FaceIndex.load(path)
+    return dict(json.loads(json.dumps(watermark)))

@@ -1,0 +1,807 @@
+"""The identity store: the service layer's Python API (no HTTP needed).
+
+Routes, the admin dashboard, the batch gallery indexer and the CLI all call these methods on one
+``IdentityStore``. Every write is one Postgres transaction; the FAISS index (``IndexRegistry``)
+is brought up to date right after the commit, from the ``index_changes`` log the transaction
+wrote. Errors are ``identity.errors`` types (NotFound, Conflict, InvalidInput, NoFaceFound...),
+which the HTTP layer maps once.
+
+Collections (addressed by ``name``):
+- ``create_collection(name, description="")``, ``list_collections(only=None)``,
+  ``get_collection(name)``, ``delete_collection(name)`` (templates, thumbnails, index snapshots).
+
+Identities (addressed by UUID ``identity_id`` within a collection):
+- ``create_identity(collection, external_id, display_name="", metadata=None)``
+- ``list_identities(collection, q=None, limit=50, offset=0)``: paged, ``q`` searches display
+  name and external id (case-insensitive substring).
+- ``get_identity(collection, identity_id)``: with its templates (no embeddings).
+- ``erase_identity(collection, identity_id)``: templates, thumbnails and index entries in one
+  operation; the audit log keeps that it happened (never what was erased).
+
+Faces:
+- ``enroll_images(collection, identity_id, images, face_index=None, bbox=None)``: analyse each
+  ``(filename, bytes)`` and enroll it or reject it with reasons (no face, several faces with none
+  chosen, quality gate, duplicate image); returns ``{"accepted": [...], "rejected": [...]}``.
+- ``enroll_faces(collection, identity_id, faces, source_sha256, image_bgr=None)``: enroll
+  already-analysed faces (``Faces`` with embeddings), e.g. from the batch indexer; returns the
+  new template ids. No quality gate: the caller decided.
+- ``verify(collection, probe, identity_id=None, other=None, far=None, threshold=None)``: probe
+  bytes against every template of an identity (max similarity), or against a second image.
+- ``identify(collection, probe, top_k=5, far=None, threshold=None, all_faces=False)`` and
+  ``identify_faces(collection, faces, ...)`` for already-analysed probes.
+
+Decisions use ``identity.calibration.threshold_for(model, far)`` unless a threshold is given.
+Every method takes ``actor`` (the API key id, or None for the CLI) for the audit log.
+Housekeeping: ``audit_events(limit)``, ``sweep_orphan_thumbnails()``, ``reindex()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, or_, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from identity.errors import (
+    BadImage,
+    Conflict,
+    IdentityError,
+    InvalidInput,
+    NoFaceFound,
+    NotFound,
+)
+from identity.faces import Faces
+from identity.pipeline import FaceAnalyzer
+from identity.settings import Settings
+from services.db import make_sessionmaker
+from services.indexes import IndexRegistry, embedding_from_bytes, embedding_to_bytes
+from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
+
+log = logging.getLogger(__name__)
+
+COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_TOP_K = 100
+# An advisory-lock namespace so our per-collection locks never collide with anyone else's.
+_LOCK_BASE = 727 << 40
+
+
+class DuplicateImage(Conflict):
+    """The same image (by SHA-256) is already enrolled for this identity."""
+
+    code = "duplicate_image"
+
+
+class NoTemplates(Conflict):
+    """Verification against an identity that has no template for the current model."""
+
+    code = "no_templates"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _round(values: Sequence[float] | np.ndarray, nd: int = 2) -> list[float]:
+    return [round(float(v), nd) for v in values]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of one box ``a`` (4,) with boxes ``b`` (N,4), xyxy."""
+    x1 = np.maximum(a[0], b[:, 0])
+    y1 = np.maximum(a[1], b[:, 1])
+    x2 = np.minimum(a[2], b[:, 2])
+    y2 = np.minimum(a[3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = max(float((a[2] - a[0]) * (a[3] - a[1])), 0.0)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+def face_summary(faces: Faces, i: int) -> dict[str, Any]:
+    return {
+        "bbox": _round(faces.boxes[i]),
+        "det_score": round(float(faces.scores[i]), 4),
+        "quality": None if faces.quality is None else round(float(faces.quality[i]), 4),
+        "quality_reasons": list(faces.quality_reasons[i]) if faces.quality_reasons else [],
+    }
+
+
+class IdentityStore:
+    """Postgres-backed identities and templates plus their FAISS indexes (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        analyzer: FaceAnalyzer | None = None,
+        indexes: IndexRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions = make_sessionmaker(engine)
+        self.analyzer = analyzer or FaceAnalyzer(settings)
+        self.indexes = indexes or IndexRegistry(settings, engine)
+
+    # model ----------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.analyzer.embedder_name
+
+    @property
+    def model_version(self) -> str:
+        from models.registry import get_manifest
+
+        return get_manifest(self.model_name).version
+
+    def threshold(self, far: float | None, threshold: float | None) -> tuple[float, float | None]:
+        """(threshold, far): an explicit threshold wins (far unknown), else the calibrated one."""
+        if threshold is not None:
+            if not -1.0 <= threshold <= 1.0:
+                raise InvalidInput("threshold is a cosine similarity in [-1, 1]", threshold=threshold)
+            return float(threshold), None
+        far = self.settings.default_far if far is None else far
+        if not 0.0 < far < 1.0:
+            raise InvalidInput("far must be in (0, 1)", far=far)
+        from identity.calibration import threshold_for
+
+        return float(threshold_for(self.model_name, far, self.settings)), float(far)
+
+    # helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def _audit(
+        s: Session,
+        actor: int | None,
+        action: str,
+        outcome: str,
+        collection: str | None = None,
+        identity_id: uuid.UUID | None = None,
+        **details: Any,
+    ) -> None:
+        s.add(
+            AuditEvent(
+                actor_key_id=actor,
+                action=action,
+                outcome=outcome,
+                collection=collection,
+                identity_id=identity_id,
+                details=details,
+            )
+        )
+
+    def audit(self, actor: int | None, action: str, outcome: str, **kw: Any) -> None:
+        with self.sessions.begin() as s:
+            self._audit(s, actor, action, outcome, **kw)
+
+    @staticmethod
+    def _lock_collection(s: Session, collection_id: int) -> None:
+        # Held until commit: change-log seq order == commit order within a collection.
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_BASE + collection_id})
+
+    @staticmethod
+    def _collection(s: Session, name: str) -> Collection:
+        if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+            raise NotFound(f"collection '{name}' not found", collection=name)
+        row = s.execute(select(Collection).where(Collection.name == name)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"collection '{name}' not found", collection=name)
+        return row
+
+    @staticmethod
+    def _identity(s: Session, collection: Collection, identity_id: uuid.UUID | str) -> IdentityRow:
+        try:
+            iid = identity_id if isinstance(identity_id, uuid.UUID) else uuid.UUID(str(identity_id))
+        except ValueError:
+            raise NotFound(f"identity '{identity_id}' not found", identity_id=str(identity_id))
+        row = s.get(IdentityRow, iid)
+        if row is None or row.collection_id != collection.id:
+            raise NotFound(f"identity '{iid}' not found in '{collection.name}'", identity_id=str(iid))
+        return row
+
+    def collection_id(self, name: str) -> int:
+        with self.sessions() as s:
+            return self._collection(s, name).id
+
+    @staticmethod
+    def _collection_dict(c: Collection, identities: int = 0, templates: int = 0) -> dict[str, Any]:
+        return {
+            "name": c.name,
+            "description": c.description,
+            "created_at": c.created_at.isoformat(),
+            "identities": identities,
+            "templates": templates,
+        }
+
+    @staticmethod
+    def _identity_dict(i: IdentityRow, templates: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": str(i.id),
+            "external_id": i.external_id,
+            "display_name": i.display_name,
+            "metadata": i.metadata_,
+            "created_at": i.created_at.isoformat(),
+            "updated_at": i.updated_at.isoformat(),
+        }
+        if templates is not None:
+            out["templates"] = templates
+        return out
+
+    # collections ----------------------------------------------------------------------------
+    def create_collection(
+        self, name: str, description: str = "", actor: int | None = None
+    ) -> dict[str, Any]:
+        if not COLLECTION_NAME.match(name or ""):
+            raise InvalidInput(
+                "collection name: 1-64 of a-z 0-9 _ -, starting with a letter or digit", name=name
+            )
+        try:
+            with self.sessions.begin() as s:
+                c = Collection(name=name, description=description or "")
+                s.add(c)
+                s.flush()
+                s.refresh(c)
+                self._audit(s, actor, "collection.create", "ok", collection=name)
+        except IntegrityError:
+            raise Conflict(f"collection '{name}' already exists", collection=name)
+        return self._collection_dict(c)
+
+    def list_collections(self, only: str | None = None) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            q = select(Collection).order_by(Collection.name)
+            if only is not None:
+                q = q.where(Collection.name == only)
+            rows = s.execute(q).scalars().all()
+            ids = [c.id for c in rows]
+            n_ident = dict(
+                s.execute(
+                    select(IdentityRow.collection_id, func.count())
+                    .where(IdentityRow.collection_id.in_(ids))
+                    .group_by(IdentityRow.collection_id)
+                ).all()
+            )
+            n_tmpl = dict(
+                s.execute(
+                    select(FaceTemplate.collection_id, func.count())
+                    .where(FaceTemplate.collection_id.in_(ids))
+                    .group_by(FaceTemplate.collection_id)
+                ).all()
+            )
+        return [self._collection_dict(c, n_ident.get(c.id, 0), n_tmpl.get(c.id, 0)) for c in rows]
+
+    def get_collection(self, name: str) -> dict[str, Any]:
+        with self.sessions() as s:
+            self._collection(s, name)
+        return self.list_collections(only=name)[0]
+
+    def delete_collection(self, name: str, actor: int | None = None) -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            c = self._collection(s, name)
+            self._lock_collection(s, c.id)
+            thumbs = s.execute(
+                select(FaceTemplate.thumbnail).where(FaceTemplate.collection_id == c.id)
+            ).scalars().all()
+            n_ident = s.execute(
+                select(func.count()).where(IdentityRow.collection_id == c.id)
+            ).scalar_one()
+            # The change log of a deleted collection is meaningless; its index is dropped whole.
+            s.execute(delete(IndexChange).where(IndexChange.collection_id == c.id))
+            s.delete(c)  # identities, templates and scoped keys cascade in Postgres
+            self._audit(
+                s, actor, "collection.delete", "ok", collection=name,
+                identities=n_ident, templates=len(thumbs),
+            )
+            cid = c.id
+        self._remove_thumbnails(cid, [t for t in thumbs if t])
+        self.indexes.drop(cid)
+        return {"deleted": name, "identities": n_ident, "templates": len(thumbs)}
+
+    # identities -----------------------------------------------------------------------------
+    def create_identity(
+        self,
+        collection: str,
+        external_id: str,
+        display_name: str = "",
+        metadata: dict[str, Any] | None = None,
+        actor: int | None = None,
+    ) -> dict[str, Any]:
+        if not external_id or len(external_id) > 256:
+            raise InvalidInput("external_id must be 1-256 characters")
+        if len(display_name or "") > 256:
+            raise InvalidInput("display_name must be at most 256 characters")
+        try:
+            with self.sessions.begin() as s:
+                c = self._collection(s, collection)
+                row = IdentityRow(
+                    collection_id=c.id,
+                    external_id=external_id,
+                    display_name=display_name or "",
+                    metadata_=metadata or {},
+                )
+                s.add(row)
+                s.flush()
+                s.refresh(row)
+                self._audit(s, actor, "identity.create", "ok", collection=collection, identity_id=row.id)
+        except IntegrityError:
+            raise Conflict(
+                f"external_id '{external_id}' already exists in '{collection}'",
+                external_id=external_id,
+            )
+        return self._identity_dict(row, templates=0)
+
+    def list_identities(
+        self, collection: str, q: str | None = None, limit: int = 50, offset: int = 0
+    ) -> dict[str, Any]:
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise InvalidInput("limit must be 1-1000 and offset >= 0", limit=limit, offset=offset)
+        with self.sessions() as s:
+            c = self._collection(s, collection)
+            where = [IdentityRow.collection_id == c.id]
+            if q:
+                pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                where.append(
+                    or_(IdentityRow.display_name.ilike(pattern), IdentityRow.external_id.ilike(pattern))
+                )
+            total = s.execute(select(func.count()).select_from(IdentityRow).where(*where)).scalar_one()
+            rows = s.execute(
+                select(IdentityRow)
+                .where(*where)
+                .order_by(IdentityRow.created_at, IdentityRow.id)
+                .limit(limit)
+                .offset(offset)
+            ).scalars().all()
+            counts = dict(
+                s.execute(
+                    select(FaceTemplate.identity_id, func.count())
+                    .where(FaceTemplate.identity_id.in_([r.id for r in rows]))
+                    .group_by(FaceTemplate.identity_id)
+                ).all()
+            )
+        return {
+            "items": [self._identity_dict(r, counts.get(r.id, 0)) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    def get_identity(self, collection: str, identity_id: uuid.UUID | str) -> dict[str, Any]:
+        with self.sessions() as s:
+            c = self._collection(s, collection)
+            row = self._identity(s, c, identity_id)
+            templates = [
+                {
+                    "id": t.id,
+                    "model": t.model_name,
+                    "model_version": t.model_version,
+                    "quality": t.quality,
+                    "quality_reasons": t.quality_reasons,
+                    "bbox": t.bbox,
+                    "source_sha256": t.source_sha256,
+                    "thumbnail": t.thumbnail is not None,
+                    "created_at": t.created_at.isoformat(),
+                }
+                for t in row.templates
+            ]
+            out = self._identity_dict(row, templates=len(templates))
+        out["faces"] = templates
+        return out
+
+    def erase_identity(
+        self, collection: str, identity_id: uuid.UUID | str, actor: int | None = None
+    ) -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            c = self._collection(s, collection)
+            self._lock_collection(s, c.id)
+            row = self._identity(s, c, identity_id)
+            templates = s.execute(
+                select(FaceTemplate.id, FaceTemplate.model_name, FaceTemplate.thumbnail).where(
+                    FaceTemplate.identity_id == row.id
+                )
+            ).all()
+            for tid, model, _ in templates:
+                s.add(IndexChange(collection_id=c.id, model_name=model, template_id=tid, op="remove"))
+            iid = row.id
+            s.delete(row)  # templates cascade
+            self._audit(
+                s, actor, "identity.erase", "ok", collection=collection, identity_id=iid,
+                templates=len(templates),
+            )
+            cid = c.id
+        self._remove_thumbnails(cid, [t[2] for t in templates if t[2]])
+        for model in {t[1] for t in templates}:
+            self.indexes.catch_up(cid, model)
+        return {"erased": str(iid), "templates": len(templates)}
+
+    # enrollment -----------------------------------------------------------------------------
+    def _thumb_path(self, collection_id: int, name: str) -> Any:
+        return self.settings.thumbnails_dir / str(collection_id) / name
+
+    def _remove_thumbnails(self, collection_id: int, names: Sequence[str]) -> None:
+        for name in names:
+            self._thumb_path(collection_id, name).unlink(missing_ok=True)
+
+    def thumbnail_path(self, collection: str, template_id: int) -> Any:
+        """Path of a template's thumbnail JPEG (for the dashboard); NotFound if none."""
+        with self.sessions() as s:
+            c = self._collection(s, collection)
+            t = s.get(FaceTemplate, template_id)
+            if t is None or t.collection_id != c.id or not t.thumbnail:
+                raise NotFound(f"no thumbnail for template {template_id}")
+            return self._thumb_path(c.id, t.thumbnail)
+
+    def _write_thumbnail(self, collection_id: int, faces: Faces, i: int) -> str | None:
+        if not self.settings.store_thumbnails or faces.crops is None:
+            return None
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", faces.crops[i], [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            return None
+        name = f"{uuid.uuid4().hex}.jpg"
+        path = self._thumb_path(collection_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.tobytes())
+        return name
+
+    def enroll_faces(
+        self,
+        collection: str,
+        identity_id: uuid.UUID | str,
+        faces: Faces,
+        source_sha256: str,
+        actor: int | None = None,
+    ) -> list[int]:
+        """Store already-analysed faces as templates of one identity; returns template ids.
+
+        Raises Conflict if this image (by SHA-256) is already enrolled for the identity.
+        """
+        if faces.embeddings is None or not len(faces):
+            raise InvalidInput("enroll_faces needs faces with embeddings")
+        with self.sessions() as s:
+            cid = self._collection(s, collection).id
+        thumbs = [self._write_thumbnail(cid, faces, i) for i in range(len(faces))]
+        try:
+            with self.sessions.begin() as s:
+                c = self._collection(s, collection)
+                self._lock_collection(s, c.id)
+                row = self._identity(s, c, identity_id)
+                dup = s.execute(
+                    select(FaceTemplate.id).where(
+                        FaceTemplate.identity_id == row.id,
+                        FaceTemplate.model_name == self.model_name,
+                        FaceTemplate.source_sha256 == source_sha256,
+                    )
+                ).first()
+                if dup is not None:
+                    raise DuplicateImage(
+                        "this image is already enrolled for this identity", template_id=dup[0]
+                    )
+                new = []
+                for i in range(len(faces)):
+                    t = FaceTemplate(
+                        identity_id=row.id,
+                        collection_id=c.id,
+                        model_name=self.model_name,
+                        model_version=self.model_version,
+                        dim=int(faces.embeddings.shape[1]),
+                        embedding=embedding_to_bytes(faces.embeddings[i]),
+                        quality=None if faces.quality is None else float(faces.quality[i]),
+                        quality_reasons=list(faces.quality_reasons[i]) if faces.quality_reasons else [],
+                        det_score=float(faces.scores[i]),
+                        bbox=_round(faces.boxes[i]),
+                        landmarks=[_round(p) for p in faces.landmarks[i]],
+                        source_sha256=source_sha256,
+                        thumbnail=thumbs[i],
+                    )
+                    s.add(t)
+                    new.append(t)
+                s.flush()
+                for t in new:
+                    s.add(IndexChange(collection_id=c.id, model_name=t.model_name, template_id=t.id, op="add"))
+                self._audit(
+                    s, actor, "face.enroll", "accepted", collection=collection, identity_id=row.id,
+                    templates=[t.id for t in new],
+                    quality=[t.quality for t in new],
+                )
+                ids = [t.id for t in new]
+        except BaseException as exc:
+            self._remove_thumbnails(cid, [t for t in thumbs if t])
+            if isinstance(exc, IntegrityError):
+                raise DuplicateImage("this image is already enrolled for this identity")
+            raise
+        self.indexes.catch_up(cid, self.model_name)
+        return ids
+
+    def _choose_face(
+        self, faces: Faces, face_index: int | None, bbox: Sequence[float] | None
+    ) -> Faces:
+        if not len(faces):
+            raise NoFaceFound("no face found in the image")
+        faces = faces.sorted_by_area()
+        if face_index is not None:
+            if not 0 <= face_index < len(faces):
+                raise InvalidInput(
+                    f"face_index {face_index} out of range: the image has {len(faces)} faces",
+                    faces=[face_summary(faces, i) for i in range(len(faces))],
+                )
+            return faces[face_index]
+        if bbox is not None:
+            ious = _iou(np.asarray(bbox, dtype=np.float32), faces.boxes)
+            best = int(np.argmax(ious))
+            if ious[best] < 0.3:
+                raise NoFaceFound(
+                    "no detected face overlaps the given bbox",
+                    faces=[face_summary(faces, i) for i in range(len(faces))],
+                )
+            return faces[best]
+        if len(faces) > 1:
+            from identity.errors import MultipleFaces
+
+            raise MultipleFaces(
+                f"{len(faces)} faces found; choose one with face_index (largest first) or bbox",
+                faces=[face_summary(faces, i) for i in range(len(faces))],
+            )
+        return faces
+
+    def _quality_gate(self, face: Faces) -> list[str]:
+        from identity.quality import enrollment_rejections
+
+        return list(enrollment_rejections(face, self.settings)[0])
+
+    def enroll_images(
+        self,
+        collection: str,
+        identity_id: uuid.UUID | str,
+        images: Sequence[tuple[str, bytes]],
+        face_index: int | None = None,
+        bbox: Sequence[float] | None = None,
+        actor: int | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Analyse and enroll each ``(filename, bytes)``; every image is accepted or rejected."""
+        if not images:
+            raise InvalidInput("no images given")
+        if bbox is not None and (len(bbox) != 4 or bbox[2] <= bbox[0] or bbox[3] <= bbox[1]):
+            raise InvalidInput("bbox must be x1,y1,x2,y2 with x2 > x1 and y2 > y1", bbox=list(bbox))
+        with self.sessions() as s:  # fail fast on an unknown collection or identity
+            self._identity(s, self._collection(s, collection), identity_id)
+        accepted: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for filename, data in images:
+            digest = sha256_hex(data)
+            try:
+                if digest in seen:
+                    raise DuplicateImage("the same image was sent twice in this request")
+                seen.add(digest)
+                analyzed = self.analyzer.analyze_bytes(data)
+                face = self._choose_face(analyzed.faces, face_index, bbox)
+                reasons = self._quality_gate(face)
+                if reasons:
+                    from identity.errors import LowQuality
+
+                    raise LowQuality(
+                        "face below the enrollment quality gate: " + ", ".join(reasons),
+                        reasons=reasons,
+                        face=face_summary(face, 0),
+                    )
+                (tid,) = self.enroll_faces(collection, identity_id, face, digest, actor=actor)
+                accepted.append({"filename": filename, "template_id": tid, **face_summary(face, 0)})
+            except IdentityError as exc:
+                if isinstance(exc, NotFound) or exc.http_status >= 500:
+                    # The identity vanished, or a model is broken: the request failed, not the image.
+                    raise
+                rejected.append(
+                    {
+                        "filename": filename,
+                        "code": exc.code,
+                        "message": exc.message,
+                        "reasons": exc.details.get("reasons", [exc.code]),
+                        "details": exc.details,
+                    }
+                )
+        if rejected:
+            self.audit(
+                actor, "face.enroll", "rejected", collection=collection,
+                identity_id=uuid.UUID(str(identity_id)), codes=[r["code"] for r in rejected],
+            )
+        return {"accepted": accepted, "rejected": rejected}
+
+    # decisions ------------------------------------------------------------------------------
+    def _probe(self, data: bytes, what: str = "probe") -> Faces:
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            raise BadImage(f"{what} image is empty")
+        faces = self.analyzer.analyze_bytes(bytes(data)).faces
+        if not len(faces):
+            raise NoFaceFound(f"no face found in the {what} image")
+        return faces
+
+    def verify(
+        self,
+        collection: str,
+        probe: bytes,
+        identity_id: uuid.UUID | str | None = None,
+        other: bytes | None = None,
+        far: float | None = None,
+        threshold: float | None = None,
+        actor: int | None = None,
+    ) -> dict[str, Any]:
+        """1:1: probe's largest face vs every template of an identity (max), or vs ``other``."""
+        if (identity_id is None) == (other is None):
+            raise InvalidInput("give exactly one of identity_id or a second image")
+        thr, far_used = self.threshold(far, threshold)
+        with self.sessions() as s:
+            c = self._collection(s, collection)
+            if identity_id is not None:
+                row = self._identity(s, c, identity_id)
+                templates = s.execute(
+                    select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding).where(
+                        FaceTemplate.identity_id == row.id,
+                        FaceTemplate.model_name == self.model_name,
+                    )
+                ).all()
+                if not templates:
+                    raise NoTemplates(
+                        f"identity '{row.id}' has no enrolled faces for model {self.model_name}"
+                    )
+        probe_faces = self._probe(probe).largest()
+        q = probe_faces.embeddings[0]
+        out: dict[str, Any] = {}
+        if identity_id is not None:
+            gallery = np.stack([embedding_from_bytes(t[2], t[1]) for t in templates])
+            sims = gallery @ q
+            best = int(np.argmax(sims))
+            similarity = float(sims[best])
+            out.update(
+                identity_id=str(row.id),
+                templates_compared=len(templates),
+                best_template_id=int(templates[best][0]),
+            )
+        else:
+            other_faces = self._probe(other, "second").largest()  # type: ignore[arg-type]
+            similarity = float(other_faces.embeddings[0] @ q)
+            out["other_face"] = face_summary(other_faces, 0)
+        match = similarity >= thr
+        self.audit(
+            actor, "verify", "match" if match else "no_match", collection=collection,
+            identity_id=None if identity_id is None else row.id,
+            similarity=round(similarity, 4), threshold=round(thr, 4),
+        )
+        return {
+            "similarity": round(similarity, 6),
+            "threshold": round(thr, 6),
+            "far": far_used,
+            "match": bool(match),
+            "model": self.model_name,
+            "probe_face": face_summary(probe_faces, 0),
+            **out,
+        }
+
+    def identify(
+        self,
+        collection: str,
+        probe: bytes,
+        top_k: int = 5,
+        far: float | None = None,
+        threshold: float | None = None,
+        all_faces: bool = False,
+        actor: int | None = None,
+    ) -> dict[str, Any]:
+        """1:N: the largest face (or every face) of a probe image against the collection."""
+        cid = self.collection_id(collection)
+        faces = self._probe(probe)
+        faces = faces.sorted_by_area() if all_faces else faces.largest()
+        return self.identify_faces(collection, faces, top_k, far, threshold, actor, cid)
+
+    def identify_faces(
+        self,
+        collection: str,
+        faces: Faces,
+        top_k: int = 5,
+        far: float | None = None,
+        threshold: float | None = None,
+        actor: int | None = None,
+        collection_id: int | None = None,
+    ) -> dict[str, Any]:
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
+        if faces.embeddings is None:
+            raise InvalidInput("identify_faces needs faces with embeddings")
+        thr, far_used = self.threshold(far, threshold)
+        cid = collection_id if collection_id is not None else self.collection_id(collection)
+        # Several templates per identity: over-fetch so top_k distinct identities survive.
+        k = max(top_k * 5, 20)
+        sims, tids = self.indexes.search(cid, self.model_name, faces.embeddings, k)
+        wanted = {int(t) for t in tids.ravel() if t >= 0}
+        owners: dict[int, tuple[uuid.UUID, str, str]] = {}
+        if wanted:
+            with self.sessions() as s:
+                for tid, iid, ext, name in s.execute(
+                    select(
+                        FaceTemplate.id, IdentityRow.id, IdentityRow.external_id, IdentityRow.display_name
+                    )
+                    .join(IdentityRow, IdentityRow.id == FaceTemplate.identity_id)
+                    .where(FaceTemplate.id.in_(wanted))
+                ).all():
+                    owners[tid] = (iid, ext, name)
+        results = []
+        for f in range(len(faces)):
+            best: dict[uuid.UUID, dict[str, Any]] = {}
+            for sim, tid in zip(sims[f] if sims.size else [], tids[f] if tids.size else []):
+                owner = owners.get(int(tid))
+                if owner is None or owner[0] in best:
+                    continue  # results are sorted, so the first hit per identity is its max
+                best[owner[0]] = {
+                    "identity_id": str(owner[0]),
+                    "external_id": owner[1],
+                    "display_name": owner[2],
+                    "similarity": round(float(sim), 6),
+                    "template_id": int(tid),
+                    "match": bool(float(sim) >= thr),
+                }
+            results.append({**face_summary(faces, f), "candidates": list(best.values())[:top_k]})
+        top = [r["candidates"][0] for r in results if r["candidates"]]
+        self.audit(
+            actor, "identify", "match" if any(c["match"] for c in top) else "no_match",
+            collection=collection, faces=len(results),
+            best=[round(c["similarity"], 4) for c in top],
+        )
+        return {
+            "faces": results,
+            "threshold": round(thr, 6),
+            "far": far_used,
+            "model": self.model_name,
+        }
+
+    # housekeeping ---------------------------------------------------------------------------
+    def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            rows = s.execute(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)).scalars()
+            return [
+                {
+                    "id": e.id,
+                    "at": e.at.isoformat(),
+                    "actor_key_id": e.actor_key_id,
+                    "action": e.action,
+                    "collection": e.collection,
+                    "identity_id": None if e.identity_id is None else str(e.identity_id),
+                    "outcome": e.outcome,
+                    "details": e.details,
+                }
+                for e in rows
+            ]
+
+    def sweep_orphan_thumbnails(self) -> int:
+        """Delete thumbnail files no template references (left by a crash mid-erase/enroll)."""
+        root = self.settings.thumbnails_dir
+        if not root.exists():
+            return 0
+        with self.sessions() as s:
+            known = {
+                (str(c), t)
+                for c, t in s.execute(
+                    select(FaceTemplate.collection_id, FaceTemplate.thumbnail).where(
+                        FaceTemplate.thumbnail.is_not(None)
+                    )
+                ).all()
+            }
+        removed = 0
+        for path in root.glob("*/*.jpg"):
+            if (path.parent.name, path.name) not in known:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild every (collection, model) index from Postgres; returns sizes."""
+        with self.sessions() as s:
+            pairs = s.execute(
+                select(Collection.id, Collection.name, FaceTemplate.model_name)
+                .join(FaceTemplate, FaceTemplate.collection_id == Collection.id)
+                .distinct()
+            ).all()
+        return {f"{name}/{model}": self.indexes.rebuild(cid, model) for cid, name, model in pairs}
