@@ -1,0 +1,264 @@
+"""Image decoding: bytes in, one HxWx3 uint8 BGR array out, or a typed error.
+
+Order matters for safety: the byte size is checked before anything is parsed, and the pixel
+count is read from the header (Pillow's ``Image.open`` parses headers only) before a single
+pixel is decoded, so a decompression bomb costs a few bytes of parsing, never gigabytes of RAM.
+
+Then the pixels are normalised to what every detector expects:
+
+- EXIF orientation applied (phones store portraits sideways and set a tag);
+- grey, palette, CMYK, YCbCr and friends converted to colour;
+- alpha composited on white (a transparent PNG background becomes white, not black);
+- 16-bit PNGs scaled to 8 bits by rounding ``v / 257`` (Pillow keeps only the high byte of
+  16-bit colour PNGs, which is a floor and darkens by up to one level, so those go through
+  OpenCV's 16-bit decoder instead).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+from identity.errors import BadImage, ImageTooLarge
+from identity.settings import Settings
+
+# Formats a photo upload may reasonably be in. Pillow can open more (EPS shells out to
+# Ghostscript, for one); keeping the list short keeps the parsing attack surface small.
+# (Multi-picture JPEGs from phones, MPO, open through the JPEG plugin.)
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+
+_EXIF_ORIENTATION = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def load_image(path: str | Path, settings: Settings) -> np.ndarray:
+    """Read and decode an image file (HxWx3 uint8 BGR); the byte limit is checked before reading."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise BadImage(f"cannot read image file {p}: {exc.strerror or exc}", path=str(p)) from exc
+    if not p.is_file():
+        raise BadImage(f"{p} is not a file", path=str(p))
+    if size > settings.max_image_bytes:
+        raise ImageTooLarge(
+            f"image file {p} is {size} bytes, over the limit of {settings.max_image_bytes}",
+            path=str(p),
+            size_bytes=size,
+            max_bytes=settings.max_image_bytes,
+        )
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise BadImage(f"cannot read image file {p}: {exc.strerror or exc}", path=str(p)) from exc
+    return decode_image(data, settings)
+
+
+def decode_image(data: bytes, settings: Settings) -> np.ndarray:
+    """Decode image bytes to an HxWx3 uint8 BGR array, upright per EXIF.
+
+    Raises ``ImageTooLarge`` (bytes or pixels over the settings' limits, checked before decoding)
+    or ``BadImage`` (empty, not an image, truncated, unsupported pixel format).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BadImage(f"image data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise BadImage("image data is empty (0 bytes)")
+    if len(data) > settings.max_image_bytes:
+        raise ImageTooLarge(
+            f"image is {len(data)} bytes, over the limit of {settings.max_image_bytes}",
+            size_bytes=len(data),
+            max_bytes=settings.max_image_bytes,
+        )
+
+    im = _open_header(data)
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise BadImage(f"image has an empty size {width}x{height}")
+    if width * height > settings.max_image_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{settings.max_image_pixels}",
+            width=width,
+            height=height,
+            max_pixels=settings.max_image_pixels,
+        )
+
+    if im.format == "PNG":
+        # PNG carries a CRC per chunk; Pillow only checks them in verify(), which reads chunks
+        # without inflating them, so a corrupted upload is refused instead of decoded as noise.
+        _verify_png(data)
+    orientation = _exif_orientation(im)
+    if im.format == "PNG" and _png_is_16bit_colour(data):
+        rgb = _decode_png16_colour(data, width, height)
+    else:
+        rgb = _pillow_to_rgb(im)
+    rgb = _apply_orientation(rgb, orientation)
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+# header -------------------------------------------------------------------------------------
+def _open_header(data: bytes) -> Image.Image:
+    """Parse the header only (no pixel data yet); any failure is a ``BadImage``."""
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit decides; Pillow's bomb warning would only be noise. Pillow
+            # still raises DecompressionBombError above twice its own limit, caught below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image rejected as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        head = data[:8].hex()
+        raise BadImage(
+            "bytes are not an image in a supported format "
+            f"({', '.join(ALLOWED_FORMATS)}); first bytes: {head}",
+            first_bytes=head,
+        ) from exc
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError) as exc:
+        raise BadImage(f"image header is corrupt: {exc}") from exc
+    return im
+
+
+def _verify_png(data: bytes) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.open(io.BytesIO(data), formats=("PNG",)).verify()
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError) as exc:
+        raise BadImage(f"PNG data is corrupt: {exc}") from exc
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    """EXIF orientation 1..8; 1 (upright) when absent or unreadable, since a broken EXIF block
+    should not make an otherwise good photo undecodable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data" and carries on
+            value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - malformed EXIF comes in many exception types
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Make the pixels upright; the same eight cases as ``PIL.ImageOps.exif_transpose``."""
+    if orientation == 2:
+        return rgb[:, ::-1]
+    if orientation == 3:
+        return rgb[::-1, ::-1]
+    if orientation == 4:
+        return rgb[::-1]
+    if orientation == 5:
+        return rgb.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(rgb, k=-1)
+    if orientation == 7:
+        return rgb[::-1, ::-1].transpose(1, 0, 2)
+    if orientation == 8:
+        return np.rot90(rgb, k=1)
+    return rgb
+
+
+# pixels --------------------------------------------------------------------------------------
+def _load(im: Image.Image) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image rejected as a decompression bomb: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError, MemoryError) as exc:
+        # Pillow says "image file is truncated" for cut-off JPEGs; keep its words.
+        raise BadImage(f"image data is truncated or corrupt: {exc}") from exc
+
+
+def _pillow_to_rgb(im: Image.Image) -> np.ndarray:
+    """HxWx3 uint8 RGB from any Pillow mode we accept."""
+    _load(im)
+    mode = im.mode
+    try:
+        if mode == "RGB":
+            return np.asarray(im)
+        if mode in ("1", "L"):
+            return _grey_to_rgb(np.asarray(im.convert("L")))
+        if mode.startswith("I;16") or mode == "I":
+            return _grey_to_rgb(_scale16(np.asarray(im)))
+        if mode == "CMYK":
+            return np.asarray(_cmyk_to_rgb(im))
+        if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            mode == "P" and "transparency" in im.info
+        ):
+            rgba = np.asarray(im.convert("RGBA"))
+            return _composite_on_white(rgba[..., :3], rgba[..., 3])
+        if mode in ("P", "YCbCr", "LAB", "HSV"):
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise BadImage(f"cannot convert {mode} pixels to RGB: {exc}") from exc
+    raise BadImage(f"unsupported pixel format {mode!r} ({im.format})", mode=mode)
+
+
+def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _scale16(values: np.ndarray) -> np.ndarray:
+    """16-bit samples to 8-bit by rounding v/257 (65535 -> 255 exactly, 0 -> 0)."""
+    v = np.clip(values.astype(np.float32), 0, 65535)
+    return np.rint(v / 257.0).astype(np.uint8)
+
+
+def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    out = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
+    return np.rint(out).astype(np.uint8)
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    """CMYK through its embedded ICC profile when there is one, else Pillow's formula
+    (R = (255 - C)(255 - K) / 255). Pillow already un-inverts Adobe CMYK JPEGs on load."""
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            dst = ImageCms.createProfile("sRGB")
+            out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+            if out is not None:
+                return out
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile falls back to the formula rather than failing the upload
+    return im.convert("RGB")
+
+
+# 16-bit colour PNG --------------------------------------------------------------------------
+def _png_is_16bit_colour(data: bytes) -> bool:
+    """IHDR bit depth 16 with colour type 2 (RGB), 4 (grey+alpha) or 6 (RGBA)."""
+    if len(data) < 26 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return False
+    bit_depth, colour_type = data[24], data[25]
+    return bit_depth == 16 and colour_type in (2, 4, 6)
+
+
+def _decode_png16_colour(data: bytes, width: int, height: int) -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.shape[:2] != (height, width):
+        raise BadImage("16-bit PNG data is truncated or corrupt")
+    if arr.dtype != np.uint16:
+        arr = arr.astype(np.uint16) * 257
+    if arr.ndim == 2:
+        return _grey_to_rgb(_scale16(arr))
+    channels = arr.shape[2]
+    if channels == 2:  # grey + alpha
+        grey = _scale16(arr[..., 0])
+        return _composite_on_white(_grey_to_rgb(grey), _scale16(arr[..., 1]))
+    rgb = _scale16(arr[..., 2::-1])  # OpenCV gives BGR(A)
+    if channels == 4:
+        return _composite_on_white(rgb, _scale16(arr[..., 3]))
+    return rgb
