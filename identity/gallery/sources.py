@@ -1,0 +1,345 @@
+"""Gallery sources: a folder tree, a zip or tar(.gz) archive, or a CSV of ``path,identity``.
+
+A source yields ``GalleryItem`` objects one at a time (relative path, a way to read the bytes, an
+optional label) and records everything it refused in ``problems``. Archives are never extracted:
+members are read into memory one by one, and members that could escape a target folder if someone
+did extract them (``../x.jpg``, absolute paths, symlinks, hard links, devices) are reported and
+skipped, so nothing inside an archive is ever written anywhere by this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import stat
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from identity.errors import InvalidInput
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
+)
+LabelMode = Literal["none", "folders", "csv"]
+
+
+@dataclass
+class SourceProblem:
+    """An entry the source refused before any decoding (the report lists these)."""
+
+    rel_path: str
+    code: str  # path_traversal, absolute_path, link, special_file, too_large, unreadable, ...
+    message: str
+
+
+@dataclass
+class GalleryItem:
+    """One image of a gallery. ``path`` is set for files on disk (a worker may read them
+    itself); archive members carry their ``data`` already read into memory."""
+
+    rel_path: str
+    label: str | None
+    path: Path | None = None
+    data: bytes | None = None
+
+    def read(self, max_bytes: int) -> bytes:
+        """The raw bytes, refusing more than ``max_bytes`` (raises ``ValueError``)."""
+        if self.data is not None:
+            if len(self.data) > max_bytes:
+                raise ValueError(f"{len(self.data)} bytes is over the limit of {max_bytes}")
+            return self.data
+        assert self.path is not None
+        with open(self.path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ValueError(f"file is over the limit of {max_bytes} bytes")
+        return data
+
+
+def is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def safe_member_name(name: str) -> str | None:
+    """The normalised relative path of an archive member, or None when it could escape.
+
+    Both separators count: a Windows-made zip may hold ``..\\x.jpg``.
+    """
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+        return None
+    parts = [p for p in unified.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        return None
+    return "/".join(parts)
+
+
+def _unsafe_reason(name: str) -> tuple[str, str]:
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+        return "absolute_path", f"absolute member path {name!r} refused"
+    return "path_traversal", f"member path {name!r} leaves the archive root; refused"
+
+
+def read_labels_csv(csv_path: Path) -> dict[str, str]:
+    """``path,identity`` rows (a header row naming ``path`` is optional) -> {path: identity}."""
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read labels CSV {csv_path}: {exc}", path=str(csv_path)) from exc
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise InvalidInput(f"labels CSV {csv_path} is empty", path=str(csv_path))
+    header = [c.strip().lower() for c in rows[0]]
+    path_col, label_col = 0, 1
+    if "path" in header:
+        path_col = header.index("path")
+        label_col = next(
+            (header.index(n) for n in ("identity", "label", "name", "person") if n in header),
+            1 if path_col == 0 else 0,
+        )
+        rows = rows[1:]
+    labels: dict[str, str] = {}
+    for lineno, row in enumerate(rows, start=2):
+        if len(row) <= max(path_col, label_col):
+            raise InvalidInput(
+                f"labels CSV {csv_path}: row {lineno} needs a path and an identity", row=row
+            )
+        rel = row[path_col].strip().replace("\\", "/")
+        label = row[label_col].strip()
+        if rel and label:
+            labels[rel] = label
+    return labels
+
+
+@dataclass
+class GallerySource:
+    """Iterate with ``for item in source``; ``problems`` fills in as iteration proceeds."""
+
+    location: Path
+    kind: Literal["folder", "zip", "tar", "csv"]
+    label_mode: LabelMode = "none"
+    labels_csv: Path | None = None
+    max_bytes: int = 20 * 1024 * 1024
+    problems: list[SourceProblem] = field(default_factory=list)
+    skipped_non_images: int = 0
+    _labels: dict[str, str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.label_mode == "csv":
+            if self.labels_csv is None:
+                raise InvalidInput("--labels csv needs a CSV file of path,identity")
+            self._labels = read_labels_csv(self.labels_csv)
+
+    # labels -----------------------------------------------------------------------------------
+    def label_for(self, rel_path: str) -> str | None:
+        if self.label_mode == "folders":
+            parent = PurePosixPath(rel_path).parent.name
+            return parent or None
+        if self.label_mode == "csv":
+            assert self._labels is not None
+            return self._labels.get(rel_path) or self._labels.get("./" + rel_path)
+        return None
+
+    def expected_count(self) -> int | None:
+        """How many items iteration will try (for a progress bar), when cheap to know."""
+        if self.kind == "folder":
+            return sum(1 for _ in self._walk_names())
+        if self.kind == "csv":
+            assert self._labels is not None
+            return len(self._labels)
+        if self.kind == "zip":
+            try:
+                with zipfile.ZipFile(self.location) as zf:
+                    return sum(1 for i in zf.infolist() if not i.is_dir() and is_image_name(i.filename))
+            except (OSError, zipfile.BadZipFile):
+                return None
+        return None  # a tar.gz would have to be decompressed once just to count
+
+    # iteration --------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[GalleryItem]:
+        if self.kind == "folder":
+            yield from self._iter_folder()
+        elif self.kind == "csv":
+            yield from self._iter_csv()
+        elif self.kind == "zip":
+            yield from self._iter_zip()
+        else:
+            yield from self._iter_tar()
+
+    def _problem(self, rel_path: str, code: str, message: str) -> None:
+        self.problems.append(SourceProblem(rel_path, code, message))
+
+    def _walk_names(self) -> Iterator[tuple[Path, str]]:
+        root = self.location
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                rel = full.relative_to(root).as_posix()
+                if is_image_name(name):
+                    yield full, rel
+
+    def _iter_folder(self) -> Iterator[GalleryItem]:
+        root = self.location.resolve()
+        for dirpath, dirnames, filenames in os.walk(self.location, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                rel = full.relative_to(self.location).as_posix()
+                if not is_image_name(name):
+                    self.skipped_non_images += 1
+                    continue
+                if full.is_symlink():
+                    # a link may point anywhere on the server; follow it only inside the root
+                    target = full.resolve()
+                    if not target.is_relative_to(root):
+                        self._problem(rel, "link_outside_root", f"symlink to {target} refused")
+                        continue
+                try:
+                    st = full.stat()
+                except OSError as exc:
+                    self._problem(rel, "unreadable", str(exc))
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    self._problem(rel, "special_file", "not a regular file")
+                    continue
+                if st.st_size > self.max_bytes:
+                    self._problem(rel, "too_large", f"{st.st_size} bytes > {self.max_bytes}")
+                    continue
+                yield GalleryItem(rel, self.label_for(rel), path=full)
+
+    def _iter_csv(self) -> Iterator[GalleryItem]:
+        assert self._labels is not None
+        base = self.location.parent
+        for rel, label in self._labels.items():
+            full = Path(rel) if Path(rel).is_absolute() else base / rel
+            try:
+                st = full.stat()
+            except OSError as exc:
+                self._problem(rel, "unreadable", f"{exc.strerror or exc}")
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                self._problem(rel, "special_file", "not a regular file")
+                continue
+            if st.st_size > self.max_bytes:
+                self._problem(rel, "too_large", f"{st.st_size} bytes > {self.max_bytes}")
+                continue
+            yield GalleryItem(rel, label, path=full)
+
+    def _iter_zip(self) -> Iterator[GalleryItem]:
+        try:
+            zf = zipfile.ZipFile(self.location)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise InvalidInput(f"{self.location} is not a readable zip archive: {exc}") from exc
+        with zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                rel = safe_member_name(info.filename)
+                if rel is None:
+                    self._problem(info.filename, *_unsafe_reason(info.filename))
+                    continue
+                mode = info.external_attr >> 16
+                if mode and stat.S_ISLNK(mode):
+                    self._problem(rel, "link", "symlink member refused")
+                    continue
+                if not is_image_name(rel):
+                    self.skipped_non_images += 1
+                    continue
+                # the declared size first (cheap), then a capped read in case the header lies
+                if info.file_size > self.max_bytes:
+                    self._problem(
+                        rel, "too_large", f"declared {info.file_size} bytes > {self.max_bytes}"
+                    )
+                    continue
+                try:
+                    with zf.open(info) as fh:
+                        data = fh.read(self.max_bytes + 1)
+                except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError) as exc:
+                    # RuntimeError: encrypted member; zlib/CRC failures surface as BadZipFile
+                    self._problem(rel, "unreadable", f"cannot read member: {exc}")
+                    continue
+                if len(data) > self.max_bytes:
+                    self._problem(rel, "too_large", f"inflates past {self.max_bytes} bytes")
+                    continue
+                yield GalleryItem(rel, self.label_for(rel), data=data)
+
+    def _iter_tar(self) -> Iterator[GalleryItem]:
+        try:
+            # closed by the ``with`` below; opening errors are reported apart from member errors
+            tf = tarfile.open(self.location, mode="r:*")  # noqa: SIM115
+        except (OSError, tarfile.TarError) as exc:
+            raise InvalidInput(f"{self.location} is not a readable tar archive: {exc}") from exc
+        with tf:
+            try:
+                for member in tf:  # streams: members are visited in archive order
+                    if member.isdir():
+                        continue
+                    rel = safe_member_name(member.name)
+                    if rel is None:
+                        self._problem(member.name, *_unsafe_reason(member.name))
+                        continue
+                    if member.issym() or member.islnk():
+                        self._problem(
+                            rel, "link", f"link member to {member.linkname!r} refused"
+                        )
+                        continue
+                    if not member.isfile():
+                        self._problem(rel, "special_file", "device, fifo or other non-file member")
+                        continue
+                    if not is_image_name(rel):
+                        self.skipped_non_images += 1
+                        continue
+                    if member.size > self.max_bytes:
+                        self._problem(
+                            rel, "too_large", f"declared {member.size} bytes > {self.max_bytes}"
+                        )
+                        continue
+                    fh = tf.extractfile(member)  # a file object over the member, not extraction
+                    if fh is None:
+                        self._problem(rel, "unreadable", "member has no data")
+                        continue
+                    data = fh.read(self.max_bytes + 1)
+                    yield GalleryItem(rel, self.label_for(rel), data=data)
+            except (OSError, tarfile.TarError, EOFError) as exc:
+                # a truncated archive: keep what was read, report the rest
+                self._problem(str(self.location.name), "truncated_archive", str(exc))
+
+
+def open_source(
+    path: Path,
+    labels: LabelMode = "none",
+    labels_csv: Path | None = None,
+    max_bytes: int = 20 * 1024 * 1024,
+) -> GallerySource:
+    """Pick the source kind from what ``path`` is: folder, ``.zip``, ``.tar[.gz|.bz2|.xz]``,
+    or ``.csv`` (a CSV is its own label file)."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"gallery {path} does not exist", path=str(path))
+    if path.is_dir():
+        kind: Literal["folder", "zip", "tar", "csv"] = "folder"
+    elif path.suffix.lower() == ".csv":
+        kind, labels, labels_csv = "csv", "csv", path
+    elif zipfile.is_zipfile(path):
+        kind = "zip"
+    elif _is_tar(path):
+        kind = "tar"
+    else:
+        raise InvalidInput(
+            f"{path} is not a folder, zip, tar archive or CSV", path=str(path)
+        )
+    return GallerySource(path, kind, labels, labels_csv, max_bytes)
+
+
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
