@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings, get_settings
+from services.admin import routes as admin_routes
 from services.api.routes import collections, decisions, health, identities
 from services.auth import KeyStore
 from services.db import open_database, upgrade
@@ -93,6 +94,7 @@ def create_app(
     install_error_handlers(app)
     for module in (collections, identities, decisions, health):
         app.include_router(module.router)
+    app.include_router(admin_routes.router)  # the dashboard at /admin
     # Outermost first: size limit before anything reads the body; metrics see every response.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)

@@ -30,6 +30,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
 
 
+@dataclass
+class LiveService:
+    """The running service a browser test talks to, and keys made for it."""
+
+    url: str
+    admin_key: str
+    enroll_key: str
+
+
 def find_chromium() -> str | None:
     for candidate in CHROMIUM_CANDIDATES:
         if Path(candidate).is_file():

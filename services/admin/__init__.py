@@ -1,0 +1,1 @@
+"""The admin dashboard: server-rendered pages at ``/admin`` (see ``routes.router``)."""

@@ -1,0 +1,143 @@
+"""Read models and one write the dashboard needs that the public store API does not offer.
+
+Kept beside the dashboard (not in ``services/store.py``) because only the dashboard asks for
+them: a filtered, paged audit log, one thumbnail per identity for list pages, removing a single
+face, and re-checking a signed-in key. Data access goes through the service's SQLAlchemy models
+and the store's own transaction helpers, so the index change log stays the one way the FAISS
+index learns about a removal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from identity.errors import NotFound
+from services.schema import ApiKey, AuditEvent, FaceTemplate, IndexChange
+from services.store import IdentityStore
+
+AUDIT_PAGE = 50
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    prefix: str
+    scope: str
+    collection: str | None
+    name: str
+
+
+def active_key(store: IdentityStore, key_id: int) -> KeyInfo | None:
+    """The key behind a session, or None once it is revoked or deleted (ends the session)."""
+    with store.sessions() as s:
+        row = s.get(ApiKey, key_id)
+        if row is None or row.revoked_at is not None:
+            return None
+        return KeyInfo(
+            id=row.id,
+            prefix=row.prefix,
+            scope=row.scope,
+            collection=row.collection.name if row.collection is not None else None,
+            name=row.name,
+        )
+
+
+def first_template_ids(store: IdentityStore, identity_ids: Sequence[str]) -> dict[str, int]:
+    """identity id -> its oldest template with a thumbnail, for one picture per list row."""
+    ids = [uuid.UUID(i) for i in identity_ids]
+    if not ids:
+        return {}
+    with store.sessions() as s:
+        rows = s.execute(
+            select(FaceTemplate.identity_id, func.min(FaceTemplate.id))
+            .where(FaceTemplate.identity_id.in_(ids), FaceTemplate.thumbnail.is_not(None))
+            .group_by(FaceTemplate.identity_id)
+        ).all()
+    return {str(iid): int(tid) for iid, tid in rows}
+
+
+def remove_face(
+    store: IdentityStore,
+    collection: str,
+    identity_id: str,
+    template_id: int,
+    actor: int | None = None,
+) -> dict[str, Any]:
+    """Delete one template of an identity: row, thumbnail and index entry, like an erase."""
+    with store.sessions.begin() as s:
+        c = store._collection(s, collection)
+        store._lock_collection(s, c.id)
+        row = store._identity(s, c, identity_id)
+        t = s.get(FaceTemplate, template_id)
+        if t is None or t.identity_id != row.id:
+            raise NotFound(
+                f"face {template_id} not found on identity '{row.id}'", template_id=template_id
+            )
+        thumb, model, cid = t.thumbnail, t.model_name, c.id
+        s.add(IndexChange(collection_id=c.id, model_name=model, template_id=t.id, op="remove"))
+        s.delete(t)
+        store._audit(
+            s, actor, "face.remove", "ok", collection=collection, identity_id=row.id,
+            template_id=template_id,
+        )
+    if thumb:
+        store._remove_thumbnails(cid, [thumb])
+    store.indexes.catch_up(cid, model)
+    return {"removed": template_id}
+
+
+def audit_page(
+    store: IdentityStore,
+    action: str | None = None,
+    collection: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = AUDIT_PAGE,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """Newest first; ``action`` matches exactly or as a prefix ending in '.' ('face.' = all)."""
+    where = []
+    if action:
+        where.append(
+            AuditEvent.action.startswith(action, autoescape=True)
+            if action.endswith(".")
+            else AuditEvent.action == action
+        )
+    if collection:
+        where.append(AuditEvent.collection == collection)
+    if since is not None:
+        where.append(AuditEvent.at >= since)
+    if until is not None:
+        where.append(AuditEvent.at < until)
+    with store.sessions() as s:
+        total = s.execute(select(func.count()).select_from(AuditEvent).where(*where)).scalar_one()
+        rows = s.execute(
+            select(AuditEvent)
+            .where(*where)
+            .order_by(AuditEvent.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).scalars().all()
+        actions = s.execute(
+            select(AuditEvent.action).distinct().order_by(AuditEvent.action)
+        ).scalars().all()
+        items = [
+            {
+                "id": e.id,
+                "at": e.at,
+                "actor_key_id": e.actor_key_id,
+                "action": e.action,
+                "collection": e.collection,
+                "identity_id": None if e.identity_id is None else str(e.identity_id),
+                "outcome": e.outcome,
+                "details": e.details,
+            }
+            for e in rows
+        ]
+    return {"items": items, "total": total, "actions": list(actions), "limit": limit, "offset": offset}
