@@ -75,9 +75,20 @@ def format_when(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def format_detail(value: Any) -> str:
+    """An audit detail value, short: floats to 4 decimals, lists comma-joined."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) >= 1 else f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, list):
+        return "[" + ", ".join(format_detail(v) for v in value) + "]"
+    return str(value)
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None or math.isnan(seconds):
         return "—"
+    if math.isinf(seconds):
+        return "slowest bucket"
     if seconds < 1:
         return f"{seconds * 1000:.1f} ms"
     return f"{seconds:.2f} s"

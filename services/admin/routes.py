@@ -25,6 +25,7 @@ from identity.settings import Settings
 from services.admin import queries
 from services.admin.render import (
     annotated_probe,
+    format_detail,
     format_duration,
     format_when,
     human_metrics,
@@ -51,6 +52,7 @@ MAX_UPLOAD_FILES = 20
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["when"] = format_when
 templates.env.filters["duration"] = format_duration
+templates.env.filters["detail"] = format_detail
 templates.env.globals["quote"] = quote
 
 router = APIRouter(prefix="/admin", include_in_schema=False)

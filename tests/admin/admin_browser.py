@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Page
 
@@ -48,20 +49,37 @@ def find_chromium() -> str | None:
 
 @dataclass
 class PageErrors:
-    """Console errors and uncaught page exceptions seen by one page; the tests want none."""
+    """Console errors and uncaught page exceptions seen by one page; the tests want none.
+
+    Chromium logs "Failed to load resource: ... status of 4xx" for a page answered with an error
+    status; a test that provokes one on purpose (a wrong key, an erased identity) declares it
+    with ``expect_status(code, path)`` and only that exact message is tolerated.
+    """
 
     messages: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)
 
     def attach(self, page: Page) -> None:
-        page.on(
-            "console",
-            lambda msg: (
+        def on_console(msg: Any) -> None:
+            if msg.type == "error":
                 self.messages.append(f"console.{msg.type}: {msg.text} @ {page.url}")
-                if msg.type == "error"
-                else None
-            ),
-        )
+
+        page.on("console", on_console)
         page.on("pageerror", lambda exc: self.messages.append(f"pageerror: {exc} @ {page.url}"))
+
+    def expect_status(self, status: int, path: str) -> None:
+        self.expected.append(f"the server responded with a status of {status} ")
+        self.expected[-1] += f"|{path}"
+
+    def unexpected(self) -> list[str]:
+        def allowed(message: str) -> bool:
+            for entry in self.expected:
+                text, path = entry.split("|", 1)
+                if text in message and message.split(" @ ", 1)[-1].split("?")[0].endswith(path):
+                    return True
+            return False
+
+        return [m for m in self.messages if not allowed(m)]
 
 
 def screenshot(page: Page, name: str, widths: tuple[int, ...] = (1280, 800)) -> list[Path]:

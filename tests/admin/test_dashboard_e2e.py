@@ -11,9 +11,10 @@ import base64
 import re
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
-from admin_browser import REPO_ROOT, LiveService, screenshot
+from admin_browser import REPO_ROOT, LiveService, PageErrors, screenshot
 from playwright.sync_api import BrowserContext, Page, expect
 
 pytestmark = pytest.mark.browser
@@ -64,7 +65,9 @@ def drop_files(page: Page, selector: str, paths: list[Path]) -> None:
     )
 
 
-def test_unauthorized_access_redirects_to_sign_in(page: Page, live_service: LiveService) -> None:
+def test_unauthorized_access_redirects_to_sign_in(
+    page: Page, page_errors: PageErrors, live_service: LiveService
+) -> None:
     for target in ("/admin", "/admin/collections", "/admin/audit", "/admin/system"):
         page.goto(live_service.url + target)
         assert re.search(r"/admin/login\?next=", page.url), page.url
@@ -72,6 +75,7 @@ def test_unauthorized_access_redirects_to_sign_in(page: Page, live_service: Live
     screenshot(page, "login")
 
     # a wrong key and a key without the admin scope are both refused, with a reason
+    page_errors.expect_status(401, "/admin/login")
     sign_in(page, live_service, "idk_" + "x" * 43)
     expect(page.locator("#flash")).to_contain_text("not valid")
     sign_in(page, live_service, live_service.enroll_key)
@@ -97,7 +101,9 @@ def test_forms_need_the_csrf_token(
     assert live_service.admin_key not in cookie["value"]
 
 
-def test_enroll_search_verify_erase_audit(page: Page, live_service: LiveService) -> None:
+def test_enroll_search_verify_erase_audit(
+    page: Page, page_errors: PageErrors, live_service: LiveService
+) -> None:
     url = live_service.url
     name = "e2e-" + uuid.uuid4().hex[:8]
 
@@ -189,6 +195,7 @@ def test_enroll_search_verify_erase_audit(page: Page, live_service: LiveService)
     page.click("#erase-identity button")
     expect(page.locator("#flash")).to_contain_text("Identity 'obama' erased")
     expect(page.locator("tr[data-identity='obama']")).to_have_count(0)
+    page_errors.expect_status(404, urlparse(obama_url).path)
     page.goto(obama_url)
     expect(page.locator("h1")).to_contain_text("not found")
 
@@ -222,6 +229,7 @@ def test_enroll_search_verify_erase_audit(page: Page, live_service: LiveService)
 
     # delete the collection, with its confirmation
     page.goto(f"{url}/admin/collections/{name}/delete")
+    page_errors.expect_status(400, f"/admin/collections/{name}/delete")
     page.fill("#delete-collection input[name=confirm]", "not-the-name")
     page.click("#delete-collection button[type=submit]")
     expect(page.locator("#flash")).to_contain_text("to confirm")
