@@ -98,6 +98,23 @@ class Settings(BaseSettings):
     )
     store_thumbnails: bool = True
 
+    # batch gallery indexing ----------------------------------------------------------------
+    gallery_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server folders an API indexing job may read (path jobs); empty = uploads only.",
+    )
+    cluster_far: float = Field(
+        default=1e-4,
+        description="FAR whose threshold links two unlabelled faces when clustering a gallery.",
+    )
+    index_batch_size: int = Field(default=8, description="Images per batch in gallery indexing.")
+    ray_address: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAY_ADDRESS", "IDENTITY_RAY_ADDRESS"),
+        description="Ray cluster for `identity index --engine ray` (ray://head:10001, auto); "
+        "unset = a local Ray instance.",
+    )
+
     @property
     def calibration_dir(self) -> Path:
         return self.data_dir / "calibration"

@@ -1,0 +1,154 @@
+"""``identity index PATH --collection C``: index a gallery into the store, with a progress bar.
+
+Registered on the main CLI by ``register(app)``. The service layer (Postgres, FAISS) is imported
+inside the command, so ``identity analyze`` never pays for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from identity.errors import IdentityError
+
+LABEL_HELP = "none (cluster into proposed identities), folders (parent folder = identity), csv FILE"
+
+
+def index(
+    path: Annotated[Path, typer.Argument(help="Folder, .zip, .tar[.gz] archive, or path,identity CSV.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to index into.")],
+    labels: Annotated[
+        str, typer.Option(help=LABEL_HELP, metavar="none|folders|csv")
+    ] = "none",
+    labels_csv: Annotated[
+        Path | None, typer.Argument(help="The CSV for --labels csv.", show_default=False)
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: all cores).", min=1)
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch.", min=1)] = None,
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (Ray Data).")] = "local",
+    cluster: Annotated[
+        bool, typer.Option(help="Unlabelled mode: propose identities by clustering.")
+    ] = True,
+    cluster_method: Annotated[str, typer.Option(help="graph, components or hdbscan.")] = "graph",
+    create: Annotated[bool, typer.Option(help="Create the collection if missing.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+) -> None:
+    """Index a gallery: detect, embed and enroll every usable face; idempotent and resumable."""
+    from identity.gallery.worker import default_workers
+    from identity.settings import Settings
+
+    if labels not in ("none", "folders", "csv"):
+        _fail(f"--labels must be none, folders or csv, not {labels!r}")
+    if labels == "csv" and labels_csv is None and path.suffix.lower() != ".csv":
+        _fail("--labels csv needs the CSV file: --labels csv FILE")
+    if engine not in ("local", "ray"):
+        _fail(f"--engine must be local or ray, not {engine!r}")
+    if cluster_method not in ("graph", "components", "hdbscan"):
+        _fail(f"--cluster-method must be graph, components or hdbscan, not {cluster_method!r}")
+    settings = Settings()
+    try:
+        report = run_cli_index(
+            settings,
+            path,
+            collection,
+            labels=labels,
+            labels_csv=labels_csv,
+            workers=workers or default_workers(),
+            batch_size=batch_size or settings.index_batch_size,
+            engine=engine,
+            cluster=cluster,
+            cluster_method=cluster_method,
+            create=create,
+            progress=progress,
+        )
+    except IdentityError as exc:
+        _fail(f"{exc.message} [{exc.code}]")
+    text = report.pop("text")
+    typer.echo(json.dumps(report, indent=2) if as_json else text)
+
+
+def run_cli_index(
+    settings: Any,
+    path: Path,
+    collection: str,
+    *,
+    labels: str,
+    labels_csv: Path | None,
+    workers: int,
+    batch_size: int,
+    engine: str,
+    cluster: bool,
+    cluster_method: str,
+    create: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """Open the store, run the job with a tqdm bar, return the report dict (+ ``text``)."""
+    from tqdm import tqdm
+
+    from identity.errors import NotFound
+    from services.db import open_database, upgrade
+    from services.embedded_pg import exit_on_sigterm
+    from services.gallery import GalleryStore, IndexOptions, run_index
+    from services.store import IdentityStore
+
+    exit_on_sigterm()  # SIGTERM stops the embedded Postgres cleanly; SIGKILL is safe anyway
+    options = IndexOptions(
+        labels=labels,  # type: ignore[arg-type]
+        labels_csv=labels_csv,
+        workers=workers,
+        batch_size=batch_size,
+        engine=engine,  # type: ignore[arg-type]
+        cluster=cluster,
+        cluster_method=cluster_method,  # type: ignore[arg-type]
+    )
+    with open_database(settings) as eng:
+        upgrade(eng)
+        store = IdentityStore(settings, eng)
+        try:
+            store.collection_id(collection)
+        except NotFound:
+            if not create:
+                raise
+            store.create_collection(collection)
+        gallery = GalleryStore(store)
+        bar = tqdm(
+            desc="indexing", unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True
+        )
+
+        def on_progress(done: int, report: Any) -> None:
+            if report.total is not None and bar.total != report.total:
+                bar.total = report.total
+            bar.update(done - bar.n)
+            bar.set_postfix(enrolled=report.enrolled, rejected=report.rejected,
+                            unreadable=report.unreadable_count, refresh=False)
+
+        try:
+            report = run_index(gallery, collection, path, options, on_progress=on_progress)
+        finally:
+            bar.close()
+        out = report.to_dict()
+        out["text"] = report.to_text()
+        return out
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``identity index`` to the main CLI."""
+    app.command("index")(index)
+
+
+if __name__ == "__main__":  # python -m identity.gallery.cli PATH -c C (same as identity index)
+    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    _app.command()(index)
+    _app()

@@ -1,0 +1,234 @@
+"""Batch gallery indexing jobs and proposed identities (clusters) over HTTP.
+
+- ``POST /v1/collections/{cid}/jobs``: JSON ``{"path": ..., "labels": ...}`` (a folder, archive or
+  CSV inside ``IDENTITY_GALLERY_ROOTS``) or multipart with ``file`` (a zip or tar archive) and form
+  fields ``labels``/``cluster``; 202 with the job. ``GET .../jobs`` and ``GET .../jobs/{jid}``:
+  status, progress and counts, the full report when done.
+- ``GET .../clusters``: proposed identities with sample faces; ``POST .../clusters/{id}/name``
+  makes one an identity; ``POST .../clusters/{id}/merge`` merges others into it;
+  ``POST .../clusters/recluster`` recomputes; ``GET .../gallery-faces/{id}/thumbnail``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+
+from identity.errors import InvalidInput
+from services.auth import Principal
+from services.deps import StoreDep, collection_access
+from services.gallery import GalleryJobRunner, GalleryStore, IndexOptions, resolve_server_path
+
+router = APIRouter(prefix="/v1/collections/{cid}", tags=["gallery"])
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+class JobCreate(BaseModel):
+    path: str = Field(description="Folder, archive or CSV inside IDENTITY_GALLERY_ROOTS")
+    labels: Literal["none", "folders", "csv"] = "none"
+    labels_csv: str | None = Field(default=None, description="path,identity CSV (labels=csv)")
+    workers: int = Field(default=1, ge=1, le=64)
+    cluster: bool = True
+    cluster_method: Literal["graph", "components", "hdbscan"] = "graph"
+
+
+class ClusterName(BaseModel):
+    external_id: str | None = Field(default=None, min_length=1, max_length=256)
+    display_name: str = Field(default="", max_length=256)
+    identity_id: uuid.UUID | None = None
+
+
+class ClusterMerge(BaseModel):
+    clusters: list[int] = Field(min_length=1, max_length=1000)
+
+
+class Recluster(BaseModel):
+    method: Literal["graph", "components", "hdbscan"] = "graph"
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    min_size: int = Field(default=2, ge=1, le=1000)
+
+
+def gallery_store(request: Request) -> GalleryStore:
+    state = request.app.state
+    if getattr(state, "gallery", None) is None:
+        state.gallery = GalleryStore(state.store)
+    return state.gallery  # type: ignore[no-any-return]
+
+
+def job_runner(request: Request, gallery: Annotated[GalleryStore, Depends(gallery_store)]) -> GalleryJobRunner:
+    state = request.app.state
+    if getattr(state, "gallery_jobs", None) is None:
+        state.gallery_jobs = GalleryJobRunner(gallery)
+    return state.gallery_jobs  # type: ignore[no-any-return]
+
+
+GalleryDep = Annotated[GalleryStore, Depends(gallery_store)]
+RunnerDep = Annotated[GalleryJobRunner, Depends(job_runner)]
+
+
+def _form_bool(value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@router.post("/jobs", status_code=202)
+async def create_job(
+    cid: str,
+    request: Request,
+    store: StoreDep,
+    runner: RunnerDep,
+    p: Annotated[Principal, Depends(collection_access("enroll"))],
+) -> dict[str, Any]:
+    """Index a gallery in the background: a server-side path (JSON) or an uploaded archive."""
+    await run_in_threadpool(store.collection_id, cid)  # 404 before anything is saved
+    settings = store.settings
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidInput("multipart job needs a 'file' part (a zip or tar archive)")
+        name = (upload.filename or "upload").lower()
+        if not name.endswith(ARCHIVE_SUFFIXES):
+            raise InvalidInput(f"upload a zip or tar archive ({', '.join(ARCHIVE_SUFFIXES)})")
+        labels = str(form.get("labels") or "none")
+        if labels not in ("none", "folders"):
+            raise InvalidInput("labels for an uploaded archive: none or folders", labels=labels)
+        options = IndexOptions(
+            labels=labels,  # type: ignore[arg-type]
+            workers=1,
+            batch_size=settings.index_batch_size,
+            cluster=_form_bool(form.get("cluster"), True),
+        )
+        # the archive is kept as one file (never extracted) until the job ends
+        uploads = settings.data_dir / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        suffix = next(s for s in ARCHIVE_SUFFIXES if name.endswith(s))
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=uploads)
+        path = Path(tmp)
+
+        def save_and_submit() -> dict[str, Any]:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(upload.file, out)
+            return runner.submit(
+                cid, path, options, cleanup=path, actor=p.key_id,
+                source_label=f"upload:{upload.filename}",
+            )
+
+        try:
+            return await run_in_threadpool(save_and_submit)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    try:
+        body = JobCreate.model_validate(await request.json())
+    except (ValueError, ValidationError) as exc:
+        raise InvalidInput(
+            "send JSON {path, labels, ...} or multipart with an archive 'file'", error=str(exc)[:500]
+        ) from None
+    path = resolve_server_path(settings, body.path)
+    labels_csv = None if body.labels_csv is None else resolve_server_path(settings, body.labels_csv)
+    if body.labels == "csv" and labels_csv is None and path.suffix.lower() != ".csv":
+        raise InvalidInput("labels=csv needs labels_csv (or a CSV as the path)")
+    options = IndexOptions(
+        labels=body.labels,
+        labels_csv=labels_csv,
+        workers=body.workers,
+        batch_size=settings.index_batch_size,
+        cluster=body.cluster,
+        cluster_method=body.cluster_method,
+    )
+    return await run_in_threadpool(runner.submit, cid, path, options, None, p.key_id)
+
+
+@router.get("/jobs")
+def list_jobs(
+    cid: str,
+    gallery: GalleryDep,
+    p: Annotated[Principal, Depends(collection_access("read"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[dict[str, Any]]:
+    return gallery.list_jobs(cid, limit)
+
+
+@router.get("/jobs/{jid}")
+def get_job(
+    cid: str,
+    jid: str,
+    gallery: GalleryDep,
+    p: Annotated[Principal, Depends(collection_access("read"))],
+) -> dict[str, Any]:
+    return gallery.get_job(cid, jid)
+
+
+@router.get("/clusters")
+def list_clusters(
+    cid: str,
+    gallery: GalleryDep,
+    p: Annotated[Principal, Depends(collection_access("read"))],
+    status: Annotated[Literal["proposed", "named", "all"], Query()] = "proposed",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    return gallery.list_clusters(cid, None if status == "all" else status, limit, offset)
+
+
+@router.post("/clusters/recluster")
+def recluster(
+    cid: str,
+    body: Recluster,
+    gallery: GalleryDep,
+    p: Annotated[Principal, Depends(collection_access("enroll"))],
+) -> dict[str, Any]:
+    return gallery.recluster(cid, body.method, body.threshold, body.min_size)
+
+
+@router.post("/clusters/{clid}/name", status_code=201)
+def name_cluster(
+    cid: str,
+    clid: int,
+    body: ClusterName,
+    gallery: GalleryDep,
+    p: Annotated[Principal, Depends(collection_access("enroll"))],
+) -> dict[str, Any]:
+    """Make the cluster an identity: a new one (external_id) or an existing one (identity_id)."""
+    return gallery.name_cluster(
+        cid,
+        clid,
+        external_id=body.external_id,
+        display_name=body.display_name,
+        identity_id=None if body.identity_id is None else str(body.identity_id),
+        actor=p.key_id,
+    )
+
+
+@router.post("/clusters/{clid}/merge")
+def merge_clusters(
+    cid: str,
+    clid: int,
+    body: ClusterMerge,
+    gallery: GalleryDep,
+    p: Annotated[Principal, Depends(collection_access("enroll"))],
+) -> dict[str, Any]:
+    return gallery.merge_clusters(cid, clid, body.clusters, actor=p.key_id)
+
+
+@router.get("/gallery-faces/{face_id}/thumbnail")
+def face_thumbnail(
+    cid: str,
+    face_id: int,
+    gallery: GalleryDep,
+    p: Annotated[Principal, Depends(collection_access("read"))],
+) -> Response:
+    return Response(gallery.face_thumbnail(cid, face_id), media_type="image/jpeg")

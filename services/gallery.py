@@ -1,0 +1,1093 @@
+"""Batch gallery indexing on top of the identity store: jobs, batch writes, clusters.
+
+``run_index(gallery, collection, path, options)`` is the whole job (the CLI and the API's
+background worker both call it):
+
+    source items -> read + SHA-256 -> skip images the store already has -> batches
+      -> worker pool (decode, detect, embed, quality) -> write_batch (one transaction each)
+
+Idempotent and resumable: every analysed image gets a ``gallery_images`` row in the same
+transaction as its faces, keyed by (collection, model, sha256); a rerun skips those, and images
+already enrolled through the API (``face_templates.source_sha256``) too. A kill loses at most the
+batches in flight, never half a batch. Labelled faces become ``face_templates`` of identities
+created as needed (``external_id`` = label); unlabelled faces go to ``gallery_faces`` and are
+clustered into proposed identities (``gallery_clusters``) that an operator names or merges.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from identity.errors import Conflict, InvalidInput, NotFound
+from identity.gallery.sources import GalleryItem, LabelMode, open_source
+from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
+from services.indexes import embedding_from_bytes, embedding_to_bytes
+from services.schema import Base, FaceTemplate, IdentityRow, IndexChange
+from services.store import IdentityStore
+
+log = logging.getLogger(__name__)
+
+# unreadable files listed in a report (the counts are always complete)
+MAX_LISTED_ERRORS = 1000
+
+
+# --- tables (migration 0101_gallery) -----------------------------------------------------------
+class GalleryJob(Base):
+    __tablename__ = "gallery_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    collection_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    label_mode: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    total: Mapped[int | None] = mapped_column(Integer)
+    seen: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    skipped_known: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    enrolled: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    unreadable: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GalleryCluster(Base):
+    __tablename__ = "gallery_clusters"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="proposed")
+    identity_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="SET NULL")
+    )
+    method: Mapped[str] = mapped_column(String(32), nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class GalleryFace(Base):
+    __tablename__ = "gallery_faces"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    quality: Mapped[float | None] = mapped_column(Float)
+    quality_reasons: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
+    det_score: Mapped[float | None] = mapped_column(Float)
+    bbox: Mapped[list[float]] = mapped_column(JSONB, nullable=False)
+    landmarks: Mapped[list[list[float]]] = mapped_column(JSONB, nullable=False)
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    rel_path: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    thumbnail_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+    cluster_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("gallery_clusters.id", ondelete="SET NULL")
+    )
+    template_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("face_templates.id", ondelete="SET NULL")
+    )
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class GalleryImage(Base):
+    __tablename__ = "gallery_images"
+
+    collection_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rel_path: Mapped[str] = mapped_column(Text, nullable=False)
+    label: Mapped[str | None] = mapped_column(String(256))
+    faces_found: Mapped[int] = mapped_column(Integer, nullable=False)
+    faces_enrolled: Mapped[int] = mapped_column(Integer, nullable=False)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+# --- the report -------------------------------------------------------------------------------
+@dataclass
+class IndexOptions:
+    labels: LabelMode = "none"
+    labels_csv: Path | None = None
+    workers: int = 1
+    batch_size: int = 8
+    engine: Literal["local", "ray"] = "local"
+    cluster: bool = True  # unlabelled mode: propose identities after enrolling
+    cluster_method: Literal["graph", "components", "hdbscan"] = "graph"
+    cluster_threshold: float | None = None  # None = the embedder's threshold at cluster_far
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": self.labels,
+            "labels_csv": None if self.labels_csv is None else str(self.labels_csv),
+            "workers": self.workers,
+            "batch_size": self.batch_size,
+            "engine": self.engine,
+            "cluster": self.cluster,
+            "cluster_method": self.cluster_method,
+            "cluster_threshold": self.cluster_threshold,
+        }
+
+
+@dataclass
+class IndexReport:
+    job_id: str
+    collection: str
+    source: str
+    label_mode: str
+    total: int | None = None
+    images_seen: int = 0
+    skipped_known: int = 0  # already in the store (an earlier run, or enrolled via the API)
+    duplicates: int = 0  # the same bytes twice in this gallery
+    analysed: int = 0
+    faces_found: int = 0
+    enrolled: int = 0
+    rejected: int = 0
+    rejected_reasons: Counter[str] = field(default_factory=Counter)
+    images_without_faces: int = 0
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    unreadable_count: int = 0
+    skipped_non_images: int = 0
+    identities_created: int = 0
+    clusters: int | None = None
+    clustered_faces: int | None = None
+    seconds: float = 0.0
+    done: int = 0  # images fully handled so far (progress), including skipped and unreadable
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_seen / self.seconds if self.seconds > 0 else 0.0
+
+    def add_unreadable(self, path: str, code: str, message: str) -> None:
+        self.unreadable_count += 1
+        if len(self.unreadable) < MAX_LISTED_ERRORS:
+            self.unreadable.append({"path": path, "code": code, "message": message})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "collection": self.collection,
+            "source": self.source,
+            "label_mode": self.label_mode,
+            "images_seen": self.images_seen,
+            "skipped_known": self.skipped_known,
+            "duplicates": self.duplicates,
+            "analysed": self.analysed,
+            "faces_found": self.faces_found,
+            "enrolled": self.enrolled,
+            "rejected": self.rejected,
+            "rejected_reasons": dict(sorted(self.rejected_reasons.items())),
+            "images_without_faces": self.images_without_faces,
+            "unreadable_count": self.unreadable_count,
+            "unreadable": self.unreadable,
+            "skipped_non_images": self.skipped_non_images,
+            "identities_created": self.identities_created,
+            "clusters": self.clusters,
+            "clustered_faces": self.clustered_faces,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 3),
+        }
+
+    def to_text(self) -> str:
+        lines = [
+            f"collection: {self.collection}  job: {self.job_id}",
+            f"images seen: {self.images_seen}",
+            f"already indexed (skipped): {self.skipped_known}",
+            f"duplicates in this gallery: {self.duplicates}",
+            (
+                f"analysed: {self.analysed}  faces found: {self.faces_found}"
+                f"  images without a face: {self.images_without_faces}"
+            ),
+            f"enrolled: {self.enrolled}",
+            f"rejected: {self.rejected}",
+        ]
+        for reason, n in sorted(self.rejected_reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  {reason}: {n}")
+        lines.append(f"unreadable: {self.unreadable_count}")
+        for u in self.unreadable:
+            lines.append(f"  {u['path']}: {u['code']}: {u['message']}")
+        if self.identities_created:
+            lines.append(f"identities created: {self.identities_created}")
+        if self.clusters is not None:
+            lines.append(
+                f"proposed identities (clusters): {self.clusters}"
+                f" covering {self.clustered_faces} faces"
+            )
+        lines.append(f"time: {self.seconds:.1f} s  ({self.images_per_s:.2f} images/s)")
+        return "\n".join(lines)
+
+
+# --- store-side operations --------------------------------------------------------------------
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class GalleryStore:
+    """Gallery writes and reads, sharing the ``IdentityStore``'s engine, model and indexes."""
+
+    def __init__(self, store: IdentityStore) -> None:
+        self.store = store
+        self.settings = store.settings
+        self.sessions = store.sessions
+
+    @property
+    def model_name(self) -> str:
+        return self.store.model_name
+
+    # jobs ---------------------------------------------------------------------------------
+    def create_job(
+        self, collection: str, source: str, options: IndexOptions, actor: int | None = None
+    ) -> str:
+        if options.labels not in ("none", "folders", "csv"):
+            raise InvalidInput("labels must be none, folders or csv", labels=options.labels)
+        with self.sessions.begin() as s:
+            c = IdentityStore._collection(s, collection)
+            job = GalleryJob(
+                collection_id=c.id,
+                source=source,
+                label_mode=options.labels,
+                params=options.to_dict(),
+                status="queued",
+            )
+            s.add(job)
+            s.flush()
+            IdentityStore._audit(
+                s, actor, "gallery.job.create", "ok", collection=collection, job=str(job.id)
+            )
+            return str(job.id)
+
+    def _job_row(self, s: Session, collection: str, job_id: str) -> GalleryJob:
+        c = IdentityStore._collection(s, collection)
+        try:
+            jid = uuid.UUID(str(job_id))
+        except ValueError:
+            raise NotFound(f"job '{job_id}' not found", job_id=str(job_id)) from None
+        job = s.get(GalleryJob, jid)
+        if job is None or job.collection_id != c.id:
+            raise NotFound(f"job '{job_id}' not found in '{collection}'", job_id=str(job_id))
+        return job
+
+    @staticmethod
+    def _job_dict(job: GalleryJob, collection: str) -> dict[str, Any]:
+        done = job.seen
+        progress = None
+        if job.total:
+            progress = round(min(1.0, done / job.total), 4)
+        elif job.status == "done":
+            progress = 1.0
+        return {
+            "id": str(job.id),
+            "collection": collection,
+            "status": job.status,
+            "source": job.source,
+            "label_mode": job.label_mode,
+            "params": job.params,
+            "total": job.total,
+            "progress": progress,
+            "counts": {
+                "seen": job.seen,
+                "skipped_known": job.skipped_known,
+                "enrolled": job.enrolled,
+                "rejected": job.rejected,
+                "unreadable": job.unreadable,
+            },
+            "report": job.report or None,
+            "error": job.error,
+            "created_at": job.created_at.isoformat() if job.created_at else None,
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        }
+
+    def get_job(self, collection: str, job_id: str) -> dict[str, Any]:
+        with self.sessions() as s:
+            return self._job_dict(self._job_row(s, collection, job_id), collection)
+
+    def list_jobs(self, collection: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            c = IdentityStore._collection(s, collection)
+            rows = s.execute(
+                select(GalleryJob)
+                .where(GalleryJob.collection_id == c.id)
+                .order_by(GalleryJob.created_at.desc())
+                .limit(limit)
+            ).scalars()
+            return [self._job_dict(j, collection) for j in rows]
+
+    def start_job(self, job_id: str, total: int | None) -> None:
+        with self.sessions.begin() as s:
+            s.execute(
+                update(GalleryJob)
+                .where(GalleryJob.id == uuid.UUID(job_id))
+                .values(status="running", started_at=_now(), total=total)
+            )
+
+    def finish_job(
+        self, job_id: str, status: str, report: IndexReport | None, error: str | None = None
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "finished_at": _now(), "error": error}
+        if report is not None:
+            values.update(
+                report=report.to_dict(),
+                seen=report.images_seen,
+                skipped_known=report.skipped_known,
+                enrolled=report.enrolled,
+                rejected=report.rejected,
+                unreadable=report.unreadable_count,
+            )
+        with self.sessions.begin() as s:
+            s.execute(update(GalleryJob).where(GalleryJob.id == uuid.UUID(job_id)).values(**values))
+
+    def mark_interrupted_jobs(self) -> int:
+        """Jobs left 'running' or 'queued' by a process that died (service start calls this)."""
+        with self.sessions.begin() as s:
+            result = s.execute(
+                update(GalleryJob)
+                .where(GalleryJob.status.in_(("running", "queued")))
+                .values(status="interrupted", finished_at=_now())
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # dedupe -------------------------------------------------------------------------------
+    def known_shas(self, collection_id: int, shas: Iterable[str]) -> set[str]:
+        """Which of these image digests the collection already has for the current model."""
+        wanted = list(set(shas))
+        if not wanted:
+            return set()
+        with self.sessions() as s:
+            done = s.execute(
+                select(GalleryImage.sha256).where(
+                    GalleryImage.collection_id == collection_id,
+                    GalleryImage.model_name == self.model_name,
+                    GalleryImage.sha256.in_(wanted),
+                )
+            ).scalars()
+            enrolled = s.execute(
+                select(FaceTemplate.source_sha256).where(
+                    FaceTemplate.collection_id == collection_id,
+                    FaceTemplate.model_name == self.model_name,
+                    FaceTemplate.source_sha256.in_(wanted),
+                )
+            ).scalars()
+            return set(done) | set(enrolled)
+
+    # the batch write ------------------------------------------------------------------------
+    def _identity_ids(self, s: Session, collection_id: int, labels: set[str]) -> tuple[dict[str, uuid.UUID], int]:
+        """label -> identity id, creating missing identities; returns (map, how many created)."""
+        if not labels:
+            return {}, 0
+        table = IdentityRow.__table__
+        created = 0
+        for label in sorted(labels):
+            result = s.execute(
+                pg_insert(table)
+                .values(
+                    id=uuid.uuid4(),
+                    collection_id=collection_id,
+                    external_id=label,
+                    display_name=label,
+                    metadata={"source": "gallery"},
+                )
+                .on_conflict_do_nothing(constraint="uq_identities_collection_external")
+                .returning(table.c.id)
+            )
+            created += len(result.all())  # a row back only when this insert created it
+        rows = s.execute(
+            select(IdentityRow.external_id, IdentityRow.id).where(
+                IdentityRow.collection_id == collection_id, IdentityRow.external_id.in_(labels)
+            )
+        ).all()
+        return {ext: iid for ext, iid in rows}, created
+
+    def write_batch(
+        self,
+        collection: str,
+        job_id: str | None,
+        results: list[ImageResult],
+        labelled: bool,
+        report: IndexReport,
+        actor: int | None = None,
+    ) -> None:
+        """Store one batch of analysed images in ONE transaction and update ``report``.
+
+        Images the store already has (a concurrent run, a resumed run) are skipped inside the
+        transaction, under the collection lock, so two runs can never enroll the same image twice.
+        """
+        store = self.store
+        model, version = self.model_name, store.model_version
+        ok = [r for r in results if r.ok and r.sha256]
+        for r in results:
+            if not r.ok:
+                report.add_unreadable(r.rel_path, r.error_code or "error", r.error_message or "")
+        delta: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        thumbs_written: list[str] = []
+        cid = store.collection_id(collection)
+        # thumbnails are files (as the store keeps them); written first, removed on failure
+        pending_thumbs: dict[tuple[int, int], str | None] = {}
+        if labelled:
+            for k, r in enumerate(ok):
+                for f, face in enumerate(r.faces):
+                    if face.usable and face.thumbnail_jpeg and self.settings.store_thumbnails:
+                        name = f"{uuid.uuid4().hex}.jpg"
+                        path = self.settings.thumbnails_dir / str(cid) / name
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(face.thumbnail_jpeg)
+                        pending_thumbs[(k, f)] = name
+                        thumbs_written.append(name)
+        new_templates = 0
+        try:
+            with self.sessions.begin() as s:
+                c = IdentityStore._collection(s, collection)
+                IdentityStore._lock_collection(s, c.id)
+                shas = [r.sha256 for r in ok]
+                already = set(
+                    s.execute(
+                        select(GalleryImage.sha256).where(
+                            GalleryImage.collection_id == c.id,
+                            GalleryImage.model_name == model,
+                            GalleryImage.sha256.in_(shas),
+                        )
+                    ).scalars()
+                ) | set(
+                    s.execute(
+                        select(FaceTemplate.source_sha256).where(
+                            FaceTemplate.collection_id == c.id,
+                            FaceTemplate.model_name == model,
+                            FaceTemplate.source_sha256.in_(shas),
+                        )
+                    ).scalars()
+                )
+                labels = {r.label for r in ok if r.label and r.sha256 not in already}
+                ids, created = self._identity_ids(s, c.id, labels) if labelled else ({}, 0)
+                delta["identities_created"] += created
+                templates: list[FaceTemplate] = []
+                written_shas: set[str] = set()
+                for k, r in enumerate(ok):
+                    if r.sha256 in already or r.sha256 in written_shas:
+                        delta["skipped_known"] += 1
+                        continue
+                    written_shas.add(r.sha256)  # type: ignore[arg-type]
+                    delta["analysed"] += 1
+                    delta["faces_found"] += len(r.faces)
+                    if not r.faces:
+                        delta["images_without_faces"] += 1
+                    n_enrolled = 0
+                    for f, face in enumerate(r.faces):
+                        if not face.usable:
+                            delta["rejected"] += 1
+                            reasons.update(face.rejections)
+                            continue
+                        common: dict[str, Any] = {
+                            "collection_id": c.id,
+                            "model_name": model,
+                            "model_version": version,
+                            "dim": int(face.embedding.shape[0]),
+                            "embedding": embedding_to_bytes(face.embedding),
+                            "quality": face.quality,
+                            "quality_reasons": face.quality_reasons,
+                            "det_score": face.det_score,
+                            "bbox": face.bbox,
+                            "landmarks": face.landmarks,
+                            "source_sha256": r.sha256,
+                        }
+                        if labelled:
+                            assert r.label is not None
+                            t = FaceTemplate(
+                                identity_id=ids[r.label],
+                                thumbnail=pending_thumbs.get((k, f)),
+                                **common,
+                            )
+                            s.add(t)
+                            templates.append(t)
+                        else:
+                            s.add(
+                                GalleryFace(
+                                    rel_path=r.rel_path,
+                                    thumbnail_jpeg=face.thumbnail_jpeg,
+                                    job_id=None if job_id is None else uuid.UUID(job_id),
+                                    **common,
+                                )
+                            )
+                        n_enrolled += 1
+                    delta["enrolled"] += n_enrolled
+                    s.add(
+                        GalleryImage(
+                            collection_id=c.id,
+                            model_name=model,
+                            sha256=r.sha256,
+                            rel_path=r.rel_path[:4000],
+                            label=r.label,
+                            faces_found=len(r.faces),
+                            faces_enrolled=n_enrolled,
+                            job_id=None if job_id is None else uuid.UUID(job_id),
+                        )
+                    )
+                s.flush()
+                for t in templates:
+                    s.add(IndexChange(collection_id=c.id, model_name=model, template_id=t.id, op="add"))
+                new_templates = len(templates)
+                if job_id is not None:
+                    # absolute values: one job is driven by exactly one process
+                    s.execute(
+                        update(GalleryJob)
+                        .where(GalleryJob.id == uuid.UUID(job_id))
+                        .values(
+                            seen=report.done + len(results),
+                            skipped_known=report.skipped_known + delta["skipped_known"],
+                            enrolled=report.enrolled + delta["enrolled"],
+                            rejected=report.rejected + delta["rejected"],
+                            unreadable=report.unreadable_count,
+                        )
+                    )
+                IdentityStore._audit(
+                    s, actor, "gallery.batch", "ok", collection=collection,
+                    job=job_id, images=len(results), enrolled=delta["enrolled"],
+                    rejected=delta["rejected"],
+                )
+        except BaseException:
+            store._remove_thumbnails(cid, thumbs_written)
+            raise
+        # thumbnails of faces that were skipped inside the transaction are not referenced
+        used = {name for name in pending_thumbs.values() if name}
+        if delta["skipped_known"]:
+            with self.sessions() as s:
+                referenced = set(
+                    s.execute(
+                        select(FaceTemplate.thumbnail).where(FaceTemplate.thumbnail.in_(used))
+                    ).scalars()
+                )
+            store._remove_thumbnails(cid, [n for n in used if n not in referenced])
+        report.done += len(results)
+        report.skipped_known += delta["skipped_known"]
+        report.analysed += delta["analysed"]
+        report.faces_found += delta["faces_found"]
+        report.images_without_faces += delta["images_without_faces"]
+        report.enrolled += delta["enrolled"]
+        report.rejected += delta["rejected"]
+        report.rejected_reasons.update(reasons)
+        report.identities_created += delta["identities_created"]
+        if new_templates:
+            store.indexes.catch_up(cid, model)
+
+    # clusters -----------------------------------------------------------------------------
+    def cluster_threshold(self) -> float:
+        from identity.calibration import threshold_for
+
+        return float(threshold_for(self.model_name, self.settings.cluster_far, self.settings))
+
+    def recluster(
+        self,
+        collection: str,
+        method: Literal["graph", "components", "hdbscan"] = "graph",
+        threshold: float | None = None,
+        min_size: int = 2,
+    ) -> dict[str, Any]:
+        """Replace the proposed clusters of the collection's unassigned faces with a fresh
+        clustering (named clusters are untouched: their faces are templates already)."""
+        from identity.gallery.cluster import cluster_embeddings
+
+        if method != "hdbscan" and threshold is None:
+            threshold = self.cluster_threshold()
+        model = self.model_name
+        with self.sessions.begin() as s:
+            c = IdentityStore._collection(s, collection)
+            IdentityStore._lock_collection(s, c.id)
+            rows = s.execute(
+                select(GalleryFace.id, GalleryFace.dim, GalleryFace.embedding)
+                .where(
+                    GalleryFace.collection_id == c.id,
+                    GalleryFace.model_name == model,
+                    GalleryFace.template_id.is_(None),
+                )
+                .order_by(GalleryFace.id)
+            ).all()
+            s.execute(
+                update(GalleryFace)
+                .where(GalleryFace.collection_id == c.id, GalleryFace.template_id.is_(None))
+                .values(cluster_id=None)
+            )
+            s.execute(
+                delete(GalleryCluster).where(
+                    GalleryCluster.collection_id == c.id,
+                    GalleryCluster.model_name == model,
+                    GalleryCluster.status == "proposed",
+                )
+            )
+            if not rows:
+                return {"clusters": 0, "clustered_faces": 0, "unclustered_faces": 0}
+            x = np.stack([embedding_from_bytes(r[2], r[1]) for r in rows])
+            result = cluster_embeddings(x, method=method, threshold=threshold, min_size=min_size)
+            face_ids = np.array([r[0] for r in rows], dtype=np.int64)
+            for members in result.members():
+                cl = GalleryCluster(collection_id=c.id, model_name=model, method=method)
+                s.add(cl)
+                s.flush()
+                s.execute(
+                    update(GalleryFace)
+                    .where(GalleryFace.id.in_(face_ids[members].tolist()))
+                    .values(cluster_id=cl.id)
+                )
+            clustered = int((result.labels >= 0).sum())
+            return {
+                "clusters": result.n_clusters,
+                "clustered_faces": clustered,
+                "unclustered_faces": len(rows) - clustered,
+                "method": method,
+                "threshold": threshold,
+            }
+
+    def list_clusters(
+        self, collection: str, status: str | None = "proposed", limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise InvalidInput("limit must be 1-1000 and offset >= 0")
+        with self.sessions() as s:
+            c = IdentityStore._collection(s, collection)
+            where = [GalleryCluster.collection_id == c.id]
+            if status:
+                where.append(GalleryCluster.status == status)
+            size = func.count(GalleryFace.id).label("size")
+            rows = s.execute(
+                select(GalleryCluster, size)
+                .outerjoin(GalleryFace, GalleryFace.cluster_id == GalleryCluster.id)
+                .where(*where)
+                .group_by(GalleryCluster.id)
+                .order_by(size.desc(), GalleryCluster.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            ids = [cl.id for cl, _ in rows]
+            faces: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+            for f in s.execute(
+                select(
+                    GalleryFace.id, GalleryFace.cluster_id, GalleryFace.rel_path,
+                    GalleryFace.quality, GalleryFace.bbox,
+                )
+                .where(GalleryFace.cluster_id.in_(ids))
+                .order_by(GalleryFace.quality.desc().nulls_last(), GalleryFace.id)
+            ).all():
+                faces[f.cluster_id].append(
+                    {"face_id": f.id, "path": f.rel_path, "quality": f.quality, "bbox": f.bbox}
+                )
+            unclustered = s.execute(
+                select(func.count()).where(
+                    GalleryFace.collection_id == c.id,
+                    GalleryFace.cluster_id.is_(None),
+                    GalleryFace.template_id.is_(None),
+                )
+            ).scalar_one()
+        return {
+            "items": [
+                {
+                    "id": cl.id,
+                    "status": cl.status,
+                    "size": n,
+                    "identity_id": None if cl.identity_id is None else str(cl.identity_id),
+                    "method": cl.method,
+                    "faces": faces[cl.id][:20],
+                }
+                for cl, n in rows
+            ],
+            "unclustered_faces": unclustered,
+        }
+
+    def _cluster(self, s: Session, collection_id: int, cluster_id: int) -> GalleryCluster:
+        cl = s.get(GalleryCluster, int(cluster_id))
+        if cl is None or cl.collection_id != collection_id:
+            raise NotFound(f"cluster {cluster_id} not found", cluster_id=cluster_id)
+        return cl
+
+    def merge_clusters(
+        self, collection: str, target: int, sources: list[int], actor: int | None = None
+    ) -> dict[str, Any]:
+        """Move every face of ``sources`` into ``target`` (all proposed) and drop the sources."""
+        sources = [int(x) for x in sources if int(x) != int(target)]
+        if not sources:
+            raise InvalidInput("give at least one cluster to merge into the target")
+        with self.sessions.begin() as s:
+            c = IdentityStore._collection(s, collection)
+            IdentityStore._lock_collection(s, c.id)
+            tgt = self._cluster(s, c.id, target)
+            for src_id in sources:
+                src = self._cluster(s, c.id, src_id)
+                if src.status != "proposed" or tgt.status != "proposed":
+                    raise Conflict("only proposed clusters can be merged; name the result after")
+            s.execute(
+                update(GalleryFace)
+                .where(GalleryFace.cluster_id.in_(sources))
+                .values(cluster_id=tgt.id)
+            )
+            s.execute(delete(GalleryCluster).where(GalleryCluster.id.in_(sources)))
+            size = s.execute(
+                select(func.count()).where(GalleryFace.cluster_id == tgt.id)
+            ).scalar_one()
+            IdentityStore._audit(
+                s, actor, "gallery.cluster.merge", "ok", collection=collection,
+                target=tgt.id, merged=sources,
+            )
+        return {"id": int(target), "size": int(size), "merged": sources}
+
+    def name_cluster(
+        self,
+        collection: str,
+        cluster_id: int,
+        external_id: str | None = None,
+        display_name: str = "",
+        identity_id: str | None = None,
+        actor: int | None = None,
+    ) -> dict[str, Any]:
+        """Turn a proposed cluster into an identity: a new one (``external_id``) or an existing
+        one (``identity_id``); its faces become templates, searchable from then on."""
+        if (external_id is None) == (identity_id is None):
+            raise InvalidInput("give exactly one of external_id (new identity) or identity_id")
+        if external_id is not None and not 1 <= len(external_id) <= 256:
+            raise InvalidInput("external_id must be 1-256 characters")
+        store = self.store
+        cid = store.collection_id(collection)
+        written: list[str] = []
+        try:
+            with self.sessions.begin() as s:
+                c = IdentityStore._collection(s, collection)
+                IdentityStore._lock_collection(s, c.id)
+                cl = self._cluster(s, c.id, cluster_id)
+                if cl.status != "proposed":
+                    raise Conflict(f"cluster {cluster_id} is already named", cluster_id=cluster_id)
+                if identity_id is not None:
+                    ident = IdentityStore._identity(s, c, identity_id)
+                else:
+                    exists = s.execute(
+                        select(IdentityRow.id).where(
+                            IdentityRow.collection_id == c.id,
+                            IdentityRow.external_id == external_id,
+                        )
+                    ).first()
+                    if exists is not None:
+                        raise Conflict(
+                            f"external_id '{external_id}' already exists; pass its identity_id "
+                            "to add this cluster to it",
+                            identity_id=str(exists[0]),
+                        )
+                    ident = IdentityRow(
+                        collection_id=c.id,
+                        external_id=external_id,
+                        display_name=display_name or external_id or "",
+                        metadata_={"source": "gallery_cluster"},
+                    )
+                    s.add(ident)
+                    s.flush()
+                faces = s.execute(
+                    select(GalleryFace).where(GalleryFace.cluster_id == cl.id)
+                ).scalars().all()
+                pairs = []
+                for f in faces:
+                    thumb = None
+                    if f.thumbnail_jpeg and self.settings.store_thumbnails:
+                        thumb = f"{uuid.uuid4().hex}.jpg"
+                        path = self.settings.thumbnails_dir / str(c.id) / thumb
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(f.thumbnail_jpeg)
+                        written.append(thumb)
+                    t = FaceTemplate(
+                        identity_id=ident.id,
+                        collection_id=c.id,
+                        model_name=f.model_name,
+                        model_version=f.model_version,
+                        dim=f.dim,
+                        embedding=f.embedding,
+                        quality=f.quality,
+                        quality_reasons=f.quality_reasons,
+                        det_score=f.det_score,
+                        bbox=f.bbox,
+                        landmarks=f.landmarks,
+                        source_sha256=f.source_sha256,
+                        thumbnail=thumb,
+                    )
+                    s.add(t)
+                    pairs.append((f, t))
+                s.flush()
+                for f, t in pairs:
+                    f.template_id = t.id
+                    s.add(IndexChange(collection_id=c.id, model_name=t.model_name, template_id=t.id, op="add"))
+                cl.status = "named"
+                cl.identity_id = ident.id
+                iid = ident.id
+                IdentityStore._audit(
+                    s, actor, "gallery.cluster.name", "ok", collection=collection,
+                    identity_id=iid, cluster=cl.id, templates=len(pairs),
+                )
+                models = {t.model_name for _, t in pairs}
+        except BaseException:
+            store._remove_thumbnails(cid, written)
+            raise
+        for m in models:
+            store.indexes.catch_up(cid, m)
+        return {"cluster_id": int(cluster_id), "identity_id": str(iid), "templates": len(pairs)}
+
+    def face_thumbnail(self, collection: str, face_id: int) -> bytes:
+        with self.sessions() as s:
+            c = IdentityStore._collection(s, collection)
+            f = s.get(GalleryFace, int(face_id))
+            if f is None or f.collection_id != c.id or not f.thumbnail_jpeg:
+                raise NotFound(f"no thumbnail for gallery face {face_id}")
+            return f.thumbnail_jpeg
+
+
+# --- the job ----------------------------------------------------------------------------------
+ProgressHook = Callable[[int, IndexReport], None]
+
+
+def _prepared_batches(
+    gallery: GalleryStore,
+    collection_id: int,
+    items: Iterator[GalleryItem],
+    report: IndexReport,
+    labelled: bool,
+    batch_size: int,
+    read_bytes: bool = True,
+) -> Iterator[list[WorkItem]]:
+    """Read, hash and dedupe source items; yield batches of work that is actually new.
+
+    Items already in the store are counted and dropped here, so a resumed run spends no
+    detector time on them. ``read_bytes=False`` (Ray) leaves reading and hashing to the workers.
+    """
+    max_bytes = gallery.settings.max_image_bytes
+    seen_in_run: set[str] = set()
+    chunk: list[WorkItem] = []
+
+    def flush(chunk: list[WorkItem]) -> list[WorkItem]:
+        if not read_bytes:
+            return chunk
+        known = gallery.known_shas(collection_id, [w.sha256 for w in chunk if w.sha256])
+        fresh = []
+        for w in chunk:
+            if w.sha256 in known:
+                report.skipped_known += 1
+                report.done += 1
+            else:
+                fresh.append(w)
+        return fresh
+
+    for item in items:
+        report.images_seen += 1
+        if labelled and not item.label:
+            report.add_unreadable(item.rel_path, "no_label", "no identity label for this image")
+            report.done += 1
+            continue
+        if read_bytes:
+            try:
+                data = item.read(max_bytes)
+            except (OSError, ValueError) as exc:
+                code = "image_too_large" if isinstance(exc, ValueError) else "unreadable"
+                report.add_unreadable(item.rel_path, code, str(exc))
+                report.done += 1
+                continue
+            digest = sha256_hex(data)
+            if digest in seen_in_run:
+                report.duplicates += 1
+                report.done += 1
+                continue
+            seen_in_run.add(digest)
+            chunk.append(WorkItem(item.rel_path, item.label, data=data, sha256=digest))
+        else:
+            chunk.append(
+                WorkItem(item.rel_path, item.label, path=None if item.path is None else str(item.path),
+                         data=item.data)
+            )
+        if len(chunk) >= batch_size:
+            fresh = flush(chunk)
+            chunk = []
+            if fresh:
+                yield fresh
+    if chunk:
+        fresh = flush(chunk)
+        if fresh:
+            yield fresh
+
+
+def run_index(
+    gallery: GalleryStore,
+    collection: str,
+    path: Path,
+    options: IndexOptions,
+    job_id: str | None = None,
+    on_progress: ProgressHook | None = None,
+    actor: int | None = None,
+) -> IndexReport:
+    """Index a gallery into ``collection`` (see module docstring); returns the report.
+
+    ``on_progress(n_images_done, report)`` is called after each committed batch.
+    """
+    started = time.perf_counter()
+    source = open_source(
+        Path(path), options.labels, options.labels_csv, gallery.settings.max_image_bytes
+    )
+    labelled = source.label_mode != "none"
+    if job_id is None:
+        job_id = gallery.create_job(collection, str(path), options, actor=actor)
+    report = IndexReport(job_id, collection, str(path), source.label_mode)
+    report.total = source.expected_count()
+    gallery.start_job(job_id, report.total)
+    cid = gallery.store.collection_id(collection)
+    try:
+        batches = _prepared_batches(
+            gallery, cid, iter(source), report, labelled, options.batch_size,
+            read_bytes=options.engine == "local",
+        )
+        if options.engine == "ray":
+            from identity.gallery.ray_engine import analyze_batches_ray
+
+            stream = analyze_batches_ray(batches, gallery.settings, labelled, options.workers)
+        else:
+            stream = analyze_batches(batches, gallery.settings, labelled, options.workers)
+        for _batch, results in stream:
+            gallery.write_batch(collection, job_id, results, labelled, report, actor=actor)
+            if on_progress is not None:
+                on_progress(report.done, report)
+        for problem in source.problems:
+            report.images_seen += 1
+            report.done += 1
+            report.add_unreadable(problem.rel_path, problem.code, problem.message)
+        report.skipped_non_images = source.skipped_non_images
+        if not labelled and options.cluster:
+            summary = gallery.recluster(
+                collection, options.cluster_method, options.cluster_threshold
+            )
+            report.clusters = summary["clusters"]
+            report.clustered_faces = summary["clustered_faces"]
+        report.seconds = time.perf_counter() - started
+        gallery.finish_job(job_id, "done", report)
+    except BaseException as exc:
+        report.seconds = time.perf_counter() - started
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        try:
+            gallery.finish_job(job_id, status, report, error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # the database may be what failed; keep the first error
+            log.exception("could not record the end of gallery job %s", job_id)
+        raise
+    return report
+
+
+# --- background jobs for the API ----------------------------------------------------------------
+class GalleryJobRunner:
+    """One background thread per service process running queued indexing jobs in order.
+
+    Jobs are rows first (``queued``), so ``GET .../jobs/{id}`` works at once; the thread picks
+    them from an in-process queue. A job whose process died stays ``running`` in the table; the
+    next runner marks jobs it never owned as ``interrupted`` when it starts (rerunning the same
+    source resumes: finished batches are skipped by SHA-256).
+    """
+
+    def __init__(self, gallery: GalleryStore) -> None:
+        import queue
+        import threading
+
+        self.gallery = gallery
+        self._queue: queue.Queue[tuple[str, str, Path, IndexOptions, Path | None, int | None] | None]
+        self._queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="gallery-jobs", daemon=True)
+        self.gallery.mark_interrupted_jobs()
+        self._thread.start()
+
+    def submit(
+        self,
+        collection: str,
+        path: Path,
+        options: IndexOptions,
+        cleanup: Path | None = None,
+        actor: int | None = None,
+        source_label: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue a job; ``cleanup`` is a temporary upload removed when the job ends."""
+        job_id = self.gallery.create_job(collection, source_label or str(path), options, actor)
+        self._queue.put((job_id, collection, path, options, cleanup, actor))
+        return self.gallery.get_job(collection, job_id)
+
+    def _loop(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            job_id, collection, path, options, cleanup, actor = task
+            try:
+                run_index(self.gallery, collection, path, options, job_id=job_id, actor=actor)
+            except Exception:  # recorded on the job row by run_index; keep serving
+                log.exception("gallery job %s failed", job_id)
+            finally:
+                if cleanup is not None:
+                    cleanup.unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+def resolve_server_path(settings: Any, raw: str) -> Path:
+    """A server-side gallery path, allowed only inside ``settings.gallery_roots``."""
+    roots = [Path(r).resolve() for r in settings.gallery_roots]
+    if not roots:
+        raise InvalidInput(
+            "server-side paths are disabled: set IDENTITY_GALLERY_ROOTS, or upload an archive"
+        )
+    path = Path(raw)
+    if not path.is_absolute():
+        path = roots[0] / path
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(r) for r in roots):
+        raise InvalidInput(
+            "path is outside the allowed gallery roots", path=raw, roots=[str(r) for r in roots]
+        )
+    if not resolved.exists():
+        raise NotFound(f"gallery path '{raw}' not found", path=raw)
+    return resolved

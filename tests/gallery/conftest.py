@@ -1,0 +1,120 @@
+"""Fixtures for the gallery tests: a REAL embedded Postgres per session (the same way the service
+tests start theirs), the real models from ../shared/models, galleries built from the shared
+photos, and a corpus of bad files generated here."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from gallery_helpers import SHARED, TRAIN, write_bad_files
+from sqlalchemy import Engine
+
+from identity.settings import Settings
+from services.db import make_engine, upgrade
+from services.embedded_pg import EmbeddedPostgres
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    # Not under pytest's tmp dir: pytest re-chmods /tmp/pytest-of-<user> to 0700 at every start,
+    # which locks out the unprivileged postgres user (tests run as root).
+    root = Path(tempfile.mkdtemp(prefix="identity-gallery-pg-"))
+    pg = EmbeddedPostgres(root)
+    url = pg.start()
+    yield url
+    pg.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("gallery-data"),
+        database_url=pg_url,
+        models_dir=SHARED / "models",
+        index_snapshot_every=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    assert settings.database_url
+    eng = make_engine(settings.database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings, engine: Engine):  # type: ignore[no-untyped-def]
+    from services.store import IdentityStore
+
+    return IdentityStore(settings, engine)
+
+
+@pytest.fixture(scope="session")
+def gallery(store):  # type: ignore[no-untyped-def]
+    from services.gallery import GalleryStore
+
+    return GalleryStore(store)
+
+
+@pytest.fixture
+def new_collection(store) -> Callable[[], str]:  # type: ignore[no-untyped-def]
+    def make() -> str:
+        name = "g-" + uuid.uuid4().hex[:10]
+        store.create_collection(name)
+        return name
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def labelled_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """face_recognition's train set (5 people, 9 photos) plus the bad-file corpus at the root
+    and inside one person's folder."""
+    root = tmp_path_factory.mktemp("labelled") / "gallery"
+    shutil.copytree(TRAIN, root)
+    write_bad_files(root / "biden")
+    (root / "README.txt").write_text("not an image, skipped without complaint")
+    return root
+
+
+@pytest.fixture(scope="session")
+def hostile_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("hostile")
+    archive = base / "inner" / "gallery.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for person in ("obama", "biden"):
+            for p in sorted((TRAIN / person).iterdir()):
+                zf.write(p, f"{person}/{p.name}")
+        zf.writestr("../x.jpg", (TRAIN / "obama" / "obama.jpg").read_bytes())
+        zf.writestr("/tmp/abs.jpg", (TRAIN / "obama" / "obama.jpg").read_bytes())
+        zf.writestr("obama/text.jpg", b"plain text pretending to be a JPEG")
+    return archive
+
+
+@pytest.fixture(scope="session")
+def symlink_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("tar")
+    archive = base / "gallery.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for p in sorted((TRAIN / "rose_leslie").iterdir()):
+            tf.add(p, f"rose_leslie/{p.name}")
+        sym = tarfile.TarInfo("rose_leslie/passwd.jpg")
+        sym.type, sym.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(sym)
+        evil = tarfile.TarInfo("../../escape.jpg")
+        data = (TRAIN / "biden" / "biden.jpg").read_bytes()
+        evil.size = len(data)
+        tf.addfile(evil, io.BytesIO(data))
+    return archive

@@ -1,0 +1,47 @@
+"""Paths, photos and the generated bad-file corpus for the gallery tests."""
+
+from __future__ import annotations
+
+import csv
+import struct
+import zlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+DATA = SHARED / "data"
+DEEPFACE = DATA / "deepface"
+TRAIN = DATA / "face_recognition" / "knn_examples" / "train"
+
+
+def deepface_labels() -> list[tuple[str, str]]:
+    with open(DEEPFACE / "LABELS.csv") as fh:
+        return [(r["path"], r["identity"]) for r in csv.DictReader(fh)]
+
+
+def huge_png_header(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG signature and IHDR claiming width x height pixels (a decompression bomb's
+    header): the decoder must refuse it from the header alone."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    body = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    idat = zlib.compress(b"\0" * 64)
+    idat_chunk = b"IDAT" + idat
+    body += struct.pack(">I", len(idat)) + idat_chunk + struct.pack(">I", zlib.crc32(idat_chunk))
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def write_bad_files(folder: Path) -> dict[str, str]:
+    """Bad images inside a gallery folder; returns {relative path: expected error family}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = (TRAIN / "biden" / "biden.jpg").read_bytes()
+    (folder / "corrupt.jpg").write_bytes(good[: len(good) // 3][:2000])
+    (folder / "text.jpg").write_text("this is not an image at all\n")
+    (folder / "huge.png").write_bytes(huge_png_header())
+    (folder / "empty.jpg").write_bytes(b"")
+    return {
+        "corrupt.jpg": "bad_image",
+        "text.jpg": "bad_image",
+        "huge.png": "image_too_large",
+        "empty.jpg": "bad_image",
+    }

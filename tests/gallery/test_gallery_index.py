@@ -1,0 +1,219 @@
+"""Indexing galleries into a real Postgres with the real models: report, labels, bad input,
+idempotence, and resuming after a SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gallery_helpers import DEEPFACE, REPO, deepface_labels
+from sqlalchemy import func, select, text
+
+from services.gallery import GalleryImage, IndexOptions, run_index
+from services.schema import FaceTemplate, IdentityRow
+
+
+def _snapshot(root: Path) -> set[str]:
+    return {str(p) for p in root.rglob("*")}
+
+
+def _duplicates(engine, collection_id: int) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT identity_id, source_sha256, bbox::text "
+                    "FROM face_templates WHERE collection_id = :c "
+                    "GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
+                ),
+                {"c": collection_id},
+            ).scalar_one()
+        )
+
+
+def test_labelled_folder_report_bad_files_and_rerun(
+    gallery, store, engine, new_collection, labelled_folder: Path
+) -> None:
+    cid = new_collection()
+    opts = IndexOptions(labels="folders", workers=1, batch_size=4)
+    report = run_index(gallery, cid, labelled_folder, opts)
+
+    # 9 real photos of 5 people + 4 bad files inside biden/; README.txt is not an image
+    assert report.images_seen == 13
+    assert report.skipped_non_images == 1
+    bad = {u["path"]: u["code"] for u in report.unreadable}
+    assert bad == {
+        "biden/corrupt.jpg": "bad_image",
+        "biden/empty.jpg": "bad_image",
+        "biden/huge.png": "image_too_large",
+        "biden/text.jpg": "bad_image",
+    }
+    assert report.unreadable_count == 4
+    assert report.analysed == 9
+    assert report.identities_created == 5
+    # every train photo is a clear portrait: each gives exactly one enrolled face
+    assert report.enrolled == 9, report.to_text()
+    assert report.enrolled + report.rejected == report.faces_found
+    text_report = report.to_text()
+    assert "enrolled: 9" in text_report.splitlines()
+    assert "biden/huge.png: image_too_large" in text_report
+    assert report.images_per_s > 0
+
+    collection_id = store.collection_id(cid)
+    with store.sessions() as s:
+        names = set(
+            s.execute(
+                select(IdentityRow.external_id).where(IdentityRow.collection_id == collection_id)
+            ).scalars()
+        )
+        n_templates = s.execute(
+            select(func.count()).where(FaceTemplate.collection_id == collection_id)
+        ).scalar_one()
+    assert names == {"alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"}
+    assert n_templates == 9
+    # the enrolled faces are searchable right away (index caught up after each commit)
+    hit = store.identify(cid, (labelled_folder / "obama" / "obama2.jpg").read_bytes())
+    assert hit["faces"][0]["candidates"][0]["external_id"] == "obama"
+
+    again = run_index(gallery, cid, labelled_folder, opts)
+    assert again.enrolled == 0 and again.analysed == 0
+    assert again.skipped_known == 9
+    assert again.unreadable_count == 4  # bad files are reported again, never stored
+    with store.sessions() as s:
+        assert s.execute(
+            select(func.count()).where(FaceTemplate.collection_id == collection_id)
+        ).scalar_one() == 9
+    assert _duplicates(engine, collection_id) == 0
+    job = gallery.get_job(cid, again.job_id)
+    assert job["status"] == "done" and job["counts"]["skipped_known"] == 9
+
+
+def test_hostile_zip_is_reported_and_nothing_written(
+    gallery, new_collection, hostile_zip: Path
+) -> None:
+    cid = new_collection()
+    root = hostile_zip.parent.parent
+    before = _snapshot(root)
+    report = run_index(gallery, cid, hostile_zip, IndexOptions(labels="folders", batch_size=8))
+    assert _snapshot(root) == before
+    assert not (root / "x.jpg").exists() and not Path("/tmp/abs.jpg").exists()
+    codes = {u["path"]: u["code"] for u in report.unreadable}
+    assert codes == {
+        "../x.jpg": "path_traversal",
+        "/tmp/abs.jpg": "absolute_path",
+        "obama/text.jpg": "bad_image",
+    }
+    assert report.enrolled == 4 and report.identities_created == 2
+
+
+def test_tar_with_symlink(gallery, new_collection, symlink_tar: Path) -> None:
+    cid = new_collection()
+    report = run_index(gallery, cid, symlink_tar, IndexOptions(labels="folders"))
+    codes = {u["path"]: u["code"] for u in report.unreadable}
+    assert codes == {"rose_leslie/passwd.jpg": "link", "../../escape.jpg": "path_traversal"}
+    assert report.enrolled == 2 and report.identities_created == 1
+
+
+def test_csv_labels_and_same_bytes_twice(gallery, new_collection, tmp_path: Path) -> None:
+    import shutil
+
+    cid = new_collection()
+    rows = deepface_labels()[:6]
+    shutil.copy(DEEPFACE / rows[0][0], tmp_path / "copy.jpg")  # same bytes, another name
+    csv_path = tmp_path / "labels.csv"
+    lines = ["path,identity"] + [f"{DEEPFACE / p},{who}" for p, who in rows]
+    lines += ["copy.jpg,someone_else", "missing.jpg,nobody"]
+    csv_path.write_text("\n".join(lines) + "\n")
+    report = run_index(gallery, cid, csv_path, IndexOptions(batch_size=4))
+    assert report.label_mode == "csv"
+    assert report.images_seen == 8
+    assert report.duplicates == 1 and report.analysed == 6
+    assert [(u["path"], u["code"]) for u in report.unreadable] == [("missing.jpg", "unreadable")]
+    assert report.identities_created == len({who for _, who in rows})
+
+
+@pytest.fixture
+def kill_gallery(tmp_path: Path) -> Path:
+    """A labelled CSV gallery of 16 deepface photos (two passes of 8 would be slow; 16 gives the
+    killer time to strike between batches)."""
+    rows = deepface_labels()[:16]
+    path = tmp_path / "kill.csv"
+    path.write_text("path,identity\n" + "".join(f"{DEEPFACE / p},{w}\n" for p, w in rows))
+    return path
+
+
+def _run_cli(settings, csv_path: Path, collection: str) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "DATABASE_URL": str(settings.database_url),
+        "IDENTITY_DATA_DIR": str(settings.data_dir),
+        "IDENTITY_MODELS_DIR": str(settings.models_dir),
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "identity.gallery.cli", str(csv_path), "--collection", collection,
+         "--workers", "1", "--batch-size", "2", "--no-progress", "--json"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def test_sigkill_mid_run_then_resume(
+    gallery, store, engine, settings, new_collection, kill_gallery: Path
+) -> None:
+    import json
+
+    cid = new_collection()
+    collection_id = store.collection_id(cid)
+    proc = _run_cli(settings, kill_gallery, cid)
+    deadline = time.time() + 120
+    done_before_kill = 0
+    while time.time() < deadline and proc.poll() is None:
+        with store.sessions() as s:
+            done_before_kill = s.execute(
+                select(func.count()).where(GalleryImage.collection_id == collection_id)
+            ).scalar_one()
+        if done_before_kill >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+
+    with store.sessions() as s:
+        images_after_kill = s.execute(
+            select(func.count()).where(GalleryImage.collection_id == collection_id)
+        ).scalar_one()
+        templates_after_kill = s.execute(
+            select(func.count()).where(FaceTemplate.collection_id == collection_id)
+        ).scalar_one()
+        enrolled_rows = s.execute(
+            select(func.coalesce(func.sum(GalleryImage.faces_enrolled), 0)).where(
+                GalleryImage.collection_id == collection_id
+            )
+        ).scalar_one()
+    # nothing half-written: each committed batch brought its images and templates together
+    assert 4 <= images_after_kill < 16
+    assert images_after_kill % 2 == 0  # whole batches of 2 only
+    assert templates_after_kill == enrolled_rows
+
+    proc = _run_cli(settings, kill_gallery, cid)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    report = json.loads(out)
+    assert report["skipped_known"] == images_after_kill
+    assert report["analysed"] == 16 - images_after_kill
+
+    reference = new_collection()
+    ref = run_index(gallery, reference, kill_gallery, IndexOptions(batch_size=4))
+    with store.sessions() as s:
+        total = s.execute(
+            select(func.count()).where(FaceTemplate.collection_id == collection_id)
+        ).scalar_one()
+    assert total == ref.enrolled == templates_after_kill + report["enrolled"]
+    assert _duplicates(engine, collection_id) == 0
