@@ -1,0 +1,81 @@
+"""ArcFace-family ONNX embedders (InsightFace packs, MobileFaceNet exports, ...).
+
+Everything that differs between these graphs is data in the manifest: colour order, scale,
+mean/std, layout (NCHW or NHWC) and batch (fixed or dynamic). A graph with a fixed batch is fed
+in chunks of that size, the last one padded with zeros and the padding dropped from the output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from identity.errors import InvalidInput, ModelError
+from identity.preprocess import l2_normalise, to_tensor
+from identity.runtime import onnx_session
+from identity.settings import Settings
+from models.registry import ResolvedModel
+
+
+class ArcFaceONNX:
+    def __init__(self, resolved: ResolvedModel, settings: Settings) -> None:
+        m = resolved.manifest
+        self.manifest = m
+        self.name = m.name
+        try:
+            self.session = onnx_session(resolved, settings)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+            raise ModelError(f"could not load '{m.name}' from {resolved.location}: {exc}",
+                             model=m.name) from exc
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.output_name = self.session.get_outputs()[0].name
+        shape = list(inp.shape)
+        # A graph's own fixed batch wins over a manifest that forgot to say so.
+        graph_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        self.batch: int | None = m.batch or graph_batch
+        if m.input_size is None:
+            raise ModelError(f"manifest '{m.name}' needs input_size", model=m.name)
+        self.size = int(m.input_size[0])
+        spatial = shape[2:4] if m.layout == "nchw" else shape[1:3]
+        if all(isinstance(s, int) for s in spatial) and tuple(spatial) != (self.size, self.size):
+            raise ModelError(
+                f"'{m.name}': graph input {shape} does not match manifest input_size "
+                f"{m.input_size} with layout {m.layout}",
+                model=m.name,
+            )
+        out_shape = self.session.get_outputs()[0].shape
+        graph_dim = out_shape[-1] if isinstance(out_shape[-1], int) else None
+        dim = m.output_dim or graph_dim
+        if dim is None:
+            raise ModelError(f"'{m.name}': output_dim unknown", model=m.name)
+        self.dim = int(dim)
+        self.template = m.alignment or "arcface_112"
+
+    def raw_embeddings(self, crops_bgr: np.ndarray) -> np.ndarray:
+        """(N, D) float32 network outputs before normalisation."""
+        crops = np.asarray(crops_bgr)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise InvalidInput(
+                f"{self.name} needs (N, {self.size}, {self.size}, 3) uint8 BGR crops, "
+                f"got {crops.shape} {crops.dtype}"
+            )
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        blob = to_tensor(crops, self.manifest)
+        step = self.batch or n
+        outs = []
+        for start in range(0, n, step):
+            chunk = blob[start:start + step]
+            real = len(chunk)
+            if self.batch and real < self.batch:
+                pad = np.zeros((self.batch - real, *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            out = self.session.run([self.output_name], {self.input_name: chunk})[0]
+            outs.append(np.asarray(out, np.float32).reshape(len(chunk), -1)[:real])
+        return np.concatenate(outs)
+
+    def embed(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return l2_normalise(self.raw_embeddings(crops_bgr))

@@ -1,0 +1,235 @@
+"""Face quality: one score in [0, 1] per face, the reasons that lowered it, and the raw signals.
+
+Formula (every factor is in [0, 1]; 1 means "no penalty"; the score is their product, so any
+single bad signal can sink a face, the way a human reviewer would reject it):
+
+    quality = f_det * f_size * f_sharp * f_pose [* f_norm] [* f_eyes]
+
+* ``f_det = clip((det_score - 0.5) / 0.4, 0, 1)``: full credit from detector confidence 0.9.
+* ``f_size = clip((iod - 8) / (35 - 8), 0, 1)`` with ``iod`` the inter-ocular distance in source
+  pixels: 35 px is the eye distance of the ArcFace 112 px template, so bigger faces are not
+  upsampled by alignment; below about 8 px there is no identity left.
+* ``sharpness = v / (v + 100)`` with ``v`` the variance of the Laplacian of the aligned crop,
+  resized to 112 x 112 grey so chips of every template compare; ``f_sharp = clip(sharpness / 0.6,
+  0, 1)`` (full credit from v = 150; sharp real photos score v of 350 to 4000, a Gaussian blur of
+  3 px at a 60 px eye distance about 20).
+* ``f_pose = g(|yaw|) * g(|pitch|)`` with ``g(a) = clip(1 - (a - 20) / 40, 0, 1)``: no penalty
+  within 20 degrees, zero at 60. Pose comes from the 5 landmarks (``pose_from_landmarks``) unless
+  a better signal is attached (below).
+* ``f_norm`` (AdaFace embedders only): ``clip((norm - lo) / (hi - lo), 0, 1)`` with the feature
+  norm of the unnormalised embedding, which AdaFace trains to grow with recognisability; ``lo``
+  and ``hi`` come from the manifest's ``extra.feature_norm_range`` (default 15, 25).
+* ``f_eyes`` when an ``eyes_open`` signal is attached: ``clip(eyes_open / 0.5, 0, 1)``.
+
+Reason codes: ``low_det_score`` (< 0.7), ``small_face`` (iod < 20 px), ``blurry`` (sharpness
+< 0.4), ``extreme_pose`` (|yaw| > 40 or |pitch| > 35 degrees), ``low_feature_norm`` (norm < lo),
+``eyes_closed`` (eyes_open < 0.5).
+
+Extension point: other stages attach per-face arrays to ``faces.extra`` and this module uses them
+when present: ``extra["pose_mesh"]`` (N, 3) yaw, pitch, roll in degrees (e.g. from FaceMesh)
+replaces the 5-landmark estimate, ``extra["eyes_open"]`` (N,) in [0, 1] adds the eyes factor.
+``SIGNALS`` lists the keys; ``quality_details`` records which source each value came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from identity.faces import Faces
+from identity.settings import Settings
+
+# Keys in Faces.extra that refine quality when a stage provides them.
+SIGNALS = {
+    "pose_mesh": "(N, 3) yaw, pitch, roll in degrees from a dense landmark model",
+    "eyes_open": "(N,) probability/openness in [0, 1]",
+}
+
+LOW_DET_SCORE = 0.7
+SMALL_FACE_IOD_PX = 20.0
+BLURRY_SHARPNESS = 0.4
+EXTREME_YAW_DEG = 40.0
+EXTREME_PITCH_DEG = 35.0
+EYES_CLOSED = 0.5
+SHARPNESS_HALF_VAR = 100.0
+DEFAULT_FEATURE_NORM_RANGE = (15.0, 25.0)
+
+# Ratio of nose-tip depth (in front of the eye/mouth plane) to the inter-ocular distance and to
+# the eye-to-mouth distance, from adult anthropometry (about 32 mm and 63 mm / 72 mm): used to turn
+# the nose's 2-D offset into an angle. The frontal vertical position of the nose between the eye
+# line and the mouth line is 0.495 in the ArcFace template, but RetinaFace puts its nose point
+# lower: 0.55 is the median over the 31 faces of ../shared/data/face_recognition (which would
+# otherwise all read about 7 degrees "down").
+NOSE_DEPTH_PER_IOD = 0.5
+NOSE_DEPTH_PER_EYE_MOUTH = 0.45
+FRONTAL_NOSE_HEIGHT = 0.55
+
+
+def pose_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 5, 2) landmarks -> (N, 3) yaw, pitch, roll in degrees (approximate).
+
+    Roll is the angle of the eye line (positive = clockwise in the image, the right-hand eye
+    lower). The other two are read in the roll-corrected frame: yaw from how far the nose tip sits
+    sideways from the eye-mouth midline (relative to the eye distance; positive = nose towards the
+    image's right), pitch from how high the nose sits between the eye line and the mouth line
+    (positive = face tilted up, nose closer to the eyes). A weak-perspective model with a nose
+    that protrudes by a fixed fraction of the face turns both offsets into angles with atan.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    le, re, nose, lm_, rm = (lm[:, i] for i in range(5))
+    d = re - le
+    roll = np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+    c, s = np.cos(np.radians(-roll)), np.sin(np.radians(-roll))
+
+    def derolled(p: np.ndarray) -> np.ndarray:
+        return np.stack([c * p[:, 0] - s * p[:, 1], s * p[:, 0] + c * p[:, 1]], axis=1)
+
+    le_r, re_r, n_r = derolled(le), derolled(re), derolled(nose)
+    eye_mid = (le_r + re_r) / 2
+    mouth_mid = derolled((lm_ + rm) / 2)
+    iod = np.maximum(np.linalg.norm(re_r - le_r, axis=1), 1e-6)
+    # Midline x at the nose's height (the eye-mouth axis may lean with yaw).
+    span = mouth_mid[:, 1] - eye_mid[:, 1]
+    span_safe = np.where(np.abs(span) < 1e-6, 1e-6, span)
+    t = (n_r[:, 1] - eye_mid[:, 1]) / span_safe
+    mid_x = eye_mid[:, 0] + t * (mouth_mid[:, 0] - eye_mid[:, 0])
+    yaw = np.degrees(np.arctan((n_r[:, 0] - mid_x) / iod / NOSE_DEPTH_PER_IOD))
+    pitch = np.degrees(np.arctan((FRONTAL_NOSE_HEIGHT - t) / NOSE_DEPTH_PER_EYE_MOUTH))
+    return np.stack([yaw, pitch, roll], axis=1)
+
+
+def crop_sharpness(crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(variance of the Laplacian, normalised sharpness in [0, 1)) per aligned crop."""
+    var = np.zeros(len(crops_bgr))
+    for i, crop in enumerate(crops_bgr):
+        grey = cv2.cvtColor(np.asarray(crop, np.uint8), cv2.COLOR_BGR2GRAY)
+        if grey.shape != (112, 112):
+            grey = cv2.resize(grey, (112, 112), interpolation=cv2.INTER_AREA)
+        var[i] = cv2.Laplacian(grey, cv2.CV_64F).var()
+    return var, var / (var + SHARPNESS_HALF_VAR)
+
+
+def _feature_norm_range(embedder_name: str | None) -> tuple[float, float] | None:
+    """(lo, hi) when the embedder's norm is a quality signal (AdaFace), else None."""
+    if not embedder_name:
+        return None
+    from identity.errors import ModelNotFound
+    from models.registry import get_manifest
+
+    try:
+        m = get_manifest(embedder_name)
+    except ModelNotFound:  # an ad-hoc embedder without a manifest: no norm signal
+        return None
+    if m.runner != "adaface":
+        return None
+    lo, hi = m.extra.get("feature_norm_range", DEFAULT_FEATURE_NORM_RANGE)
+    return float(lo), float(hi)
+
+
+def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def assess_quality(faces: Faces, settings: Settings, embedder_name: str | None = None) -> Faces:
+    """A copy of ``faces`` with ``quality``, ``quality_reasons`` and ``quality_details`` filled."""
+    n = len(faces)
+    if n == 0:
+        return faces.with_(quality=np.zeros((0,), np.float32), quality_reasons=[],
+                           quality_details=[])
+    det = faces.scores.astype(np.float64)
+    iod = faces.inter_ocular.astype(np.float64)
+    if "pose_mesh" in faces.extra:
+        pose = np.asarray(faces.extra["pose_mesh"], np.float64).reshape(n, 3)
+        pose_source = "pose_mesh"
+    else:
+        pose = pose_from_landmarks(faces.landmarks)
+        pose_source = "landmarks5"
+    factors = _ramp(det, 0.5, 0.9) * _ramp(iod, 8.0, 35.0)
+    factors *= np.clip(1 - (np.abs(pose[:, 0]) - 20) / 40, 0, 1)
+    factors *= np.clip(1 - (np.abs(pose[:, 1]) - 20) / 40, 0, 1)
+
+    lap_var = sharp = None
+    if faces.crops is not None:
+        lap_var, sharp = crop_sharpness(faces.crops)
+        factors *= np.clip(sharp / 0.6, 0, 1)
+
+    norm_range = _feature_norm_range(embedder_name)
+    norms = faces.embedding_norms if norm_range is not None else None
+    if norms is not None and norm_range is not None:
+        factors *= _ramp(norms, *norm_range)
+
+    eyes = faces.extra.get("eyes_open")
+    if eyes is not None:
+        eyes = np.asarray(eyes, np.float64).reshape(n)
+        factors *= np.clip(eyes / EYES_CLOSED, 0, 1)
+
+    reasons: list[list[str]] = []
+    details: list[dict[str, Any]] = []
+    for i in range(n):
+        r: list[str] = []
+        if det[i] < LOW_DET_SCORE:
+            r.append("low_det_score")
+        if iod[i] < SMALL_FACE_IOD_PX:
+            r.append("small_face")
+        if sharp is not None and sharp[i] < BLURRY_SHARPNESS:
+            r.append("blurry")
+        if abs(pose[i, 0]) > EXTREME_YAW_DEG or abs(pose[i, 1]) > EXTREME_PITCH_DEG:
+            r.append("extreme_pose")
+        if norms is not None and norm_range is not None and norms[i] < norm_range[0]:
+            r.append("low_feature_norm")
+        if eyes is not None and eyes[i] < EYES_CLOSED:
+            r.append("eyes_closed")
+        d: dict[str, Any] = {
+            "det_score": round(float(det[i]), 4),
+            "inter_ocular_px": round(float(iod[i]), 2),
+            "pose": {
+                "yaw": round(float(pose[i, 0]), 1),
+                "pitch": round(float(pose[i, 1]), 1),
+                "roll": round(float(pose[i, 2]), 1),
+                "source": pose_source,
+            },
+        }
+        if sharp is not None and lap_var is not None:
+            d["sharpness"] = round(float(sharp[i]), 4)
+            d["laplacian_var"] = round(float(lap_var[i]), 1)
+        if norms is not None:
+            d["feature_norm"] = round(float(norms[i]), 3)
+        if eyes is not None:
+            d["eyes_open"] = round(float(eyes[i]), 3)
+        reasons.append(r)
+        details.append(d)
+    return faces.with_(
+        quality=np.clip(factors, 0, 1).astype(np.float32),
+        quality_reasons=reasons,
+        quality_details=details,
+    )
+
+
+def enrollment_rejections(faces: Faces, settings: Settings) -> list[list[str]]:
+    """Per face, why the enrollment gate refuses it (empty list = accepted).
+
+    Thresholds are settings (``enroll_min_quality``, ``enroll_min_det_score``,
+    ``enroll_min_inter_ocular_px``, ``enroll_max_abs_yaw``); ``faces`` must have been through
+    ``assess_quality``. Each entry reads ``code: value vs limit`` so an API error can show it.
+    """
+    if faces.quality is None or faces.quality_details is None:
+        raise ValueError("enrollment_rejections needs faces that went through assess_quality")
+    out: list[list[str]] = []
+    for i in range(len(faces)):
+        d = faces.quality_details[i]
+        r: list[str] = []
+        if float(faces.quality[i]) < settings.enroll_min_quality:
+            why = ",".join(faces.quality_reasons[i]) if faces.quality_reasons else ""
+            r.append(f"low_quality: {float(faces.quality[i]):.2f} < {settings.enroll_min_quality}"
+                     + (f" ({why})" if why else ""))
+        if d["det_score"] < settings.enroll_min_det_score:
+            r.append(f"low_det_score: {d['det_score']:.2f} < {settings.enroll_min_det_score}")
+        if d["inter_ocular_px"] < settings.enroll_min_inter_ocular_px:
+            r.append(f"small_face: inter-ocular {d['inter_ocular_px']:.1f} px < "
+                     f"{settings.enroll_min_inter_ocular_px}")
+        if abs(d["pose"]["yaw"]) > settings.enroll_max_abs_yaw:
+            r.append(f"extreme_pose: |yaw| {abs(d['pose']['yaw']):.0f} > {settings.enroll_max_abs_yaw}")
+        out.append(r)
+    return out
