@@ -1,0 +1,144 @@
+"""``identity watch SOURCE``: the command function; identity/cli.py registers it with
+``app.command("watch")(watch)``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from identity.errors import IdentityError
+from identity.settings import Settings
+from identity.video.identify import Identifier
+from identity.video.watch import Event
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    detector: str = "blazeface_short"
+    identify_after: int = 5
+    best_k: int = 3
+    max_missed: int = 10
+    max_frames: int | None = None
+    min_score: float = 0.7
+
+
+def watch(
+    source: Annotated[
+        str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, or camera index (0).")
+    ],
+    collection: Annotated[
+        str | None, typer.Option(help="Identify against this collection of the identity store.")
+    ] = None,
+    gallery: Annotated[
+        Path | None,
+        typer.Option(help="Identify against a folder of labelled photos: DIR/<label>/*.jpg."),
+    ] = None,
+    detector: Annotated[
+        str, typer.Option(help="Detector model for the frames.")
+    ] = "blazeface_short",
+    embedder: Annotated[
+        str | None,
+        typer.Option(help="Embedder (default IDENTITY_EMBEDDER; with --collection, the store's)."),
+    ] = None,
+    far: Annotated[
+        float | None, typer.Option(help="False accept rate that decides a match.")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Explicit cosine similarity threshold.")
+    ] = None,
+    identify_after: Annotated[
+        int, typer.Option(help="Identify a track after this many frames.")
+    ] = 5,
+    best_k: Annotated[
+        int, typer.Option(help="Best-quality frames averaged per identification.")
+    ] = 3,
+    max_missed: Annotated[
+        int, typer.Option(help="A track ends after this many frames unseen.")
+    ] = 10,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    min_score: Annotated[
+        float, typer.Option(help="Detections below this confidence are ignored.")
+    ] = 0.7,
+) -> None:
+    """Detect, track and identify faces in a video; print JSON lines events, fps at the end."""
+
+    def emit(event: Event) -> None:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    if (collection is None) == (gallery is None):
+        typer.echo("error: give exactly one of --collection or --gallery", err=True)
+        raise typer.Exit(2)
+    options = WatchOptions(detector, identify_after, best_k, max_missed, max_frames, min_score)
+    try:
+        from identity.video.watch import open_source
+
+        open_source(source).release()  # a bad source fails before the gallery is embedded
+        settings = Settings(**({"embedder": embedder} if embedder else {}))
+        if gallery is not None:
+            from identity.video.identify import GalleryIdentifier
+
+            identifier = GalleryIdentifier.from_folder(
+                gallery, settings, far=far, threshold=threshold
+            )
+            run_watch(source, identifier, settings, options, emit)
+        else:
+            assert collection is not None
+            run_with_collection(source, collection, settings, options, emit, far, threshold)
+    except IdentityError as exc:
+        typer.echo(f"error: {exc.message} [{exc.code}]", err=True)
+        raise typer.Exit(2) from None
+
+
+def run_watch(
+    source: str,
+    identifier: Identifier,
+    settings: Settings,
+    options: WatchOptions,
+    emit: Any,
+) -> None:
+    from identity.detect import load_detector
+    from identity.embed import load_embedder
+    from identity.video.tracker import IoUTracker
+    from identity.video.watch import VideoWatcher, open_source
+
+    cap = open_source(source)
+    try:
+        watcher = VideoWatcher(
+            load_detector(options.detector, settings),
+            load_embedder(identifier.embedder_name, settings),
+            identifier,
+            tracker=IoUTracker(max_missed=options.max_missed),
+            identify_after=options.identify_after,
+            best_k=options.best_k,
+            min_face_px=settings.min_face_px,
+            min_det_score=options.min_score,
+        )
+        watcher.run(cap, emit, options.max_frames)
+    finally:
+        cap.release()
+
+
+def run_with_collection(
+    source: str,
+    collection: str,
+    settings: Settings,
+    options: WatchOptions,
+    emit: Any,
+    far: float | None = None,
+    threshold: float | None = None,
+) -> None:
+    """Identify against a collection of the identity store (Postgres + FAISS, services/)."""
+    from identity.video.identify import StoreIdentifier
+    from services.db import open_database
+    from services.store import IdentityStore
+
+    with open_database(settings) as engine:
+        store = IdentityStore(settings, engine)
+        identifier = StoreIdentifier(store, collection, far=far, threshold=threshold)
+        run_watch(source, identifier, settings, options, emit)
