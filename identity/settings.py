@@ -34,7 +34,14 @@ class Settings(BaseSettings):
     # models --------------------------------------------------------------------------------
     detector: str = Field(default="retinaface_mnet025", description="Detector manifest name.")
     embedder: str = Field(default="dlib_resnet_v1", description="Face embedder manifest name.")
-    body_embedder: str = Field(default="osnet_x0_25_msmt17")
+    body_embedder: str = Field(
+        default="osnet_x0_25_msmt17", description="Person re-ID embedder manifest name."
+    )
+    person_detector: str = Field(
+        default="hog",
+        description="Person detector when no boxes are given: hog (built into OpenCV, always "
+        "available), mediapipe_pose (one person per image) or scrfd_person_2.5g (models pull).",
+    )
     onnx_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="Tried in order; providers that this onnxruntime build lacks are skipped.",

@@ -1,0 +1,194 @@
+"""Person detectors. Each returns one ``Bodies`` for a batch of BGR uint8 images.
+
+Three families, from always-there to strongest:
+
+- ``hog``: OpenCV's HOG + linear SVM pedestrian detector (Dalal and Triggs 2005). Its weights are
+  compiled into OpenCV, so it works on every install with nothing to download; it finds upright
+  people at least ~100 px tall and is the fallback.
+- ``mediapipe_pose``: MediaPipe's BlazePose (legacy ``solutions.pose``, ``mesh`` extra). One
+  person per image (the solution tracks a single pose); the box is the landmarks' extent.
+- ``scrfd_person``: InsightFace's SCRFD-2.5GF person detector (ONNX), fetched by
+  ``identity models pull scrfd_person_2.5g``; anchor-point decoding as for SCRFD faces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from identity.body.bodies import Bodies
+from identity.detect.anchors import distance_to_boxes, grid_points
+from identity.detect.geometry import letterbox
+from identity.detect.nms import nms
+from identity.errors import InvalidInput, ModelError
+from identity.preprocess import to_tensor
+from identity.runtime import onnx_session
+from identity.settings import Settings
+from models.registry import ResolvedModel
+
+
+def _check_images(images_bgr: Sequence[np.ndarray]) -> None:
+    for i, img in enumerate(images_bgr):
+        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InvalidInput(f"image {i} must be an HxWx3 uint8 BGR array")
+
+
+class HOGPersonDetector:
+    """OpenCV's default people detector, run on a copy whose long side is at most ``max_side``.
+
+    Its 64x128 window means people shorter than ~128 px at the working scale are missed, so
+    large frames are shrunk only as far as ``max_side`` (not to the face detector's 640).
+    """
+
+    name = "hog"
+
+    def __init__(self, settings: Settings | None = None, max_side: int = 1280) -> None:
+        self.hog = cv2.HOGDescriptor()
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self.max_side = max_side
+        self.nms_threshold = settings.det_nms_threshold if settings else 0.4
+        # The SVM margin is unbounded; 0.5 margin ~ the default hit threshold plus a little.
+        self.min_margin = 0.5
+
+    def detect(self, images_bgr: Sequence[np.ndarray]) -> Bodies:
+        _check_images(images_bgr)
+        parts = []
+        for i, img in enumerate(images_bgr):
+            scale = min(1.0, self.max_side / max(img.shape[:2]))
+            work = img if scale == 1.0 else cv2.resize(
+                img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
+            )
+            rects, weights = self.hog.detectMultiScale(
+                work, winStride=(8, 8), padding=(8, 8), scale=1.05
+            )
+            if len(rects) == 0:
+                continue
+            rects = np.asarray(rects, np.float32).reshape(-1, 4)
+            margin = np.asarray(weights, np.float32).reshape(-1)
+            keep = margin >= self.min_margin
+            rects, margin = rects[keep], margin[keep]
+            boxes = np.hstack([rects[:, :2], rects[:, :2] + rects[:, 2:]]) / scale
+            # Logistic squashing makes the SVM margin a [0, 1] score comparable across runs.
+            scores = 1.0 / (1.0 + np.exp(-margin))
+            order = nms(boxes, scores, self.nms_threshold)
+            parts.append(Bodies(boxes[order], scores[order], np.full(len(order), i, np.int32)))
+        return Bodies.concatenate(parts)
+
+
+class MediaPipePoseDetector:
+    """BlazePose via MediaPipe's legacy solutions; at most one person per image."""
+
+    name = "mediapipe_pose"
+
+    def __init__(self, resolved: ResolvedModel | None = None, settings: Settings | None = None) -> None:
+        try:
+            import mediapipe as mp
+
+            self._pose = mp.solutions.pose.Pose(
+                static_image_mode=True, model_complexity=1, min_detection_confidence=0.5
+            )
+        except Exception as exc:  # any import or graph failure means "not usable here"
+            raise ModelError(
+                f"MediaPipe pose is not usable here ({type(exc).__name__}: {exc}); "
+                "install the 'mesh' extra (mediapipe==0.10.14 needs protobuf<5) or use 'hog'"
+            ) from exc
+
+    def detect(self, images_bgr: Sequence[np.ndarray]) -> Bodies:
+        _check_images(images_bgr)
+        boxes, scores, index = [], [], []
+        for i, img in enumerate(images_bgr):
+            h, w = img.shape[:2]
+            result = self._pose.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            if result.pose_landmarks is None:
+                continue
+            lm = np.array([[p.x * w, p.y * h, p.visibility] for p in result.pose_landmarks.landmark])
+            seen = lm[lm[:, 2] > 0.5] if (lm[:, 2] > 0.5).sum() >= 4 else lm
+            x1, y1 = seen[:, 0].min(), seen[:, 1].min()
+            x2, y2 = seen[:, 0].max(), seen[:, 1].max()
+            # Landmarks are joints: the body outline extends past them (head top above the
+            # eyes, shoulders' width); 10% each side, 15% above, is a person-box convention.
+            bw, bh = x2 - x1, y2 - y1
+            boxes.append([x1 - 0.1 * bw, y1 - 0.15 * bh, x2 + 0.1 * bw, y2 + 0.05 * bh])
+            scores.append(float(lm[:, 2].mean()))
+            index.append(i)
+        if not boxes:
+            return Bodies.empty()
+        out = Bodies(np.asarray(boxes, np.float32), scores, index)
+        for i, img in enumerate(images_bgr):  # clip to each image
+            rows = out.image_index == i
+            h, w = img.shape[:2]
+            out.boxes[rows, 0::2] = np.clip(out.boxes[rows, 0::2], 0, w)
+            out.boxes[rows, 1::2] = np.clip(out.boxes[rows, 1::2], 0, h)
+        return out
+
+
+def decode_scrfd_person(
+    outputs: Sequence[np.ndarray],
+    canvas_wh: tuple[int, int],
+    strides: Sequence[int] = (8, 16, 32),
+    anchors_per_cell: int = 2,
+    threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SCRFD head outputs for one image -> (boxes xyxy in canvas pixels, scores), before NMS.
+
+    ``outputs`` are in InsightFace's export order: the score maps of every stride, then the
+    box-distance maps, then (optionally) the keypoint maps; rows are cells in row-major order
+    with ``anchors_per_cell`` anchors innermost. Distances are in units of the stride.
+    """
+    n = len(strides)
+    if len(outputs) not in (2 * n, 3 * n):
+        raise ModelError(f"SCRFD expects {2 * n} or {3 * n} outputs, got {len(outputs)}")
+    all_boxes, all_scores = [], []
+    for level, stride in enumerate(strides):
+        scores = np.asarray(outputs[level], np.float32).reshape(-1)
+        dist = np.asarray(outputs[n + level], np.float32).reshape(-1, 4) * stride
+        cols, rows = -(-canvas_wh[0] // stride), -(-canvas_wh[1] // stride)
+        points = grid_points(cols, rows, stride, per_cell=anchors_per_cell)
+        if len(points) != len(scores):
+            raise ModelError(
+                f"SCRFD stride {stride}: {len(scores)} scores for {len(points)} anchors "
+                f"on a {canvas_wh} canvas"
+            )
+        keep = scores >= threshold
+        all_boxes.append(distance_to_boxes(points[keep], dist[keep]))
+        all_scores.append(scores[keep])
+    return np.concatenate(all_boxes), np.concatenate(all_scores)
+
+
+class SCRFDPersonDetector:
+    """InsightFace's SCRFD person detector on ONNX; input size and normalisation from the manifest."""
+
+    def __init__(self, resolved: ResolvedModel, settings: Settings) -> None:
+        self.manifest = resolved.manifest
+        self.name = self.manifest.name
+        if self.manifest.input_size is None:
+            raise ModelError(f"person detector '{self.name}' has no input_size in its manifest")
+        self.canvas_wh: tuple[int, int] = self.manifest.input_size
+        self.session = onnx_session(resolved, settings)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        extra: dict[str, Any] = self.manifest.extra
+        self.strides = tuple(extra.get("strides", (8, 16, 32)))
+        self.anchors_per_cell = int(extra.get("anchors_per_cell", 2))
+        self.threshold = float(extra.get("score_threshold", settings.det_threshold))
+        self.nms_threshold = settings.det_nms_threshold
+
+    def detect(self, images_bgr: Sequence[np.ndarray]) -> Bodies:
+        _check_images(images_bgr)
+        parts = []
+        for i, img in enumerate(images_bgr):
+            canvas, lb = letterbox(img, self.canvas_wh)
+            blob = to_tensor([canvas], self.manifest)
+            outputs = self.session.run(self.output_names, {self.input_name: blob})
+            boxes, scores = decode_scrfd_person(
+                outputs, self.canvas_wh, self.strides, self.anchors_per_cell, self.threshold
+            )
+            if not len(boxes):
+                continue
+            order = nms(boxes, scores, self.nms_threshold)
+            boxes = lb.boxes_to_source(boxes[order])
+            parts.append(Bodies(boxes, scores[order], np.full(len(order), i, np.int32)))
+        return Bodies.concatenate(parts)

@@ -1,0 +1,203 @@
+"""Our DINO ViT against timm's on the same random weights, key extraction, log binning and
+best buddies. The official DINO weights are not reachable offline, so weights are random here
+(that the registry finds and loads them is checked with a DINO-style state dict)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from identity.body.vit import (  # noqa: E402
+    VIT_SMALL,
+    DinoViTDescriptor,
+    VisionTransformer,
+    best_buddies,
+    log_bin,
+    timm_name,
+)
+from identity.errors import InvalidInput, ModelError, ModelNotFound  # noqa: E402
+from identity.runtime import resolve_model  # noqa: E402
+from identity.settings import Settings  # noqa: E402
+from models.registry import get_manifest  # noqa: E402
+
+
+# timm 1.x imports torchvision at import time (timm.layers, timm.data), and PyPI's torchvision
+# does not load beside the CPU build of torch used here ("operator torchvision::nms does not
+# exist"). timm's ViT itself uses no torchvision code, so when the real torchvision fails, an
+# import-only placeholder package lets `import timm` finish. Nothing of it runs in the forward
+# pass compared below; with a working torchvision the real one is used.
+class _Placeholder(type):
+    def __getattr__(cls, name: str) -> type:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Placeholder(name, (), {})
+
+
+class _PlaceholderModule(types.ModuleType):
+    def __getattr__(self, name: str) -> type:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Placeholder(name, (), {})
+
+
+class _TorchvisionPlaceholder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path, target=None):  # type: ignore[no-untyped-def]
+        if fullname == "torchvision" or fullname.startswith("torchvision."):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):  # type: ignore[no-untyped-def]
+        module = _PlaceholderModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        return None
+
+
+def _import_timm() -> types.ModuleType:
+    if importlib.util.find_spec("timm") is None:
+        pytest.skip("timm is not installed (pip install timm --no-deps; see docs/body.md)")
+    try:
+        return importlib.import_module("timm")
+    except (ImportError, RuntimeError):
+        for name in [n for n in sys.modules if n.split(".")[0] in ("timm", "torchvision")]:
+            del sys.modules[name]
+    sys.meta_path.insert(0, _TorchvisionPlaceholder())
+    return importlib.import_module("timm")
+
+
+@pytest.fixture(scope="module")
+def timm_and_ours() -> tuple[torch.nn.Module, VisionTransformer]:
+    timm = _import_timm()
+    torch.manual_seed(0)
+    reference = timm.create_model(timm_name(VIT_SMALL), pretrained=False).eval()
+    ours = VisionTransformer(VIT_SMALL).eval()
+    ours.load_checkpoint(reference.state_dict())  # timm's head.* is ignored, everything else must fit
+    return reference, ours
+
+
+def test_forward_matches_timm_on_the_same_random_weights(timm_and_ours) -> None:
+    reference, ours = timm_and_ours
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = reference.forward_features(x)  # (B, 1 + 196, 384) after the final norm
+        got, _ = ours.forward_tokens(x)
+    assert got.shape == expected.shape == (2, 197, 384)
+    torch.testing.assert_close(got[:, 0], expected[:, 0], atol=1e-5, rtol=1e-5)  # CLS
+    torch.testing.assert_close(got[:, 1:], expected[:, 1:], atol=1e-5, rtol=1e-5)  # patches
+
+
+def test_keys_match_a_hook_on_timms_qkv(timm_and_ours) -> None:
+    reference, ours = timm_and_ours
+    layer = 9
+    captured: dict[str, torch.Tensor] = {}
+    handle = reference.blocks[layer].attn.qkv.register_forward_hook(
+        lambda _m, _i, out: captured.__setitem__("qkv", out)
+    )
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    try:
+        with torch.inference_mode():
+            reference.forward_features(x)
+            _, keys = ours.forward_tokens(x, key_layer=layer, stop_at_keys=True)
+    finally:
+        handle.remove()
+    d = VIT_SMALL.embed_dim
+    # qkv's output is [q | k | v] along the last axis, heads contiguous inside each: the keys
+    # of all heads, concatenated, are the middle third.
+    expected = captured["qkv"][..., d : 2 * d]
+    assert keys is not None and keys.shape == (1, 197, d)
+    torch.testing.assert_close(keys, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_log_bin_layout_and_values() -> None:
+    feats = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(1, 2, 5, 7)
+    binned = log_bin(feats, hierarchy=2)
+    assert binned.shape == (1, 2 * 17, 5, 7)  # 9 bins at level 0 + 8 at level 1
+    # Level 0, bin 4 (offset 0, 0) is the cell itself.
+    torch.testing.assert_close(binned[:, 4 * 2 : 5 * 2], feats)
+    # Level 0, bin 0 (offset -1, -1) of cell (2, 3) is cell (1, 2).
+    torch.testing.assert_close(binned[0, 0:2, 2, 3], feats[0, :, 1, 2])
+    # Level 1, first bin (offset -3, -3) of cell (4, 4): the 3x3 mean centred at (1, 1).
+    expected = feats[0, :, 0:3, 0:3].mean(dim=(1, 2))
+    torch.testing.assert_close(binned[0, 9 * 2 : 10 * 2, 4, 4], expected)
+    # Off the grid: cell (0, 0)'s level-1 bin at (-3, -3) takes the nearest edge window,
+    # the mean of the valid cells around (0, 0) (padding not counted).
+    corner = feats[0, :, 0:2, 0:2].mean(dim=(1, 2))
+    torch.testing.assert_close(binned[0, 9 * 2 : 10 * 2, 0, 0], corner)
+
+
+def test_best_buddies_finds_parts_regardless_of_position() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 64)).astype(np.float32)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    perm = rng.permutation(40)
+    score, pairs = best_buddies(a, a[perm])
+    assert score == 1.0
+    assert np.array_equal(perm[pairs[:, 1]], pairs[:, 0])  # each part found where it moved
+    # Half the parts replaced (occlusion): the rest still pair up; the score drops.
+    b = a[perm].copy()
+    b[:20] = rng.normal(size=(20, 64))
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    partial, _ = best_buddies(a, b)
+    assert 0.4 <= partial < 1.0
+    with pytest.raises(InvalidInput):
+        best_buddies(a, np.zeros((3, 5), np.float32))
+
+
+def test_descriptor_shapes_on_person_crops() -> None:
+    desc = DinoViTDescriptor.random(get_manifest("dino_vits16"), seed=0)
+    crops = np.random.default_rng(3).integers(0, 255, (2, 256, 128, 3), dtype=np.uint8)
+    emb, norms = desc.embed(crops)
+    assert emb.shape == (2, 384) and norms.shape == (2,)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    dense, grid = desc.dense(crops[:1])
+    assert grid == (16, 8)  # 256x128 crop, 16 px patches, position embeddings resampled
+    assert dense.shape == (1, 16 * 8, 384 * 17)
+    np.testing.assert_allclose(np.linalg.norm(dense, axis=2), 1.0, atol=1e-4)
+    # Same crop in two batch positions gives the same descriptors (batching changes nothing).
+    again, _ = desc.embed(crops[::-1])
+    np.testing.assert_allclose(again[::-1], emb, atol=1e-5)
+    with pytest.raises(InvalidInput):
+        desc.embed(np.zeros((2, 64, 64), np.uint8))
+
+
+def test_stride_8_gives_a_denser_grid() -> None:
+    model = VisionTransformer(VIT_SMALL).eval()
+    x = torch.zeros(1, 3, 256, 128)
+    with torch.inference_mode():
+        tokens, keys = model.forward_tokens(x, stride=8, key_layer=9, stop_at_keys=True)
+    assert model.grid_size(256, 128, 8) == (31, 15)
+    assert keys is not None and keys.shape == (1, 1 + 31 * 15, 384) and tokens.shape == keys.shape
+
+
+def test_dino_checkpoint_loads_through_the_registry(tmp_path: Path) -> None:
+    # A DINO training checkpoint wraps the backbone ("teacher", "backbone." prefix); the
+    # pretrain .pth is the bare backbone. Both load; a wrong architecture is a ModelError.
+    torch.manual_seed(5)
+    source = VisionTransformer(VIT_SMALL)
+    manifest = get_manifest("dino_vits16")
+    wrapped = {"teacher": {f"backbone.{k}": v for k, v in source.state_dict().items()}}
+    torch.save(wrapped, tmp_path / manifest.file)
+    settings = Settings(models_dir=tmp_path, data_dir=tmp_path / "data")
+    desc = DinoViTDescriptor(resolve_model("dino_vits16", settings), settings)
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(desc.model.state_dict()[name], value)
+    with pytest.raises(ModelError):
+        VisionTransformer(VIT_SMALL).load_checkpoint({"blocks.0.nonsense": torch.zeros(1)})
+
+
+def test_missing_dino_weights_say_how_to_get_them(tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path, data_dir=tmp_path / "data")
+    with pytest.raises(ModelNotFound, match="identity models pull dino_vitb16"):
+        resolve_model("dino_vitb16", settings)
