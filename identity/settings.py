@@ -65,13 +65,6 @@ class Settings(BaseSettings):
     enroll_min_inter_ocular_px: float = 20.0
     enroll_max_abs_yaw: float = 45.0
 
-    # decisions -----------------------------------------------------------------------------
-    default_far: float = Field(default=1e-3, description="FAR whose threshold decides a match.")
-
-    # index ---------------------------------------------------------------------------------
-    index_factory: str = Field(
-        default="Flat",
-        description="FAISS index_factory string (inner product); e.g. HNSW32, IVF4096,PQ64.",
     # dense face geometry (MediaPipe FaceMesh, the `mesh` extra; docs/mesh.md) ----------------
     quality_mesh: bool = Field(
         default=True,
@@ -92,6 +85,13 @@ class Settings(BaseSettings):
         default=0.3, description="Quality multiplier for a face with both eyes closed."
     )
 
+    # decisions -----------------------------------------------------------------------------
+    default_far: float = Field(default=1e-3, description="FAR whose threshold decides a match.")
+
+    # index ---------------------------------------------------------------------------------
+    index_factory: str = Field(
+        default="Flat",
+        description="FAISS index_factory string (inner product); e.g. HNSW32, IVF4096,PQ64.",
     )
     index_snapshot_every: int = Field(default=1000, description="Snapshot after this many changes.")
     use_gpu_index: bool = False
