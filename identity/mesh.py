@@ -330,50 +330,25 @@ def annotate_mesh(
     return faces.with_(extra=extra, landmarks=landmarks)
 
 
-# quality fusion --------------------------------------------------------------------------------
-def mesh_quality(
-    faces: Faces, settings: Settings
-) -> tuple[np.ndarray, list[list[str]], list[dict[str, Any]]]:
-    """Per-face multiplier in [0, 1], reasons and details from the mesh signals in ``extra``.
+def add_mesh_signals(images_bgr: Sequence[np.ndarray], faces: Faces, settings: Settings) -> Faces:
+    """The pipeline's hook: mesh signals for ``identity.quality`` when enabled and installed.
 
-    factor = pose_factor * eye_factor, where
-      pose_factor = clip(1 - (|yaw| / max_yaw)^2 - (|pitch| / max_pitch)^2, 0, 1)
-      eye_factor  = eyes_closed_factor when both eyes are closed, else 1
-    with max_yaw = ``enroll_max_abs_yaw`` (45), max_pitch = ``mesh_max_abs_pitch`` (35) and
-    eyes_closed_factor = ``mesh_eyes_closed_factor`` (0.3). Roll is not penalised: alignment
-    removes it. Faces without a mesh get factor 1 and no details (the 5-landmark estimate stays).
-    Reasons: "pose" when |yaw| or |pitch| exceeds its maximum, "eyes_closed".
+    Fills quality's extension keys: ``extra["pose_mesh"]`` (N, 3) yaw/pitch/roll, where a face got
+    no mesh its 5-landmark estimate (so one failed mesh never drops a face's pose), and
+    ``extra["eyes_open"]`` (N,) in [0, 1] = clip(max eye aspect ratio / (2 * eyes_closed_ear), 0,
+    1), so quality's "eyes closed" point (0.5) is exactly ``eyes_closed`` here and a face without a
+    mesh counts as open. Without the ``mesh`` extra, or with ``quality_mesh`` off, the faces come
+    back unchanged.
     """
-    n = len(faces)
-    factor = np.ones(n, np.float32)
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    details: list[dict[str, Any]] = [{} for _ in range(n)]
-    ok = faces.extra.get("mesh_ok")
-    if ok is None:
-        return factor, reasons, details
-    pose = faces.extra["head_pose"]
-    ear = faces.extra["eye_aspect"]
-    iris = faces.extra["iris_visible"]
-    closed = faces.extra["eyes_closed"]
-    for i in np.flatnonzero(ok):
-        yaw, pitch, roll = (float(v) for v in pose[i])
-        if not all(math.isfinite(v) for v in (yaw, pitch, roll)):
-            continue
-        y, p = abs(yaw) / settings.enroll_max_abs_yaw, abs(pitch) / settings.mesh_max_abs_pitch
-        pose_factor = float(np.clip(1.0 - y * y - p * p, 0.0, 1.0))
-        eye_factor = settings.mesh_eyes_closed_factor if bool(closed[i]) else 1.0
-        factor[i] = pose_factor * eye_factor
-        if y > 1 or p > 1:
-            reasons[i].append("pose")
-        if bool(closed[i]):
-            reasons[i].append("eyes_closed")
-        details[i] = {
-            "pose": {"yaw": round(yaw, 1), "pitch": round(pitch, 1), "roll": round(roll, 1)},
-            "pose_source": "mesh",
-            "eyes": {
-                "aspect_ratio": [round(float(v), 3) for v in ear[i]],
-                "iris_visible": [round(float(v), 3) for v in iris[i]],
-                "closed": bool(closed[i]),
-            },
-        }
-    return factor, reasons, details
+    if not settings.quality_mesh or not len(faces) or not mesh_available():
+        return faces
+    from identity.quality import pose_from_landmarks
+
+    faces = annotate_mesh(images_bgr, faces, settings)
+    ok = faces.extra["mesh_ok"]
+    pose = np.where(ok[:, None], faces.extra["head_pose"], pose_from_landmarks(faces.landmarks))
+    ear = np.nan_to_num(faces.extra["eye_aspect"], nan=1.0).max(axis=1)
+    eyes_open = np.where(ok, np.clip(ear / (2 * settings.eyes_closed_ear), 0, 1), 1.0)
+    extra = dict(faces.extra)
+    extra.update(pose_mesh=pose.astype(np.float32), eyes_open=eyes_open.astype(np.float32))
+    return faces.with_(extra=extra)

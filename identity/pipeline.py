@@ -15,6 +15,7 @@ from identity.detect import Detector, load_detector
 from identity.embed import Embedder, load_embedder
 from identity.faces import Faces
 from identity.image import decode_image
+from identity.mesh import add_mesh_signals
 from identity.quality import assess_quality
 from identity.settings import Settings
 
@@ -61,6 +62,8 @@ class FaceAnalyzer:
             faces = self.detect(images_bgr)
         if not len(faces):
             return faces
+        # mesh extra: pose and eye signals for quality, optionally mesh landmarks (docs/mesh.md)
+        faces = add_mesh_signals(images_bgr, faces, self.settings)
         embedder = self.embedder
         faces = faces.with_(crops=align_faces(images_bgr, faces, embedder.template))
         if embed:

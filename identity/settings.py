@@ -80,10 +80,6 @@ class Settings(BaseSettings):
     eyes_closed_ear: float = Field(
         default=0.12, description="Both eyes' aspect ratio below this = eyes closed."
     )
-    mesh_max_abs_pitch: float = Field(default=35.0, description="Pitch (degrees) beyond which pose is a reason.")
-    mesh_eyes_closed_factor: float = Field(
-        default=0.3, description="Quality multiplier for a face with both eyes closed."
-    )
 
     # decisions -----------------------------------------------------------------------------
     default_far: float = Field(default=1e-3, description="FAR whose threshold decides a match.")

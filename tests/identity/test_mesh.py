@@ -17,7 +17,8 @@ pytest.importorskip("mediapipe")
 
 from identity.detect import load_detector
 from identity.faces import Faces
-from identity.mesh import annotate_mesh, five_points, mesh_quality
+from identity.mesh import add_mesh_signals, annotate_mesh, five_points
+from identity.quality import assess_quality
 from identity.settings import Settings
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -98,10 +99,18 @@ def test_eyes_open_and_pose_reported_on_ordinary_photos(settings: Settings) -> N
         assert (faces.extra["eye_aspect"][0] > settings.eyes_closed_ear).all()
         # an open eye shows a good part of the iris between the lids
         assert (faces.extra["iris_visible"][0] > 0.3).all()
-        factor, reasons, details = mesh_quality(faces, settings)
-        assert "eyes_closed" not in reasons[0]
-        assert set(details[0]["pose"]) == {"yaw", "pitch", "roll"}
-        assert 0 < factor[0] <= 1
+    # what the quality stage sees: the mesh pose, and open eyes that cost nothing
+    image = load(TRAIN / "obama" / "obama.jpg")
+    faces = add_mesh_signals(
+        [image], load_detector("blazeface_short", settings).detect([image]), settings
+    )
+    assert faces.extra["eyes_open"][0] >= 0.5  # quality's eyes factor is 1 from 0.5 up
+    assessed = assess_quality(faces, settings)
+    assert "eyes_closed" not in assessed.quality_reasons[0]
+    assert assessed.quality_details[0]["pose"]["source"] == "pose_mesh"
+    assert assessed.quality_details[0]["pose"]["yaw"] == pytest.approx(
+        float(faces.extra["head_pose"][0, 0]), abs=0.1
+    )
 
 
 def test_mesh_points_agree_with_the_detector_and_can_replace_them(settings: Settings) -> None:
@@ -148,5 +157,6 @@ def test_faces_without_a_mesh_keep_the_landmark_estimate(settings: Settings) -> 
     assert not out.extra["mesh_ok"][0]
     assert np.isnan(out.extra["head_pose"][0]).all()
     assert np.array_equal(out.landmarks, fake_box.landmarks)
-    factor, reasons, details = mesh_quality(out, settings)
-    assert factor[0] == 1 and reasons[0] == [] and details[0] == {}
+    # the quality hook falls back to the 5-landmark pose and counts the eyes as open
+    hooked = add_mesh_signals([empty], fake_box, settings)
+    assert np.isfinite(hooked.extra["pose_mesh"]).all() and hooked.extra["eyes_open"][0] == 1.0
