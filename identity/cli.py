@@ -256,12 +256,16 @@ def models_verify(names: Annotated[list[str] | None, typer.Argument()] = None) -
 
 @models_app.command("pull")
 @cli_errors
-def models_pull(name: str) -> None:
+def models_pull(
+    name: str,
+    allow_unpinned: Annotated[bool, typer.Option(
+        help="Accept a model whose manifest has no SHA-256 and pin the downloaded file's.")] = False,
+) -> None:
     """Download a model's weights into the cache, verifying the SHA-256 before keeping them."""
     from models.registry import pull
 
     settings = Settings()
-    path = pull(name, settings.model_cache_dir)
+    path = pull(name, settings.model_cache_dir, allow_unpinned=allow_unpinned)
     typer.echo(f"{name}: saved to {path}")
 
 

@@ -162,12 +162,16 @@ _verified: dict[tuple[str, str], bool] = {}
 
 
 def verify(resolved: ResolvedModel) -> bool:
-    """True when the weights match the manifest's SHA-256 (or it names none). Cached per path."""
-    if not resolved.manifest.sha256:
+    """True when the weights match the manifest's SHA-256, or the checksum pinned when an
+    unpinned model was pulled; True for a model with neither. Cached per path."""
+    expected = resolved.manifest.sha256 or (
+        pinned_sha256(resolved.path) if resolved.path is not None else None
+    )
+    if not expected:
         return True
     key = (resolved.manifest.name, resolved.location)
     if key not in _verified:
-        _verified[key] = sha256_of(resolved) == resolved.manifest.sha256.lower()
+        _verified[key] = sha256_of(resolved) == expected.lower()
     return _verified[key]
 
 
@@ -198,17 +202,32 @@ def resolve(name: str, models_dir: Path | None, cache_dir: Path | None) -> Resol
     return found
 
 
-def pull(name: str, cache_dir: Path, timeout_s: float = 60.0) -> Path:
+def pull(name: str, cache_dir: Path, timeout_s: float = 60.0, allow_unpinned: bool = False) -> Path:
     """Download a model's weights into ``cache_dir``, verify the checksum, then move into place.
 
     The file appears only after its checksum matched, so an interrupted or tampered download
-    never leaves usable-looking weights behind.
+    never leaves usable-looking weights behind. A manifest without a published SHA-256 is
+    refused unless ``allow_unpinned``: then the observed checksum is pinned beside the file
+    (``<file>.sha256``) and every later load is verified against it (trust on first use).
     """
-    return pull_manifest(get_manifest(name), cache_dir, timeout_s)
+    return pull_manifest(get_manifest(name), cache_dir, timeout_s, allow_unpinned)
 
 
-def pull_manifest(m: Manifest, cache_dir: Path, timeout_s: float = 60.0) -> Path:
+def pinned_sha256(path: Path) -> str | None:
+    pin = path.with_name(path.name + ".sha256")
+    return pin.read_text().strip() if pin.is_file() else None
+
+
+def pull_manifest(
+    m: Manifest, cache_dir: Path, timeout_s: float = 60.0, allow_unpinned: bool = False
+) -> Path:
     name = m.name
+    if not m.sha256 and not allow_unpinned:
+        raise ChecksumMismatch(
+            f"model '{name}' has no published SHA-256 in its manifest; pass --allow-unpinned to "
+            "trust this download and pin its checksum for every later load",
+            model=name,
+        )
     if not m.source_url or not m.file:
         raise DownloadFailed(f"model '{name}' has no download URL (it ships in {m.package})")
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +255,8 @@ def pull_manifest(m: Manifest, cache_dir: Path, timeout_s: float = 60.0) -> Path
                 f"downloaded '{name}' has SHA-256 {got}, manifest says {m.sha256}; discarded",
                 model=name,
             )
+        if not m.sha256:
+            target.with_name(target.name + ".sha256").write_text(got + "\n")
         tmp.replace(target)
         _verified.pop((m.name, str(target)), None)
         return target
@@ -260,7 +281,7 @@ def model_status(name: str, models_dir: Path | None, cache_dir: Path | None) -> 
     found = find_weights(m, models_dir, cache_dir)
     if found is None:
         state = "missing"
-    elif not m.sha256:
+    elif not m.sha256 and not (found.path and pinned_sha256(found.path)):
         state = "no checksum"
     else:
         state = "ok" if verify(found) else "MISMATCH"

@@ -29,7 +29,8 @@ def test_every_manifest_is_complete() -> None:
     for m in manifests.values():
         assert m.licence and m.licence != "unknown", m.name
         assert m.package or m.source_url or m.file, m.name
-        if m.source_url:
+        if m.source_url and not m.bundled:
+            # `models pull` fetches these: checksummed, and over TLS
             assert m.source_url.startswith("https://"), m.name
 
 
@@ -105,3 +106,26 @@ def test_pull_without_network_fails_clearly(tmp_path) -> None:
     with pytest.raises(DownloadFailed, match="IDENTITY_MODELS_DIR"):
         pull_manifest(m, tmp_path / "cache", timeout_s=5)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_unpinned_download_is_refused_unless_trusted_then_pinned(tmp_path) -> None:
+    payload = b"dino" * 100
+    src = tmp_path / "src.pth"
+    src.write_bytes(payload)
+    m = Manifest(name="unpinned", task="body_descriptor", runner="dino_vit", file="w.pth",
+                 source_url=src.as_uri(), licence="Apache-2.0")
+    cache = tmp_path / "cache"
+    with pytest.raises(ChecksumMismatch, match="allow-unpinned"):
+        pull_manifest(m, cache)
+    path = pull_manifest(m, cache, allow_unpinned=True)
+    assert (cache / "w.pth.sha256").read_text().strip() == hashlib.sha256(payload).hexdigest()
+    resolved = find_weights(m, None, cache)
+    from models.registry import verify
+
+    assert verify(resolved)
+    path.write_bytes(b"swapped after the pin")  # a later tampering is caught
+    resolved2 = find_weights(m, tmp_path / "nowhere", cache)
+    from models import registry
+
+    registry._verified.clear()
+    assert not verify(resolved2)
