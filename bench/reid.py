@@ -32,13 +32,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from identity.body.evaluation import (  # noqa: E402
+from identity.body.evaluation import (
     ReIDSet,
     colour_histograms,
     cross_frame_scores,
     load_mot,
 )
-from identity.settings import Settings  # noqa: E402
+from identity.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mot"

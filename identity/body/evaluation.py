@@ -9,6 +9,7 @@ positive in their gallery are skipped, as in Market-1501's protocol.
 from __future__ import annotations
 
 import configparser
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +161,7 @@ def colour_histograms(crops_bgr: np.ndarray, stripes: int = 6, bins: tuple[int, 
         edges = np.linspace(0, len(hsv), stripes + 1).astype(int)
         parts = [
             cv2.calcHist([hsv[a:b]], [0, 1, 2], None, list(bins), [0, 180, 0, 256, 0, 256]).ravel()
-            for a, b in zip(edges[:-1], edges[1:])
+            for a, b in itertools.pairwise(edges)
         ]
         out.append(np.sqrt(np.concatenate(parts)))
     feats = np.asarray(out, np.float32).reshape(len(crops), -1)

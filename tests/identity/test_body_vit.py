@@ -17,7 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from identity.body.vit import (  # noqa: E402
+from identity.body.vit import (
     VIT_SMALL,
     DinoViTDescriptor,
     VisionTransformer,
@@ -25,10 +25,10 @@ from identity.body.vit import (  # noqa: E402
     log_bin,
     timm_name,
 )
-from identity.errors import InvalidInput, ModelError, ModelNotFound  # noqa: E402
-from identity.runtime import resolve_model  # noqa: E402
-from identity.settings import Settings  # noqa: E402
-from models.registry import get_manifest  # noqa: E402
+from identity.errors import InvalidInput, ModelError, ModelNotFound
+from identity.runtime import resolve_model
+from identity.settings import Settings
+from models.registry import get_manifest
 
 
 # timm 1.x imports torchvision at import time (timm.layers, timm.data), and PyPI's torchvision
