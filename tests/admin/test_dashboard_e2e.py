@@ -214,7 +214,13 @@ def test_enroll_search_verify_erase_audit(
     expect(erase_rows).to_contain_text(name)
     expect(erase_rows).to_contain_text("templates=")
     expect(page.locator("#audit tbody tr")).to_have_count(1)
+    # the time filter: nothing happened in the future, and a bad date is explained, not a 500
+    page.goto(f"{url}/admin/audit?collection={name}&since=2999-01-01T00:00")
+    expect(page.locator("#audit tbody tr")).to_have_count(0)
+    page.goto(f"{url}/admin/audit?since=yesterday-ish")
+    expect(page.locator("#flash")).to_contain_text("not a date and time")
     page.goto(f"{url}/admin/audit?collection={name}")
+    expect(page.locator("#audit tbody tr[data-action='face.enroll']")).to_have_count(5)
     shoot(page, "audit")
 
     # system: models with licence and checksum state, the index of this collection, counters
