@@ -65,7 +65,7 @@ def check_images(images_bgr: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def normalise(canvases: np.ndarray, manifest: Manifest) -> np.ndarray:
     """(B, H, W, 3) uint8 BGR -> float32 blob laid out and scaled as the manifest says."""
-    x = canvases.astype(np.float32)
+    x: np.ndarray = canvases.astype(np.float32)
     if manifest.colour == "rgb":
         x = x[..., ::-1]
     elif manifest.colour == "gray":
