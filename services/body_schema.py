@@ -1,0 +1,59 @@
+"""SQLAlchemy model of ``body_templates`` (migration 0201_body), on the service's one ``Base``.
+
+One row per enrolled person crop and body model: the re-ID embedding (raw little-endian float32,
+L2-normalised) of an identity that also has (or may have) face templates. ``id`` is the FAISS id
+in the (collection, body model) index. Rows go with their identity (``ON DELETE CASCADE``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.schema import Base
+
+
+class BodyTemplate(Base):
+    __tablename__ = "body_templates"
+    __table_args__ = (
+        UniqueConstraint(
+            "identity_id", "model_name", "source_sha256", name="uq_body_templates_identity_source"
+        ),
+        Index("ix_body_templates_collection_model", "collection_id", "model_name"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    identity_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE"), nullable=False
+    )
+    collection_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+    )
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    det_score: Mapped[float | None] = mapped_column(Float)
+    bbox: Mapped[list[float]] = mapped_column(JSONB, nullable=False)
+    # SHA-256 of the image bytes and the person box: the same person of the same photo twice is
+    # a duplicate, two people of one group photo are not.
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

@@ -1,0 +1,408 @@
+"""Body templates beside face templates: enroll person crops, identify by body, fuse with faces.
+
+Same identities as faces (an identity may have face templates, body templates or both); body
+templates live in ``body_templates`` (migration 0201_body) and are searched through their own
+FAISS index per (collection, body model).
+
+Index: Postgres is the truth. ``BodyIndexes`` builds an index from ``body_templates`` and keeps
+the table's (row count, max id) as its watermark; every search re-reads that pair (one indexed
+aggregate) and rebuilds when it changed. Ids only grow, so any insert raises the max id and any
+delete without an insert lowers the count: the pair changes whenever the rows do. Rebuilding is
+O(templates) per change, which suits galleries of thousands of bodies; ``rebuild`` forces it.
+
+Fusion rule (``fuse``) when a probe has both a person and a face inside the person box:
+
+    margin_m = (similarity_m - threshold_m) / (1 - threshold_m)     for m in {face, body}
+    fused    = (w_face * margin_face + w_body * margin_body) / (w_face + w_body)
+    match    = fused >= 0
+
+Each threshold is the model's own calibrated threshold at the requested FAR
+(``identity.calibration.threshold_for``), so a margin is 0 exactly at that model's decision
+boundary and 1 at identical templates: the two scores are put on one calibrated scale before
+they are mixed (score-level fusion after per-matcher normalisation). With one modality present
+the rule reduces to that modality's own calibrated decision. Faces weigh more by default
+(w_face = 2, w_body = 1): clothing changes between days, faces do not. An identity's score in a
+modality is its best template's similarity, computed exactly from Postgres for every candidate
+that either index returned, so an identity absent from one top-k list is not favoured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+
+from identity.body import Bodies, BodyAnalyzer
+from identity.body.errors import NoPersonFound
+from identity.errors import BadImage, CalibrationError, InvalidInput
+from identity.image import decode_image
+from identity.index import FaceIndex
+from identity.settings import Settings
+from services.body_schema import BodyTemplate
+from services.indexes import embedding_from_bytes, embedding_to_bytes
+from services.schema import FaceTemplate, IdentityRow
+from services.store import MAX_TOP_K, DuplicateImage, IdentityStore
+
+FACE_WEIGHT = 2.0
+BODY_WEIGHT = 1.0
+
+
+def margin(similarity: float, threshold: float) -> float:
+    """Similarity above the calibrated threshold, as a fraction of the room above it."""
+    if not -1.0 <= threshold < 1.0:
+        raise InvalidInput("threshold must be in [-1, 1)", threshold=threshold)
+    return (float(similarity) - threshold) / (1.0 - threshold)
+
+
+def fuse(
+    face: tuple[float, float] | None,
+    body: tuple[float, float] | None,
+    face_weight: float = FACE_WEIGHT,
+    body_weight: float = BODY_WEIGHT,
+) -> float | None:
+    """Fused score from (similarity, threshold) pairs; >= 0 is a match; None with no score."""
+    terms = []
+    if face is not None:
+        terms.append((face_weight, margin(*face)))
+    if body is not None:
+        terms.append((body_weight, margin(*body)))
+    if not terms:
+        return None
+    return sum(w * m for w, m in terms) / sum(w for w, _ in terms)
+
+
+@dataclass
+class _BodyIndex:
+    index: FaceIndex | None
+    watermark: tuple[int, int]
+
+
+class BodyIndexes:
+    """FAISS indexes of body templates, one per (collection, model), derived from Postgres."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[int, str], _BodyIndex] = {}
+
+    def _watermark(self, collection_id: int, model: str) -> tuple[int, int]:
+        with self.engine.connect() as conn:
+            count, max_id = conn.execute(
+                select(func.count(BodyTemplate.id), func.coalesce(func.max(BodyTemplate.id), 0)).where(
+                    BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model
+                )
+            ).one()
+        return int(count), int(max_id)
+
+    def rebuild(self, collection_id: int, model: str) -> _BodyIndex:
+        """Build the index from the table (always correct; what a changed watermark triggers)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(BodyTemplate.id, BodyTemplate.dim, BodyTemplate.embedding)
+                .where(BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model)
+                .order_by(BodyTemplate.id)
+            ).all()
+        index = None
+        if rows:
+            index = FaceIndex(int(rows[0][1]), self.settings.index_factory, self.settings.use_gpu_index)
+            index.add(
+                np.array([r[0] for r in rows], np.int64),
+                np.stack([embedding_from_bytes(r[2], r[1]) for r in rows]),
+            )
+        max_id = max((int(r[0]) for r in rows), default=0)
+        entry = _BodyIndex(index, (len(rows), max_id))
+        with self._lock:
+            self._entries[(collection_id, model)] = entry
+        return entry
+
+    def search(
+        self, collection_id: int, model: str, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities (Q, k), template ids (Q, k)); empty (Q, 0) arrays for an empty gallery."""
+        with self._lock:
+            entry = self._entries.get((collection_id, model))
+        if entry is None or entry.watermark != self._watermark(collection_id, model):
+            entry = self.rebuild(collection_id, model)
+        if entry.index is None or not len(entry.index):
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        return entry.index.search(queries, min(k, len(entry.index)))
+
+    def size(self, collection_id: int, model: str) -> int:
+        with self._lock:
+            entry = self._entries.get((collection_id, model))
+        return 0 if entry is None or entry.index is None else len(entry.index)
+
+
+def _source_sha256(data: bytes, bbox: Sequence[float] | None) -> str:
+    h = hashlib.sha256(data)
+    h.update(json.dumps(None if bbox is None else [round(float(v), 1) for v in bbox]).encode())
+    return h.hexdigest()
+
+
+def _person(bodies: Bodies, i: int = 0) -> dict[str, Any]:
+    return {
+        "bbox": [round(float(v), 2) for v in bodies.boxes[i]],
+        "det_score": round(float(bodies.scores[i]), 4),
+    }
+
+
+class BodyStore:
+    """Body enrollment and identification on top of an ``IdentityStore`` (same DB, identities)."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        analyzer: BodyAnalyzer | None = None,
+        indexes: BodyIndexes | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = store.settings
+        self.analyzer = analyzer or BodyAnalyzer(store.settings)
+        self.indexes = indexes or BodyIndexes(store.settings, store.engine)
+
+    @property
+    def model_name(self) -> str:
+        return self.analyzer.embedder_name
+
+    def _decode(self, data: bytes, what: str) -> np.ndarray:
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            raise BadImage(f"{what} image is empty")
+        return decode_image(bytes(data), self.settings)
+
+    def body_threshold(self, far: float | None, threshold: float | None) -> tuple[float, float | None]:
+        if threshold is not None:
+            if not -1.0 <= threshold < 1.0:
+                raise InvalidInput("threshold is a cosine similarity in [-1, 1)", threshold=threshold)
+            return float(threshold), None
+        far = self.settings.default_far if far is None else far
+        from identity.calibration import threshold_for
+
+        return float(threshold_for(self.model_name, far, self.settings)), float(far)
+
+    # enrollment -----------------------------------------------------------------------------
+    def enroll_images(
+        self,
+        collection: str,
+        identity_id: uuid.UUID | str,
+        images: Sequence[tuple[str, bytes]],
+        bbox: Sequence[float] | None = None,
+        actor: int | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Enroll the person in each image (``bbox`` if given, else the largest detected person).
+
+        Each image is accepted or rejected with a code; an unknown collection or identity is a
+        NotFound for the whole request.
+        """
+        if not images:
+            raise InvalidInput("no images given")
+        with self.store.sessions() as s:
+            c = self.store._collection(s, collection)
+            self.store._identity(s, c, identity_id)
+        accepted, rejected = [], []
+        for filename, data in images:
+            try:
+                image = self._decode(data, filename or "uploaded")
+                bodies = self.analyzer.analyze_one(image, bbox)
+                tid = self._insert(collection, identity_id, bodies, _source_sha256(data, bbox), actor)
+                accepted.append({"filename": filename, "template_id": tid, **_person(bodies)})
+            except (BadImage, NoPersonFound, InvalidInput, DuplicateImage) as exc:
+                rejected.append({"filename": filename, "code": exc.code, "message": exc.message})
+        return {"accepted": accepted, "rejected": rejected}
+
+    def _insert(
+        self, collection: str, identity_id: uuid.UUID | str, bodies: Bodies, sha: str, actor: int | None
+    ) -> int:
+        assert bodies.embeddings is not None
+        from models.registry import get_manifest
+
+        try:
+            with self.store.sessions.begin() as s:
+                c = self.store._collection(s, collection)
+                self.store._lock_collection(s, c.id)
+                row = self.store._identity(s, c, identity_id)
+                dup = s.execute(
+                    select(BodyTemplate.id).where(
+                        BodyTemplate.identity_id == row.id,
+                        BodyTemplate.model_name == self.model_name,
+                        BodyTemplate.source_sha256 == sha,
+                    )
+                ).first()
+                if dup is not None:
+                    raise DuplicateImage(
+                        "this person in this image is already enrolled for this identity",
+                        template_id=dup[0],
+                    )
+                t = BodyTemplate(
+                    identity_id=row.id,
+                    collection_id=c.id,
+                    model_name=self.model_name,
+                    model_version=get_manifest(self.model_name).version,
+                    dim=int(bodies.embeddings.shape[1]),
+                    embedding=embedding_to_bytes(bodies.embeddings[0]),
+                    det_score=float(bodies.scores[0]),
+                    bbox=[round(float(v), 2) for v in bodies.boxes[0]],
+                    source_sha256=sha,
+                )
+                s.add(t)
+                s.flush()
+                self.store._audit(
+                    s, actor, "body.enroll", "accepted", collection=collection,
+                    identity_id=row.id, templates=[t.id],
+                )
+                return int(t.id)
+        except IntegrityError as exc:
+            raise DuplicateImage("this person in this image is already enrolled") from exc
+
+    # identification -------------------------------------------------------------------------
+    def _best_per_identity(
+        self, table: Any, model: str, identity_ids: set[uuid.UUID], query: np.ndarray
+    ) -> dict[uuid.UUID, tuple[float, int]]:
+        """Exact max similarity (and its template id) per identity, from Postgres."""
+        if not identity_ids:
+            return {}
+        with self.store.sessions() as s:
+            rows = s.execute(
+                select(table.identity_id, table.id, table.dim, table.embedding).where(
+                    table.identity_id.in_(identity_ids), table.model_name == model
+                )
+            ).all()
+        best: dict[uuid.UUID, tuple[float, int]] = {}
+        for iid, tid, dim, blob in rows:
+            sim = float(embedding_from_bytes(blob, dim) @ query)
+            if iid not in best or sim > best[iid][0]:
+                best[iid] = (sim, int(tid))
+        return best
+
+    def _owners(self, table: Any, template_ids: np.ndarray) -> set[uuid.UUID]:
+        wanted = {int(t) for t in np.asarray(template_ids).ravel() if t >= 0}
+        if not wanted:
+            return set()
+        with self.store.sessions() as s:
+            return {r[0] for r in s.execute(select(table.identity_id).where(table.id.in_(wanted)))}
+
+    def _face_in_person(self, image: np.ndarray, person_box: np.ndarray) -> Any:
+        """The largest face whose centre lies inside the person box, with embeddings, or None."""
+        faces = self.store.analyzer.analyze([image])
+        if not len(faces) or faces.embeddings is None:
+            return None
+        centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
+        x1, y1, x2, y2 = person_box
+        inside = (centres[:, 0] >= x1) & (centres[:, 0] <= x2) & (centres[:, 1] >= y1) & (centres[:, 1] <= y2)
+        return faces[inside].largest() if inside.any() else None
+
+    def identify(
+        self,
+        collection: str,
+        probe: bytes,
+        bbox: Sequence[float] | None = None,
+        top_k: int = 5,
+        far: float | None = None,
+        threshold: float | None = None,
+        use_face: bool = True,
+        actor: int | None = None,
+    ) -> dict[str, Any]:
+        """1:N by body, fused with the face inside the person box when there is one."""
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
+        cid = self.store.collection_id(collection)
+        body_thr, far_used = self.body_threshold(far, threshold)
+        image = self._decode(probe, "probe")
+        person = self.analyzer.analyze_one(image, bbox)
+        assert person.embeddings is not None
+        q_body = person.embeddings[0]
+        k = max(top_k * 5, 20)
+        _, body_tids = self.indexes.search(cid, self.model_name, person.embeddings, k)
+        candidates = self._owners(BodyTemplate, body_tids)
+
+        face_info: dict[str, Any] | None = None
+        face_thr: float | None = None
+        q_face = None
+        if use_face:
+            faces = self._face_in_person(image, person.boxes[0])
+            if faces is not None:
+                face_info = {
+                    "bbox": [round(float(v), 2) for v in faces.boxes[0]],
+                    "det_score": round(float(faces.scores[0]), 4),
+                }
+                try:
+                    face_thr, _ = self.store.threshold(far, None)
+                except CalibrationError as exc:  # no calibrated face threshold: body only
+                    face_info["skipped"] = exc.message
+                else:
+                    q_face = faces.embeddings[0]
+                    _, face_tids = self.store.indexes.search(
+                        cid, self.store.model_name, faces.embeddings, k
+                    )
+                    candidates |= self._owners(FaceTemplate, face_tids)
+
+        body_best = self._best_per_identity(BodyTemplate, self.model_name, candidates, q_body)
+        face_best = (
+            self._best_per_identity(FaceTemplate, self.store.model_name, candidates, q_face)
+            if q_face is not None
+            else {}
+        )
+        names: dict[uuid.UUID, tuple[str, str]] = {}
+        if candidates:
+            with self.store.sessions() as s:
+                for iid, ext, name in s.execute(
+                    select(IdentityRow.id, IdentityRow.external_id, IdentityRow.display_name).where(
+                        IdentityRow.id.in_(candidates)
+                    )
+                ):
+                    names[iid] = (ext, name)
+        rows = []
+        for iid in candidates:
+            if iid not in names:
+                continue  # erased between the search and now
+            b = body_best.get(iid)
+            f = face_best.get(iid)
+            score = fuse(
+                None if f is None or face_thr is None else (f[0], face_thr),
+                None if b is None else (b[0], body_thr),
+            )
+            if score is None:
+                continue
+            rows.append(
+                {
+                    "identity_id": str(iid),
+                    "external_id": names[iid][0],
+                    "display_name": names[iid][1],
+                    "body_similarity": None if b is None else round(b[0], 6),
+                    "body_template_id": None if b is None else b[1],
+                    "face_similarity": None if f is None else round(f[0], 6),
+                    "face_template_id": None if f is None else f[1],
+                    "fused_score": round(score, 6),
+                    "match": bool(score >= 0),
+                }
+            )
+        rows.sort(key=lambda r: (-r["fused_score"], r["identity_id"]))
+        rows = rows[:top_k]
+        self.store.audit(
+            actor, "identify_body", "match" if rows and rows[0]["match"] else "no_match",
+            collection=collection, best=rows[0]["fused_score"] if rows else None,
+            fused_with_face=q_face is not None,
+        )
+        return {
+            "person": _person(person),
+            "face": face_info,
+            "candidates": rows,
+            "body_model": self.model_name,
+            "body_threshold": round(body_thr, 6),
+            "face_model": self.store.model_name if q_face is not None else None,
+            "face_threshold": None if face_thr is None or q_face is None else round(face_thr, 6),
+            "far": far_used,
+            "fusion": {"face_weight": FACE_WEIGHT, "body_weight": BODY_WEIGHT,
+                       "rule": "weighted mean of (similarity - threshold) / (1 - threshold)"},
+        }
+
+
+__all__ = ["BODY_WEIGHT", "FACE_WEIGHT", "BodyIndexes", "BodyStore", "fuse", "margin"]
