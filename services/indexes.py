@@ -58,7 +58,7 @@ class _Entry:
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def size(self) -> int:
-        return 0 if self.index is None else len(self.index.ids())
+        return 0 if self.index is None else len(self.index)
 
 
 class IndexRegistry:
@@ -107,7 +107,8 @@ class IndexRegistry:
         if not path.exists():
             return None
         try:
-            index, watermark = FaceIndex.load(path)
+            index = FaceIndex.load(path, use_gpu=self.settings.use_gpu_index)
+            watermark = index.watermark
         except Exception as exc:  # noqa: BLE001 - a torn or foreign file: rebuilding is always correct
             log.warning("index snapshot %s unusable (%s); rebuilding", path, exc)
             return None
@@ -179,11 +180,12 @@ class IndexRegistry:
                             FaceTemplate.id.in_(to_add)
                         )
                     ).all()
-            present = set(entry.index.ids().tolist()) if entry.index is not None else set()
-            remove = [t for t, op in last_op.items() if op == "remove" and t in present]
-            if remove and entry.index is not None:
-                entry.index.remove(np.array(remove, dtype=np.int64))
-            rows = [r for r in rows if r[0] not in present]
+            index = entry.index
+            remove = [t for t, op in last_op.items() if op == "remove"]
+            if remove and index is not None:
+                index.remove(np.array(remove, dtype=np.int64))  # unknown ids are ignored
+            # Replaying over a snapshot may meet adds it already holds.
+            rows = [r for r in rows if index is None or not index.contains(r[0])]
             if rows:
                 dim = rows[0][1]
                 if entry.index is None:
@@ -253,7 +255,7 @@ class IndexRegistry:
         with entry.lock:
             if entry.index is None:
                 return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-            k = min(k, len(entry.index.ids()))
+            k = min(k, len(entry.index))
             if k == 0:
                 return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
             sims, ids = entry.index.search(np.asarray(queries, dtype=np.float32), k)
@@ -311,5 +313,4 @@ class IndexRegistry:
 
 def watermark_json(path: Path) -> dict[str, Any]:
     """The watermark stored beside a snapshot (for tests and `identity db reindex` output)."""
-    _, watermark = FaceIndex.load(path)
-    return dict(json.loads(json.dumps(watermark)))
+    return dict(json.loads(json.dumps(FaceIndex.load(path).watermark)))

@@ -796,6 +796,35 @@ class IdentityStore:
                 removed += 1
         return removed
 
+    def index_status(self, collection: str) -> dict[str, Any]:
+        """The index for the current model next to Postgres: sizes and a digest of the id sets.
+
+        ``consistent`` is true when the index holds exactly the templates Postgres has.
+        """
+        with self.sessions() as s:
+            cid = self._collection(s, collection).id
+        index_ids = sorted(self.indexes.ids(cid, self.model_name))
+        with self.sessions() as s:
+            db_ids = sorted(
+                s.execute(
+                    select(FaceTemplate.id).where(
+                        FaceTemplate.collection_id == cid, FaceTemplate.model_name == self.model_name
+                    )
+                ).scalars()
+            )
+
+        def digest(ids: list[int]) -> str:
+            return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+        return {
+            "model": self.model_name,
+            "index_size": len(index_ids),
+            "templates": len(db_ids),
+            "index_digest": digest(index_ids),
+            "templates_digest": digest(db_ids),
+            "consistent": index_ids == db_ids,
+        }
+
     def reindex(self) -> dict[str, int]:
         """Rebuild every (collection, model) index from Postgres; returns sizes."""
         with self.sessions() as s:

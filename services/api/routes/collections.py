@@ -31,6 +31,14 @@ def get_collection(
     return store.get_collection(cid)
 
 
+@router.get("/{cid}/index")
+def index_status(
+    cid: str, store: StoreDep, p: Annotated[Principal, Depends(collection_access("admin"))]
+) -> dict:
+    """The FAISS index next to Postgres: sizes, id digests and whether they agree."""
+    return store.index_status(cid)
+
+
 @router.delete("/{cid}", response_model=CollectionDeleted)
 def delete_collection(
     cid: str, store: StoreDep, p: Annotated[Principal, Depends(collection_access("admin"))]
