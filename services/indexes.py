@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from identity.index import FaceIndex
 from sqlalchemy import Engine, select, text
 
+from identity.index import FaceIndex
 from identity.settings import Settings
 from services.schema import Collection, FaceTemplate, IndexChange
 
