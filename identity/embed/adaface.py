@@ -133,8 +133,12 @@ class AdaFaceEmbedder:
             ckpt = torch.load(str(resolved.path), map_location="cpu", weights_only=True)
             missing, unexpected = self.model.load_state_dict(backbone_state_dict(ckpt), strict=False)
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"could not load AdaFace checkpoint {resolved.path}: {exc}",
-                             model=m.name) from exc
+            # torch lists every mismatched tensor; the first two lines say enough.
+            brief = " ".join(str(exc).split("\n")[:2])[:300]
+            raise ModelError(
+                f"could not load AdaFace checkpoint {resolved.path} as {arch}: {brief}",
+                model=m.name,
+            ) from exc
         # BatchNorm1d(affine=False) has only running stats; nothing may be missing.
         if missing or unexpected:
             raise ModelError(

@@ -1,0 +1,84 @@
+"""dlib ResNet (the offline default): bundled weights, dlib_150 chips, cosine on unit vectors,
+and agreement with dlib's own get_face_chip pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from identity.embed import load_embedder
+from identity.errors import InvalidInput
+from identity.image import load_image
+from identity.pipeline import FaceAnalyzer
+from identity.settings import Settings
+from models.registry import get_manifest
+
+DEEPFACE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "deepface"
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer(Settings(), detector="retinaface_mnet025", embedder="dlib_resnet_v1")
+
+
+def test_default_embedder_resolves_from_package(analyzer):
+    emb = analyzer.embedder
+    assert emb.name == "dlib_resnet_v1" and emb.dim == 128 and emb.template == "dlib_150"
+    m = get_manifest("dlib_resnet_v1")
+    assert m.thresholds and m.thresholds["1e-4"] > m.thresholds["1e-3"] > m.thresholds["1e-2"]
+
+
+def test_verifies_real_pairs_at_manifest_threshold(analyzer):
+    """deepface: img1/img2 one person (genuine), img1/img3 and img2/img3 others (impostor)."""
+    s = analyzer.settings
+    faces = analyzer.analyze([load_image(DEEPFACE / n, s) for n in ("img1.jpg", "img2.jpg", "img3.jpg")])
+    faces = faces.largest()
+    assert len(faces) == 3 and faces.crops.shape[1:] == (150, 150, 3)
+    e = faces.embeddings
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    # Raw dlib descriptors are not unit length; we keep their norm.
+    assert (faces.embedding_norms > 1.0).all()
+    thr = get_manifest("dlib_resnet_v1").thresholds["1e-3"]
+    assert e[0] @ e[1] > thr
+    assert e[0] @ e[2] < thr and e[1] @ e[2] < thr
+
+
+def test_matches_dlib_own_chip_pipeline(analyzer):
+    """Our dlib_150 chip from RetinaFace's 5 points gives nearly the descriptor dlib computes
+    from its own 5-point shape predictor and get_face_chip(150, 0.25) on the same face."""
+    import importlib.util
+
+    import dlib
+
+    resolved_net = analyzer.embedder
+    spec = importlib.util.find_spec("face_recognition_models")
+    models = Path(next(iter(spec.submodule_search_locations))) / "models"
+    sp = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+    net = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+    image = load_image(DEEPFACE / "img1.jpg", analyzer.settings)
+    faces = analyzer.analyze([image]).largest()
+    rgb = np.ascontiguousarray(image[:, :, ::-1])
+    x1, y1, x2, y2 = (int(v) for v in faces.boxes[0])
+    shape = sp(rgb, dlib.rectangle(x1, y1, x2, y2))
+    ref = np.asarray(net.compute_face_descriptor(dlib.get_face_chip(rgb, shape, size=150, padding=0.25)))
+    ref /= np.linalg.norm(ref)
+    ours = faces.embeddings[0]
+    # Same person, same photo, two alignments: far above the 1e-4 threshold.
+    assert ours @ ref > 0.97
+    assert resolved_net.embed(faces.crops)[0][0] @ ours > 0.9999
+
+
+def test_batch_and_bad_input():
+    emb = load_embedder("dlib_resnet_v1", Settings())
+    rng = np.random.default_rng(0)
+    chips = rng.integers(0, 255, size=(3, 150, 150, 3), dtype=np.uint8)
+    chips = np.stack([cv2.GaussianBlur(c, (0, 0), 2) for c in chips])
+    v, _n = emb.embed(chips)
+    for i in range(3):
+        np.testing.assert_allclose(emb.embed(chips[i])[0][0], v[i], atol=1e-5)
+    with pytest.raises(InvalidInput):
+        emb.embed(np.zeros((1, 112, 112, 3), np.uint8))
+    assert emb.embed(np.zeros((0, 150, 150, 3), np.uint8))[0].shape == (0, 128)
