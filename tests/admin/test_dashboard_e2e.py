@@ -277,3 +277,37 @@ def _assert_box_on_face(page: Page) -> None:
     x, y, bw, bh = (float(rect.get_attribute(a) or "nan") for a in ("x", "y", "width", "height"))
     assert 0 <= x and 0 <= y and x + bw <= w + 1 and y + bh <= h + 1
     assert 0.005 < (bw * bh) / (w * h) < 0.6
+
+
+def test_bad_uploads_are_explained_not_500(
+    page: Page, page_errors: PageErrors, live_service: LiveService
+) -> None:
+    url = live_service.url
+    name = "bad-" + uuid.uuid4().hex[:8]
+    not_an_image = {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a picture"}
+    sign_in(page, live_service)
+    page.fill("#create-collection input[name=name]", name)
+    page.click("#create-collection button")
+    expect(page.locator(f"tr[data-collection='{name}']")).to_be_visible()
+
+    # a probe that is not an image: the search page says so (422), no candidates
+    page_errors.expect_status(422, f"/admin/collections/{name}/search")
+    page.goto(f"{url}/admin/collections/{name}/search")
+    page.set_input_files("#probe", [not_an_image])
+    page.click("#search-form button[type=submit]")
+    expect(page.locator("#flash")).to_contain_text("image")
+    expect(page.locator("#search-result")).to_have_count(0)
+
+    # enrolling it: that one photo is rejected with its reason, the page itself is fine
+    page.goto(f"{url}/admin/collections/{name}")
+    page.fill("#create-identity input[name=external_id]", "someone")
+    page.click("#create-identity button")
+    page.set_input_files("#files", [not_an_image])
+    page.click("#upload-faces button[type=submit]")
+    expect(page.locator("#upload-results li.rejected")).to_contain_text("notes.jpg")
+    expect(page.locator("#faces .face-card")).to_have_count(0)
+
+    # a collection that does not exist is a page that says so
+    page_errors.expect_status(404, "/admin/collections/no-such-collection")
+    page.goto(f"{url}/admin/collections/no-such-collection")
+    expect(page.locator("h1")).to_contain_text("not found")
