@@ -13,24 +13,12 @@ so ``scale = 1/255`` with ImageNet mean/std is torchvision's ``Normalize`` after
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import cv2
 import numpy as np
 
 from identity.errors import InvalidInput
-
-
-class InputSpec(Protocol):
-    """The manifest fields preprocessing reads (``models.registry.Manifest`` has them all)."""
-
-    name: str
-    input_size: tuple[int, int] | None
-    colour: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    scale: float
-    layout: str
+from models.registry import Manifest
 
 
 def _as_list(images_bgr: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
@@ -43,7 +31,7 @@ def _as_list(images_bgr: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
     return list(images_bgr)
 
 
-def to_tensor(images_bgr: Sequence[np.ndarray] | np.ndarray, manifest: InputSpec) -> np.ndarray:
+def to_tensor(images_bgr: Sequence[np.ndarray] | np.ndarray, manifest: Manifest) -> np.ndarray:
     """BGR uint8 images (a list of any sizes, or an (N, H, W, 3) array) -> float32 batch.
 
     Each image is resized to the manifest's ``input_size`` when it differs (bilinear, or area

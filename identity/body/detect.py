@@ -47,7 +47,7 @@ class HOGPersonDetector:
 
     def __init__(self, settings: Settings | None = None, max_side: int = 1280) -> None:
         self.hog = cv2.HOGDescriptor()
-        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
         self.max_side = max_side
         self.nms_threshold = settings.det_nms_threshold if settings else 0.4
         # The SVM margin is unbounded; 0.5 margin ~ the default hit threshold plus a little.
@@ -66,11 +66,11 @@ class HOGPersonDetector:
             )
             if len(rects) == 0:
                 continue
-            rects = np.asarray(rects, np.float32).reshape(-1, 4)
+            boxes_wh = np.asarray(rects, np.float32).reshape(-1, 4)
             margin = np.asarray(weights, np.float32).reshape(-1)
             keep = margin >= self.min_margin
-            rects, margin = rects[keep], margin[keep]
-            boxes = np.hstack([rects[:, :2], rects[:, :2] + rects[:, 2:]]) / scale
+            boxes_wh, margin = boxes_wh[keep], margin[keep]
+            boxes = np.hstack([boxes_wh[:, :2], boxes_wh[:, :2] + boxes_wh[:, 2:]]) / scale
             # Logistic squashing makes the SVM margin a [0, 1] score comparable across runs.
             scores = 1.0 / (1.0 + np.exp(-margin))
             order = nms(boxes, scores, self.nms_threshold)
@@ -116,7 +116,7 @@ class MediaPipePoseDetector:
             index.append(i)
         if not boxes:
             return Bodies.empty()
-        out = Bodies(np.asarray(boxes, np.float32), scores, index)
+        out = Bodies(np.asarray(boxes, np.float32), np.asarray(scores), np.asarray(index))
         for i, img in enumerate(images_bgr):  # clip to each image
             rows = out.image_index == i
             h, w = img.shape[:2]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from identity.errors import InvalidInput, ModelError
-from identity.preprocess import InputSpec, l2_normalise, to_tensor
+from identity.preprocess import l2_normalise, to_tensor
 from identity.settings import Settings
 from models.registry import Manifest, ResolvedModel
 
@@ -249,7 +249,7 @@ class DinoViTDescriptor:
         return obj
 
     def _setup(self, manifest: Manifest, state: Mapping[str, torch.Tensor] | None) -> None:
-        self.manifest: InputSpec = manifest
+        self.manifest = manifest
         self.name = manifest.name
         self.input_size = manifest.input_size
         self.config = ViTConfig.from_manifest(manifest)
