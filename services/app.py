@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings, get_settings
 from services.admin import routes as admin_routes
-from services.api.routes import body, collections, decisions, health, identities
+from services.api.routes import body, collections, decisions, gallery, health, identities
 from services.auth import KeyStore
 from services.db import open_database, upgrade
 from services.errors import RequestSizeLimit, install_error_handlers
@@ -92,7 +92,7 @@ def create_app(
         lambda: app.state.store.indexes.sizes() if hasattr(app.state, "store") else {}
     )
     install_error_handlers(app)
-    for module in (collections, identities, decisions, health, body):
+    for module in (collections, identities, decisions, health, body, gallery):
         app.include_router(module.router)
     app.include_router(admin_routes.router)  # the dashboard at /admin
     # Outermost first: size limit before anything reads the body; metrics see every response.

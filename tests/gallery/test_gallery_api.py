@@ -1,0 +1,129 @@
+"""Indexing jobs and clusters over HTTP: server-side path and uploaded archive, real Postgres."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from gallery_helpers import TRAIN
+
+
+@pytest.fixture(scope="module")
+def client(settings, engine):  # type: ignore[no-untyped-def]
+    from services.app import create_app
+
+    roots_settings = settings.model_copy(update={"gallery_roots": [TRAIN.parent]})
+    app = create_app(roots_settings, engine=engine, warm_models=False)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def admin(engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    from services.auth import KeyStore
+
+    key, _ = KeyStore(engine).create("admin", name="gallery-tests")
+    return {"X-API-Key": key}
+
+
+def _wait(client: TestClient, cid: str, jid: str, headers: dict) -> dict:
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        job = client.get(f"/v1/collections/{cid}/jobs/{jid}", headers=headers).json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {jid} still {job['status']}")
+
+
+def test_path_job_and_upload_job(client: TestClient, admin: dict, new_collection) -> None:  # type: ignore[no-untyped-def]
+    cid = new_collection()
+    r = client.post(
+        f"/v1/collections/{cid}/jobs", json={"path": "train", "labels": "folders"},
+        headers=admin,
+    )
+    assert r.status_code == 202, r.text
+    job = _wait(client, cid, r.json()["id"], admin)
+    assert job["status"] == "done", job
+    assert job["counts"]["enrolled"] == 9 and job["progress"] == 1.0
+    assert job["report"]["identities_created"] == 5
+
+    # outside the allowed roots, and a missing path: typed 4xx, never a 500
+    r = client.post(f"/v1/collections/{cid}/jobs", json={"path": "/etc"}, headers=admin)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    r = client.post(f"/v1/collections/{cid}/jobs", json={"path": "train/nobody"}, headers=admin)
+    assert r.status_code == 404
+    r = client.get(f"/v1/collections/{cid}/jobs/not-a-job", headers=admin)
+    assert r.status_code == 404
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted((TRAIN / "biden").iterdir()):
+            zf.write(p, f"biden/{p.name}")
+        zf.writestr("../evil.jpg", b"x")
+    r = client.post(
+        f"/v1/collections/{cid}/jobs",
+        files={"file": ("g.zip", buf.getvalue(), "application/zip")},
+        data={"labels": "folders"},
+        headers=admin,
+    )
+    assert r.status_code == 202, r.text
+    job = _wait(client, cid, r.json()["id"], admin)
+    # biden was enrolled by the first job: the same photos are skipped by SHA-256
+    assert job["status"] == "done" and job["counts"]["skipped_known"] == 2, job
+    assert job["counts"]["enrolled"] == 0
+    assert {u["path"]: u["code"] for u in job["report"]["unreadable"]} == {
+        "../evil.jpg": "path_traversal"
+    }
+    jobs = client.get(f"/v1/collections/{cid}/jobs", headers=admin).json()
+    assert len(jobs) == 2
+    r = client.post(
+        f"/v1/collections/{cid}/jobs", files={"file": ("g.txt", b"hello", "text/plain")},
+        headers=admin,
+    )
+    assert r.status_code == 422
+
+
+def test_cluster_endpoints(client: TestClient, admin: dict, new_collection) -> None:  # type: ignore[no-untyped-def]
+    cid = new_collection()
+    r = client.post(
+        f"/v1/collections/{cid}/jobs", json={"path": "train", "labels": "none"}, headers=admin
+    )
+    job = _wait(client, cid, r.json()["id"], admin)
+    assert job["status"] == "done" and job["report"]["clusters"] >= 3, job
+    clusters = client.get(f"/v1/collections/{cid}/clusters", headers=admin).json()["items"]
+    first = clusters[0]
+    # every proposal of the train set holds one person (folder name = truth)
+    for c in clusters:
+        assert len({Path(f["path"]).parent.name for f in c["faces"]}) == 1, c
+    thumb = client.get(
+        f"/v1/collections/{cid}/gallery-faces/{first['faces'][0]['face_id']}/thumbnail",
+        headers=admin,
+    )
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    r = client.post(
+        f"/v1/collections/{cid}/clusters/{first['id']}/merge", json={"clusters": [clusters[1]["id"]]},
+        headers=admin,
+    )
+    assert r.status_code == 200 and r.json()["size"] == first["size"] + clusters[1]["size"]
+    r = client.post(
+        f"/v1/collections/{cid}/clusters/{first['id']}/name",
+        json={"external_id": "someone"}, headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    iid = r.json()["identity_id"]
+    ident = client.get(f"/v1/collections/{cid}/identities/{iid}", headers=admin).json()
+    assert ident["templates"] == first["size"] + clusters[1]["size"]
+    r = client.post(
+        f"/v1/collections/{cid}/clusters/{first['id']}/name",
+        json={"external_id": "again"}, headers=admin,
+    )
+    assert r.status_code == 409
+    r = client.post(f"/v1/collections/{cid}/clusters/999999/name", json={"external_id": "x"}, headers=admin)
+    assert r.status_code == 404
+    r = client.post(f"/v1/collections/{cid}/clusters/1/name", json={}, headers=admin)
+    assert r.status_code == 422
