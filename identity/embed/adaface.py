@@ -58,7 +58,7 @@ def build_ir(arch: str, embedding_size: int = 512) -> Any:
         def __init__(self, cin: int, depth: int, stride: int) -> None:
             super().__init__()
             if cin == depth:
-                self.shortcut_layer: nn.Module = nn.MaxPool2d(1, stride)
+                self.shortcut_layer: Any = nn.MaxPool2d(1, stride)
             else:
                 self.shortcut_layer = nn.Sequential(
                     nn.Conv2d(cin, depth, 1, stride, bias=False), nn.BatchNorm2d(depth)
@@ -81,7 +81,7 @@ def build_ir(arch: str, embedding_size: int = 512) -> Any:
             self.input_layer = nn.Sequential(
                 nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
             )
-            blocks: list[nn.Module] = []
+            blocks: list[Any] = []
             cin = 64
             for depth, units in zip((64, 128, 256, 512), stages):
                 for u in range(units):
