@@ -24,6 +24,7 @@ __all__ = [
     "Bodies",
     "BodyAnalyzer",
     "BodyEmbedder",
+    "DenseDescriptor",
     "PersonDetector",
     "crop_bodies",
     "load_body_embedder",
@@ -45,6 +46,15 @@ class BodyEmbedder(Protocol):
 
     def embed(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W, 3) uint8 BGR person crops -> (embeddings (N, D) L2-normalised, norms (N,))."""
+        ...
+
+
+class DenseDescriptor(Protocol):
+    name: str
+    input_size: tuple[int, int] | None
+
+    def dense(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Crops -> ((N, P, C) L2-normalised patch descriptors, (rows, cols) patch grid)."""
         ...
 
 
@@ -116,6 +126,17 @@ class BodyAnalyzer:
         return bodies.with_(
             crops=crops if keep_crops else None, embeddings=embeddings, embedding_norms=norms
         )
+
+    @staticmethod
+    def add_dense_descriptors(
+        images_bgr: Sequence[np.ndarray], bodies: Bodies, descriptor: DenseDescriptor
+    ) -> Bodies:
+        """Bodies with per-patch descriptors (e.g. ``DinoViTDescriptor``) for part matching."""
+        if not len(bodies):
+            return bodies
+        crops = crop_bodies(images_bgr, bodies, descriptor.input_size or (128, 256))
+        dense, grid = descriptor.dense(crops)
+        return bodies.with_(descriptors=dense, descriptor_grid=grid)
 
     def analyze_one(self, image_bgr: np.ndarray, box_xyxy: Sequence[float] | None = None) -> Bodies:
         """One person of one image: the given box, else the largest detected person."""

@@ -201,3 +201,24 @@ def test_missing_dino_weights_say_how_to_get_them(tmp_path: Path) -> None:
     settings = Settings(models_dir=tmp_path, data_dir=tmp_path / "data")
     with pytest.raises(ModelNotFound, match="identity models pull dino_vitb16"):
         resolve_model("dino_vitb16", settings)
+
+
+def test_dense_descriptors_fill_bodies_for_part_matching() -> None:
+    import cv2
+
+    from identity.body import Bodies, BodyAnalyzer
+
+    seq = Path(__file__).resolve().parents[3] / "shared" / "data" / "mot" / "MOT17-09-FRCNN"
+    image = cv2.imread(str(seq / "img1" / "000001.jpg"))
+    gt = np.loadtxt(seq / "gt" / "gt.txt", delimiter=",")
+    rows = gt[(gt[:, 0] == 1) & (gt[:, 7] == 1) & (gt[:, 8] >= 0.9)][:2]
+    boxes = np.hstack([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]])
+    desc = DinoViTDescriptor.random(get_manifest("dino_vits16"), seed=0)
+    bodies = BodyAnalyzer.add_dense_descriptors([image], Bodies.from_boxes(boxes), desc)
+    assert bodies.descriptors is not None and bodies.descriptors.shape == (2, 128, 384 * 17)
+    assert bodies.descriptor_grid == (16, 8)
+    assert bodies[1:].descriptors.shape == (1, 128, 384 * 17)  # slicing keeps them aligned
+    # A crop is its own best buddy everywhere; another person shares fewer parts.
+    self_score, _ = best_buddies(bodies.descriptors[0], bodies.descriptors[0])
+    other_score, _ = best_buddies(bodies.descriptors[0], bodies.descriptors[1])
+    assert self_score == 1.0 and other_score < 1.0
