@@ -124,7 +124,8 @@ def main() -> None:
                      1000 * np.percentile(lat_a, 50), 1000 * np.percentile(lat_a, 99),
                      len(lat_a) / (time.perf_counter() - t0)))
 
-    print(f"# {' '.join(['python', *sys.argv])}")
+    argv = ["***" if prev == "--key" else a for prev, a in zip(["", *sys.argv], sys.argv)]
+    print(f"# {' '.join(['python', *argv])}")
     print(f"# {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
           f"gallery {len(ids)} identities")
     print("| operation | requests | errors | p50 ms | p99 ms | req/s |")
