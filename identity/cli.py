@@ -275,3 +275,8 @@ def models_pull(
 from services.cli import register as _register_service_commands  # noqa: E402
 
 _register_service_commands(app)
+
+# video: identity watch SOURCE --gallery DIR | --collection C (identity/video/cli.py)
+from identity.video.cli import watch as _watch  # noqa: E402
+
+app.command("watch")(_watch)
