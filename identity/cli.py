@@ -280,3 +280,8 @@ _register_service_commands(app)
 from identity.video.cli import watch as _watch  # noqa: E402
 
 app.command("watch")(_watch)
+
+# gallery: identity index PATH --collection C (identity/gallery/cli.py)
+from identity.gallery.cli import register as _register_gallery_commands  # noqa: E402
+
+_register_gallery_commands(app)
