@@ -15,10 +15,13 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[mesh]'
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,mesh,torch]'
+	$(BIN)/pip install -q -e '.[dev,mesh,torch,ray]'
 	# face_recognition is the accuracy/speed peer; its own dependency is dlib from source, which
 	# dlib-bin already provides, hence --no-deps.
 	$(BIN)/pip install -q --no-deps face_recognition==1.3.0
+	# timm is only the reference for our ViT in tests; torchvision from the index does not import
+	# beside the pinned CPU torch, and timm's ViT code never uses it.
+	$(BIN)/pip install -q --no-deps timm==1.0.31
 	bash scripts/install-test-deps.sh
 
 serve: install

@@ -4,14 +4,10 @@ Postgres, real models) under uvicorn on a loopback port."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import uvicorn
@@ -63,30 +59,7 @@ def page(context: BrowserContext, page_errors: PageErrors) -> Iterator[Page]:
     assert unexpected == [], "\n".join(unexpected)
 
 
-# the real service ------------------------------------------------------------------------------
-# Postgres, settings, engine and models come from the service tests' fixtures (one embedded
-# Postgres per session, real weights from ../shared/models), loaded under a unique module name so
-# the two conftest files never shadow each other.
-def _service_fixtures() -> Any:
-    path = Path(__file__).resolve().parents[1] / "services" / "conftest.py"
-    # that conftest imports its sibling helper modules, as pytest's rootdir import allows there
-    if str(path.parent) not in sys.path:
-        sys.path.append(str(path.parent))
-    spec = importlib.util.spec_from_file_location("identity_service_test_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_svc = _service_fixtures()
-pg_url = _svc.pg_url
-settings = _svc.settings
-engine = _svc.engine
-analyzer = _svc.analyzer
-keys = _svc.keys
-
-
+# the real service: Postgres, settings, engine, models and keys come from tests/conftest.py
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

