@@ -204,9 +204,7 @@ class BodyStore:
         """
         if not images:
             raise InvalidInput("no images given")
-        with self.store.sessions() as s:
-            c = self.store._collection(s, collection)
-            self.store._identity(s, c, identity_id)
+        self.store.require_identity(collection, identity_id)
         accepted, rejected = [], []
         for filename, data in images:
             try:
@@ -225,10 +223,9 @@ class BodyStore:
         from models.registry import get_manifest
 
         try:
-            with self.store.sessions.begin() as s:
-                c = self.store._collection(s, collection)
-                self.store._lock_collection(s, c.id)
-                row = self.store._identity(s, c, identity_id)
+            with self.store.write(collection, actor) as w:
+                s, c = w.session, w.collection
+                row = w.identity(identity_id)
                 dup = s.execute(
                     select(BodyTemplate.id).where(
                         BodyTemplate.identity_id == row.id,
@@ -254,10 +251,7 @@ class BodyStore:
                 )
                 s.add(t)
                 s.flush()
-                self.store._audit(
-                    s, actor, "body.enroll", "accepted", collection=collection,
-                    identity_id=row.id, templates=[t.id],
-                )
+                w.audit("body.enroll", "accepted", identity_id=row.id, templates=[t.id])
                 return int(t.id)
         except IntegrityError as exc:
             raise DuplicateImage("this person in this image is already enrolled") from exc

@@ -42,15 +42,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from identity.errors import Conflict, InvalidInput, NotFound
 from identity.gallery.sources import GalleryItem, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
 from services.indexes import embedding_from_bytes, embedding_to_bytes
-from services.schema import Base, FaceTemplate, IdentityRow, IndexChange
-from services.store import IdentityStore
+from services.schema import Base, Collection, FaceTemplate, IdentityRow
+from services.store import IdentityStore, NewTemplate
 
 log = logging.getLogger(__name__)
 
@@ -292,24 +291,22 @@ class GalleryStore:
     ) -> str:
         if options.labels not in ("none", "folders", "csv"):
             raise InvalidInput("labels must be none, folders or csv", labels=options.labels)
-        with self.sessions.begin() as s:
-            c = IdentityStore._collection(s, collection)
+        with self.store.write(collection, actor, lock=False) as w:
             job = GalleryJob(
-                collection_id=c.id,
+                collection_id=w.collection_id,
                 source=source,
                 label_mode=options.labels,
                 params=options.to_dict(),
                 status="queued",
             )
-            s.add(job)
-            s.flush()
-            IdentityStore._audit(
-                s, actor, "gallery.job.create", "ok", collection=collection, job=str(job.id)
-            )
+            w.session.add(job)
+            w.session.flush()
+            w.audit("gallery.job.create", "ok", job=str(job.id))
             return str(job.id)
 
-    def _job_row(self, s: Session, collection: str, job_id: str) -> GalleryJob:
-        c = IdentityStore._collection(s, collection)
+    @staticmethod
+    def _job_row(s: Session, c: Collection, job_id: str) -> GalleryJob:
+        collection = c.name
         try:
             jid = uuid.UUID(str(job_id))
         except ValueError:
@@ -351,12 +348,11 @@ class GalleryStore:
         }
 
     def get_job(self, collection: str, job_id: str) -> dict[str, Any]:
-        with self.sessions() as s:
-            return self._job_dict(self._job_row(s, collection, job_id), collection)
+        with self.store.read(collection) as (s, c):
+            return self._job_dict(self._job_row(s, c, job_id), collection)
 
     def list_jobs(self, collection: str, limit: int = 50) -> list[dict[str, Any]]:
-        with self.sessions() as s:
-            c = IdentityStore._collection(s, collection)
+        with self.store.read(collection) as (s, c):
             rows = s.execute(
                 select(GalleryJob)
                 .where(GalleryJob.collection_id == c.id)
@@ -423,33 +419,6 @@ class GalleryStore:
             return set(done) | set(enrolled)
 
     # the batch write ------------------------------------------------------------------------
-    def _identity_ids(self, s: Session, collection_id: int, labels: set[str]) -> tuple[dict[str, uuid.UUID], int]:
-        """label -> identity id, creating missing identities; returns (map, how many created)."""
-        if not labels:
-            return {}, 0
-        table = IdentityRow.__table__
-        created = 0
-        for label in sorted(labels):
-            result = s.execute(
-                pg_insert(table)
-                .values(
-                    id=uuid.uuid4(),
-                    collection_id=collection_id,
-                    external_id=label,
-                    display_name=label,
-                    metadata={"source": "gallery"},
-                )
-                .on_conflict_do_nothing(constraint="uq_identities_collection_external")
-                .returning(table.c.id)
-            )
-            created += len(result.all())  # a row back only when this insert created it
-        rows = s.execute(
-            select(IdentityRow.external_id, IdentityRow.id).where(
-                IdentityRow.collection_id == collection_id, IdentityRow.external_id.in_(labels)
-            )
-        ).all()
-        return {ext: iid for ext, iid in rows}, created
-
     def write_batch(
         self,
         collection: str,
@@ -463,6 +432,7 @@ class GalleryStore:
 
         Images the store already has (a concurrent run, a resumed run) are skipped inside the
         transaction, under the collection lock, so two runs can never enroll the same image twice.
+        Labelled faces go through ``CollectionWrite.add_templates`` (thumbnails, index log).
         """
         store = self.store
         model, version = self.model_name, store.model_version
@@ -472,143 +442,108 @@ class GalleryStore:
                 report.add_unreadable(r.rel_path, r.error_code or "error", r.error_message or "")
         delta: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
-        thumbs_written: list[str] = []
-        cid = store.collection_id(collection)
-        # thumbnails are files (as the store keeps them); written first, removed on failure
-        pending_thumbs: dict[tuple[int, int], str | None] = {}
-        if labelled:
-            for k, r in enumerate(ok):
-                for f, face in enumerate(r.faces):
-                    if face.usable and face.thumbnail_jpeg and self.settings.store_thumbnails:
-                        name = f"{uuid.uuid4().hex}.jpg"
-                        path = self.settings.thumbnails_dir / str(cid) / name
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(face.thumbnail_jpeg)
-                        pending_thumbs[(k, f)] = name
-                        thumbs_written.append(name)
-        new_templates = 0
-        try:
-            with self.sessions.begin() as s:
-                c = IdentityStore._collection(s, collection)
-                IdentityStore._lock_collection(s, c.id)
-                shas = [r.sha256 for r in ok]
-                already = set(
-                    s.execute(
-                        select(GalleryImage.sha256).where(
-                            GalleryImage.collection_id == c.id,
-                            GalleryImage.model_name == model,
-                            GalleryImage.sha256.in_(shas),
-                        )
-                    ).scalars()
-                ) | set(
-                    s.execute(
-                        select(FaceTemplate.source_sha256).where(
-                            FaceTemplate.collection_id == c.id,
-                            FaceTemplate.model_name == model,
-                            FaceTemplate.source_sha256.in_(shas),
-                        )
-                    ).scalars()
-                )
-                labels = {r.label for r in ok if r.label and r.sha256 not in already}
-                ids, created = self._identity_ids(s, c.id, labels) if labelled else ({}, 0)
-                delta["identities_created"] += created
-                templates: list[FaceTemplate] = []
-                written_shas: set[str] = set()
-                for k, r in enumerate(ok):
-                    if r.sha256 in already or r.sha256 in written_shas:
-                        delta["skipped_known"] += 1
+        with store.write(collection, actor) as w:
+            s, cid = w.session, w.collection_id
+            shas = [r.sha256 for r in ok]
+            already = set(
+                s.execute(
+                    select(GalleryImage.sha256).where(
+                        GalleryImage.collection_id == cid,
+                        GalleryImage.model_name == model,
+                        GalleryImage.sha256.in_(shas),
+                    )
+                ).scalars()
+            ) | set(
+                s.execute(
+                    select(FaceTemplate.source_sha256).where(
+                        FaceTemplate.collection_id == cid,
+                        FaceTemplate.model_name == model,
+                        FaceTemplate.source_sha256.in_(shas),
+                    )
+                ).scalars()
+            )
+            labels = {r.label for r in ok if r.label and r.sha256 not in already}
+            ids, created = w.ensure_identities(labels, {"source": "gallery"}) if labelled else ({}, 0)
+            delta["identities_created"] += created
+            templates: list[NewTemplate] = []
+            written_shas: set[str] = set()
+            for r in ok:
+                if r.sha256 in already or r.sha256 in written_shas:
+                    delta["skipped_known"] += 1
+                    continue
+                assert r.sha256 is not None
+                written_shas.add(r.sha256)
+                delta["analysed"] += 1
+                delta["faces_found"] += len(r.faces)
+                if not r.faces:
+                    delta["images_without_faces"] += 1
+                n_enrolled = 0
+                for face in r.faces:
+                    if not face.usable:
+                        delta["rejected"] += 1
+                        reasons.update(face.rejections)
                         continue
-                    written_shas.add(r.sha256)  # type: ignore[arg-type]
-                    delta["analysed"] += 1
-                    delta["faces_found"] += len(r.faces)
-                    if not r.faces:
-                        delta["images_without_faces"] += 1
-                    n_enrolled = 0
-                    for f, face in enumerate(r.faces):
-                        if not face.usable:
-                            delta["rejected"] += 1
-                            reasons.update(face.rejections)
-                            continue
-                        common: dict[str, Any] = {
-                            "collection_id": c.id,
-                            "model_name": model,
-                            "model_version": version,
-                            "dim": int(face.embedding.shape[0]),
-                            "embedding": embedding_to_bytes(face.embedding),
-                            "quality": face.quality,
-                            "quality_reasons": face.quality_reasons,
-                            "det_score": face.det_score,
-                            "bbox": face.bbox,
-                            "landmarks": face.landmarks,
-                            "source_sha256": r.sha256,
-                        }
-                        if labelled:
-                            assert r.label is not None
-                            t = FaceTemplate(
-                                identity_id=ids[r.label],
-                                thumbnail=pending_thumbs.get((k, f)),
+                    common: dict[str, Any] = {
+                        "model_name": model,
+                        "model_version": version,
+                        "dim": int(face.embedding.shape[0]),
+                        "embedding": embedding_to_bytes(face.embedding),
+                        "quality": face.quality,
+                        "quality_reasons": face.quality_reasons,
+                        "det_score": face.det_score,
+                        "bbox": face.bbox,
+                        "landmarks": face.landmarks,
+                        "source_sha256": r.sha256,
+                    }
+                    if labelled:
+                        assert r.label is not None
+                        templates.append(
+                            NewTemplate(
+                                identity_id=ids[r.label], thumbnail_jpeg=face.thumbnail_jpeg, **common
+                            )
+                        )
+                    else:
+                        s.add(
+                            GalleryFace(
+                                collection_id=cid,
+                                rel_path=r.rel_path,
+                                thumbnail_jpeg=face.thumbnail_jpeg,
+                                job_id=None if job_id is None else uuid.UUID(job_id),
                                 **common,
                             )
-                            s.add(t)
-                            templates.append(t)
-                        else:
-                            s.add(
-                                GalleryFace(
-                                    rel_path=r.rel_path,
-                                    thumbnail_jpeg=face.thumbnail_jpeg,
-                                    job_id=None if job_id is None else uuid.UUID(job_id),
-                                    **common,
-                                )
-                            )
-                        n_enrolled += 1
-                    delta["enrolled"] += n_enrolled
-                    s.add(
-                        GalleryImage(
-                            collection_id=c.id,
-                            model_name=model,
-                            sha256=r.sha256,
-                            rel_path=r.rel_path[:4000],
-                            label=r.label,
-                            faces_found=len(r.faces),
-                            faces_enrolled=n_enrolled,
-                            job_id=None if job_id is None else uuid.UUID(job_id),
                         )
+                    n_enrolled += 1
+                delta["enrolled"] += n_enrolled
+                s.add(
+                    GalleryImage(
+                        collection_id=cid,
+                        model_name=model,
+                        sha256=r.sha256,
+                        rel_path=r.rel_path[:4000],
+                        label=r.label,
+                        faces_found=len(r.faces),
+                        faces_enrolled=n_enrolled,
+                        job_id=None if job_id is None else uuid.UUID(job_id),
                     )
-                s.flush()
-                for t in templates:
-                    s.add(IndexChange(collection_id=c.id, model_name=model, template_id=t.id, op="add"))
-                new_templates = len(templates)
-                if job_id is not None:
-                    # absolute values: one job is driven by exactly one process
-                    s.execute(
-                        update(GalleryJob)
-                        .where(GalleryJob.id == uuid.UUID(job_id))
-                        .values(
-                            seen=report.done + len(results),
-                            skipped_known=report.skipped_known + delta["skipped_known"],
-                            enrolled=report.enrolled + delta["enrolled"],
-                            rejected=report.rejected + delta["rejected"],
-                            unreadable=report.unreadable_count,
-                        )
+                )
+            w.add_templates(templates)  # flushes the whole batch
+            if job_id is not None:
+                # absolute values: one job is driven by exactly one process
+                s.execute(
+                    update(GalleryJob)
+                    .where(GalleryJob.id == uuid.UUID(job_id))
+                    .values(
+                        seen=report.done + len(results),
+                        skipped_known=report.skipped_known + delta["skipped_known"],
+                        enrolled=report.enrolled + delta["enrolled"],
+                        rejected=report.rejected + delta["rejected"],
+                        unreadable=report.unreadable_count,
                     )
-                IdentityStore._audit(
-                    s, actor, "gallery.batch", "ok", collection=collection,
-                    job=job_id, images=len(results), enrolled=delta["enrolled"],
-                    rejected=delta["rejected"],
                 )
-        except BaseException:
-            store._remove_thumbnails(cid, thumbs_written)
-            raise
-        # thumbnails of faces that were skipped inside the transaction are not referenced
-        used = {name for name in pending_thumbs.values() if name}
-        if delta["skipped_known"]:
-            with self.sessions() as s:
-                referenced = set(
-                    s.execute(
-                        select(FaceTemplate.thumbnail).where(FaceTemplate.thumbnail.in_(used))
-                    ).scalars()
-                )
-            store._remove_thumbnails(cid, [n for n in used if n not in referenced])
+            w.audit(
+                "gallery.batch", "ok", job=job_id, images=len(results),
+                enrolled=delta["enrolled"], rejected=delta["rejected"],
+            )
         report.done += len(results)
         report.skipped_known += delta["skipped_known"]
         report.analysed += delta["analysed"]
@@ -618,8 +553,6 @@ class GalleryStore:
         report.rejected += delta["rejected"]
         report.rejected_reasons.update(reasons)
         report.identities_created += delta["identities_created"]
-        if new_templates:
-            store.indexes.catch_up(cid, model)
 
     # clusters -----------------------------------------------------------------------------
     def cluster_threshold(self) -> float:
@@ -641,9 +574,8 @@ class GalleryStore:
         if method != "hdbscan" and threshold is None:
             threshold = self.cluster_threshold()
         model = self.model_name
-        with self.sessions.begin() as s:
-            c = IdentityStore._collection(s, collection)
-            IdentityStore._lock_collection(s, c.id)
+        with self.store.write(collection) as w:
+            s, c = w.session, w.collection
             rows = s.execute(
                 select(GalleryFace.id, GalleryFace.dim, GalleryFace.embedding)
                 .where(
@@ -693,8 +625,7 @@ class GalleryStore:
     ) -> dict[str, Any]:
         if not 1 <= limit <= 1000 or offset < 0:
             raise InvalidInput("limit must be 1-1000 and offset >= 0")
-        with self.sessions() as s:
-            c = IdentityStore._collection(s, collection)
+        with self.store.read(collection) as (s, c):
             where = [GalleryCluster.collection_id == c.id]
             if status:
                 where.append(GalleryCluster.status == status)
@@ -756,9 +687,8 @@ class GalleryStore:
         sources = [int(x) for x in sources if int(x) != int(target)]
         if not sources:
             raise InvalidInput("give at least one cluster to merge into the target")
-        with self.sessions.begin() as s:
-            c = IdentityStore._collection(s, collection)
-            IdentityStore._lock_collection(s, c.id)
+        with self.store.write(collection, actor) as w:
+            s, c = w.session, w.collection
             tgt = self._cluster(s, c.id, target)
             for src_id in sources:
                 src = self._cluster(s, c.id, src_id)
@@ -773,10 +703,7 @@ class GalleryStore:
             size = s.execute(
                 select(func.count()).where(GalleryFace.cluster_id == tgt.id)
             ).scalar_one()
-            IdentityStore._audit(
-                s, actor, "gallery.cluster.merge", "ok", collection=collection,
-                target=tgt.id, merged=sources,
-            )
+            w.audit("gallery.cluster.merge", "ok", target=tgt.id, merged=sources)
         return {"id": int(target), "size": int(size), "merged": sources}
 
     def name_cluster(
@@ -794,54 +721,41 @@ class GalleryStore:
             raise InvalidInput("give exactly one of external_id (new identity) or identity_id")
         if external_id is not None and not 1 <= len(external_id) <= 256:
             raise InvalidInput("external_id must be 1-256 characters")
-        store = self.store
-        cid = store.collection_id(collection)
-        written: list[str] = []
-        try:
-            with self.sessions.begin() as s:
-                c = IdentityStore._collection(s, collection)
-                IdentityStore._lock_collection(s, c.id)
-                cl = self._cluster(s, c.id, cluster_id)
-                if cl.status != "proposed":
-                    raise Conflict(f"cluster {cluster_id} is already named", cluster_id=cluster_id)
-                if identity_id is not None:
-                    ident = IdentityStore._identity(s, c, identity_id)
-                else:
-                    exists = s.execute(
-                        select(IdentityRow.id).where(
-                            IdentityRow.collection_id == c.id,
-                            IdentityRow.external_id == external_id,
-                        )
-                    ).first()
-                    if exists is not None:
-                        raise Conflict(
-                            f"external_id '{external_id}' already exists; pass its identity_id "
-                            "to add this cluster to it",
-                            identity_id=str(exists[0]),
-                        )
-                    ident = IdentityRow(
-                        collection_id=c.id,
-                        external_id=external_id,
-                        display_name=display_name or external_id or "",
-                        metadata_={"source": "gallery_cluster"},
+        with self.store.write(collection, actor) as w:
+            s, c = w.session, w.collection
+            cl = self._cluster(s, c.id, cluster_id)
+            if cl.status != "proposed":
+                raise Conflict(f"cluster {cluster_id} is already named", cluster_id=cluster_id)
+            if identity_id is not None:
+                ident = w.identity(identity_id)
+            else:
+                exists = s.execute(
+                    select(IdentityRow.id).where(
+                        IdentityRow.collection_id == c.id,
+                        IdentityRow.external_id == external_id,
                     )
-                    s.add(ident)
-                    s.flush()
-                faces = s.execute(
-                    select(GalleryFace).where(GalleryFace.cluster_id == cl.id)
-                ).scalars().all()
-                pairs = []
-                for f in faces:
-                    thumb = None
-                    if f.thumbnail_jpeg and self.settings.store_thumbnails:
-                        thumb = f"{uuid.uuid4().hex}.jpg"
-                        path = self.settings.thumbnails_dir / str(c.id) / thumb
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(f.thumbnail_jpeg)
-                        written.append(thumb)
-                    t = FaceTemplate(
+                ).first()
+                if exists is not None:
+                    raise Conflict(
+                        f"external_id '{external_id}' already exists; pass its identity_id "
+                        "to add this cluster to it",
+                        identity_id=str(exists[0]),
+                    )
+                ident = IdentityRow(
+                    collection_id=c.id,
+                    external_id=external_id,
+                    display_name=display_name or external_id or "",
+                    metadata_={"source": "gallery_cluster"},
+                )
+                s.add(ident)
+                s.flush()
+            faces = s.execute(
+                select(GalleryFace).where(GalleryFace.cluster_id == cl.id)
+            ).scalars().all()
+            templates = w.add_templates(
+                [
+                    NewTemplate(
                         identity_id=ident.id,
-                        collection_id=c.id,
                         model_name=f.model_name,
                         model_version=f.model_version,
                         dim=f.dim,
@@ -852,32 +766,24 @@ class GalleryStore:
                         bbox=f.bbox,
                         landmarks=f.landmarks,
                         source_sha256=f.source_sha256,
-                        thumbnail=thumb,
+                        thumbnail_jpeg=f.thumbnail_jpeg,
                     )
-                    s.add(t)
-                    pairs.append((f, t))
-                s.flush()
-                for f, t in pairs:
-                    f.template_id = t.id
-                    s.add(IndexChange(collection_id=c.id, model_name=t.model_name, template_id=t.id, op="add"))
-                cl.status = "named"
-                cl.identity_id = ident.id
-                iid = ident.id
-                IdentityStore._audit(
-                    s, actor, "gallery.cluster.name", "ok", collection=collection,
-                    identity_id=iid, cluster=cl.id, templates=len(pairs),
-                )
-                models = {t.model_name for _, t in pairs}
-        except BaseException:
-            store._remove_thumbnails(cid, written)
-            raise
-        for m in models:
-            store.indexes.catch_up(cid, m)
-        return {"cluster_id": int(cluster_id), "identity_id": str(iid), "templates": len(pairs)}
+                    for f in faces
+                ]
+            )
+            for f, t in zip(faces, templates, strict=True):
+                f.template_id = t.id
+            cl.status = "named"
+            cl.identity_id = ident.id
+            iid = ident.id
+            w.audit(
+                "gallery.cluster.name", "ok", identity_id=iid, cluster=cl.id,
+                templates=len(templates),
+            )
+        return {"cluster_id": int(cluster_id), "identity_id": str(iid), "templates": len(templates)}
 
     def face_thumbnail(self, collection: str, face_id: int) -> bytes:
-        with self.sessions() as s:
-            c = IdentityStore._collection(s, collection)
+        with self.store.read(collection) as (s, c):
             f = s.get(GalleryFace, int(face_id))
             if f is None or f.collection_id != c.id or not f.thumbnail_jpeg:
                 raise NotFound(f"no thumbnail for gallery face {face_id}")

@@ -17,18 +17,25 @@ Identities (addressed by UUID ``identity_id`` within a collection):
 - ``get_identity(collection, identity_id)``: with its templates (no embeddings).
 - ``erase_identity(collection, identity_id)``: templates, thumbnails and index entries in one
   operation; the audit log keeps that it happened (never what was erased).
+- ``remove_face(collection, identity_id, template_id)``: one template, the same way.
 
 Faces:
 - ``enroll_images(collection, identity_id, images, face_index=None, bbox=None)``: analyse each
   ``(filename, bytes)`` and enroll it or reject it with reasons (no face, several faces with none
   chosen, quality gate, duplicate image); returns ``{"accepted": [...], "rejected": [...]}``.
-- ``enroll_faces(collection, identity_id, faces, source_sha256, image_bgr=None)``: enroll
-  already-analysed faces (``Faces`` with embeddings), e.g. from the batch indexer; returns the
-  new template ids. No quality gate: the caller decided.
+- ``enroll_faces(collection, identity_id, faces, source_sha256)``: enroll already-analysed
+  faces (``Faces`` with embeddings); returns the new template ids. No quality gate: the caller
+  decided.
 - ``verify(collection, probe, identity_id=None, other=None, far=None, threshold=None)``: probe
   bytes against every template of an identity (max similarity), or against a second image.
 - ``identify(collection, probe, top_k=5, far=None, threshold=None, all_faces=False)`` and
   ``identify_faces(collection, faces, ...)`` for already-analysed probes.
+
+Other modules' transactions (the gallery indexer, body templates): ``write(collection)`` is one
+locked transaction yielding a ``CollectionWrite`` (``identity``, ``ensure_identities``,
+``add_templates`` for many identities at once, ``template_removed``, ``audit``); the store
+handles thumbnails and index catch-up around it. ``read(collection)`` yields a session and the
+collection row; ``require_identity`` fails fast on an unknown identity.
 
 Decisions use ``identity.calibration.threshold_for(model, far)`` unless a threshold is given.
 Every method takes ``actor`` (the API key id, or None for the CLI) for the audit log.
@@ -41,11 +48,14 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, delete, func, or_, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -111,6 +121,154 @@ def face_summary(faces: Faces, i: int) -> dict[str, Any]:
         "quality": None if faces.quality is None else round(float(faces.quality[i]), 4),
         "quality_reasons": list(faces.quality_reasons[i]) if faces.quality_reasons else [],
     }
+
+
+@dataclass(frozen=True)
+class NewTemplate:
+    """One analysed face to store as a template of ``identity_id`` (``CollectionWrite.add_templates``).
+
+    ``embedding`` is already ``embedding_to_bytes``; ``thumbnail_jpeg`` becomes a file under
+    ``thumbnails_dir`` when the settings keep thumbnails.
+    """
+
+    identity_id: uuid.UUID
+    model_name: str
+    model_version: str
+    dim: int
+    embedding: bytes
+    quality: float | None
+    quality_reasons: list[str]
+    det_score: float | None
+    bbox: list[float]
+    landmarks: list[list[float]]
+    source_sha256: str
+    thumbnail_jpeg: bytes | None = None
+
+
+class CollectionWrite:
+    """One write transaction on one collection, made by ``IdentityStore.write``.
+
+    It holds the collection's advisory lock until commit. Templates added here get their
+    ``index_changes`` 'add' rows and thumbnail files; templates removed here their 'remove'
+    rows. After the commit the store deletes the removed templates' thumbnails and brings the
+    FAISS index of every touched model up to date; if the transaction fails, the thumbnail files
+    it wrote are deleted instead, so a failed write leaves no files behind.
+    """
+
+    def __init__(
+        self, store: IdentityStore, session: Session, collection: Collection, actor: int | None
+    ) -> None:
+        self.store = store
+        self.session = session
+        self.collection = collection
+        self.collection_id = collection.id
+        self.actor = actor
+        self.models: set[str] = set()  # models whose index must catch up after the commit
+        self.written_thumbnails: list[str] = []
+        self.dropped_thumbnails: list[str] = []
+
+    def identity(self, identity_id: uuid.UUID | str) -> IdentityRow:
+        """The identity in this collection, or NotFound."""
+        return IdentityStore._identity(self.session, self.collection, identity_id)
+
+    def audit(
+        self, action: str, outcome: str, identity_id: uuid.UUID | None = None, **details: Any
+    ) -> None:
+        IdentityStore._audit(
+            self.session, self.actor, action, outcome,
+            collection=self.collection.name, identity_id=identity_id, **details,
+        )
+
+    def ensure_identities(
+        self, external_ids: set[str], metadata: dict[str, Any]
+    ) -> tuple[dict[str, uuid.UUID], int]:
+        """external_id -> identity id, creating the missing ones (display name = external id).
+
+        Returns (map, how many were created). Safe against a concurrent creator: the insert
+        does nothing on the (collection, external_id) unique constraint.
+        """
+        if not external_ids:
+            return {}, 0
+        table = IdentityRow.__table__
+        created = 0
+        for ext in sorted(external_ids):
+            result = self.session.execute(
+                pg_insert(table)
+                .values(
+                    id=uuid.uuid4(),
+                    collection_id=self.collection_id,
+                    external_id=ext,
+                    display_name=ext,
+                    metadata=metadata,
+                )
+                .on_conflict_do_nothing(constraint="uq_identities_collection_external")
+                .returning(table.c.id)
+            )
+            created += len(result.all())  # a row back only when this insert created it
+        rows = self.session.execute(
+            select(IdentityRow.external_id, IdentityRow.id).where(
+                IdentityRow.collection_id == self.collection_id,
+                IdentityRow.external_id.in_(external_ids),
+            )
+        ).all()
+        return {ext: iid for ext, iid in rows}, created
+
+    def add_templates(self, records: Sequence[NewTemplate]) -> list[FaceTemplate]:
+        """Insert many templates (any identities of this collection) and log them for the index.
+
+        Flushes, so the returned rows have their ids.
+        """
+        rows = []
+        for r in records:
+            t = FaceTemplate(
+                identity_id=r.identity_id,
+                collection_id=self.collection_id,
+                model_name=r.model_name,
+                model_version=r.model_version,
+                dim=r.dim,
+                embedding=r.embedding,
+                quality=r.quality,
+                quality_reasons=r.quality_reasons,
+                det_score=r.det_score,
+                bbox=r.bbox,
+                landmarks=r.landmarks,
+                source_sha256=r.source_sha256,
+                thumbnail=self._save_thumbnail(r.thumbnail_jpeg),
+            )
+            self.session.add(t)
+            rows.append(t)
+        self.session.flush()
+        for t in rows:
+            self.session.add(
+                IndexChange(
+                    collection_id=self.collection_id, model_name=t.model_name, template_id=t.id, op="add"
+                )
+            )
+            self.models.add(t.model_name)
+        return rows
+
+    def template_removed(self, template_id: int, model_name: str, thumbnail: str | None) -> None:
+        """Log that a template goes away in this transaction (the caller deletes the row, or a
+        cascade does): its index entry is removed and its thumbnail deleted after the commit."""
+        self.session.add(
+            IndexChange(
+                collection_id=self.collection_id, model_name=model_name, template_id=template_id, op="remove"
+            )
+        )
+        self.models.add(model_name)
+        if thumbnail:
+            self.dropped_thumbnails.append(thumbnail)
+
+    def _save_thumbnail(self, jpeg: bytes | None) -> str | None:
+        if not jpeg or not self.store.settings.store_thumbnails:
+            return None
+        name = f"{uuid.uuid4().hex}.jpg"
+        path = self.store._thumb_path(self.collection_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # recorded before the write, so a half-written file is deleted too if anything fails
+        self.written_thumbnails.append(name)
+        path.write_bytes(jpeg)
+        return name
 
 
 class IdentityStore:
@@ -207,6 +365,42 @@ class IdentityStore:
     def collection_id(self, name: str) -> int:
         with self.sessions() as s:
             return self._collection(s, name).id
+
+    def require_identity(self, collection: str, identity_id: uuid.UUID | str) -> uuid.UUID:
+        """The identity's id; NotFound for an unknown collection or identity (fail fast)."""
+        with self.sessions() as s:
+            return self._identity(s, self._collection(s, collection), identity_id).id
+
+    @contextmanager
+    def read(self, collection: str) -> Iterator[tuple[Session, Collection]]:
+        """A session and the collection's row (NotFound if unknown), for read-only queries."""
+        with self.sessions() as s:
+            yield s, self._collection(s, collection)
+
+    @contextmanager
+    def write(
+        self, collection: str, actor: int | None = None, lock: bool = True
+    ) -> Iterator[CollectionWrite]:
+        """One transaction on a collection (see ``CollectionWrite``); commits when the block ends.
+
+        ``lock`` takes the collection's advisory lock, which every write that logs index changes
+        needs: held until commit, it makes change-log order equal commit order.
+        """
+        w: CollectionWrite | None = None
+        try:
+            with self.sessions.begin() as s:
+                c = self._collection(s, collection)
+                if lock:
+                    self._lock_collection(s, c.id)
+                w = CollectionWrite(self, s, c, actor)
+                yield w
+        except BaseException:
+            if w is not None:
+                self._remove_thumbnails(w.collection_id, w.written_thumbnails)
+            raise
+        self._remove_thumbnails(w.collection_id, w.dropped_thumbnails)
+        for model in sorted(w.models):
+            self.indexes.catch_up(w.collection_id, model)
 
     @staticmethod
     def _collection_dict(c: Collection, identities: int = 0, templates: int = 0) -> dict[str, Any]:
@@ -394,28 +588,39 @@ class IdentityStore:
     def erase_identity(
         self, collection: str, identity_id: uuid.UUID | str, actor: int | None = None
     ) -> dict[str, Any]:
-        with self.sessions.begin() as s:
-            c = self._collection(s, collection)
-            self._lock_collection(s, c.id)
-            row = self._identity(s, c, identity_id)
-            templates = s.execute(
+        with self.write(collection, actor) as w:
+            row = w.identity(identity_id)
+            templates = w.session.execute(
                 select(FaceTemplate.id, FaceTemplate.model_name, FaceTemplate.thumbnail).where(
                     FaceTemplate.identity_id == row.id
                 )
             ).all()
-            for tid, model, _ in templates:
-                s.add(IndexChange(collection_id=c.id, model_name=model, template_id=tid, op="remove"))
+            for tid, model, thumb in templates:
+                w.template_removed(tid, model, thumb)
             iid = row.id
-            s.delete(row)  # templates cascade
-            self._audit(
-                s, actor, "identity.erase", "ok", collection=collection, identity_id=iid,
-                templates=len(templates),
-            )
-            cid = c.id
-        self._remove_thumbnails(cid, [t[2] for t in templates if t[2]])
-        for model in {t[1] for t in templates}:
-            self.indexes.catch_up(cid, model)
+            w.session.delete(row)  # templates cascade
+            w.audit("identity.erase", "ok", identity_id=iid, templates=len(templates))
         return {"erased": str(iid), "templates": len(templates)}
+
+    def remove_face(
+        self,
+        collection: str,
+        identity_id: uuid.UUID | str,
+        template_id: int,
+        actor: int | None = None,
+    ) -> dict[str, Any]:
+        """Delete one template of an identity: row, thumbnail and index entry, like an erase."""
+        with self.write(collection, actor) as w:
+            row = w.identity(identity_id)
+            t = w.session.get(FaceTemplate, template_id)
+            if t is None or t.identity_id != row.id:
+                raise NotFound(
+                    f"face {template_id} not found on identity '{row.id}'", template_id=template_id
+                )
+            w.template_removed(t.id, t.model_name, t.thumbnail)
+            w.session.delete(t)
+            w.audit("face.remove", "ok", identity_id=row.id, template_id=template_id)
+        return {"removed": template_id}
 
     # enrollment -----------------------------------------------------------------------------
     def _thumb_path(self, collection_id: int, name: str) -> Any:
@@ -434,19 +639,13 @@ class IdentityStore:
                 raise NotFound(f"no thumbnail for template {template_id}")
             return self._thumb_path(c.id, t.thumbnail)
 
-    def _write_thumbnail(self, collection_id: int, faces: Faces, i: int) -> str | None:
+    def _thumbnail_jpeg(self, faces: Faces, i: int) -> bytes | None:
         if not self.settings.store_thumbnails or faces.crops is None:
             return None
         import cv2
 
         ok, buf = cv2.imencode(".jpg", faces.crops[i], [cv2.IMWRITE_JPEG_QUALITY, 85])
-        if not ok:
-            return None
-        name = f"{uuid.uuid4().hex}.jpg"
-        path = self._thumb_path(collection_id, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(buf.tobytes())
-        return name
+        return buf.tobytes() if ok else None
 
     def enroll_faces(
         self,
@@ -462,15 +661,11 @@ class IdentityStore:
         """
         if faces.embeddings is None or not len(faces):
             raise InvalidInput("enroll_faces needs faces with embeddings")
-        with self.sessions() as s:
-            cid = self._collection(s, collection).id
-        thumbs = [self._write_thumbnail(cid, faces, i) for i in range(len(faces))]
+        thumbs = [self._thumbnail_jpeg(faces, i) for i in range(len(faces))]
         try:
-            with self.sessions.begin() as s:
-                c = self._collection(s, collection)
-                self._lock_collection(s, c.id)
-                row = self._identity(s, c, identity_id)
-                dup = s.execute(
+            with self.write(collection, actor) as w:
+                row = w.identity(identity_id)
+                dup = w.session.execute(
                     select(FaceTemplate.id).where(
                         FaceTemplate.identity_id == row.id,
                         FaceTemplate.model_name == self.model_name,
@@ -481,41 +676,33 @@ class IdentityStore:
                     raise DuplicateImage(
                         "this image is already enrolled for this identity", template_id=dup[0]
                     )
-                new = []
-                for i in range(len(faces)):
-                    t = FaceTemplate(
-                        identity_id=row.id,
-                        collection_id=c.id,
-                        model_name=self.model_name,
-                        model_version=self.model_version,
-                        dim=int(faces.embeddings.shape[1]),
-                        embedding=embedding_to_bytes(faces.embeddings[i]),
-                        quality=None if faces.quality is None else float(faces.quality[i]),
-                        quality_reasons=list(faces.quality_reasons[i]) if faces.quality_reasons else [],
-                        det_score=float(faces.scores[i]),
-                        bbox=_round(faces.boxes[i]),
-                        landmarks=[_round(p) for p in faces.landmarks[i]],
-                        source_sha256=source_sha256,
-                        thumbnail=thumbs[i],
-                    )
-                    s.add(t)
-                    new.append(t)
-                s.flush()
-                for t in new:
-                    s.add(IndexChange(collection_id=c.id, model_name=t.model_name, template_id=t.id, op="add"))
-                self._audit(
-                    s, actor, "face.enroll", "accepted", collection=collection, identity_id=row.id,
+                new = w.add_templates(
+                    [
+                        NewTemplate(
+                            identity_id=row.id,
+                            model_name=self.model_name,
+                            model_version=self.model_version,
+                            dim=int(faces.embeddings.shape[1]),
+                            embedding=embedding_to_bytes(faces.embeddings[i]),
+                            quality=None if faces.quality is None else float(faces.quality[i]),
+                            quality_reasons=list(faces.quality_reasons[i]) if faces.quality_reasons else [],
+                            det_score=float(faces.scores[i]),
+                            bbox=_round(faces.boxes[i]),
+                            landmarks=[_round(p) for p in faces.landmarks[i]],
+                            source_sha256=source_sha256,
+                            thumbnail_jpeg=thumbs[i],
+                        )
+                        for i in range(len(faces))
+                    ]
+                )
+                w.audit(
+                    "face.enroll", "accepted", identity_id=row.id,
                     templates=[t.id for t in new],
                     quality=[t.quality for t in new],
                 )
-                ids = [t.id for t in new]
-        except BaseException as exc:
-            self._remove_thumbnails(cid, [t for t in thumbs if t])
-            if isinstance(exc, IntegrityError):
-                raise DuplicateImage("this image is already enrolled for this identity")
-            raise
-        self.indexes.catch_up(cid, self.model_name)
-        return ids
+        except IntegrityError:
+            raise DuplicateImage("this image is already enrolled for this identity")
+        return [t.id for t in new]
 
     def _choose_face(
         self, faces: Faces, face_index: int | None, bbox: Sequence[float] | None
@@ -567,8 +754,7 @@ class IdentityStore:
             raise InvalidInput("no images given")
         if bbox is not None and (len(bbox) != 4 or bbox[2] <= bbox[0] or bbox[3] <= bbox[1]):
             raise InvalidInput("bbox must be x1,y1,x2,y2 with x2 > x1 and y2 > y1", bbox=list(bbox))
-        with self.sessions() as s:  # fail fast on an unknown collection or identity
-            self._identity(s, self._collection(s, collection), identity_id)
+        self.require_identity(collection, identity_id)  # fail fast on an unknown one
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         seen: set[str] = set()

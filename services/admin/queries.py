@@ -1,10 +1,8 @@
-"""Read models and one write the dashboard needs that the public store API does not offer.
+"""Read models the dashboard needs that the public store API does not offer.
 
 Kept beside the dashboard (not in ``services/store.py``) because only the dashboard asks for
-them: a filtered, paged audit log, one thumbnail per identity for list pages, removing a single
-face, and re-checking a signed-in key. Data access goes through the service's SQLAlchemy models
-and the store's own transaction helpers, so the index change log stays the one way the FAISS
-index learns about a removal.
+them: a filtered, paged audit log, one thumbnail per identity for list pages, and re-checking a
+signed-in key. Writes (removing a single face) are ``IdentityStore`` methods.
 """
 
 from __future__ import annotations
@@ -17,8 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from identity.errors import NotFound
-from services.schema import ApiKey, AuditEvent, FaceTemplate, IndexChange
+from services.schema import ApiKey, AuditEvent, FaceTemplate
 from services.store import IdentityStore
 
 AUDIT_PAGE = 50
@@ -60,36 +57,6 @@ def first_template_ids(store: IdentityStore, identity_ids: Sequence[str]) -> dic
             .group_by(FaceTemplate.identity_id)
         ).all()
     return {str(iid): int(tid) for iid, tid in rows}
-
-
-def remove_face(
-    store: IdentityStore,
-    collection: str,
-    identity_id: str,
-    template_id: int,
-    actor: int | None = None,
-) -> dict[str, Any]:
-    """Delete one template of an identity: row, thumbnail and index entry, like an erase."""
-    with store.sessions.begin() as s:
-        c = store._collection(s, collection)
-        store._lock_collection(s, c.id)
-        row = store._identity(s, c, identity_id)
-        t = s.get(FaceTemplate, template_id)
-        if t is None or t.identity_id != row.id:
-            raise NotFound(
-                f"face {template_id} not found on identity '{row.id}'", template_id=template_id
-            )
-        thumb, model, cid = t.thumbnail, t.model_name, c.id
-        s.add(IndexChange(collection_id=c.id, model_name=model, template_id=t.id, op="remove"))
-        s.delete(t)
-        store._audit(
-            s, actor, "face.remove", "ok", collection=collection, identity_id=row.id,
-            template_id=template_id,
-        )
-    if thumb:
-        store._remove_thumbnails(cid, [thumb])
-    store.indexes.catch_up(cid, model)
-    return {"removed": template_id}
 
 
 def audit_page(

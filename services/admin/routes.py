@@ -477,7 +477,7 @@ async def upload_faces(
 def remove_face(request: Request, cid: str, iid: str, tid: int, admin: CheckedAdminDep) -> Response:
     try:
         _collection_or_404(request, admin, cid)
-        queries.remove_face(_store(request), cid, iid, tid, actor=admin.actor)
+        _store(request).remove_face(cid, iid, tid, actor=admin.actor)
     except IdentityError as exc:
         return _identity_page(
             request, cid, iid, admin, flash={"kind": "error", "message": exc.message},
