@@ -8,17 +8,20 @@ either None or has exactly ``len(faces)`` rows, so slicing keeps everything cons
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
-# Per-face Python lists (not arrays) that slice together with the arrays.
-_LIST_FIELDS = ("quality_reasons", "quality_details")
+from identity.rows import Rows
 
 
 @dataclass
-class Faces:
+class Faces(Rows):
+    # Per-face Python lists (not arrays) that slice together with the arrays.
+    _list_fields: ClassVar[tuple[str, ...]] = ("quality_reasons", "quality_details")
+    _row_noun: ClassVar[str] = "faces"
+
     boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2 in source-image pixels
     landmarks: np.ndarray  # (N, 5, 2) float32: left eye, right eye, nose, left mouth, right mouth
     scores: np.ndarray  # (N,) float32 detector confidence in [0, 1]
@@ -51,86 +54,11 @@ class Faces:
             image_index=np.zeros((0,), np.int32),
         )
 
-    @classmethod
-    def concatenate(cls, parts: Sequence[Faces]) -> Faces:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            values = [getattr(p, f.name) for p in parts]
-            if f.name == "extra":
-                keys = set.intersection(*(set(v) for v in values))
-                kwargs["extra"] = {k: np.concatenate([v[k] for v in values]) for k in keys}
-            elif any(v is None for v in values):
-                kwargs[f.name] = None
-            elif f.name in _LIST_FIELDS:
-                kwargs[f.name] = [item for v in values for item in v]
-            else:
-                kwargs[f.name] = np.concatenate(values)
-        return cls(**kwargs)
-
-    # access ---------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def __getitem__(self, index: int | slice | np.ndarray | Sequence[int]) -> Faces:
-        """Rows by int, slice, integer array or boolean mask; always returns ``Faces``."""
-        if isinstance(index, (int, np.integer)):
-            idx = np.array([int(index)])
-        elif isinstance(index, slice):
-            idx = np.arange(len(self))[index]
-        else:
-            idx = np.asarray(index)
-            if idx.dtype == bool:
-                if len(idx) != len(self):
-                    raise IndexError(f"mask of length {len(idx)} for {len(self)} faces")
-                idx = np.flatnonzero(idx)
-        idx = idx.astype(np.int64)
-        kwargs: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "extra":
-                kwargs["extra"] = {k: v[idx] for k, v in value.items()}
-            elif value is None:
-                kwargs[f.name] = None
-            elif f.name in _LIST_FIELDS:
-                kwargs[f.name] = [value[i] for i in idx]
-            else:
-                kwargs[f.name] = value[idx]
-        return Faces(**kwargs)
-
-    def with_(self, **changes: Any) -> Faces:
-        """A copy with some fields replaced (stages add their outputs this way)."""
-        return replace(self, **changes)
-
-    def for_image(self, i: int) -> Faces:
-        return self[self.image_index == i]
-
-    def split_by_image(self, n_images: int) -> list[Faces]:
-        return [self.for_image(i) for i in range(n_images)]
-
-    @property
-    def areas(self) -> np.ndarray:
-        w = np.clip(self.boxes[:, 2] - self.boxes[:, 0], 0, None)
-        h = np.clip(self.boxes[:, 3] - self.boxes[:, 1], 0, None)
-        return w * h
-
+    # access (slicing, concatenate, with_, for_image, largest, ...: ``Rows``) -----------------
     @property
     def inter_ocular(self) -> np.ndarray:
         """Distance between the eye landmarks, in source pixels."""
         return np.linalg.norm(self.landmarks[:, 1] - self.landmarks[:, 0], axis=1)
-
-    def largest(self) -> Faces:
-        """The largest face of each image (one row per image that has faces)."""
-        keep = []
-        for i in np.unique(self.image_index):
-            rows = np.flatnonzero(self.image_index == i)
-            keep.append(rows[np.argmax(self.areas[rows])])
-        return self[np.array(keep, dtype=np.int64)]
-
-    def sorted_by_area(self) -> Faces:
-        return self[np.argsort(-self.areas, kind="stable")]
 
     def to_dicts(self, with_embeddings: bool = False) -> list[dict[str, Any]]:
         """JSON-ready rows for the CLI and the HTTP layer."""

@@ -9,14 +9,20 @@ slicing keeps everything consistent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
+from identity.rows import Rows
+
 
 @dataclass
-class Bodies:
+class Bodies(Rows):
+    # One grid for every row: kept by slicing, dropped (with descriptors) when parts disagree.
+    _shared_fields: ClassVar[tuple[str, ...]] = ("descriptor_grid",)
+    _row_noun: ClassVar[str] = "bodies"
+
     boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2 in source-image pixels
     scores: np.ndarray  # (N,) float32 detector confidence in [0, 1]; 1.0 for given boxes
     image_index: np.ndarray  # (N,) int32: which image of the batch each person came from
@@ -65,77 +71,12 @@ class Bodies:
 
     @classmethod
     def concatenate(cls, parts: Sequence[Bodies]) -> Bodies:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            values = [getattr(p, f.name) for p in parts]
-            if f.name == "extra":
-                keys = set.intersection(*(set(v) for v in values))
-                kwargs["extra"] = {k: np.concatenate([v[k] for v in values]) for k in keys}
-            elif f.name == "descriptor_grid":
-                kwargs[f.name] = values[0] if len(set(values)) == 1 else None
-            elif any(v is None for v in values):
-                kwargs[f.name] = None
-            else:
-                kwargs[f.name] = np.concatenate(values)
-        if kwargs["descriptor_grid"] is None:
-            kwargs["descriptors"] = None  # patches of different grids cannot share one array
-        return cls(**kwargs)
+        if len({p.descriptor_grid for p in parts if len(p)}) > 1:
+            # patches of different grids cannot share one array: drop them before stacking
+            parts = [p.with_(descriptors=None, descriptor_grid=None) for p in parts]
+        return super().concatenate(parts)
 
-    # access ---------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def __getitem__(self, index: int | slice | np.ndarray | Sequence[int]) -> Bodies:
-        """Rows by int, slice, integer array or boolean mask; always returns ``Bodies``."""
-        if isinstance(index, (int, np.integer)):
-            idx = np.array([int(index)])
-        elif isinstance(index, slice):
-            idx = np.arange(len(self))[index]
-        else:
-            idx = np.asarray(index)
-            if idx.dtype == bool:
-                if len(idx) != len(self):
-                    raise IndexError(f"mask of length {len(idx)} for {len(self)} bodies")
-                idx = np.flatnonzero(idx)
-        idx = idx.astype(np.int64)
-        kwargs: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "extra":
-                kwargs["extra"] = {k: v[idx] for k, v in value.items()}
-            elif value is None or f.name == "descriptor_grid":
-                kwargs[f.name] = value
-            else:
-                kwargs[f.name] = value[idx]
-        return Bodies(**kwargs)
-
-    def with_(self, **changes: Any) -> Bodies:
-        """A copy with some fields replaced (stages add their outputs this way)."""
-        return replace(self, **changes)
-
-    def for_image(self, i: int) -> Bodies:
-        return self[self.image_index == i]
-
-    def split_by_image(self, n_images: int) -> list[Bodies]:
-        return [self.for_image(i) for i in range(n_images)]
-
-    @property
-    def areas(self) -> np.ndarray:
-        w = np.clip(self.boxes[:, 2] - self.boxes[:, 0], 0, None)
-        h = np.clip(self.boxes[:, 3] - self.boxes[:, 1], 0, None)
-        return w * h
-
-    def largest(self) -> Bodies:
-        """The largest person of each image (one row per image that has people)."""
-        keep = []
-        for i in np.unique(self.image_index):
-            rows = np.flatnonzero(self.image_index == i)
-            keep.append(rows[np.argmax(self.areas[rows])])
-        return self[np.array(keep, dtype=np.int64)]
-
+    # access (slicing, concatenate, with_, for_image, largest, ...: ``Rows``) -----------------
     def to_dicts(self, with_embeddings: bool = False) -> list[dict[str, Any]]:
         """JSON-ready rows for the CLI and the HTTP layer."""
         out = []

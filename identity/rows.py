@@ -1,0 +1,112 @@
+"""``Rows``: what ``Faces`` and ``Bodies`` share as dataclasses of per-row arrays.
+
+Each subclass is a ``@dataclass`` whose fields are either per-row (an array or list with one
+entry per detection, or None when a stage has not run) or listed in ``_shared_fields`` (one value
+for every row, such as a descriptor grid). ``boxes`` (N, 4) xyxy and ``image_index`` (N,) are
+always there. Slicing, concatenation and per-image selection are written once here so the two
+result types cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+
+class Rows:
+    """Mixin for a dataclass of per-row arrays (see module docstring)."""
+
+    # Per-row Python lists (not arrays) that slice together with the arrays.
+    _list_fields: ClassVar[tuple[str, ...]] = ()
+    # Not per row: kept as they are when slicing; kept when concatenating only if all parts agree.
+    _shared_fields: ClassVar[tuple[str, ...]] = ()
+    # What a row is, for error messages ("faces", "bodies").
+    _row_noun: ClassVar[str] = "rows"
+
+    boxes: np.ndarray
+    image_index: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Self]) -> Self:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            values = [getattr(p, f.name) for p in parts]
+            if f.name == "extra":
+                keys = set.intersection(*(set(v) for v in values))
+                kwargs["extra"] = {k: np.concatenate([v[k] for v in values]) for k in keys}
+            elif f.name in cls._shared_fields:
+                kwargs[f.name] = values[0] if len(set(values)) == 1 else None
+            elif any(v is None for v in values):
+                kwargs[f.name] = None
+            elif f.name in cls._list_fields:
+                kwargs[f.name] = [item for v in values for item in v]
+            else:
+                kwargs[f.name] = np.concatenate(values)
+        return cls(**kwargs)
+
+    # access ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index: int | slice | np.ndarray | Sequence[int]) -> Self:
+        """Rows by int, slice, integer array or boolean mask; always returns the same type."""
+        if isinstance(index, (int, np.integer)):
+            idx = np.array([int(index)])
+        elif isinstance(index, slice):
+            idx = np.arange(len(self))[index]
+        else:
+            idx = np.asarray(index)
+            if idx.dtype == bool:
+                if len(idx) != len(self):
+                    raise IndexError(f"mask of length {len(idx)} for {len(self)} {self._row_noun}")
+                idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64)
+        kwargs: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                kwargs["extra"] = {k: v[idx] for k, v in value.items()}
+            elif value is None or f.name in self._shared_fields:
+                kwargs[f.name] = value
+            elif f.name in self._list_fields:
+                kwargs[f.name] = [value[i] for i in idx]
+            else:
+                kwargs[f.name] = value[idx]
+        return type(self)(**kwargs)
+
+    def with_(self, **changes: Any) -> Self:
+        """A copy with some fields replaced (stages add their outputs this way)."""
+        return replace(self, **changes)  # type: ignore[type-var]
+
+    def for_image(self, i: int) -> Self:
+        return self[self.image_index == i]
+
+    def split_by_image(self, n_images: int) -> list[Self]:
+        return [self.for_image(i) for i in range(n_images)]
+
+    @property
+    def areas(self) -> np.ndarray:
+        w = np.clip(self.boxes[:, 2] - self.boxes[:, 0], 0, None)
+        h = np.clip(self.boxes[:, 3] - self.boxes[:, 1], 0, None)
+        return w * h
+
+    def largest(self) -> Self:
+        """The largest row of each image (one row per image that has any)."""
+        keep = []
+        for i in np.unique(self.image_index):
+            rows = np.flatnonzero(self.image_index == i)
+            keep.append(rows[np.argmax(self.areas[rows])])
+        return self[np.array(keep, dtype=np.int64)]
+
+    def sorted_by_area(self) -> Self:
+        return self[np.argsort(-self.areas, kind="stable")]
