@@ -12,21 +12,18 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
-    DateTime,
     Float,
-    ForeignKey,
     Identity,
     Index,
     Integer,
     LargeBinary,
     String,
     UniqueConstraint,
-    func,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.schema import Base
+from services.schema import Base, collection_id_column, created_at_column, identity_id_column
 
 
 class BodyTemplate(Base):
@@ -39,12 +36,8 @@ class BodyTemplate(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    identity_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE"), nullable=False
-    )
-    collection_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
-    )
+    identity_id: Mapped[uuid.UUID] = identity_id_column()
+    collection_id: Mapped[int] = collection_id_column()
     model_name: Mapped[str] = mapped_column(String(128), nullable=False)
     model_version: Mapped[str] = mapped_column(String(64), nullable=False)
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -54,6 +47,4 @@ class BodyTemplate(Base):
     # SHA-256 of the image bytes and the person box: the same person of the same photo twice is
     # a duplicate, two people of one group photo are not.
     source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()

@@ -48,7 +48,14 @@ from identity.errors import Conflict, InvalidInput, NotFound
 from identity.gallery.sources import GalleryItem, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
 from services.indexes import embedding_from_bytes, embedding_to_bytes
-from services.schema import Base, Collection, FaceTemplate, IdentityRow
+from services.schema import (
+    Base,
+    Collection,
+    FaceTemplate,
+    IdentityRow,
+    collection_id_column,
+    created_at_column,
+)
 from services.store import IdentityStore, NewTemplate
 
 log = logging.getLogger(__name__)
@@ -62,9 +69,7 @@ class GalleryJob(Base):
     __tablename__ = "gallery_jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    collection_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
-    )
+    collection_id: Mapped[int] = collection_id_column()
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     source: Mapped[str] = mapped_column(Text, nullable=False)
     label_mode: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
@@ -77,9 +82,7 @@ class GalleryJob(Base):
     unreadable: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     report: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -88,27 +91,21 @@ class GalleryCluster(Base):
     __tablename__ = "gallery_clusters"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    collection_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
-    )
+    collection_id: Mapped[int] = collection_id_column()
     model_name: Mapped[str] = mapped_column(String(128), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="proposed")
     identity_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("identities.id", ondelete="SET NULL")
     )
     method: Mapped[str] = mapped_column(String(32), nullable=False, default="")
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()
 
 
 class GalleryFace(Base):
     __tablename__ = "gallery_faces"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    collection_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
-    )
+    collection_id: Mapped[int] = collection_id_column()
     model_name: Mapped[str] = mapped_column(String(128), nullable=False)
     model_version: Mapped[str] = mapped_column(String(64), nullable=False)
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -130,17 +127,13 @@ class GalleryFace(Base):
     job_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
     )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()
 
 
 class GalleryImage(Base):
     __tablename__ = "gallery_images"
 
-    collection_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
-    )
+    collection_id: Mapped[int] = collection_id_column(primary_key=True)
     model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     rel_path: Mapped[str] = mapped_column(Text, nullable=False)
@@ -150,9 +143,7 @@ class GalleryImage(Base):
     job_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
     )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()
 
 
 # --- the report -------------------------------------------------------------------------------

@@ -40,11 +40,32 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
     pass
+
+
+# Column definitions several tables repeat (here and in body_schema.py, gallery.py). Functions,
+# not mixins: each table keeps its own column order, which is the order its migration created.
+def created_at_column() -> MappedColumn[Any]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def collection_id_column(primary_key: bool = False) -> MappedColumn[Any]:
+    """The owning collection; the row goes with it (ON DELETE CASCADE)."""
+    fk = ForeignKey("collections.id", ondelete="CASCADE")
+    if primary_key:
+        return mapped_column(BigInteger, fk, primary_key=True)
+    return mapped_column(BigInteger, fk, nullable=False)
+
+
+def identity_id_column() -> MappedColumn[Any]:
+    """The owning identity; the row goes with it (ON DELETE CASCADE)."""
+    return mapped_column(
+        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE"), nullable=False
+    )
 
 
 SCOPES = ("admin", "enroll", "verify")
@@ -56,9 +77,7 @@ class Collection(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()
 
 
 class IdentityRow(Base):
@@ -69,17 +88,13 @@ class IdentityRow(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    collection_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
-    )
+    collection_id: Mapped[int] = collection_id_column()
     external_id: Mapped[str] = mapped_column(String(256), nullable=False)
     display_name: Mapped[str] = mapped_column(String(256), nullable=False, server_default="")
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSONB, nullable=False, server_default="{}"
     )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
@@ -99,13 +114,9 @@ class FaceTemplate(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    identity_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE"), nullable=False
-    )
+    identity_id: Mapped[uuid.UUID] = identity_id_column()
     # Denormalised so the index for (collection, model) is one indexed scan without a join.
-    collection_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
-    )
+    collection_id: Mapped[int] = collection_id_column()
     model_name: Mapped[str] = mapped_column(String(128), nullable=False)
     model_version: Mapped[str] = mapped_column(String(64), nullable=False)
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -119,9 +130,7 @@ class FaceTemplate(Base):
     # File name under settings.thumbnails_dir; files are easier to serve and to erase than
     # bytea, and keep the table small for the index scan.
     thumbnail: Mapped[str | None] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()
 
     identity: Mapped[IdentityRow] = relationship(back_populates="templates")
 
@@ -138,9 +147,7 @@ class IndexChange(Base):
     model_name: Mapped[str] = mapped_column(String(128), nullable=False)
     template_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     op: Mapped[str] = mapped_column(String(8), nullable=False)
-    at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    at: Mapped[datetime] = created_at_column()
 
 
 class ApiKey(Base):
@@ -155,9 +162,7 @@ class ApiKey(Base):
         BigInteger, ForeignKey("collections.id", ondelete="CASCADE")
     )
     name: Mapped[str] = mapped_column(String(128), nullable=False, server_default="")
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    created_at: Mapped[datetime] = created_at_column()
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -169,9 +174,7 @@ class AuditEvent(Base):
     __table_args__ = (Index("ix_audit_events_at", "at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
-    )
+    at: Mapped[datetime] = created_at_column()
     actor_key_id: Mapped[int | None] = mapped_column(BigInteger)
     action: Mapped[str] = mapped_column(String(64), nullable=False)
     collection: Mapped[str | None] = mapped_column(String(64))
