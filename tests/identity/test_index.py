@@ -260,3 +260,20 @@ def test_concurrent_search_and_add_are_safe(data):
         ids[:6000], np.concatenate([ids[s : s + 50] for s in range(2000, 6000, 500)])
     )
     np.testing.assert_array_equal(index.ids(), expected)
+
+
+@pytest.mark.slow
+def test_search_benchmark_quick_runs_and_prints_the_table():
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(repo / "bench" / "search.py"), "--quick", "--dims", "128"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    ).stdout
+    assert "| FaceIndex Flat (exact)" in out and "numpy face_distance" in out
+    assert "python bench/search.py --quick --dims 128" in out.replace(str(repo) + "/", "")
