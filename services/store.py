@@ -51,10 +51,10 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, or_, select, text
+from sqlalchemy import Engine, Table, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -189,7 +189,7 @@ class CollectionWrite:
         """
         if not external_ids:
             return {}, 0
-        table = IdentityRow.__table__
+        table = cast(Table, IdentityRow.__table__)
         created = 0
         for ext in sorted(external_ids):
             result = self.session.execute(

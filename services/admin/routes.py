@@ -21,7 +21,6 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from identity.errors import IdentityError, InvalidInput, NotFound, Unauthorized
-from identity.settings import Settings
 from services.admin import queries
 from services.admin.render import (
     annotated_probe,
@@ -39,8 +38,10 @@ from services.admin.session import (
     csrf_ok,
     load_or_create_secret,
 )
-from services.auth import KeyStore, Principal
-from services.store import IdentityStore
+from services.auth import Principal
+from services.deps import get_keys as _keys
+from services.deps import get_settings as _settings
+from services.deps import get_store as _store
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -59,18 +60,6 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
 # plumbing ------------------------------------------------------------------------------------
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
-def _store(request: Request) -> IdentityStore:
-    return request.app.state.store  # type: ignore[no-any-return]
-
-
-def _keys(request: Request) -> KeyStore:
-    return request.app.state.keys  # type: ignore[no-any-return]
-
-
 def _codec(request: Request) -> SessionCodec:
     # One codec per app, made on first use: the secret may have to be generated into data_dir.
     codec = getattr(request.app.state, "admin_session_codec", None)
@@ -434,6 +423,16 @@ def _identity_page(
     )
 
 
+def _identity_error(
+    request: Request, cid: str, iid: str, admin: Admin, exc: IdentityError
+) -> HTMLResponse:
+    """The identity page again with the error explained, at the error's HTTP status."""
+    return _identity_page(
+        request, cid, iid, admin, flash={"kind": "error", "message": exc.message},
+        status_code=exc.http_status,
+    )
+
+
 @router.get("/collections/{cid}/identities/{iid}")
 def identity_page(request: Request, cid: str, iid: str, admin: AdminDep) -> HTMLResponse:
     return _identity_page(request, cid, iid, admin)
@@ -461,10 +460,7 @@ async def upload_faces(
         # Analysis runs the models for seconds: off the event loop, like the sync routes.
         result = await run_in_threadpool(store.enroll_images, cid, iid, images, actor=admin.actor)
     except IdentityError as exc:
-        return _identity_page(
-            request, cid, iid, admin, flash={"kind": "error", "message": exc.message},
-            status_code=exc.http_status,
-        )
+        return _identity_error(request, cid, iid, admin, exc)
     n_ok, n_bad = len(result["accepted"]), len(result["rejected"])
     message = f"{n_ok} photo{'s' if n_ok != 1 else ''} enrolled, {n_bad} rejected."
     return _identity_page(
@@ -479,10 +475,7 @@ def remove_face(request: Request, cid: str, iid: str, tid: int, admin: CheckedAd
         _collection_or_404(request, admin, cid)
         _store(request).remove_face(cid, iid, tid, actor=admin.actor)
     except IdentityError as exc:
-        return _identity_page(
-            request, cid, iid, admin, flash={"kind": "error", "message": exc.message},
-            status_code=exc.http_status,
-        )
+        return _identity_error(request, cid, iid, admin, exc)
     return _flash(
         request,
         _redirect(f"/admin/collections/{quote(cid)}/identities/{quote(iid)}"),
@@ -505,10 +498,7 @@ def erase_identity(
         identity = _store(request).get_identity(cid, iid)
         result = _store(request).erase_identity(cid, iid, actor=admin.actor)
     except IdentityError as exc:
-        return _identity_page(
-            request, cid, iid, admin, flash={"kind": "error", "message": exc.message},
-            status_code=exc.http_status,
-        )
+        return _identity_error(request, cid, iid, admin, exc)
     return _flash(
         request,
         _redirect(f"/admin/collections/{quote(cid)}"),
