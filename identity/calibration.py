@@ -260,13 +260,14 @@ def known_thresholds(model: str, settings: Settings) -> tuple[dict[float, float]
 def threshold_for(model: str, far: float, settings: Settings) -> float:
     """Similarity threshold that keeps the false-accept rate at ``far`` for ``model``.
 
-    Between calibrated FARs the threshold is interpolated linearly in log10(FAR); outside the
-    calibrated range the nearest end is used (a stricter FAR than calibrated gets the strictest
-    known threshold, never a looser one).
+    Between calibrated FARs the threshold is interpolated linearly in log10(FAR). A FAR looser
+    than any calibrated one gets the loosest calibrated threshold (stricter than asked, so the
+    promise still holds). A FAR stricter than any calibrated one is refused: the strictest known
+    threshold would accept more impostors than asked while the answer claimed the stricter FAR.
     """
     if not 0 < far < 1:
         raise InvalidInput(f"far must be between 0 and 1, got {far}")
-    table, _ = known_thresholds(model, settings)
+    table, source = known_thresholds(model, settings)
     if not table:
         raise CalibrationError(
             f"model '{model}' has no calibrated thresholds: run `identity calibrate` on labelled "
@@ -274,6 +275,16 @@ def threshold_for(model: str, far: float, settings: Settings) -> float:
             model=model,
         )
     fars = sorted(table)
+    if far < fars[0] * (1 - 1e-9):
+        raise CalibrationError(
+            f"FAR {far:g} is stricter than any threshold known for model '{model}' "
+            f"({source}: strictest FAR {fars[0]:g}); run `identity calibrate --far {far:g}` on "
+            "enough labelled identities, or ask for a looser FAR",
+            model=model,
+            far=far,
+            strictest_far=fars[0],
+            source=source,
+        )
     if far <= fars[0]:
         return table[fars[0]]
     if far >= fars[-1]:

@@ -86,9 +86,14 @@ def test_saved_thresholds_drive_decisions(tmp_path) -> None:
     assert json.loads(path.read_text())["thresholds"] == {"1e-02": 0.8, "1e-03": 0.9}
     assert threshold_for("dlib_resnet_v1", 1e-2, settings) == pytest.approx(0.8)
     assert threshold_for("dlib_resnet_v1", 1e-3, settings) == pytest.approx(0.9)
-    # log-linear between calibrated FARs, clamped (strictest known) beyond them
+    # log-linear between calibrated FARs; a looser FAR than calibrated gets the loosest known
+    # threshold (stricter than asked), a stricter one is refused rather than decided too loosely
     assert threshold_for("dlib_resnet_v1", 10**-2.5, settings) == pytest.approx(0.85)
-    assert threshold_for("dlib_resnet_v1", 1e-6, settings) == pytest.approx(0.9)
+    assert threshold_for("dlib_resnet_v1", 0.1, settings) == pytest.approx(0.8)
+    with pytest.raises(CalibrationError, match="stricter than any threshold") as info:
+        threshold_for("dlib_resnet_v1", 1e-6, settings)
+    assert info.value.details["strictest_far"] == pytest.approx(1e-3)
+    assert info.value.details["source"] == "calibrated"
     with pytest.raises(InvalidInput):
         threshold_for("dlib_resnet_v1", 0.0, settings)
     # FAR estimate from the stored impostor distribution falls as similarity rises
