@@ -1,8 +1,9 @@
 """One problem shape for every error: ``{"error": {"code", "message", "details"}}``.
 
 ``identity.errors.IdentityError`` carries its own code and HTTP status; the handlers below map it,
-FastAPI's validation errors (422), Starlette's HTTP errors (404, 405...), oversize requests (413)
-and, last, anything unexpected (500, logged with its traceback, no internals in the body).
+FastAPI's validation errors (422), Starlette's HTTP errors (404, 405...), oversize requests (413),
+values Postgres refuses to store (422; the API models should have refused them first) and, last,
+anything unexpected (500, logged with its traceback, no internals in the body).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,6 +65,17 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.headers:
             resp.headers.update(exc.headers)
         return resp
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError) -> JSONResponse:
+        # Backstop for input the API models let through (a NUL, an out-of-range number): it is
+        # the client's value, not a server fault. Postgres's message may quote the value, so it
+        # goes to the log, not the body; a warning, since it means a model check is missing.
+        log.warning(
+            "database refused a value on %s %s: %s", request.method, request.url.path,
+            str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__,
+        )
+        return problem(422, "invalid_input", "a value in the request cannot be stored or compared")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

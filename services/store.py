@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -76,7 +77,8 @@ from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, I
 
 log = logging.getLogger(__name__)
 
-COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline, so "staff\n" would pass as a name.
+COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 MAX_TOP_K = 100
 # An advisory-lock namespace so our per-collection locks never collide with anyone else's.
 _LOCK_BASE = 727 << 40
@@ -752,8 +754,16 @@ class IdentityStore:
         """Analyse and enroll each ``(filename, bytes)``; every image is accepted or rejected."""
         if not images:
             raise InvalidInput("no images given")
-        if bbox is not None and (len(bbox) != 4 or bbox[2] <= bbox[0] or bbox[3] <= bbox[1]):
-            raise InvalidInput("bbox must be x1,y1,x2,y2 with x2 > x1 and y2 > y1", bbox=list(bbox))
+        # Written as "not >" so NaN (every comparison false) fails too.
+        if bbox is not None and (
+            len(bbox) != 4
+            or not all(math.isfinite(v) for v in bbox)
+            or not (bbox[2] > bbox[0] and bbox[3] > bbox[1])
+        ):
+            raise InvalidInput(
+                "bbox must be four finite numbers x1,y1,x2,y2 with x2 > x1 and y2 > y1",
+                bbox=[str(v) for v in bbox],
+            )
         self.require_identity(collection, identity_id)  # fail fast on an unknown one
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []

@@ -2,15 +2,80 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from identity.errors import InvalidInput
+
+# Paging beyond this is a client bug, and Postgres's OFFSET is a bigint: an unbounded int from
+# the query string would reach it as a DataError (a 500) instead of a 422.
+MAX_OFFSET = 10**9
+BIGINT_MAX = 2**63 - 1  # ids in the path are Postgres bigints
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text and jsonb cannot store U+0000; psycopg refuses it at INSERT time (a 500).
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what Postgres jsonb cannot hold: NUL in keys or strings, NaN and +-Infinity.
+
+    Python's JSON parser accepts the non-standard ``NaN``/``Infinity`` literals; jsonb does not.
+    Walked with a stack, not recursion: the JSON parser allows nesting deeper than Python's
+    recursion limit would.
+    """
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if "\x00" in key:
+                    raise ValueError("keys must not contain the NUL character (U+0000)")
+                stack.append(sub)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            _no_nul(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string Postgres can store (no NUL); use it for every text field that reaches the database."""
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+
+
+def parse_bbox(bbox: str | None) -> list[float] | None:
+    """The ``x1,y1,x2,y2`` form field (source pixels) -> four finite floats, x2 > x1, y2 > y1.
+
+    Raises InvalidInput (422). NaN would slip through every ``<`` check downstream (all
+    comparisons with it are false) and pick a face by an IoU of NaN.
+    """
+    if bbox is None or bbox == "":
+        return None
+    try:
+        values = [float(v) for v in bbox.split(",")]
+    except ValueError:
+        raise InvalidInput("bbox must be four numbers: x1,y1,x2,y2", bbox=bbox[:100]) from None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise InvalidInput("bbox must be four finite numbers: x1,y1,x2,y2", bbox=bbox[:100])
+    x1, y1, x2, y2 = values
+    if not (x2 > x1 and y2 > y1):
+        raise InvalidInput("bbox must have x2 > x1 and y2 > y1", bbox=values)
+    return values
 
 
 class CollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", examples=["staff"])
-    description: str = Field(default="", max_length=2000)
+    description: Text = Field(default="", max_length=2000)
 
 
 class CollectionOut(BaseModel):
@@ -27,9 +92,9 @@ class CollectionList(BaseModel):
 
 class IdentityCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    external_id: str = Field(min_length=1, max_length=256, examples=["emp-0042"])
-    display_name: str = Field(default="", max_length=256, examples=["Ada Lovelace"])
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    external_id: Text = Field(min_length=1, max_length=256, examples=["emp-0042"])
+    display_name: Text = Field(default="", max_length=256, examples=["Ada Lovelace"])
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class IdentityOut(BaseModel):

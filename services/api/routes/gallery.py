@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from identity.errors import InvalidInput
+from services.api.models import BIGINT_MAX, MAX_OFFSET, Text
 from services.auth import Principal
 from services.deps import StoreDep, collection_access
 from services.gallery import GalleryJobRunner, GalleryStore, IndexOptions, resolve_server_path
@@ -34,22 +36,22 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 class JobCreate(BaseModel):
-    path: str = Field(description="Folder, archive or CSV inside IDENTITY_GALLERY_ROOTS")
+    path: Text = Field(description="Folder, archive or CSV inside IDENTITY_GALLERY_ROOTS")
     labels: Literal["none", "folders", "csv"] = "none"
-    labels_csv: str | None = Field(default=None, description="path,identity CSV (labels=csv)")
+    labels_csv: Text | None = Field(default=None, description="path,identity CSV (labels=csv)")
     workers: int = Field(default=1, ge=1, le=64)
     cluster: bool = True
     cluster_method: Literal["graph", "components", "hdbscan"] = "graph"
 
 
 class ClusterName(BaseModel):
-    external_id: str | None = Field(default=None, min_length=1, max_length=256)
-    display_name: str = Field(default="", max_length=256)
+    external_id: Text | None = Field(default=None, min_length=1, max_length=256)
+    display_name: Text = Field(default="", max_length=256)
     identity_id: uuid.UUID | None = None
 
 
 class ClusterMerge(BaseModel):
-    clusters: list[int] = Field(min_length=1, max_length=1000)
+    clusters: list[Annotated[int, Field(ge=1, le=BIGINT_MAX)]] = Field(min_length=1, max_length=1000)
 
 
 class Recluster(BaseModel):
@@ -165,7 +167,7 @@ def list_jobs(
 @router.get("/jobs/{jid}")
 def get_job(
     cid: str,
-    jid: str,
+    jid: Text,
     gallery: GalleryDep,
     p: Annotated[Principal, Depends(collection_access("read"))],
 ) -> dict[str, Any]:
@@ -179,7 +181,7 @@ def list_clusters(
     p: Annotated[Principal, Depends(collection_access("read"))],
     status: Annotated[Literal["proposed", "named", "all"], Query()] = "proposed",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     return gallery.list_clusters(cid, None if status == "all" else status, limit, offset)
 
@@ -197,7 +199,7 @@ def recluster(
 @router.post("/clusters/{clid}/name", status_code=201)
 def name_cluster(
     cid: str,
-    clid: int,
+    clid: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)],
     body: ClusterName,
     gallery: GalleryDep,
     p: Annotated[Principal, Depends(collection_access("enroll"))],
@@ -216,7 +218,7 @@ def name_cluster(
 @router.post("/clusters/{clid}/merge")
 def merge_clusters(
     cid: str,
-    clid: int,
+    clid: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)],
     body: ClusterMerge,
     gallery: GalleryDep,
     p: Annotated[Principal, Depends(collection_access("enroll"))],
@@ -227,7 +229,7 @@ def merge_clusters(
 @router.get("/gallery-faces/{face_id}/thumbnail")
 def face_thumbnail(
     cid: str,
-    face_id: int,
+    face_id: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)],
     gallery: GalleryDep,
     p: Annotated[Principal, Depends(collection_access("read"))],
 ) -> Response:

@@ -5,8 +5,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
-from identity.errors import InvalidInput
-from services.api.models import EnrollResult, Erased, IdentityCreate, IdentityOut, IdentityPage
+from services.api.models import (
+    MAX_OFFSET,
+    EnrollResult,
+    Erased,
+    IdentityCreate,
+    IdentityOut,
+    IdentityPage,
+    Text,
+    parse_bbox,
+)
 from services.auth import Principal
 from services.deps import StoreDep, collection_access
 from services.errors import EnrollmentRejected
@@ -29,9 +37,9 @@ def list_identities(
     cid: str,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("read"))],
-    q: Annotated[str | None, Query(max_length=256, description="substring of name or external id")] = None,
+    q: Annotated[Text | None, Query(max_length=256, description="substring of name or external id")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict:
     return store.list_identities(cid, q, limit, offset)
 
@@ -55,18 +63,6 @@ def erase_identity(
 ) -> dict:
     """Erase the identity, its templates, thumbnails and index entries (the audit keeps the event)."""
     return store.erase_identity(cid, iid, actor=p.key_id)
-
-
-def parse_bbox(bbox: str | None) -> list[float] | None:
-    if bbox is None or bbox == "":
-        return None
-    try:
-        values = [float(v) for v in bbox.split(",")]
-    except ValueError:
-        raise InvalidInput("bbox must be four numbers: x1,y1,x2,y2", bbox=bbox)
-    if len(values) != 4:
-        raise InvalidInput("bbox must be four numbers: x1,y1,x2,y2", bbox=bbox)
-    return values
 
 
 @router.post("/{iid}/faces", status_code=201, response_model=EnrollResult)
