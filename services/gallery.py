@@ -185,7 +185,7 @@ class IndexReport:
     faces_found: int = 0
     enrolled: int = 0
     rejected: int = 0
-    rejected_reasons: Counter[str] = field(default_factory=Counter)
+    rejected_reasons: Counter[str] = field(default_factory=Counter)  # faces per reason code
     images_without_faces: int = 0
     unreadable: list[dict[str, str]] = field(default_factory=list)
     unreadable_count: int = 0
@@ -472,7 +472,8 @@ class GalleryStore:
                 for face in r.faces:
                     if not face.usable:
                         delta["rejected"] += 1
-                        reasons.update(face.rejections)
+                        # by code: a face failing two checks counts once under each
+                        reasons.update(face.rejection_codes)
                         continue
                     common: dict[str, Any] = {
                         "model_name": model,

@@ -139,8 +139,11 @@ class GallerySource:
     # labels -----------------------------------------------------------------------------------
     def label_for(self, rel_path: str) -> str | None:
         if self.label_mode == "folders":
-            parent = PurePosixPath(rel_path).parent.name
-            return parent or None
+            # The top-level folder under the root names the person, however deep the photo
+            # sits: photo libraries nest by person first, then by year or event
+            # (``alice/2019/x.jpg`` is alice). An image at the root has no label.
+            parts = PurePosixPath(rel_path).parts
+            return parts[0] if len(parts) > 1 else None
         if self.label_mode == "csv":
             assert self._labels is not None
             return self._labels.get(rel_path) or self._labels.get("./" + rel_path)

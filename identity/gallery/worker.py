@@ -57,6 +57,11 @@ class FaceResult:
     def usable(self) -> bool:
         return not self.rejections
 
+    @property
+    def rejection_codes(self) -> list[str]:
+        """The distinct reason codes of ``rejections``, in order (what a report counts)."""
+        return list(dict.fromkeys(reason_code(r) for r in self.rejections))
+
 
 @dataclass
 class ImageResult:
@@ -72,6 +77,15 @@ class ImageResult:
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+
+def reason_code(reason: str) -> str:
+    """``"low_quality: 0.31 < 0.4 (blurry)"`` -> ``"low_quality"``.
+
+    The quality gate's reasons read ``code: measured vs limit`` so that an API error can show the
+    numbers; counting the whole strings would give one key per distinct value.
+    """
+    return reason.partition(":")[0].strip()
 
 
 def sha256_hex(data: bytes) -> str:

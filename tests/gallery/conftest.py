@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gallery_helpers import TRAIN, write_bad_files
+from gallery_helpers import OBAMA_480P, TRAIN, write_bad_files, write_blurred
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +34,18 @@ def new_collection(store) -> Callable[[], str]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def labelled_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """face_recognition's train set (5 people, 9 photos) plus the bad-file corpus at the root
-    and inside one person's folder."""
+    """face_recognition's train set (5 people, 9 photos) plus the bad-file corpus inside one
+    person's folder, and photos nested below the person folders (labelled by the top-level
+    folder): a clear one and two blurred ones the quality gate refuses with different numbers."""
     root = tmp_path_factory.mktemp("labelled") / "gallery"
     shutil.copytree(TRAIN, root)
     write_bad_files(root / "biden")
+    (root / "obama" / "2019").mkdir()
+    shutil.copy(OBAMA_480P, root / "obama" / "2019" / "obama-480p.jpg")
+    write_blurred(TRAIN / "obama" / "obama.jpg", root / "obama" / "2019" / "blurred.jpg")
+    write_blurred(
+        TRAIN / "kit_harington" / "john2.jpeg", root / "kit_harington" / "old" / "deep" / "blurred.jpg"
+    )
     (root / "README.txt").write_text("not an image, skipped without complaint")
     return root
 

@@ -12,6 +12,20 @@ SHARED = REPO.parent / "shared"
 DATA = SHARED / "data"
 DEEPFACE = DATA / "deepface"
 TRAIN = DATA / "face_recognition" / "knn_examples" / "train"
+OBAMA_480P = DATA / "face_recognition" / "obama-480p.jpg"
+
+
+def write_blurred(src: Path, dest: Path, sigma_frac: float = 0.02) -> None:
+    """A Gaussian-blurred JPEG copy of a real photo (sigma a fraction of its longer side): the
+    face is still found, but the quality gate refuses it as ``low_quality ... (blurry)``."""
+    import cv2
+
+    image = cv2.imread(str(src))
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma_frac * max(image.shape[:2]))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", blurred)
+    assert ok
+    dest.write_bytes(buf.tobytes())
 
 
 def deepface_labels() -> list[tuple[str, str]]:

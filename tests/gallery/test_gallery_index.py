@@ -45,8 +45,8 @@ def test_labelled_folder_report_bad_files_and_rerun(
     opts = IndexOptions(labels="folders", workers=1, batch_size=4)
     report = run_index(gallery, cid, labelled_folder, opts)
 
-    # 9 real photos of 5 people + 4 bad files inside biden/; README.txt is not an image
-    assert report.images_seen == 13
+    # 9 real photos of 5 people, 3 nested deeper, 4 bad files in biden/; README.txt is no image
+    assert report.images_seen == 16
     assert report.skipped_non_images == 1
     bad = {u["path"]: u["code"] for u in report.unreadable}
     assert bad == {
@@ -56,13 +56,21 @@ def test_labelled_folder_report_bad_files_and_rerun(
         "biden/text.jpg": "bad_image",
     }
     assert report.unreadable_count == 4
-    assert report.analysed == 9
+    assert report.analysed == 12
+    # nested photos name the top-level folder's person (obama/2019/x.jpg is obama), so no
+    # identity "2019", "old" or "deep" is made
     assert report.identities_created == 5
-    # every train photo is a clear portrait: each gives exactly one enrolled face
-    assert report.enrolled == 9, report.to_text()
-    assert report.enrolled + report.rejected == report.faces_found
+    # every train photo and obama-480p is a clear portrait: each gives one enrolled face; the
+    # two blurred ones are refused by the gate
+    assert report.enrolled == 10, report.to_text()
+    assert report.rejected == 2 and report.faces_found == 12
+    # counted by reason code, not per message ("low_quality: 0.04 < 0.4 (blurry)" and
+    # "low_quality: 0.07 < 0.4 (blurry)" are one reason)
+    assert report.rejected_reasons == {"low_quality": 2}, report.rejected_reasons
+    assert report.to_dict()["rejected_reasons"] == {"low_quality": 2}
     text_report = report.to_text()
-    assert "enrolled: 9" in text_report.splitlines()
+    assert "enrolled: 10" in text_report.splitlines()
+    assert "  low_quality: 2" in text_report.splitlines()
     assert "biden/huge.png: image_too_large" in text_report
     assert report.images_per_s > 0
 
@@ -76,23 +84,32 @@ def test_labelled_folder_report_bad_files_and_rerun(
         n_templates = s.execute(
             select(func.count()).where(FaceTemplate.collection_id == collection_id)
         ).scalar_one()
+        labels = dict(
+            s.execute(
+                select(GalleryImage.rel_path, GalleryImage.label).where(
+                    GalleryImage.collection_id == collection_id
+                )
+            ).all()
+        )
     assert names == {"alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"}
-    assert n_templates == 9
+    assert n_templates == 10
+    assert labels["obama/2019/obama-480p.jpg"] == "obama"
+    assert labels["kit_harington/old/deep/blurred.jpg"] == "kit_harington"
     # the enrolled faces are searchable right away (index caught up after each commit)
     hit = store.identify(cid, (labelled_folder / "obama" / "obama2.jpg").read_bytes())
     assert hit["faces"][0]["candidates"][0]["external_id"] == "obama"
 
     again = run_index(gallery, cid, labelled_folder, opts)
     assert again.enrolled == 0 and again.analysed == 0
-    assert again.skipped_known == 9
+    assert again.skipped_known == 12
     assert again.unreadable_count == 4  # bad files are reported again, never stored
     with store.sessions() as s:
         assert s.execute(
             select(func.count()).where(FaceTemplate.collection_id == collection_id)
-        ).scalar_one() == 9
+        ).scalar_one() == 10
     assert _duplicates(engine, collection_id) == 0
     job = gallery.get_job(cid, again.job_id)
-    assert job["status"] == "done" and job["counts"]["skipped_known"] == 9
+    assert job["status"] == "done" and job["counts"]["skipped_known"] == 12
 
 
 def test_hostile_zip_is_reported_and_nothing_written(
