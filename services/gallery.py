@@ -157,6 +157,8 @@ class IndexOptions:
     cluster: bool = True  # unlabelled mode: propose identities after enrolling
     cluster_method: Literal["graph", "components", "hdbscan"] = "graph"
     cluster_threshold: float | None = None  # None = the embedder's threshold at cluster_far
+    # files a CSV gallery may name (None = anywhere, the CLI); API jobs pass the gallery roots
+    allowed_roots: list[Path] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +170,9 @@ class IndexOptions:
             "cluster": self.cluster,
             "cluster_method": self.cluster_method,
             "cluster_threshold": self.cluster_threshold,
+            "allowed_roots": (
+                None if self.allowed_roots is None else [str(r) for r in self.allowed_roots]
+            ),
         }
 
 
@@ -869,7 +874,8 @@ def run_index(
     """
     started = time.perf_counter()
     source = open_source(
-        Path(path), options.labels, options.labels_csv, gallery.settings.max_image_bytes
+        Path(path), options.labels, options.labels_csv, gallery.settings.max_image_bytes,
+        allowed_roots=options.allowed_roots,
     )
     labelled = source.label_mode != "none"
     if job_id is None:
@@ -971,9 +977,18 @@ class GalleryJobRunner:
         self._thread.join(timeout)
 
 
+def gallery_roots(settings: Any) -> list[Path]:
+    """``IDENTITY_GALLERY_ROOTS`` resolved: the only folders an API job may read from."""
+    return [Path(r).resolve() for r in settings.gallery_roots]
+
+
 def resolve_server_path(settings: Any, raw: str) -> Path:
-    """A server-side gallery path, allowed only inside ``settings.gallery_roots``."""
-    roots = [Path(r).resolve() for r in settings.gallery_roots]
+    """A server-side gallery path, allowed only inside ``settings.gallery_roots``.
+
+    Only the path itself: the files a CSV names are confined by ``IndexOptions.allowed_roots``
+    row by row while the job runs.
+    """
+    roots = gallery_roots(settings)
     if not roots:
         raise InvalidInput(
             "server-side paths are disabled: set IDENTITY_GALLERY_ROOTS, or upload an archive"

@@ -126,6 +126,10 @@ class GallerySource:
     label_mode: LabelMode = "none"
     labels_csv: Path | None = None
     max_bytes: int = 20 * 1024 * 1024
+    # Resolved folders every file a CSV names must lie in (None = anywhere: the CLI user can read
+    # those files anyway). The API sets its gallery roots, so a CSV cannot reach the rest of the
+    # server with an absolute or ``../`` row.
+    allowed_roots: tuple[Path, ...] | None = None
     problems: list[SourceProblem] = field(default_factory=list)
     skipped_non_images: int = 0
     _labels: dict[str, str] | None = field(default=None, repr=False)
@@ -222,6 +226,14 @@ class GallerySource:
         base = self.location.parent
         for rel, label in self._labels.items():
             full = Path(rel) if Path(rel).is_absolute() else base / rel
+            if self.allowed_roots is not None:
+                # resolve first (symlinks and ``..`` included) and never touch what lies outside
+                full = full.resolve()
+                if not any(full.is_relative_to(r) for r in self.allowed_roots):
+                    self._problem(
+                        rel, "outside_roots", "path is outside the allowed gallery roots; refused"
+                    )
+                    continue
             try:
                 st = full.stat()
             except OSError as exc:
@@ -320,9 +332,11 @@ def open_source(
     labels: LabelMode = "none",
     labels_csv: Path | None = None,
     max_bytes: int = 20 * 1024 * 1024,
+    allowed_roots: list[Path] | None = None,
 ) -> GallerySource:
     """Pick the source kind from what ``path`` is: folder, ``.zip``, ``.tar[.gz|.bz2|.xz]``,
-    or ``.csv`` (a CSV is its own label file)."""
+    or ``.csv`` (a CSV is its own label file). ``allowed_roots`` confines the files a CSV names
+    (rows outside them are reported as ``outside_roots`` and never read)."""
     path = Path(path)
     if not path.exists():
         raise InvalidInput(f"gallery {path} does not exist", path=str(path))
@@ -338,7 +352,8 @@ def open_source(
         raise InvalidInput(
             f"{path} is not a folder, zip, tar archive or CSV", path=str(path)
         )
-    return GallerySource(path, kind, labels, labels_csv, max_bytes)
+    roots = None if allowed_roots is None else tuple(Path(r).resolve() for r in allowed_roots)
+    return GallerySource(path, kind, labels, labels_csv, max_bytes, roots)
 
 
 def _is_tar(path: Path) -> bool:

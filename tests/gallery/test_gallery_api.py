@@ -13,10 +13,16 @@ from gallery_helpers import TRAIN
 
 
 @pytest.fixture(scope="module")
-def client(settings, engine):  # type: ignore[no-untyped-def]
+def csv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second allowed gallery root, for CSVs written by the tests."""
+    return tmp_path_factory.mktemp("csv-root")
+
+
+@pytest.fixture(scope="module")
+def client(settings, engine, csv_root: Path):  # type: ignore[no-untyped-def]
     from services.app import create_app
 
-    roots_settings = settings.model_copy(update={"gallery_roots": [TRAIN.parent]})
+    roots_settings = settings.model_copy(update={"gallery_roots": [TRAIN.parent, csv_root]})
     app = create_app(roots_settings, engine=engine, warm_models=False)
     with TestClient(app) as c:
         yield c
@@ -127,3 +133,34 @@ def test_cluster_endpoints(client: TestClient, admin: dict, new_collection) -> N
     assert r.status_code == 404
     r = client.post(f"/v1/collections/{cid}/clusters/1/name", json={}, headers=admin)
     assert r.status_code == 422
+
+
+def test_csv_job_rows_outside_the_roots_are_refused(  # type: ignore[no-untyped-def]
+    client: TestClient, admin: dict, new_collection, csv_root: Path, tmp_path: Path
+) -> None:
+    """The CSV itself is inside a root, but its rows may name any file: each row is confined
+    too, so a real face photo elsewhere on the server is never read or enrolled."""
+    import shutil
+
+    outside = tmp_path / "elsewhere"  # a real photo, outside both roots
+    outside.mkdir()
+    shutil.copy(TRAIN / "rose_leslie" / "img1.jpg", outside / "secret.jpg")
+    shutil.copy(TRAIN / "obama" / "obama.jpg", csv_root / "inside.jpg")
+    csv_path = csv_root / "people.csv"
+    csv_path.write_text(
+        "path,identity\n"
+        "inside.jpg,obama\n"
+        f"{TRAIN / 'biden' / 'biden.jpg'},biden\n"  # absolute, inside the other root: fine
+        f"{outside / 'secret.jpg'},mallory\n"
+        f"../{'../' * len(csv_root.parts)}{str(outside / 'secret.jpg').lstrip('/')},mallory\n"
+    )
+    cid = new_collection()
+    r = client.post(f"/v1/collections/{cid}/jobs", json={"path": str(csv_path)}, headers=admin)
+    assert r.status_code == 202, r.text
+    job = _wait(client, cid, r.json()["id"], admin)
+    assert job["status"] == "done", job
+    refused = {u["path"]: u["code"] for u in job["report"]["unreadable"]}
+    assert set(refused.values()) == {"outside_roots"} and len(refused) == 2, refused
+    assert job["counts"]["enrolled"] == 2 and job["report"]["identities_created"] == 2
+    people = client.get(f"/v1/collections/{cid}/identities", headers=admin).json()
+    assert {i["external_id"] for i in people["items"]} == {"obama", "biden"}

@@ -165,3 +165,57 @@ def test_folder_symlink_outside_root_is_refused(tmp_path: Path) -> None:
     names = sorted(i.rel_path for i in source)
     assert names == ["p/a.jpg", "p/inside.jpg"]
     assert [(p.rel_path, p.code) for p in source.problems] == [("p/leak.jpg", "link_outside_root")]
+
+
+def test_folder_labels_are_the_top_level_folder(tmp_path: Path) -> None:
+    jpeg = (TRAIN / "biden" / "biden.jpg").read_bytes()
+    for rel in ("alice/2019/party/a.jpg", "alice/b.jpg", "bob/2020/c.jpg", "loose.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(jpeg)
+    got = {i.rel_path: i.label for i in open_source(tmp_path, labels="folders")}
+    assert got == {
+        "alice/2019/party/a.jpg": "alice",
+        "alice/b.jpg": "alice",
+        "bob/2020/c.jpg": "bob",
+        "loose.jpg": None,  # at the root: no person folder, reported as no_label by the job
+    }
+    archive = tmp_path / "g.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("carol/2018/x.jpg", jpeg)
+    assert [i.label for i in open_source(archive, labels="folders")] == ["carol"]
+
+
+def test_csv_rows_are_confined_to_the_allowed_roots(tmp_path: Path) -> None:
+    """An API CSV may only name files inside the gallery roots: absolute paths, ``../`` and
+    symlinks out of them are reported and never opened."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    jpeg = (TRAIN / "obama" / "obama.jpg").read_bytes()
+    (root / "sub" / "in.jpg").write_bytes(jpeg)
+    (outside / "secret.jpg").write_bytes(jpeg)
+    os.symlink(outside / "secret.jpg", root / "sub" / "link.jpg")
+    csv_path = root / "sub" / "labels.csv"
+    csv_path.write_text(
+        "path,identity\n"
+        "in.jpg,alice\n"
+        f"{outside / 'secret.jpg'},mallory\n"
+        "../../outside/secret.jpg,mallory\n"
+        "link.jpg,mallory\n"
+        f"{TRAIN / 'biden' / 'biden.jpg'},joe\n"
+        "../../nothing-here.jpg,nobody\n"
+    )
+    source = open_source(csv_path, allowed_roots=[root])
+    items = list(source)
+    assert [(i.rel_path, i.label) for i in items] == [("in.jpg", "alice")]
+    assert items[0].path == (root / "sub" / "in.jpg").resolve()
+    assert {p.rel_path: p.code for p in source.problems} == {
+        str(outside / "secret.jpg"): "outside_roots",
+        "../../outside/secret.jpg": "outside_roots",
+        "link.jpg": "outside_roots",
+        str(TRAIN / "biden" / "biden.jpg"): "outside_roots",
+        "../../nothing-here.jpg": "outside_roots",  # outside even though missing: no probing
+    }
+    # without roots (the CLI) the same CSV reads every file it names
+    unconfined = list(open_source(csv_path))
+    assert {i.label for i in unconfined} == {"alice", "mallory", "joe"}

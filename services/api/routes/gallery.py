@@ -28,7 +28,13 @@ from identity.errors import InvalidInput
 from services.api.models import BIGINT_MAX, MAX_OFFSET, Text
 from services.auth import Principal
 from services.deps import StoreDep, collection_access
-from services.gallery import GalleryJobRunner, GalleryStore, IndexOptions, resolve_server_path
+from services.gallery import (
+    GalleryJobRunner,
+    GalleryStore,
+    IndexOptions,
+    gallery_roots,
+    resolve_server_path,
+)
 
 router = APIRouter(prefix="/v1/collections/{cid}", tags=["gallery"])
 
@@ -150,6 +156,7 @@ async def create_job(
         batch_size=settings.index_batch_size,
         cluster=body.cluster,
         cluster_method=body.cluster_method,
+        allowed_roots=gallery_roots(settings),  # every CSV row, not just the CSV itself
     )
     return await run_in_threadpool(runner.submit, cid, path, options, None, p.key_id)
 
