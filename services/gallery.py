@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from identity.errors import Conflict, InvalidInput, NotFound
+from identity.errors import Conflict, IdentityError, InvalidInput, NotFound
 from identity.gallery.sources import GalleryItem, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
 from services.indexes import embedding_from_bytes, embedding_to_bytes
@@ -200,6 +200,7 @@ class IndexReport:
     clustered_faces: int | None = None
     seconds: float = 0.0
     done: int = 0  # images fully handled so far (progress), including skipped and unreadable
+    notes: list[str] = field(default_factory=list)  # what did not happen, though the job is done
 
     @property
     def images_per_s(self) -> float:
@@ -233,6 +234,7 @@ class IndexReport:
             "clustered_faces": self.clustered_faces,
             "seconds": round(self.seconds, 3),
             "images_per_s": round(self.images_per_s, 3),
+            "notes": self.notes,
         }
 
     def to_text(self) -> str:
@@ -260,6 +262,7 @@ class IndexReport:
                 f"proposed identities (clusters): {self.clusters}"
                 f" covering {self.clustered_faces} faces"
             )
+        lines.extend(f"note: {n}" for n in self.notes)
         lines.append(f"time: {self.seconds:.1f} s  ({self.images_per_s:.2f} images/s)")
         return "\n".join(lines)
 
@@ -905,11 +908,19 @@ def run_index(
             report.add_unreadable(problem.rel_path, problem.code, problem.message)
         report.skipped_non_images = source.skipped_non_images
         if not labelled and options.cluster:
-            summary = gallery.recluster(
-                collection, options.cluster_method, options.cluster_threshold
-            )
-            report.clusters = summary["clusters"]
-            report.clustered_faces = summary["clustered_faces"]
+            try:
+                summary = gallery.recluster(
+                    collection, options.cluster_method, options.cluster_threshold
+                )
+            except (IdentityError, ImportError) as exc:
+                # Every batch is committed by now: the faces are stored and can be clustered
+                # later (POST .../clusters/recluster with a threshold), so the job did its work.
+                why = f"{exc.message} [{exc.code}]" if isinstance(exc, IdentityError) else str(exc)
+                log.warning("gallery job %s: clustering skipped: %s", job_id, why)
+                report.notes.append(f"clustering skipped: {why}")
+            else:
+                report.clusters = summary["clusters"]
+                report.clustered_faces = summary["clustered_faces"]
         report.seconds = time.perf_counter() - started
         gallery.finish_job(job_id, "done", report)
     except BaseException as exc:

@@ -240,3 +240,31 @@ def test_sigkill_mid_run_then_resume(
     assert total == templates_after_kill + report["enrolled"]
     assert report["enrolled"] + report["rejected"] == report["faces_found"]
     assert _duplicates(engine, collection_id) == 0
+
+
+def test_clustering_failure_after_commit_is_a_note_not_a_failed_job(
+    store, new_collection, tmp_path: Path
+) -> None:
+    """The embedder has no threshold at a FAR this strict (a CalibrationError from clustering):
+    the faces are already stored, so the job ends done with a note, and they can be clustered
+    later with an explicit threshold."""
+    import shutil
+
+    from services.gallery import GalleryStore
+
+    strict = GalleryStore(store)
+    strict.settings = store.settings.model_copy(update={"cluster_far": 1e-12})
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for p in (TRAIN / "obama" / "obama.jpg", TRAIN / "biden" / "biden.jpg"):
+        shutil.copy(p, folder / p.name)
+    cid = new_collection()
+    report = run_index(strict, cid, folder, IndexOptions(batch_size=4))
+    assert report.enrolled == 2 and report.clusters is None
+    assert len(report.notes) == 1 and "clustering skipped" in report.notes[0]
+    assert "calibration_error" in report.notes[0]
+    job = strict.get_job(cid, report.job_id)
+    assert job["status"] == "done" and job["error"] is None, job
+    assert job["report"]["notes"] == report.notes
+    assert "note: clustering skipped" in report.to_text()
+    assert strict.recluster(cid, threshold=0.9)["clustered_faces"] == 0  # two different people
