@@ -385,7 +385,9 @@ class GalleryStore:
             s.execute(update(GalleryJob).where(GalleryJob.id == uuid.UUID(job_id)).values(**values))
 
     def mark_interrupted_jobs(self) -> int:
-        """Jobs left 'running' or 'queued' by a process that died (service start calls this)."""
+        """Mark every 'running' or 'queued' job 'interrupted' (a new ``GalleryJobRunner`` calls
+        this): meant for jobs whose process died, but with no owner recorded it cannot tell
+        them from jobs another process is still running."""
         with self.sessions.begin() as s:
             result = s.execute(
                 update(GalleryJob)
@@ -939,9 +941,12 @@ class GalleryJobRunner:
     """One background thread per service process running queued indexing jobs in order.
 
     Jobs are rows first (``queued``), so ``GET .../jobs/{id}`` works at once; the thread picks
-    them from an in-process queue. A job whose process died stays ``running`` in the table; the
-    next runner marks jobs it never owned as ``interrupted`` when it starts (rerunning the same
-    source resumes: finished batches are skipped by SHA-256).
+    them from an in-process queue. A job whose process died stays ``running`` in the table, so a
+    new runner (made on a service process's first job request) marks EVERY ``running`` or
+    ``queued`` job ``interrupted``. The table records no owner, so that includes jobs still
+    alive in another process (a second service worker, an ``identity index`` run on the same
+    database); those keep running and their final status replaces the mark when they end.
+    Rerunning the same source resumes an interrupted job: finished batches are skipped by SHA-256.
     """
 
     def __init__(self, gallery: GalleryStore) -> None:

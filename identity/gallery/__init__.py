@@ -4,5 +4,9 @@ processes, and enroll or cluster the faces.
 - ``sources``: walk the input safely and lazily (archives are read into memory, never extracted).
 - ``worker``: batched decode -> detect -> embed -> quality in a pool of processes.
 - ``cluster``: group unlabelled face embeddings into proposed identities.
-- ``indexer``: the job itself (dedupe by image SHA-256, one transaction per batch, report).
+- ``ray_engine``: the same batches on Ray Data (``--engine ray``).
+- ``cli``: ``identity index PATH --collection C`` with a progress bar.
+
+The job itself (dedupe by image SHA-256, one transaction per batch, the report) needs the store,
+so it lives in the service layer: ``services.gallery.run_index``.
 """
