@@ -7,17 +7,56 @@ registered at the bottom, imported lazily so ``identity analyze`` never loads Fa
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import AliasChoices, ValidationError
+from pydantic_settings import SettingsError
+from typer.core import TyperGroup
+
+try:  # recent typer vendors its own click: its usage errors are not click's classes
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # typer that still depends on click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from identity.errors import IdentityError
 from identity.settings import Settings
 
+
+class PlainErrorsGroup(TyperGroup):
+    """Usage errors (unknown option, value out of range, missing argument) as one ``error:``
+    line on stderr, like every other error of this CLI, instead of typer's boxed panel."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click_exceptions.UsageError as exc:
+            _usage_error(exc)
+            raise  # unreachable: _usage_error exits
+
+    def invoke(self, ctx: Any) -> Any:
+        # sub-commands parse their own options inside the group's invoke
+        try:
+            return super().invoke(ctx)
+        except click_exceptions.UsageError as exc:
+            _usage_error(exc)
+
+
+def _usage_error(exc: click_exceptions.UsageError) -> None:
+    no_args_is_help = getattr(click_exceptions, "NoArgsIsHelpError", None)  # click >= 8.2
+    if no_args_is_help is not None and isinstance(exc, no_args_is_help):
+        raise exc  # `identity` alone prints the help, as asked by no_args_is_help
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    fail(f"{exc.format_message()}{where}", exc.exit_code)
+
+
 app = typer.Typer(
+    cls=PlainErrorsGroup,
     name="identity",
     help="Face identity platform: analyse, compare, calibrate, serve, index galleries.",
     no_args_is_help=True,
@@ -35,19 +74,111 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def check_far(far: float | None, option: str = "--far") -> None:
+    """A FAR is a probability strictly between 0 and 1; refuse others before loading models."""
+    if far is not None and not 0 < far < 1:
+        fail(f"{option} must be between 0 and 1 (exclusive), got {far:g}")
+
+
+# Optional extras by top-level module, so a missing import names the pip command that fixes it.
+EXTRA_FOR_MODULE = {
+    "ray": "ray",
+    "torch": "torch",
+    "mediapipe": "mesh",
+    "hdbscan": "dev",
+    "sklearn": "dev",
+    "timm": "dev",
+    "onnxruntime_gpu": "gpu",
+}
+
+
+def _setting_name(field: str) -> str:
+    """The environment variable a Settings field is read from (what the user typed)."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    if field not in Settings.model_fields:
+        return field
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """The one-line message for an error a user can cause and fix; None for a real bug."""
+    if isinstance(exc, IdentityError):
+        return f"{exc.message} [{exc.code}]"
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors()[:3]:
+            loc = ".".join(str(x) for x in err["loc"])
+            name = _setting_name(loc) if exc.title == "Settings" else loc
+            # never echo a credential back (DATABASE_URL carries a password)
+            secret = re.search(r"key|secret|password|token|url", name, re.IGNORECASE)
+            shown = "" if secret else f"={err.get('input')!r}"
+            parts.append(f"{name}{shown}: {err['msg']}")
+        what = "setting" if exc.title == "Settings" else exc.title
+        return f"invalid {what} " + "; ".join(parts)
+    if isinstance(exc, SettingsError):
+        # pydantic-settings parses list and dict settings as JSON before validating them.
+        found = re.search(r'field "([^"]+)"', str(exc))
+        name = _setting_name(found.group(1)) if found else "a setting"
+        return (
+            f"invalid setting {name}: cannot parse its value ({exc.__cause__ or exc}); "
+            'list settings are JSON, e.g. \'["CPUExecutionProvider"]\''
+        )
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a text input is not UTF-8 ({exc.reason} at byte {exc.start}): save it as UTF-8"
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if top in EXTRA_FOR_MODULE:
+            return (
+                f"this needs the optional module '{top}', which is not installed: "
+                f"pip install 'identity-platform[{EXTRA_FOR_MODULE[top]}]'"
+            )
+        return f"missing Python module '{exc.name}': reinstall identity-platform"
+    if isinstance(exc, ImportError):
+        return str(exc)  # our own ImportErrors already say which extra to install
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return str(exc)
+    # sqlalchemy is only imported by the commands that use a database: if it was never loaded,
+    # the error cannot be one of its errors.
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.OperationalError):
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        return f"database unreachable or failing: {first} (check DATABASE_URL)"
+    return None
+
+
 def cli_errors(func: F) -> F:
-    """Typed errors become one line on stderr and exit status 2, never a traceback."""
+    """Errors a user can cause become one ``error:`` line on stderr and exit status 2, never a
+    traceback; anything else is a bug and keeps its traceback."""
+    if getattr(func, "_cli_errors", False):
+        return func
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except IdentityError as exc:
-            fail(f"{exc.message} [{exc.code}]")
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            fail(str(exc))
+        except Exception as exc:
+            message = describe_error(exc)
+            if message is None:
+                raise
+            fail(message)
 
+    wrapper._cli_errors = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def guard_commands(typer_app: typer.Typer) -> None:
+    """Wrap every command of ``typer_app`` and its sub-groups in ``cli_errors``: the commands
+    registered from services/, identity/gallery/ and identity/video/ get the same mapping
+    without importing this module (which imports them)."""
+    for command in typer_app.registered_commands:
+        if command.callback is not None:
+            command.callback = cli_errors(command.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            guard_commands(group.typer_instance)
 
 
 def settings_with(detector: str | None = None, embedder: str | None = None) -> Settings:
@@ -62,7 +193,6 @@ FarOpt = Annotated[float | None, typer.Option(help="False accept rate that decid
 
 # ---------------------------------------------------------------------------------------------
 @app.command()
-@cli_errors
 def analyze(
     images: Annotated[list[Path], typer.Argument(help="Image files.", exists=False)],
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
@@ -79,13 +209,15 @@ def analyze(
     results: list[dict[str, Any]] = []
     failures = 0
     for path in images:
+        # One bad file among many is reported and skipped; the exit status says some failed.
         try:
             image = load_image(path, settings)
+            faces = analyzer.analyze([image])
         except IdentityError as exc:
             failures += 1
+            typer.echo(f"error: {path}: {exc.message} [{exc.code}]", err=True)
             results.append({"image": str(path), "error": exc.to_dict()})
             continue
-        faces = analyzer.analyze([image])
         results.append(
             {
                 "image": str(path),
@@ -97,12 +229,13 @@ def analyze(
             }
         )
     if as_json:
-        typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        # Always a list, one entry per image in argument order, so callers need not special-case
+        # a single image.
+        typer.echo(json.dumps(results, indent=2))
     else:
         for r in results:
             if "error" in r:
-                typer.echo(f"{r['image']}: error: {r['error']['message']}")
-                continue
+                continue  # already reported on stderr
             typer.echo(f"{r['image']} ({r['width']}x{r['height']}): {len(r['faces'])} face(s)")
             for i, f in enumerate(r["faces"]):
                 q = f.get("quality", {})
@@ -118,7 +251,6 @@ def analyze(
 
 
 @app.command()
-@cli_errors
 def compare(
     image_a: Path,
     image_b: Path,
@@ -133,6 +265,7 @@ def compare(
     from identity.image import load_image
     from identity.pipeline import FaceAnalyzer
 
+    check_far(far)
     settings = settings_with(detector, embedder)
     analyzer = FaceAnalyzer(settings)
     embs = []
@@ -163,7 +296,6 @@ def compare(
 
 
 @app.command()
-@cli_errors
 def calibrate(
     data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per identity, or the "
                                                "base folder for --csv paths.")],
@@ -185,8 +317,13 @@ def calibrate(
     )
     from identity.pipeline import FaceAnalyzer
 
+    for value in far or []:
+        check_far(value)
     settings = settings_with(detector, embedder)
-    items = read_labelled(data, csv_file)
+    try:
+        items = read_labelled(data, csv_file)
+    except UnicodeDecodeError as exc:
+        fail(f"labels CSV {csv_file} is not UTF-8 text ({exc.reason} at byte {exc.start})")
     if not items:
         fail(f"no labelled images found under {data}")
     analyzer = FaceAnalyzer(settings)
@@ -217,7 +354,6 @@ def calibrate(
 
 # ---------------------------------------------------------------------------------------------
 @models_app.command("list")
-@cli_errors
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every known model: presence, location, licence and checksum state."""
     from models.registry import load_manifests, model_status
@@ -234,7 +370,6 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 
 @models_app.command("verify")
-@cli_errors
 def models_verify(names: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """Check the SHA-256 of every present model (or the named ones); exit 1 on a mismatch."""
     from models.registry import load_manifests, model_status
@@ -255,7 +390,6 @@ def models_verify(names: Annotated[list[str] | None, typer.Argument()] = None) -
 
 
 @models_app.command("pull")
-@cli_errors
 def models_pull(
     name: str,
     allow_unpinned: Annotated[bool, typer.Option(
@@ -272,16 +406,19 @@ def models_pull(
 # --- commands that live beside their own code (registered lazily) ----------------------------
 
 # service: serve, db upgrade|reindex, keys create|list|revoke (services/cli.py imports no FastAPI)
-from services.cli import register as _register_service_commands  # noqa: E402
+from services.cli import register as _register_service_commands
 
 _register_service_commands(app)
 
 # video: identity watch SOURCE --gallery DIR | --collection C (identity/video/cli.py)
-from identity.video.cli import watch as _watch  # noqa: E402
+from identity.video.cli import watch as _watch
 
 app.command("watch")(_watch)
 
 # gallery: identity index PATH --collection C (identity/gallery/cli.py)
-from identity.gallery.cli import register as _register_gallery_commands  # noqa: E402
+from identity.gallery.cli import register as _register_gallery_commands
 
 _register_gallery_commands(app)
+
+# Last: every command registered above, here or from the other modules, maps errors the same way.
+guard_commands(app)

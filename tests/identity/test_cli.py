@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def test_analyze_json_reports_every_face(runner) -> None:
         app, ["analyze", "--json", "--embeddings", str(FR / "two_people.jpg"), str(TRAIN / "obama/obama.jpg")]
     )
     assert result.exit_code == 0, result.output
-    images = json.loads(result.output)
+    images = json.loads(result.stdout)
     assert [len(r["faces"]) for r in images] == [2, 1]
     face = images[1]["faces"][0]
     assert {"bbox", "landmarks", "det_score", "quality", "embedding_norm", "embedding"} <= set(face)
@@ -48,10 +49,33 @@ def test_analyze_bad_file_is_reported_not_a_traceback(runner, tmp_path) -> None:
     bad.write_text("this is not a photo")
     result = runner.invoke(app, ["analyze", "--json", str(bad), str(TRAIN / "biden/biden.jpg")])
     assert result.exit_code == 1
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)  # stdout stays valid JSON; the error line is on stderr
     assert rows[0]["error"]["code"] == "bad_image"
     assert len(rows[1]["faces"]) == 1
+    assert_one_error_line(result.stderr, str(bad))
     assert "Traceback" not in result.output
+
+
+def test_analyze_reports_each_bad_image_on_stderr_and_goes_on(runner, tmp_path) -> None:
+    bad = tmp_path / "truncated.jpg"
+    bad.write_bytes((TRAIN / "obama/obama.jpg").read_bytes()[:200])
+    missing = tmp_path / "missing.jpg"
+    folder = tmp_path / "a_folder.jpg"
+    folder.mkdir()
+    good = TRAIN / "biden/biden.jpg"
+    result = runner.invoke(app, ["analyze", str(bad), str(missing), str(folder), str(good)])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert [e.split(": ")[1] for e in errors] == [str(bad), str(missing), str(folder)]
+    assert "error" not in result.stdout and f"{good} (" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_analyze_json_is_a_list_even_for_one_image(runner) -> None:
+    result = runner.invoke(app, ["analyze", "--json", str(TRAIN / "obama/obama.jpg")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list) and len(rows) == 1 and len(rows[0]["faces"]) == 1
 
 
 def test_compare_same_and_different_people(runner) -> None:
@@ -93,6 +117,30 @@ def test_calibrate_writes_thresholds_used_by_compare(runner, tmp_path) -> None:
     assert json.loads(compare.output)["threshold"] == pytest.approx(saved["thresholds"]["1e-01"], abs=1e-4)
 
 
+@pytest.mark.parametrize("far", ["0", "1", "1.5", "-0.01"])
+def test_calibrate_refuses_a_far_outside_0_1_before_any_work(runner, far) -> None:
+    result = runner.invoke(app, ["calibrate", str(TRAIN), "--far", far, "--no-save"])
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "--far must be between 0 and 1")
+
+
+def test_calibrate_non_utf8_csv_is_one_error_line(runner, tmp_path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("path,identity\nobama/obama.jpg,Ob\xe4ma\n".encode("latin-1"))
+    result = runner.invoke(app, ["calibrate", str(TRAIN), "--csv", str(labels)])
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "not UTF-8")
+
+
+def test_usage_errors_are_one_error_line(runner) -> None:
+    missing = runner.invoke(app, ["compare", str(TRAIN / "obama/obama.jpg")])
+    assert missing.exit_code == 2
+    assert_one_error_line(missing.stderr, "Missing argument")
+    unknown = runner.invoke(app, ["analyze", "--bogus", str(TRAIN / "obama/obama.jpg")])
+    assert unknown.exit_code == 2
+    assert_one_error_line(unknown.stderr, "--bogus")
+
+
 def test_calibrate_rejects_an_empty_folder(runner, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["calibrate", str(tmp_path / "empty")])
@@ -113,8 +161,51 @@ def test_models_list_and_verify(runner, monkeypatch) -> None:
 
 
 def test_console_script_exits_non_zero_with_a_message(tmp_path) -> None:
-    exe = Path(sys.executable).parent / "identity"
-    proc = subprocess.run([str(exe), "compare", str(tmp_path / "nope.jpg"), str(tmp_path / "x.jpg")],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_identity("compare", str(tmp_path / "nope.jpg"), str(tmp_path / "x.jpg"))
     assert proc.returncode != 0
-    assert "error" in proc.stderr.lower() and "Traceback" not in proc.stderr
+    assert_one_error_line(proc.stderr, "nope.jpg")
+
+
+def run_identity(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    exe = Path(sys.executable).parent / "identity"
+    return subprocess.run([str(exe), *args], check=False, capture_output=True, text=True,
+                          timeout=180, env={**os.environ, **(env or {})})
+
+
+def assert_one_error_line(stderr: str, needle: str) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("IDENTITY_DET_THRESHOLD", "abc"), ("IDENTITY_ONNX_PROVIDERS", "CPU")],
+)
+def test_a_bad_setting_is_one_error_line_naming_it(tmp_path, name, value) -> None:
+    proc = run_identity("analyze", str(TRAIN / "obama/obama.jpg"),
+                        env={name: value, "IDENTITY_DATA_DIR": str(tmp_path)})
+    assert proc.returncode == 2
+    assert_one_error_line(proc.stderr, f"invalid setting {name}")
+
+
+def test_unreachable_database_is_one_error_line(tmp_path) -> None:
+    proc = run_identity("index", str(TRAIN), "--collection", "c", "--no-progress",
+                        env={"DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:1/x",
+                             "IDENTITY_DATA_DIR": str(tmp_path)})
+    assert proc.returncode == 2
+    assert_one_error_line(proc.stderr, "database unreachable")
+    assert "u:p@" not in proc.stderr  # never echo the password of DATABASE_URL
+
+
+def test_error_mapping_of_optional_modules_and_decoding() -> None:
+    from identity.cli import describe_error
+
+    ray = describe_error(ModuleNotFoundError("No module named 'ray'", name="ray"))
+    assert ray is not None and "identity-platform[ray]" in ray
+    mesh = describe_error(ModuleNotFoundError("No module named 'mediapipe'", name="mediapipe.python"))
+    assert mesh is not None and "identity-platform[mesh]" in mesh
+    decode = describe_error(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
+    assert decode is not None and "UTF-8" in decode
+    assert describe_error(ZeroDivisionError()) is None  # a bug keeps its traceback
