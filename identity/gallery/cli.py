@@ -6,14 +6,13 @@ inside the command, so ``identity analyze`` never pays for it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from identity.errors import IdentityError
 
 LABEL_HELP = "none (cluster into proposed identities), folders (parent folder = identity), csv FILE"
 
@@ -53,25 +52,44 @@ def index(
     if cluster_method not in ("graph", "components", "hdbscan"):
         _fail(f"--cluster-method must be graph, components or hdbscan, not {cluster_method!r}")
     settings = Settings()
-    try:
-        report = run_cli_index(
-            settings,
-            path,
-            collection,
-            labels=labels,
-            labels_csv=labels_csv,
-            workers=workers or default_workers(),
-            batch_size=batch_size or settings.index_batch_size,
-            engine=engine,
-            cluster=cluster,
-            cluster_method=cluster_method,
-            create=create,
-            progress=progress,
+    # Everything that can be checked without the database is checked first, so a typo or a
+    # missing extra never leaves a new, empty collection or a failed job behind.
+    from identity.gallery.sources import open_source
+
+    open_source(path, labels, labels_csv, settings.max_image_bytes)  # type: ignore[arg-type]
+    if engine == "ray" and not has_module("ray"):
+        _fail("--engine ray needs Ray, which is not installed: pip install 'identity-platform[ray]'")
+    if cluster and labels == "none" and cluster_method == "hdbscan" and not (
+        has_module("sklearn") or has_module("hdbscan")
+    ):
+        _fail(
+            "--cluster-method hdbscan needs scikit-learn>=1.3 or the hdbscan package: "
+            "pip install 'identity-platform[dev]' (or use --cluster-method graph)"
         )
-    except IdentityError as exc:
-        _fail(f"{exc.message} [{exc.code}]")
+    report = run_cli_index(
+        settings,
+        path,
+        collection,
+        labels=labels,
+        labels_csv=labels_csv,
+        workers=workers or default_workers(),
+        batch_size=batch_size or settings.index_batch_size,
+        engine=engine,
+        cluster=cluster,
+        cluster_method=cluster_method,
+        create=create,
+        progress=progress,
+    )
     text = report.pop("text")
     typer.echo(json.dumps(report, indent=2) if as_json else text)
+
+
+def has_module(name: str) -> bool:
+    """Whether ``name`` is importable, without importing it (Ray takes seconds to import)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def run_cli_index(
@@ -149,6 +167,8 @@ def register(app: typer.Typer) -> None:
 
 
 if __name__ == "__main__":  # python -m identity.gallery.cli PATH -c C (same as identity index)
+    from identity.cli import cli_errors
+
     _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    _app.command()(index)
+    _app.command()(cli_errors(index))
     _app()
