@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from identity.errors import IdentityError
 from identity.settings import Settings
 from identity.video.identify import Identifier
 from identity.video.watch import Event
@@ -49,50 +48,57 @@ def watch(
         float | None, typer.Option(help="False accept rate that decides a match.")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Explicit cosine similarity threshold.")
+        float | None,
+        typer.Option(help="Explicit cosine similarity threshold.", min=-1.0, max=1.0),
     ] = None,
     identify_after: Annotated[
-        int, typer.Option(help="Identify a track after this many frames.")
+        int, typer.Option(help="Identify a track after this many frames.", min=1)
     ] = 5,
     best_k: Annotated[
-        int, typer.Option(help="Best-quality frames averaged per identification.")
+        int, typer.Option(help="Best-quality frames averaged per identification.", min=1)
     ] = 3,
     max_missed: Annotated[
-        int, typer.Option(help="A track ends after this many frames unseen.")
+        int, typer.Option(help="A track ends after this many frames unseen.", min=0)
     ] = 10,
-    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    max_frames: Annotated[
+        int | None, typer.Option(help="Stop after this many frames.", min=1)
+    ] = None,
     min_score: Annotated[
-        float, typer.Option(help="Detections below this confidence are ignored.")
+        float, typer.Option(help="Detections below this confidence are ignored.", min=0.0, max=1.0)
     ] = 0.7,
 ) -> None:
-    """Detect, track and identify faces in a video; print JSON lines events, fps at the end."""
+    """Detect, track and identify faces in a video; print JSON lines events, fps at the end.
+
+    Errors are mapped to one ``error:`` line by ``identity.cli.cli_errors``, which wraps this
+    command when identity/cli.py registers it.
+    """
 
     def emit(event: Event) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
 
     if (collection is None) == (gallery is None):
-        typer.echo("error: give exactly one of --collection or --gallery", err=True)
-        raise typer.Exit(2)
+        _fail("give exactly one of --collection or --gallery")
+    if far is not None and not 0 < far < 1:
+        _fail(f"--far must be between 0 and 1 (exclusive), got {far:g}")
     options = WatchOptions(detector, identify_after, best_k, max_missed, max_frames, min_score)
-    try:
-        from identity.video.watch import open_source
+    from identity.video.watch import open_source
 
-        open_source(source).release()  # a bad source fails before the gallery is embedded
-        settings = Settings(**({"embedder": embedder} if embedder else {}))
-        if gallery is not None:
-            from identity.video.identify import GalleryIdentifier
+    open_source(source).release()  # a bad source fails before the gallery is embedded
+    settings = Settings(**({"embedder": embedder} if embedder else {}))
+    if gallery is not None:
+        from identity.video.identify import GalleryIdentifier
 
-            identifier = GalleryIdentifier.from_folder(
-                gallery, settings, far=far, threshold=threshold
-            )
-            run_watch(source, identifier, settings, options, emit)
-        else:
-            assert collection is not None
-            run_with_collection(source, collection, settings, options, emit, far, threshold)
-    except IdentityError as exc:
-        typer.echo(f"error: {exc.message} [{exc.code}]", err=True)
-        raise typer.Exit(2) from None
+        identifier = GalleryIdentifier.from_folder(gallery, settings, far=far, threshold=threshold)
+        run_watch(source, identifier, settings, options, emit)
+    else:
+        assert collection is not None
+        run_with_collection(source, collection, settings, options, emit, far, threshold)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def run_watch(

@@ -120,6 +120,12 @@ class VideoWatcher:
                 f"the identifier's gallery was embedded with {identifier.embedder_name}, "
                 f"not {embedder.name}",
             )
+        # best_k = 0 would keep no crop and leave nothing to embed (np.stack of nothing).
+        if best_k < 1 or identify_after < 1 or min_hits < 1:
+            raise InvalidInput(
+                f"best_k, identify_after and min_hits must be at least 1, got {best_k}, "
+                f"{identify_after} and {min_hits}"
+            )
         self.detector = detector
         self.embedder = embedder
         self.identifier = identifier
@@ -210,6 +216,18 @@ class VideoWatcher:
                     events.append(self._identify(track, t))
         return events
 
+    def summary(self) -> Event:
+        return {
+            "event": "summary",
+            "time": _now(),
+            "frames": self.stats.frames,
+            "faces": self.stats.faces,
+            "tracks": self.stats.tracks,
+            "identified": self.stats.identified,
+            "seconds": round(self.stats.seconds, 3),
+            "fps": round(self.stats.fps, 2),
+        }
+
     def run(
         self,
         cap: cv2.VideoCapture,
@@ -218,27 +236,21 @@ class VideoWatcher:
     ) -> WatchStats:
         start = time.perf_counter()
         last_t = 0.0
+        # Open tracks are closed and the summary printed however the loop stops: end of stream,
+        # --max-frames, Ctrl-C (KeyboardInterrupt) or an error; a consumer of the JSON lines
+        # always sees how many frames were processed.
         try:
             for i, t, frame in frames(cap, max_frames):
                 last_t = t
                 for event in self.process(i, t, frame):
                     emit(event)
         finally:
-            for track in self.tracker.flush():
-                track.last_t = max(track.last_t, last_t)
-                for event in self._ended(track):
-                    emit(event)
-            self.stats.seconds = time.perf_counter() - start
-        emit(
-            {
-                "event": "summary",
-                "time": _now(),
-                "frames": self.stats.frames,
-                "faces": self.stats.faces,
-                "tracks": self.stats.tracks,
-                "identified": self.stats.identified,
-                "seconds": round(self.stats.seconds, 3),
-                "fps": round(self.stats.fps, 2),
-            }
-        )
+            try:
+                for track in self.tracker.flush():
+                    track.last_t = max(track.last_t, last_t)
+                    for event in self._ended(track):
+                        emit(event)
+            finally:
+                self.stats.seconds = time.perf_counter() - start
+                emit(self.summary())
         return self.stats

@@ -21,7 +21,8 @@ pytest.importorskip("mediapipe")
 from identity.errors import InvalidInput
 from identity.settings import Settings
 from identity.video import GalleryIdentifier, IoUTracker, open_source
-from identity.video.cli import WatchOptions, run_watch, watch
+from identity.video.cli import WatchOptions, run_watch
+from identity.video.watch import VideoWatcher
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "face_recognition"
 GALLERY = DATA / "knn_examples" / "train"
@@ -56,13 +57,17 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_cli(*args: str) -> tuple[int, list[dict], str]:
-    from typer import Typer
+    """`identity watch ARGS` through the main CLI, whose wrapper maps errors to one line."""
+    from identity.cli import app
 
-    app = Typer()
-    app.command()(watch)
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, ["watch", *args])
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert "Traceback" not in result.output
     return result.exit_code, events, result.output
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +148,68 @@ def test_bad_sources_and_options_are_clear_errors(tmp_path: Path) -> None:
     assert code == 2 and "cannot open video source" in output
     code, _, output = run_cli("0", "--gallery", str(GALLERY), "--collection", "c")
     assert code == 2 and "exactly one of" in output
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--best-k", "0"), ("--identify-after", "0"), ("--max-frames", "0"), ("--max-missed", "-1"),
+     ("--min-score", "1.5"), ("--threshold", "2"), ("--far", "0"), ("--far", "1")],
+)
+def test_out_of_range_options_are_one_error_line(option: str, value: str) -> None:
+    code, _, output = run_cli("0", "--gallery", str(GALLERY), option, value)
+    assert code == 2
+    errors = error_lines(output)
+    assert len(errors) == 1 and option in errors[0], output
+
+
+def test_unreachable_store_is_one_error_line(video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u:p@127.0.0.1:1/x")
+    code, events, output = run_cli(str(video), "--collection", "c")
+    assert code == 2 and events == []
+    errors = error_lines(output)
+    assert len(errors) == 1 and "database unreachable" in errors[0], output
+
+
+def test_watcher_refuses_best_k_zero(gallery: GalleryIdentifier, settings: Settings) -> None:
+    from identity.detect import load_detector
+    from identity.embed import load_embedder
+
+    with pytest.raises(InvalidInput, match="best_k"):
+        VideoWatcher(load_detector("blazeface_short", settings),
+                     load_embedder(gallery.embedder_name, settings), gallery, best_k=0)
+
+
+class InterruptedCapture:
+    """A capture whose read raises KeyboardInterrupt (Ctrl-C) after ``frames`` frames."""
+
+    def __init__(self, path: Path, frames: int) -> None:
+        self.cap = cv2.VideoCapture(str(path))
+        self.left = frames
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return self.cap.read()
+
+    def get(self, prop: int) -> float:
+        return self.cap.get(prop)
+
+
+def test_ctrl_c_still_ends_tracks_and_prints_the_summary(
+    video: Path, gallery: GalleryIdentifier, settings: Settings
+) -> None:
+    from identity.detect import load_detector
+    from identity.embed import load_embedder
+
+    watcher = VideoWatcher(load_detector("blazeface_short", settings),
+                           load_embedder(gallery.embedder_name, settings), gallery)
+    events: list[dict] = []
+    with pytest.raises(KeyboardInterrupt):
+        watcher.run(InterruptedCapture(video, 8), events.append)  # type: ignore[arg-type]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "track_started" and kinds[-2:] == ["track_ended", "summary"]
+    assert events[-1]["frames"] == 8
 
 
 def test_tracker_links_overlapping_boxes_and_ends_lost_tracks() -> None:
