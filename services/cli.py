@@ -9,7 +9,7 @@ leaves).
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,13 +30,35 @@ def _fail(exc: IdentityError) -> None:
     raise typer.Exit(2)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging plus a root handler, so the app's own INFO logs (indexes built, models
+    loaded) also show in worker processes, which never run this module's ``basicConfig``."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["app"] = {"format": LOG_FORMAT}
+    config["handlers"]["app"] = {
+        "class": "logging.StreamHandler", "formatter": "app", "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"handlers": ["app"], "level": "INFO"}
+    return config
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default IDENTITY_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default IDENTITY_PORT).")] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="uvicorn worker processes, each with its own models and indexes.")
+    ] = 1,
 ) -> None:
     """Run the HTTP API (embedded Postgres in the data dir unless DATABASE_URL is set)."""
     import logging
+    import os
 
     import uvicorn
 
@@ -45,20 +67,29 @@ def serve(
     from services.embedded_pg import exit_on_sigterm
 
     settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     exit_on_sigterm()
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "limit_concurrency": 256,
+        "timeout_graceful_shutdown": 10,
+        "log_config": _log_config(),
+    }
     # Start the embedded cluster here (not inside the app) so it outlives the app's lifespan and
     # is stopped by this process's ``finally`` after uvicorn returns, on Ctrl-C or SIGTERM alike.
     with open_database(settings) as engine:
-        app = create_app(settings, engine=engine)
-        uvicorn.run(
-            app,
-            host=host or settings.host,
-            port=port or settings.port,
-            workers=workers,
-            limit_concurrency=256,
-            timeout_graceful_shutdown=10,
-        )
+        if workers == 1:
+            uvicorn.run(create_app(settings, engine=engine), **options)
+            return
+        # uvicorn spawns fresh interpreters for extra workers: they can only import the app by
+        # name, and build their Settings from the environment exactly as this process did. The
+        # one thing they could not rebuild is the embedded cluster this process started, so hand
+        # them its URL; each worker then connects to it instead of starting (joining) it again.
+        # Each worker keeps its own FAISS indexes in step through the change log, as any second
+        # process on the same database does. Metrics are per worker (whichever one answers).
+        os.environ["DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
+        uvicorn.run("services.app:create_app", factory=True, workers=workers, **options)
 
 
 @db_app.command("upgrade")
