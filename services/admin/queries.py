@@ -1,8 +1,9 @@
 """Read models the dashboard needs that the public store API does not offer.
 
 Kept beside the dashboard (not in ``services/store.py``) because only the dashboard asks for
-them: a filtered, paged audit log, one thumbnail per identity for list pages, and re-checking a
-signed-in key. Writes (removing a single face) are ``IdentityStore`` methods.
+them: a filtered, paged audit log, one thumbnail per identity for list pages, the newest gallery
+jobs across collections, and re-checking a signed-in key. Writes (removing a single face, naming
+a cluster) are ``IdentityStore`` / ``GalleryStore`` methods.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from services.gallery import GalleryStore
 from services.schema import ApiKey, AuditEvent, FaceTemplate
 from services.store import IdentityStore
 
@@ -108,3 +110,11 @@ def audit_page(
             for e in rows
         ]
     return {"items": items, "total": total, "actions": list(actions), "limit": limit, "offset": offset}
+
+
+def recent_jobs(gallery: GalleryStore, collections: Sequence[str], limit: int = 50) -> list[dict[str, Any]]:
+    """The newest gallery jobs of these collections, newest first (one ``list_jobs`` each: the
+    dashboard shows a handful of collections, and each job dict is the API's own)."""
+    jobs = [j for name in collections for j in gallery.list_jobs(name, limit)]
+    jobs.sort(key=lambda j: j["created_at"] or "", reverse=True)
+    return jobs[:limit]

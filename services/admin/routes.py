@@ -3,7 +3,8 @@
 Routes stay thin: read the form, call one store (or ``queries``) function, render a template.
 Sign-in takes an admin API key once; after that a signed, http-only cookie carries the key's id
 (see ``session.py``) and every POST carries the session's CSRF token. Errors from the store
-(``IdentityError``) are shown on the page instead of the API's JSON problem body.
+(``IdentityError``) are shown on the page instead of the API's JSON problem body. Gallery jobs
+and their proposed clusters (docs/batch.md) go through the same ``GalleryStore`` as the API.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from services.admin.session import (
     csrf_ok,
     load_or_create_secret,
 )
+from services.api.routes.gallery import gallery_store as _gallery
 from services.auth import Principal
 from services.deps import get_keys as _keys
 from services.deps import get_settings as _settings
@@ -698,3 +700,143 @@ def system_page(request: Request, admin: AdminDep) -> HTMLResponse:
         default_far=settings.default_far,
         metrics=human_metrics(registry) if registry is not None else None,
     )
+
+
+# gallery jobs and clusters -------------------------------------------------------------------
+# The batch indexing jobs (docs/batch.md) run through the API or the CLI; the dashboard shows
+# them and lets an operator turn proposed clusters into identities, with the same GalleryStore
+# calls the /v1 gallery routes make.
+def _visible_names(request: Request, admin: Admin) -> list[str]:
+    return [c["name"] for c in _store(request).list_collections() if admin.may_see(c["name"])]
+
+
+def _any_running(jobs: list[dict[str, Any]]) -> bool:
+    return any(j["status"] in ("queued", "running") for j in jobs)
+
+
+@router.get("/jobs")
+def all_jobs_page(request: Request, admin: AdminDep) -> HTMLResponse:
+    jobs = queries.recent_jobs(_gallery(request), _visible_names(request, admin))
+    return render(request, "jobs.html", admin, jobs=jobs, refresh=_any_running(jobs))
+
+
+@router.get("/collections/{cid}/jobs")
+def jobs_page(request: Request, cid: str, admin: AdminDep) -> HTMLResponse:
+    try:
+        collection = _collection_or_404(request, admin, cid)
+        jobs = _gallery(request).list_jobs(cid)
+    except IdentityError as exc:
+        return _error_page(request, admin, exc)
+    return render(
+        request, "jobs.html", admin, collection=collection, tab="jobs", jobs=jobs,
+        refresh=_any_running(jobs),
+    )
+
+
+@router.get("/collections/{cid}/jobs/{jid}")
+def job_page(request: Request, cid: str, jid: str, admin: AdminDep) -> HTMLResponse:
+    try:
+        collection = _collection_or_404(request, admin, cid)
+        job = _gallery(request).get_job(cid, jid)
+    except IdentityError as exc:
+        return _error_page(request, admin, exc)
+    return render(
+        request, "job.html", admin, collection=collection, tab="jobs", job=job,
+        refresh=_any_running([job]),
+    )
+
+
+def _clusters_page(
+    request: Request,
+    cid: str,
+    admin: Admin,
+    flash: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    try:
+        collection = _collection_or_404(request, admin, cid)
+        clusters = _gallery(request).list_clusters(cid, "proposed")
+    except IdentityError as exc:
+        return _error_page(request, admin, exc)
+    return render(
+        request, "clusters.html", admin, status_code=status_code, collection=collection,
+        tab="clusters", clusters=clusters, choices=_identity_choices(request, cid), flash=flash,
+    )
+
+
+@router.get("/collections/{cid}/clusters")
+def clusters_page(request: Request, cid: str, admin: AdminDep) -> HTMLResponse:
+    return _clusters_page(request, cid, admin)
+
+
+@router.post("/collections/{cid}/clusters/{clid}/name")
+def name_cluster(
+    request: Request,
+    cid: str,
+    clid: int,
+    admin: CheckedAdminDep,
+    external_id: Annotated[str, Form()] = "",
+    display_name: Annotated[str, Form()] = "",
+    identity_id: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        _collection_or_404(request, admin, cid)
+        if identity_id:  # the form's "add to an existing identity" choice wins over a new id
+            result = _gallery(request).name_cluster(
+                cid, clid, identity_id=identity_id, actor=admin.actor
+            )
+        else:
+            if not external_id.strip():
+                raise InvalidInput("type an external id for the new identity, or choose one")
+            result = _gallery(request).name_cluster(
+                cid, clid, external_id=external_id.strip(), display_name=display_name.strip(),
+                actor=admin.actor,
+            )
+        identity = _store(request).get_identity(cid, result["identity_id"])
+    except IdentityError as exc:
+        return _clusters_page(
+            request, cid, admin, flash={"kind": "error", "message": exc.message},
+            status_code=exc.http_status,
+        )
+    return _flash(
+        request,
+        _redirect(f"/admin/collections/{quote(cid)}/clusters"),
+        f"Cluster {clid} named '{identity['external_id']}': {result['templates']} faces enrolled "
+        "and searchable.",
+    )
+
+
+@router.post("/collections/{cid}/clusters/{clid}/merge")
+def merge_cluster(
+    request: Request,
+    cid: str,
+    clid: int,
+    admin: CheckedAdminDep,
+    source: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        _collection_or_404(request, admin, cid)
+        if not source.isdigit():
+            raise InvalidInput("choose the cluster to merge into this one")
+        result = _gallery(request).merge_clusters(cid, clid, [int(source)], actor=admin.actor)
+    except IdentityError as exc:
+        return _clusters_page(
+            request, cid, admin, flash={"kind": "error", "message": exc.message},
+            status_code=exc.http_status,
+        )
+    return _flash(
+        request,
+        _redirect(f"/admin/collections/{quote(cid)}/clusters"),
+        f"Cluster {source} merged into cluster {clid}: {result['size']} faces.",
+    )
+
+
+@router.get("/collections/{cid}/gallery-faces/{face_id}/thumbnail")
+def gallery_face_thumbnail(request: Request, cid: str, face_id: int, admin: AdminDep) -> Response:
+    try:
+        if not admin.may_see(cid):
+            raise NotFound("no such thumbnail")
+        jpeg = _gallery(request).face_thumbnail(cid, face_id)
+    except IdentityError:
+        raise HTTPException(status_code=404, detail="no such thumbnail")
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
