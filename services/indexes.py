@@ -4,8 +4,9 @@ Postgres is the truth. An index is a cache of ``face_templates`` rows for one co
 embedding model, keyed by template id, and is kept in step through the ``index_changes`` log:
 
 - **start**: load the snapshot in ``settings.index_dir`` (it records the last change ``seq`` it
-  contains and which collection it belongs to) and replay the changes after it; with no usable
-  snapshot, build from the templates table.
+  contains, which collection it belongs to and its FAISS factory string) and replay the changes
+  after it; with no usable snapshot (torn, another collection's, ahead of the database, or built
+  with another factory than ``settings.index_factory``), build from the templates table.
 - **after each commit**: the store calls ``catch_up(collection)``, which replays new changes (the
   writer's own and those of other processes, e.g. the batch indexer). Searches call it too, so a
   read always sees every committed write, whichever process made it.
@@ -118,6 +119,14 @@ class IndexRegistry:
             or watermark.get("model") != model
         ):
             log.warning("index snapshot %s belongs to another collection; rebuilding", path)
+            return None
+        if index.factory != self.settings.index_factory:
+            # The setting changed since the snapshot was written (say Flat -> HNSW32 as a gallery
+            # grew): serving the old type would silently ignore the operator's choice.
+            log.warning(
+                "index snapshot %s is %r but IDENTITY_INDEX_FACTORY is %r; rebuilding from Postgres",
+                path, index.factory, self.settings.index_factory,
+            )
             return None
         with self.engine.connect() as conn:
             max_seq = conn.execute(text("SELECT coalesce(max(seq), 0) FROM index_changes")).scalar()
@@ -302,11 +311,23 @@ class IndexRegistry:
             entries = list(self._entries.values())
         return {(e.collection_name, e.model): e.size() for e in entries}
 
+    def factory(self, collection_id: int, model: str) -> str | None:
+        """The FAISS factory string of the index in use; None while it holds no template."""
+        entry = self._entry(collection_id, model)
+        return None if entry is None or entry.index is None else entry.index.factory
+
     def describe(self) -> list[dict[str, Any]]:
+        """Each loaded index with its real type (``factory``: None until its first template)."""
         with self._lock:
             entries = list(self._entries.values())
         return [
-            {"collection": e.collection_name, "model": e.model, "size": e.size(), "seq": e.seq}
+            {
+                "collection": e.collection_name,
+                "model": e.model,
+                "factory": None if e.index is None else e.index.factory,
+                "size": e.size(),
+                "seq": e.seq,
+            }
             for e in entries
         ]
 

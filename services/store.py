@@ -993,7 +993,7 @@ class IdentityStore:
         return removed
 
     def index_status(self, collection: str) -> dict[str, Any]:
-        """The index for the current model next to Postgres: sizes and a digest of the id sets.
+        """The index for the current model next to Postgres: its FAISS type, sizes, id-set digests.
 
         ``consistent`` is true when the index holds exactly the templates Postgres has.
         """
@@ -1014,6 +1014,7 @@ class IdentityStore:
 
         return {
             "model": self.model_name,
+            "index_factory": self.indexes.factory(cid, self.model_name),
             "index_size": len(index_ids),
             "templates": len(db_ids),
             "index_digest": digest(index_ids),

@@ -35,7 +35,7 @@ def get_collection(
 def index_status(
     cid: str, store: StoreDep, p: Annotated[Principal, Depends(collection_access("admin"))]
 ) -> dict:
-    """The FAISS index next to Postgres: sizes, id digests and whether they agree."""
+    """The FAISS index next to Postgres: its type, sizes, id digests and whether they agree."""
     return store.index_status(cid)
 
 

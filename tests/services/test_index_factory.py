@@ -1,0 +1,67 @@
+"""Changing IDENTITY_INDEX_FACTORY takes effect on restart: a snapshot written with another
+FAISS factory string is not loaded but rebuilt from Postgres, and the index reports its real
+type. Apps restarted on the session's Postgres with their own data dir (snapshots)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from svc_helpers import PROBES, TRAIN
+
+from identity.index import FaceIndex
+from services.app import create_app
+
+REBUILD = "rebuilding from Postgres"
+
+
+def _restart(settings, engine, analyzer, data_dir: Path, factory: str) -> TestClient:
+    changed = settings.model_copy(update={"data_dir": data_dir, "index_factory": factory})
+    return TestClient(create_app(changed, engine=engine, analyzer=analyzer, warm_models=False))
+
+
+def test_snapshot_of_another_factory_is_rebuilt(
+    client: TestClient, admin: dict, collection: str, settings, engine, analyzer, tmp_path: Path,
+    caplog,
+) -> None:
+    cid = collection
+    iid = client.post(f"/v1/collections/{cid}/identities", json={"external_id": "obama"}, headers=admin).json()["id"]
+    r = client.post(
+        f"/v1/collections/{cid}/identities/{iid}/faces",
+        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in (TRAIN / "obama/obama.jpg", TRAIN / "obama/obama2.jpg")],
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    collection_id = client.app.state.store.collection_id(cid)
+    model = client.app.state.store.model_name
+    snapshot = tmp_path / "indexes" / str(collection_id) / f"{model}.faiss"
+    probe = {"file": ("p.jpg", (PROBES / "obama1.jpg").read_bytes(), "image/jpeg")}
+
+    with _restart(settings, engine, analyzer, tmp_path, "Flat") as c:
+        status = c.get(f"/v1/collections/{cid}/index", headers=admin).json()
+        assert status["index_factory"] == "Flat" and status["consistent"] and status["index_size"] == 2
+    assert FaceIndex.load(snapshot).factory == "Flat"  # written on shutdown
+
+    caplog.set_level(logging.INFO, logger="services.indexes")
+    with _restart(settings, engine, analyzer, tmp_path, "HNSW32") as c:
+        status = c.get(f"/v1/collections/{cid}/index", headers=admin).json()
+        assert status["index_factory"] == "HNSW32", status
+        assert status["consistent"] and status["index_size"] == 2, status
+        described = {(d["collection"], d["model"]): d for d in c.app.state.store.indexes.describe()}
+        assert described[(cid, model)]["factory"] == "HNSW32"
+        r = c.post(f"/v1/collections/{cid}/identify", files=probe, headers=admin)
+        assert r.status_code == 200, r.text
+        best = r.json()["faces"][0]["candidates"][0]
+        assert best["identity_id"] == iid and best["match"] is True
+    mismatch = [m for m in caplog.messages if REBUILD in m and str(snapshot) in m]
+    assert mismatch and "'Flat'" in mismatch[0] and "'HNSW32'" in mismatch[0], caplog.messages
+    assert FaceIndex.load(snapshot).factory == "HNSW32"
+
+    # the same factory again: the snapshot is used as it is
+    caplog.clear()
+    with _restart(settings, engine, analyzer, tmp_path, "HNSW32") as c:
+        status = c.get(f"/v1/collections/{cid}/index", headers=admin).json()
+        assert status["index_factory"] == "HNSW32" and status["consistent"], status
+    assert not [m for m in caplog.messages if REBUILD in m and str(snapshot) in m], caplog.messages
+    assert any(f"index {cid}/{model} loaded from snapshot" in m for m in caplog.messages), caplog.messages
