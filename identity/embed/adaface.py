@@ -13,6 +13,7 @@ Torch is an optional extra (``pip install identity-platform[torch]``) and import
 
 from __future__ import annotations
 
+import pickle
 import threading
 from typing import Any
 
@@ -115,6 +116,24 @@ def backbone_state_dict(checkpoint: Any) -> dict[str, Any]:
     return {k: v for k, v in sd.items() if not k.startswith("head.")}
 
 
+def _unpickling_reason(exc: Exception, path: Any) -> str:
+    """A short reason for a refused checkpoint; torch's own message is a page of advice."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512).lstrip().lower()
+    except OSError:
+        head = b""
+    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        return "the file is an HTML/XML page, not a PyTorch checkpoint (a failed download?)"
+    text = str(exc)
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    detail = (rest if found else text).strip().split("\n")[0].split(" Please use")[0][:200]
+    return (
+        "it holds objects other than tensors, which weights_only loading refuses "
+        f"({detail or type(exc).__name__}); save the state_dict alone"
+    )
+
+
 class AdaFaceEmbedder:
     def __init__(self, resolved: ResolvedModel, settings: Settings) -> None:
         torch = _torch()
@@ -132,7 +151,15 @@ class AdaFaceEmbedder:
             # weights_only: a checkpoint is data; refuse pickled code.
             ckpt = torch.load(str(resolved.path), map_location="cpu", weights_only=True)
             missing, unexpected = self.model.load_state_dict(backbone_state_dict(ckpt), strict=False)
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        except pickle.UnpicklingError as exc:
+            # weights_only refuses anything but tensors and plain containers: a Lightning
+            # checkpoint with pickled objects (hyper-parameters, callbacks) fails here, and so
+            # does an HTML error page saved as .ckpt by a failed download.
+            reason = _unpickling_reason(exc, resolved.path)
+            raise ModelError(
+                f"could not load AdaFace checkpoint {resolved.path}: {reason}", model=m.name
+            ) from exc
+        except (RuntimeError, OSError, ValueError, KeyError, EOFError) as exc:
             # torch lists every mismatched tensor; the first two lines say enough.
             brief = " ".join(str(exc).split("\n")[:2])[:300]
             raise ModelError(

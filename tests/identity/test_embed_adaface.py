@@ -96,3 +96,49 @@ def test_bad_inputs_and_wrong_checkpoint(embedder, tmp_path):
     with pytest.raises(ModelError, match="ir_101"):
         AdaFaceEmbedder(ResolvedModel(manifest, "models_dir", path=tmp_path / manifest.file),
                         Settings())
+
+
+def test_an_html_page_saved_as_checkpoint_is_a_model_error(tmp_path):
+    manifest = get_manifest("adaface_ir18_webface4m")
+    page = tmp_path / manifest.file
+    page.write_bytes(b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>\n")
+    with pytest.raises(ModelError, match="HTML"):
+        AdaFaceEmbedder(ResolvedModel(manifest, "models_dir", path=page), Settings())
+
+
+class _Hparams:  # stands in for the Lightning hyper-parameter objects a checkpoint may pickle
+    pass
+
+
+def test_a_checkpoint_with_pickled_objects_is_a_model_error(tmp_path):
+    manifest = get_manifest("adaface_ir18_webface4m")
+    path = tmp_path / manifest.file
+    torch.save({"state_dict": {}, "hyper_parameters": _Hparams()}, path)
+    with pytest.raises(ModelError, match="objects other than tensors") as info:
+        AdaFaceEmbedder(ResolvedModel(manifest, "models_dir", path=path), Settings())
+    assert "\n" not in info.value.message and len(info.value.message) < 400
+
+
+def test_an_empty_checkpoint_is_a_model_error(tmp_path):
+    manifest = get_manifest("adaface_ir18_webface4m")
+    path = tmp_path / manifest.file
+    path.write_bytes(b"")
+    with pytest.raises(ModelError, match="could not load AdaFace checkpoint"):
+        AdaFaceEmbedder(ResolvedModel(manifest, "models_dir", path=path), Settings())
+
+
+def test_the_cli_reports_a_broken_checkpoint_once(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from identity.cli import app
+
+    manifest = get_manifest("adaface_ir18_webface4m")
+    (tmp_path / manifest.file).write_bytes(b"<html><body>rate limited</body></html>")
+    monkeypatch.setenv("IDENTITY_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path / "data"))
+    photos = [str(DEEPFACE / "img1.jpg"), str(DEEPFACE / "img2.jpg")]
+    result = CliRunner().invoke(app, ["analyze", "--embedder", manifest.name, *photos])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "HTML" in errors[0] and "model_error" in errors[0]
+    assert "Traceback" not in result.output
