@@ -201,6 +201,7 @@ def analyze(
     embedder: EmbedderOpt = None,
 ) -> None:
     """Detect faces and report boxes, landmarks, quality and embeddings for each image."""
+    from identity.errors import ModelError
     from identity.image import load_image
     from identity.pipeline import FaceAnalyzer
 
@@ -213,6 +214,8 @@ def analyze(
         try:
             image = load_image(path, settings)
             faces = analyzer.analyze([image])
+        except ModelError:
+            raise  # models load on first use: a broken model is not this image's fault
         except IdentityError as exc:
             failures += 1
             typer.echo(f"error: {path}: {exc.message} [{exc.code}]", err=True)
