@@ -146,6 +146,12 @@ def describe_error(exc: BaseException) -> str | None:
     if sa_exc is not None and isinstance(exc, sa_exc.OperationalError):
         first = str(exc.orig or exc).strip().splitlines()[0]
         return f"database unreachable or failing: {first} (check DATABASE_URL)"
+    # A malformed DATABASE_URL; other ArgumentErrors are bugs in our SQL and keep the traceback.
+    if sa_exc is not None and (
+        isinstance(exc, sa_exc.NoSuchModuleError)
+        or (isinstance(exc, sa_exc.ArgumentError) and "URL" in str(exc))
+    ):
+        return f"DATABASE_URL is not a usable database URL: {exc} (e.g. postgresql+psycopg://...)"
     return None
 
 

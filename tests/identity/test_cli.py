@@ -209,3 +209,11 @@ def test_error_mapping_of_optional_modules_and_decoding() -> None:
     decode = describe_error(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
     assert decode is not None and "UTF-8" in decode
     assert describe_error(ZeroDivisionError()) is None  # a bug keeps its traceback
+
+
+@pytest.mark.parametrize("url", ["notaurl", "foo://x/y"])
+def test_malformed_database_url_is_one_error_line(runner, monkeypatch, url) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "DATABASE_URL is not a usable database URL")
