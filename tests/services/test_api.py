@@ -7,6 +7,8 @@ import numpy as np
 from fastapi.testclient import TestClient
 from svc_helpers import PROBES, TRAIN, assert_problem
 
+from services.app import create_app
+
 
 def files(*paths) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
@@ -153,6 +155,51 @@ def test_duplicate_multi_face_and_quality(client: TestClient, admin: dict, colle
     assert assert_problem(r, 422)["details"]["rejected"][0]["code"] == "no_face_found"
 
 
+def _jpeg(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", img)
+    assert ok
+    return buf.tobytes()
+
+
+def test_quality_gate_rejects_low_quality(
+    client: TestClient, admin: dict, collection: str, settings, engine, analyzer, tmp_path
+) -> None:
+    """The gate itself, not detection: a clearly detected but blurred face is refused as
+    low_quality, the same photo sharp is enrolled, and the threshold is the setting."""
+    cid = collection
+    obama = make_identity(client, cid, admin, "obama")
+    sharp = cv2.imread(str(TRAIN / "obama/obama.jpg"))
+    # sigma 8 at a ~150 px eye distance: detector score stays ~1.0, sharpness (and quality,
+    # about 0.1) falls far below the 0.4 gate
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 8)
+    r = client.post(
+        f"/v1/collections/{cid}/identities/{obama}/faces",
+        files=[("files", ("blurred.jpg", _jpeg(blurred), "image/jpeg"))],
+        headers=admin,
+    )
+    err = assert_problem(r, 422, "enrollment_rejected")
+    rej = err["details"]["rejected"][0]
+    assert rej["code"] == "low_quality", rej
+    assert rej["details"]["face"]["det_score"] > 0.9, rej
+    assert rej["details"]["face"]["quality"] < settings.enroll_min_quality, rej
+    assert "blurry" in rej["details"]["face"]["quality_reasons"], rej
+    assert any(reason.startswith("low_quality:") for reason in rej["reasons"]), rej
+    r = enroll(client, cid, obama, admin, TRAIN / "obama/obama.jpg")
+    assert r["status"] == 201 and r["accepted"][0]["quality"] >= settings.enroll_min_quality, r
+
+    # IDENTITY_ENROLL_MIN_QUALITY reaches the gate: above every real face's quality, the sharp
+    # photo is refused the same way
+    strict = settings.model_copy(update={"enroll_min_quality": 1.01, "data_dir": tmp_path})
+    with TestClient(create_app(strict, engine=engine, analyzer=analyzer, warm_models=False)) as c:
+        r = c.post(
+            f"/v1/collections/{cid}/identities/{obama}/faces",
+            files=[("files", ("o2.jpg", (TRAIN / "obama/obama2.jpg").read_bytes(), "image/jpeg"))],
+            headers=admin,
+        )
+    rej = assert_problem(r, 422, "enrollment_rejected")["details"]["rejected"][0]
+    assert rej["code"] == "low_quality" and "< 1.01" in rej["reasons"][0], rej
+
+
 def test_collections_lifecycle(client: TestClient, admin: dict, new_collection) -> None:
     cid = new_collection()
     assert_problem(client.post("/v1/collections", json={"name": cid}, headers=admin), 409, "conflict")
@@ -179,4 +226,9 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert "identity_http_request_seconds_bucket" in text
     assert "identity_model_load_seconds{" in text
     assert "identity_index_templates" in text
-    assert "/openapi.json" and client.get("/openapi.json").json()["paths"]["/v1/collections/{cid}/identify"]
+    r = client.get("/openapi.json")
+    assert r.status_code == 200, r.text
+    paths = r.json()["paths"]
+    assert {"/v1/collections/{cid}/identify", "/v1/collections/{cid}/verify",
+            "/v1/collections/{cid}/identities/{iid}/faces"} <= set(paths), sorted(paths)
+    assert "post" in paths["/v1/collections/{cid}/identify"]
