@@ -400,9 +400,22 @@ class IdentityStore:
             if w is not None:
                 self._remove_thumbnails(w.collection_id, w.written_thumbnails)
             raise
-        self._remove_thumbnails(w.collection_id, w.dropped_thumbnails)
+        # Committed: from here on nothing may turn the write into a reported failure (a client
+        # would retry an enroll that happened). The index is derived state: every search replays
+        # the change log first and the background round retries, so a failed catch-up only
+        # delays it; a thumbnail left behind is removed by the start-up orphan sweep.
+        try:
+            self._remove_thumbnails(w.collection_id, w.dropped_thumbnails)
+        except OSError:
+            log.exception("removing erased thumbnails of collection %d failed", w.collection_id)
         for model in sorted(w.models):
-            self.indexes.catch_up(w.collection_id, model)
+            try:
+                self.indexes.catch_up(w.collection_id, model)
+            except Exception:
+                log.exception(
+                    "index catch-up after commit failed (collection %d, model %s); "
+                    "the next search or background round retries it", w.collection_id, model,
+                )
 
     @staticmethod
     def _collection_dict(c: Collection, identities: int = 0, templates: int = 0) -> dict[str, Any]:

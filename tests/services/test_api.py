@@ -232,3 +232,37 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert {"/v1/collections/{cid}/identify", "/v1/collections/{cid}/verify",
             "/v1/collections/{cid}/identities/{iid}/faces"} <= set(paths), sorted(paths)
     assert "post" in paths["/v1/collections/{cid}/identify"]
+
+
+def test_index_catch_up_failure_after_commit_is_not_a_failed_request(
+    client: TestClient, admin: dict, collection: str, monkeypatch, caplog
+) -> None:
+    """The enroll and the erase are committed before the index catches up: if that catch-up
+    raises, the client still gets the success it is owed, and the next search sees the write."""
+    cid = collection
+    store = client.app.state.store
+    failures: list[int] = []
+
+    def broken_catch_up(collection_id: int, model: str) -> None:
+        failures.append(collection_id)
+        raise RuntimeError("FAISS is having a bad day")
+
+    biden = make_identity(client, cid, admin, "biden")
+    obama = make_identity(client, cid, admin, "obama")
+    assert enroll(client, cid, biden, admin, TRAIN / "biden/biden.jpg")["status"] == 201
+    monkeypatch.setattr(store.indexes, "catch_up", broken_catch_up)
+    r = enroll(client, cid, obama, admin, TRAIN / "obama/obama.jpg")
+    assert r["status"] == 201 and len(r["accepted"]) == 1, r
+    assert failures and "index catch-up after commit failed" in caplog.text
+    res = identify(client, cid, admin, PROBES / "obama1.jpg", top_k=2)
+    best = res["faces"][0]["candidates"][0]
+    assert best["identity_id"] == obama and best["match"] is True
+
+    r = client.delete(f"/v1/collections/{cid}/identities/{obama}", headers=admin)
+    assert r.status_code == 200 and r.json()["templates"] == 1, r.text
+    assert len(failures) == 2
+    res = identify(client, cid, admin, PROBES / "obama1.jpg", top_k=2)
+    assert [c["identity_id"] for c in res["faces"][0]["candidates"]] == [biden]
+    monkeypatch.undo()
+    status = client.get(f"/v1/collections/{cid}/index", headers=admin).json()
+    assert status["consistent"] and status["index_size"] == 1, status
