@@ -161,12 +161,20 @@ def read_labelled(path: Path, csv_file: Path | None = None) -> list[tuple[Path, 
         if not csv_file.is_file():
             raise InvalidInput(f"labels CSV not found: {csv_file}")
         rows: list[tuple[Path, str]] = []
-        with csv_file.open(newline="") as fh:
-            for row in csv.reader(fh):
-                if len(row) < 2 or row[0].strip().lower() == "path":
-                    continue
-                p = Path(row[0].strip())
-                rows.append(((p if p.is_absolute() else path / p), row[1].strip()))
+        try:
+            with csv_file.open(newline="", encoding="utf-8-sig") as fh:
+                for row in csv.reader(fh):
+                    if len(row) < 2 or row[0].strip().lower() == "path":
+                        continue
+                    p = Path(row[0].strip())
+                    rows.append(((p if p.is_absolute() else path / p), row[1].strip()))
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"labels CSV {csv_file} is not UTF-8 text (byte {exc.start}): save it as UTF-8",
+                path=str(csv_file),
+            ) from exc
+        except csv.Error as exc:
+            raise InvalidInput(f"labels CSV {csv_file} is not valid CSV: {exc}") from exc
         return rows
     if not path.is_dir():
         raise InvalidInput(f"not a folder of identities: {path}")

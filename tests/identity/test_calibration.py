@@ -116,6 +116,14 @@ def test_read_labelled_folders_and_csv(tmp_path) -> None:
     ]
     with pytest.raises(InvalidInput):
         read_labelled(tmp_path / "missing")
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("path,identity\nann/0.jpg,Jos\xe9\n".encode("latin-1"))
+    with pytest.raises(InvalidInput, match="latin1.csv is not UTF-8"):
+        read_labelled(tmp_path, latin1)
+    huge = tmp_path / "huge.csv"  # one field past the csv module's limit
+    huge.write_text("path,identity\n\"" + "a" * 200_000 + "\",ann\n")
+    with pytest.raises(InvalidInput, match="not valid CSV"):
+        read_labelled(tmp_path, huge)
 
 
 def test_roc_plot_is_a_png(tmp_path) -> None:
