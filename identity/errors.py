@@ -66,6 +66,14 @@ class InvalidInput(IdentityError):
     http_status = 422
 
 
+class FeatureUnavailable(InvalidInput):
+    """The request asks for something this installation lacks (an optional extra): the client
+    can ask for another method, the operator can install the extra."""
+
+    code = "feature_unavailable"
+    http_status = 422
+
+
 class Unauthorized(IdentityError):
     code = "unauthorized"
     http_status = 401

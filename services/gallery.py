@@ -914,10 +914,10 @@ def run_index(
                 summary = gallery.recluster(
                     collection, options.cluster_method, options.cluster_threshold
                 )
-            except (IdentityError, ImportError) as exc:
+            except IdentityError as exc:
                 # Every batch is committed by now: the faces are stored and can be clustered
                 # later (POST .../clusters/recluster with a threshold), so the job did its work.
-                why = f"{exc.message} [{exc.code}]" if isinstance(exc, IdentityError) else str(exc)
+                why = f"{exc.message} [{exc.code}]"
                 log.warning("gallery job %s: clustering skipped: %s", job_id, why)
                 report.notes.append(f"clustering skipped: {why}")
             else:

@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from identity.errors import FeatureUnavailable
+
 Method = Literal["graph", "components", "hdbscan"]
 
 
@@ -125,9 +127,10 @@ def hdbscan_labels(embeddings: np.ndarray, min_size: int) -> np.ndarray:
         try:
             import hdbscan  # type: ignore[import-not-found]
         except ImportError as exc:
-            raise ImportError(
+            raise FeatureUnavailable(
                 "HDBSCAN clustering needs scikit-learn>=1.3 or the hdbscan package "
-                "(pip install 'identity-platform[dev]'); method='graph' needs neither"
+                "(pip install 'identity-platform[dev]'); method='graph' needs neither",
+                method="hdbscan",
             ) from exc
         clusterer = hdbscan.HDBSCAN(min_cluster_size=max(2, min_size), min_samples=1)
         return np.asarray(clusterer.fit_predict(x), dtype=np.int64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -133,6 +134,29 @@ def test_cluster_endpoints(client: TestClient, admin: dict, new_collection) -> N
     assert r.status_code == 404
     r = client.post(f"/v1/collections/{cid}/clusters/1/name", json={}, headers=admin)
     assert r.status_code == 422
+
+
+def test_recluster_without_the_hdbscan_extra_is_a_422(  # type: ignore[no-untyped-def]
+    client: TestClient, admin: dict, new_collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = new_collection()
+    r = client.post(
+        f"/v1/collections/{cid}/jobs", json={"path": "train", "labels": "none"}, headers=admin
+    )
+    assert _wait(client, cid, r.json()["id"], admin)["status"] == "done"
+    # an install without the dev extra: neither scikit-learn nor hdbscan can be imported
+    monkeypatch.setitem(sys.modules, "sklearn.cluster", None)
+    monkeypatch.setitem(sys.modules, "hdbscan", None)
+    r = client.post(
+        f"/v1/collections/{cid}/clusters/recluster", json={"method": "hdbscan"}, headers=admin
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "feature_unavailable"
+    assert "method='graph' needs neither" in r.json()["error"]["message"]
+    r = client.post(
+        f"/v1/collections/{cid}/clusters/recluster", json={"method": "graph"}, headers=admin
+    )
+    assert r.status_code == 200 and r.json()["clusters"] >= 3, r.text
 
 
 def test_csv_job_rows_outside_the_roots_are_refused(  # type: ignore[no-untyped-def]
