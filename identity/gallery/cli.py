@@ -14,7 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
-LABEL_HELP = "none (cluster into proposed identities), folders (parent folder = identity), csv FILE"
+LABEL_HELP = (
+    "none (cluster into proposed identities), folders (the top-level folder under PATH is the "
+    "identity: alice/2019/x.jpg is alice), csv FILE"
+)
 
 
 def index(
