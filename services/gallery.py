@@ -29,7 +29,9 @@ from typing import Any, Literal
 import numpy as np
 from sqlalchemy import (
     BigInteger,
+    Connection,
     DateTime,
+    Engine,
     Float,
     ForeignKey,
     Integer,
@@ -39,13 +41,14 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from identity.errors import Conflict, IdentityError, InvalidInput, NotFound
-from identity.gallery.sources import GalleryItem, LabelMode, open_source
+from identity.gallery.sources import GalleryItem, GallerySource, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
 from services.indexes import embedding_from_bytes, embedding_to_bytes
 from services.schema import (
@@ -272,6 +275,44 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Session-level advisory locks on keys (_JOB_LOCK_SPACE, 31 bits of the job id) mark live jobs.
+_JOB_LOCK_SPACE = 0x6A6F62  # "job"
+
+
+def _job_lock_key(job_id: uuid.UUID | str) -> dict[str, int]:
+    return {"space": _JOB_LOCK_SPACE, "key": uuid.UUID(str(job_id)).int & 0x7FFFFFFF}
+
+
+class JobLease:
+    """Proof that a live process owns a job, from its creation until it ends.
+
+    A Postgres session-level advisory lock held on a connection of its own: Postgres drops it
+    when that connection closes, which it does when the owning process dies (SIGKILL, a crash,
+    a lost host), so another process can tell a dead owner's job (lock free) from one still
+    running in a second service worker or an ``identity index`` run (lock held).
+    """
+
+    def __init__(self, engine: Engine, job_id: uuid.UUID | None = None) -> None:
+        self.job_id = job_id or uuid.uuid4()
+        self._conn: Connection | None = engine.connect()
+        self._conn.execute(
+            text("SELECT pg_advisory_lock(:space, :key)"), _job_lock_key(self.job_id)
+        )
+        self._conn.commit()  # the lock outlives the transaction; don't sit idle inside one
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        try:
+            conn.execute(
+                text("SELECT pg_advisory_unlock(:space, :key)"), _job_lock_key(self.job_id)
+            )
+            conn.commit()
+        finally:
+            conn.close()
+
+
 class GalleryStore:
     """Gallery writes and reads, sharing the ``IdentityStore``'s engine, model and indexes."""
 
@@ -286,12 +327,20 @@ class GalleryStore:
 
     # jobs ---------------------------------------------------------------------------------
     def create_job(
-        self, collection: str, source: str, options: IndexOptions, actor: int | None = None
+        self,
+        collection: str,
+        source: str,
+        options: IndexOptions,
+        actor: int | None = None,
+        lease: JobLease | None = None,
     ) -> str:
+        """A ``queued`` job row; with ``lease`` (taken before the row exists, so no other
+        process can ever see the job unowned) it gets the lease's id."""
         if options.labels not in ("none", "folders", "csv"):
             raise InvalidInput("labels must be none, folders or csv", labels=options.labels)
         with self.store.write(collection, actor, lock=False) as w:
             job = GalleryJob(
+                id=lease.job_id if lease is not None else uuid.uuid4(),
                 collection_id=w.collection_id,
                 source=source,
                 label_mode=options.labels,
@@ -385,13 +434,25 @@ class GalleryStore:
             s.execute(update(GalleryJob).where(GalleryJob.id == uuid.UUID(job_id)).values(**values))
 
     def mark_interrupted_jobs(self) -> int:
-        """Mark every 'running' or 'queued' job 'interrupted' (a new ``GalleryJobRunner`` calls
-        this): meant for jobs whose process died, but with no owner recorded it cannot tell
-        them from jobs another process is still running."""
+        """Mark 'interrupted' the 'running' or 'queued' jobs whose owning process is gone (their
+        ``JobLease`` lock is free); jobs alive in another process are left alone."""
+        with self.store.engine.connect() as conn:
+            candidates = conn.execute(
+                select(GalleryJob.id).where(GalleryJob.status.in_(("running", "queued")))
+            ).scalars().all()
+            orphans = []
+            for jid in candidates:
+                key = _job_lock_key(jid)
+                if conn.execute(text("SELECT pg_try_advisory_lock(:space, :key)"), key).scalar():
+                    orphans.append(jid)
+                    conn.execute(text("SELECT pg_advisory_unlock(:space, :key)"), key)
+            conn.commit()
+        if not orphans:
+            return 0
         with self.sessions.begin() as s:
             result = s.execute(
                 update(GalleryJob)
-                .where(GalleryJob.status.in_(("running", "queued")))
+                .where(GalleryJob.id.in_(orphans), GalleryJob.status.in_(("running", "queued")))
                 .values(status="interrupted", finished_at=_now())
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -883,8 +944,34 @@ def run_index(
         allowed_roots=options.allowed_roots,
     )
     labelled = source.label_mode != "none"
+    lease = None
     if job_id is None:
-        job_id = gallery.create_job(collection, str(path), options, actor=actor)
+        lease = JobLease(gallery.store.engine)
+        try:
+            job_id = gallery.create_job(collection, str(path), options, actor=actor, lease=lease)
+        except BaseException:
+            lease.release()
+            raise
+    try:
+        return _run_job(gallery, collection, path, options, job_id, source, labelled, on_progress,
+                        actor, started)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _run_job(
+    gallery: GalleryStore,
+    collection: str,
+    path: Path,
+    options: IndexOptions,
+    job_id: str,
+    source: GallerySource,
+    labelled: bool,
+    on_progress: ProgressHook | None,
+    actor: int | None,
+    started: float,
+) -> IndexReport:
     report = IndexReport(job_id, collection, str(path), source.label_mode)
     report.total = source.expected_count()
     gallery.start_job(job_id, report.total)
@@ -941,11 +1028,11 @@ class GalleryJobRunner:
     """One background thread per service process running queued indexing jobs in order.
 
     Jobs are rows first (``queued``), so ``GET .../jobs/{id}`` works at once; the thread picks
-    them from an in-process queue. A job whose process died stays ``running`` in the table, so a
-    new runner (made on a service process's first job request) marks EVERY ``running`` or
-    ``queued`` job ``interrupted``. The table records no owner, so that includes jobs still
-    alive in another process (a second service worker, an ``identity index`` run on the same
-    database); those keep running and their final status replaces the mark when they end.
+    them from an in-process queue. Every job is owned by a ``JobLease`` from its creation to its
+    end. A job whose process died stays ``running`` in the table with its lease gone, so a new
+    runner (made on a service process's first job request) marks it ``interrupted``; jobs alive
+    in another process (a second service worker, an ``identity index`` run on the same database)
+    hold their leases and are left alone.
     Rerunning the same source resumes an interrupted job: finished batches are skipped by SHA-256.
     """
 
@@ -954,7 +1041,9 @@ class GalleryJobRunner:
         import threading
 
         self.gallery = gallery
-        self._queue: queue.Queue[tuple[str, str, Path, IndexOptions, Path | None, int | None] | None]
+        self._queue: queue.Queue[
+            tuple[str, str, Path, IndexOptions, Path | None, int | None, JobLease] | None
+        ]
         self._queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="gallery-jobs", daemon=True)
         self.gallery.mark_interrupted_jobs()
@@ -970,8 +1059,15 @@ class GalleryJobRunner:
         source_label: str | None = None,
     ) -> dict[str, Any]:
         """Queue a job; ``cleanup`` is a temporary upload removed when the job ends."""
-        job_id = self.gallery.create_job(collection, source_label or str(path), options, actor)
-        self._queue.put((job_id, collection, path, options, cleanup, actor))
+        lease = JobLease(self.gallery.store.engine)
+        try:
+            job_id = self.gallery.create_job(
+                collection, source_label or str(path), options, actor, lease=lease
+            )
+        except BaseException:
+            lease.release()
+            raise
+        self._queue.put((job_id, collection, path, options, cleanup, actor, lease))
         return self.gallery.get_job(collection, job_id)
 
     def _loop(self) -> None:
@@ -979,12 +1075,13 @@ class GalleryJobRunner:
             task = self._queue.get()
             if task is None:
                 return
-            job_id, collection, path, options, cleanup, actor = task
+            job_id, collection, path, options, cleanup, actor, lease = task
             try:
                 run_index(self.gallery, collection, path, options, job_id=job_id, actor=actor)
             except Exception:  # recorded on the job row by run_index; keep serving
                 log.exception("gallery job %s failed", job_id)
             finally:
+                lease.release()
                 if cleanup is not None:
                     cleanup.unlink(missing_ok=True)
 

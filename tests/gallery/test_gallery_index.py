@@ -14,7 +14,7 @@ import pytest
 from gallery_helpers import DEEPFACE, REPO, TRAIN, deepface_labels
 from sqlalchemy import func, select, text
 
-from services.gallery import GalleryImage, IndexOptions, run_index
+from services.gallery import GalleryImage, IndexOptions, JobLease, run_index
 from services.schema import FaceTemplate, IdentityRow
 
 N_KILL = 13
@@ -220,6 +220,11 @@ def test_sigkill_mid_run_then_resume(
     # nothing half-written: each committed batch brought its image row and templates together
     assert 3 <= images_after_kill < N_KILL
     assert templates_after_kill == enrolled_rows
+    # the killed run's job row still says running; its lease died with the process
+    killed = gallery.list_jobs(cid)
+    assert [j["status"] for j in killed] == ["running"]
+    assert gallery.mark_interrupted_jobs() >= 1
+    assert gallery.get_job(cid, killed[0]["id"])["status"] == "interrupted"
 
     proc = _run_cli(settings, kill_gallery, cid)
     out, err = proc.communicate(timeout=300)
@@ -240,6 +245,25 @@ def test_sigkill_mid_run_then_resume(
     assert total == templates_after_kill + report["enrolled"]
     assert report["enrolled"] + report["rejected"] == report["faces_found"]
     assert _duplicates(engine, collection_id) == 0
+
+
+def test_jobs_owned_by_a_live_process_are_not_marked_interrupted(gallery, new_collection) -> None:
+    cid = new_collection()
+    options = IndexOptions(labels="folders")
+    live = JobLease(gallery.store.engine)  # as a second service worker or CLI run holds it
+    orphan = JobLease(gallery.store.engine)
+    try:
+        live_id = gallery.create_job(cid, "live", options, lease=live)
+        orphan_id = gallery.create_job(cid, "orphan", options, lease=orphan)
+        gallery.start_job(orphan_id, None)
+        orphan.release()  # what Postgres does when the owner's connection dies with it
+        gallery.mark_interrupted_jobs()
+        assert gallery.get_job(cid, live_id)["status"] == "queued"
+        assert gallery.get_job(cid, orphan_id)["status"] == "interrupted"
+    finally:
+        live.release()
+    gallery.mark_interrupted_jobs()
+    assert gallery.get_job(cid, live_id)["status"] == "interrupted"
 
 
 def test_clustering_failure_after_commit_is_a_note_not_a_failed_job(
