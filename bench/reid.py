@@ -1,6 +1,7 @@
 """Person re-ID on real pedestrians: cross-frame rank-1 and mAP, one line per model.
 
-    python bench/reid.py [--data DIR] [--models osnet_x0_25,dino_vits16_random,colour_hist]
+    python bench/reid.py [--data DIR] [--models osnet_x0_25,dino_vits16_random,...]
+                         [--dense-query-step 2]
 
 ``--data`` is any folder of MOTChallenge sequences (seqinfo.ini, img1/*.jpg, gt/gt.txt); the
 default is ``../shared/data/mot`` beside the repository (5 MOT17 sequences, 4-8 frames each).
@@ -10,12 +11,18 @@ same person.
 
 Side by side:
 - ``osnet_x0_25``: OSNet x0.25 trained on MSMT17 (ONNX, ``osnet_x0_25_msmt17`` manifest);
-- ``dino_vits16_random``: our DINO ViT-S/16 descriptor path (CLS token) with random weights,
+- ``dino_vits16_random``: our DINO ViT-S/16 global descriptor (CLS token) with random weights,
   the control that says how much comes from the architecture and pixels alone (the official
   DINO weights need ``identity models pull dino_vits16``; with them in IDENTITY_MODELS_DIR or
   the cache, ``dino_vits16`` runs too);
+- ``dino_vits16_random_dense``: the same network's dense path (log-binned keys of layer 9,
+  ``DinoViTDescriptor.dense``) ranked by best-buddies similarity. Part-level matching costs a
+  128 x 128 patch product per pair, so only every ``--dense-query-step``-th eligible query is
+  used (deterministic; the line says how many), each against its whole gallery, and the line
+  repeats the CLS descriptor's scores on the same queries when that model ran before it;
 - ``colour_hist``: HSV stripe histograms, the classic hand-made re-ID baseline.
 
+Any ``dino_*`` name takes ``_dense`` (``dino_vitb16_random_dense``, ``dino_vits16_dense``).
 Consecutive frames of a track look alike, so these numbers are an easy, same-camera setting:
 they rank methods against each other, not against cross-camera re-ID benchmarks.
 """
@@ -27,6 +34,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +44,7 @@ from identity.body.evaluation import (
     ReIDSet,
     colour_histograms,
     cross_frame_scores,
+    dense_cross_frame_scores,
     load_mot,
 )
 from identity.settings import Settings
@@ -45,23 +54,35 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "mot"
 DEFAULT_MODELS = REPO.parent / "shared" / "models"
 
 
-def embed_with(model: str, data: ReIDSet, settings: Settings) -> np.ndarray:
+def descriptor(model: str, settings: Settings, cache: dict[str, Any]) -> Any:
+    """A DINO descriptor by bench name, built once so a model's global and dense lines share it."""
+    if model not in cache:
+        if model.endswith("_random"):
+            from identity.body.vit import DinoViTDescriptor
+            from models.registry import get_manifest
+
+            cache[model] = DinoViTDescriptor.random(get_manifest(model.removesuffix("_random")))
+        else:
+            from identity.body import load_body_embedder
+
+            cache[model] = load_body_embedder(model, settings)
+    return cache[model]
+
+
+def embed_with(model: str, data: ReIDSet, settings: Settings, cache: dict[str, Any]) -> np.ndarray:
     if model == "colour_hist":
         return colour_histograms(data.crops)
     if model == "osnet_x0_25":
         from identity.body import load_body_embedder
 
         return load_body_embedder("osnet_x0_25_msmt17", settings).embed(data.crops)[0]
-    if model.endswith("_random"):
-        from identity.body.vit import DinoViTDescriptor
-        from models.registry import get_manifest
+    return descriptor(model, settings, cache).embed(data.crops)[0]
 
-        return DinoViTDescriptor.random(get_manifest(model.removesuffix("_random"))).embed(
-            data.crops
-        )[0]
-    from identity.body import load_body_embedder
 
-    return load_body_embedder(model, settings).embed(data.crops)[0]
+def eligible_queries(data: ReIDSet) -> np.ndarray:
+    """Rows with at least one positive in their gallery (the queries the scores count)."""
+    valid = (data.sequence[:, None] == data.sequence[None, :]) & (data.frame[:, None] != data.frame[None, :])
+    return np.flatnonzero((valid & (data.track[:, None] == data.track[None, :])).any(axis=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
     parser.add_argument(
-        "--models", default="osnet_x0_25,dino_vits16_random,colour_hist",
+        "--models", default="osnet_x0_25,dino_vits16_random,dino_vits16_random_dense,colour_hist",
         help="comma-separated: osnet_x0_25, dino_vits16_random, dino_vitb16_random, colour_hist, "
-        "or any body embedder manifest name (dino_vits16 once pulled)",
+        "any body embedder manifest name (dino_vits16 once pulled); a dino name + _dense for "
+        "best-buddies matching of dense descriptors",
+    )
+    parser.add_argument(
+        "--dense-query-step", type=int, default=2,
+        help="dense lines use every k-th eligible query (1 = all; about 0.6 s per query for ViT-S on 2 cores)",
     )
     parser.add_argument("--min-visibility", type=float, default=0.5)
     args = parser.parse_args(argv)
+    if args.dense_query_step < 1:
+        parser.error("--dense-query-step must be >= 1")
 
     settings = Settings(models_dir=args.models_dir)
     t0 = time.perf_counter()
@@ -84,13 +112,29 @@ def main(argv: list[str] | None = None) -> int:
         f"data: {args.data} ({', '.join(data.sequences)}): {len(data)} crops, "
         f"{len(np.unique(data.track))} tracks, loaded in {time.perf_counter() - t0:.1f} s"
     )
+    eligible = eligible_queries(data)
+    dense_queries = eligible[:: args.dense_query_step]
+    cache: dict[str, Any] = {}
+    global_embeddings: dict[str, np.ndarray] = {}
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         t = time.perf_counter()
-        emb = embed_with(model, data, settings)
-        scores = cross_frame_scores(emb, data)
+        if model.endswith("_dense"):
+            base = model.removesuffix("_dense")
+            dense, _grid = descriptor(base, settings, cache).dense(data.crops)
+            scores = dense_cross_frame_scores(dense, data, dense_queries)
+            del dense
+            note = f"{int(scores['queries'])} of {len(eligible)} queries, 1 in {args.dense_query_step}"
+            if base in global_embeddings:
+                cls = cross_frame_scores(global_embeddings[base], data, dense_queries)
+                note += f"; CLS on them: rank-1 {cls['rank1']:.3f} mAP {cls['mAP']:.3f}"
+        else:
+            emb = embed_with(model, data, settings, cache)
+            global_embeddings[model] = emb
+            scores = cross_frame_scores(emb, data)
+            note = f"{int(scores['queries'])} queries"
         print(
-            f"{model:<20} rank-1 {scores['rank1']:.3f} mAP {scores['mAP']:.3f}   "
-            f"({int(scores['queries'])} queries, {time.perf_counter() - t:.1f} s)"
+            f"{model:<26} rank-1 {scores['rank1']:.3f} mAP {scores['mAP']:.3f}   "
+            f"({note}, {time.perf_counter() - t:.1f} s)"
         )
     return 0
 

@@ -3,7 +3,9 @@
 Protocol (``bench/reid.py``): every ground-truth pedestrian crop is a query; its gallery is the
 crops of the same sequence in *other* frames (a query never meets its own frame, so a match is
 never the same pixels); the positives are the crops with the same track id. Queries without any
-positive in their gallery are skipped, as in Market-1501's protocol.
+positive in their gallery are skipped, as in Market-1501's protocol. ``cross_frame_scores`` ranks
+by cosine similarity of global embeddings; ``dense_cross_frame_scores`` by best-buddies
+similarity of dense patch descriptors (part-level matching).
 """
 
 from __future__ import annotations
@@ -140,12 +142,63 @@ def retrieval_scores(
     return {"rank1": float(np.mean(rank1)), "mAP": float(np.mean(aps)), "queries": float(len(aps))}
 
 
-def cross_frame_scores(embeddings: np.ndarray, data: ReIDSet) -> dict[str, float]:
-    """The bench protocol on L2-normalised embeddings: gallery = same sequence, other frames."""
+def cross_frame_scores(
+    embeddings: np.ndarray, data: ReIDSet, queries: np.ndarray | None = None
+) -> dict[str, float]:
+    """The bench protocol on L2-normalised embeddings: gallery = same sequence, other frames.
+    ``queries`` (row indices) restricts the queries, not the gallery."""
     emb = np.asarray(embeddings, np.float32)
-    sim = emb @ emb.T
-    valid = (data.sequence[:, None] == data.sequence[None, :]) & (data.frame[:, None] != data.frame[None, :])
-    return retrieval_scores(sim, data.track, data.track, valid)
+    rows = np.arange(len(data)) if queries is None else np.asarray(queries, np.int64)
+    sim = emb[rows] @ emb.T
+    valid = (data.sequence[rows, None] == data.sequence[None, :]) & (
+        data.frame[rows, None] != data.frame[None, :]
+    )
+    return retrieval_scores(sim, data.track[rows], data.track, valid)
+
+
+def best_buddies_to_gallery(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """``identity.body.vit.best_buddies`` of one crop against many, in one matrix product.
+
+    ``query`` (P, C) and ``gallery`` (G, Q, C) hold L2-normalised patch descriptors; returns (G,)
+    scores, mutual nearest-neighbour pairs / min(P, Q), in [0, 1]. Ties go to the first index,
+    as in ``best_buddies``.
+    """
+    q = np.asarray(query, np.float32)
+    g = np.asarray(gallery, np.float32)
+    if q.ndim != 2 or g.ndim != 3 or g.shape[2] != q.shape[1] or not len(q) or not g.shape[1]:
+        raise InvalidInput(f"best buddies need (P, C) and (G, Q, C) descriptors, got {q.shape}, {g.shape}")
+    n, patches, c = g.shape
+    sim = (g.reshape(-1, c) @ q.T).reshape(n, patches, len(q))  # (G, Q, P)
+    q_to_g = sim.argmax(axis=1)  # (G, P): each query patch's nearest gallery patch
+    g_to_q = sim.argmax(axis=2)  # (G, Q): each gallery patch's nearest query patch
+    mutual = np.take_along_axis(g_to_q, q_to_g, axis=1) == np.arange(len(q))
+    return mutual.sum(axis=1) / min(len(q), patches)
+
+
+def dense_cross_frame_scores(
+    descriptors: np.ndarray, data: ReIDSet, queries: np.ndarray | None = None, chunk: int = 32
+) -> dict[str, float]:
+    """The bench protocol with best-buddies similarity of dense descriptors (N, P, C).
+
+    Part-level matching costs a (P x P) product per pair, about 100x the global descriptor's
+    dot product, so ``queries`` (row indices) may restrict the queries; every query still
+    meets its whole gallery (same sequence, other frames). ``chunk`` bounds the memory of one
+    product (chunk x P x C floats).
+    """
+    desc = np.asarray(descriptors, np.float32)
+    if desc.ndim != 3 or len(desc) != len(data):
+        raise InvalidInput(f"expected ({len(data)}, P, C) descriptors, got {desc.shape}")
+    rows = np.arange(len(data)) if queries is None else np.asarray(queries, np.int64)
+    valid = (data.sequence[rows, None] == data.sequence[None, :]) & (
+        data.frame[rows, None] != data.frame[None, :]
+    )
+    sim = np.full(valid.shape, -np.inf, np.float64)
+    for i, row in enumerate(rows):
+        gallery = np.flatnonzero(valid[i])
+        for start in range(0, len(gallery), chunk):
+            part = gallery[start : start + chunk]
+            sim[i, part] = best_buddies_to_gallery(desc[row], desc[part])
+    return retrieval_scores(sim, data.track[rows], data.track, valid)
 
 
 def colour_histograms(crops_bgr: np.ndarray, stripes: int = 6, bins: tuple[int, int, int] = (8, 4, 4)) -> np.ndarray:

@@ -130,9 +130,20 @@ class VisionTransformer(nn.Module):
         side = math.isqrt(patch_pos.shape[1])
         if (rows, cols) == (side, side):
             return self.pos_embed
-        # Bicubic resampling of the learned grid, as DINO does for other input sizes.
+        # DINO's interpolate_pos_encoding (facebookresearch/dino, vision_transformer.py), which the
+        # checkpoints were evaluated with and Amir et al.'s extractor keeps (with the grid counted
+        # for the stride): bicubic, no antialiasing, and a *scale factor* of (n + 0.1) / side
+        # rather than a target size. PyTorch maps output to input coordinates by that factor,
+        # so this is not F.interpolate(size=(rows, cols)) nor timm's resample_abs_pos_embed
+        # (antialiased): on random 256x128 embeddings they differ from DINO's by a quarter to half the
+        # largest value. The 0.1 only keeps floor(side * factor) == n (DINO issue #8).
         grid = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
+        grid = F.interpolate(
+            grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic",
+            align_corners=False,
+        )
+        if grid.shape[-2:] != (rows, cols):  # DINO asserts the same
+            raise ModelError(f"position embeddings resampled to {tuple(grid.shape[-2:])}, not {(rows, cols)}")
         return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)], dim=1)
 
     def forward_tokens(

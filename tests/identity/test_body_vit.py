@@ -1,5 +1,6 @@
-"""Our DINO ViT against timm's on the same random weights, key extraction, log binning and
-best buddies. The official DINO weights are not reachable offline, so weights are random here
+"""Our DINO ViT against timm's on the same random weights (ViT-S/16 and ViT-B/16, square 224 and
+the 256x128 person crop with DINO's position-embedding resampling), key extraction, log binning
+and best buddies. The official DINO weights are not reachable offline, so weights are random here
 (that the registry finds and loads them is checked with a DINO-style state dict)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import math
 import sys
 import types
 from pathlib import Path
@@ -17,7 +19,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from identity.body.evaluation import best_buddies_to_gallery
 from identity.body.vit import (
+    VIT_BASE,
     VIT_SMALL,
     DinoViTDescriptor,
     VisionTransformer,
@@ -87,6 +91,64 @@ def timm_and_ours() -> tuple[torch.nn.Module, VisionTransformer]:
     return reference, ours
 
 
+def _timm_with_weights_of(
+    ours: VisionTransformer, img_size: tuple[int, int] | None = None, **overrides: torch.Tensor
+) -> torch.nn.Module:
+    """timm's ViT of the same architecture (for ``img_size`` (h, w) if given) holding ``ours``'s
+    weights, ``overrides`` replacing some (pos_embed). Built on the meta device: timm's random
+    init of ViT-B alone takes seconds on 2 cores, and every weight is replaced anyway."""
+    timm = _import_timm()
+    sizes = {} if img_size is None else {"img_size": img_size}
+    with torch.device("meta"):
+        reference = timm.create_model(timm_name(ours.config), pretrained=False, num_classes=0, **sizes)
+    reference.load_state_dict({**ours.state_dict(), **overrides}, assign=True)
+    return reference.eval()
+
+
+@pytest.fixture(scope="module")
+def ours_base() -> VisionTransformer:
+    # PyTorch's default init (uniform weights and biases, none zero) rather than DINO's, so
+    # that biases take part in the comparison too.
+    torch.manual_seed(7)
+    return VisionTransformer(VIT_BASE).eval()
+
+
+def _timm_tokens_and_keys(
+    reference: torch.nn.Module, x: torch.Tensor, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm's tokens after the final norm and the keys of all heads of ``layer``, concatenated:
+    the middle third of its qkv output ([q | k | v] on the last axis, heads contiguous inside)."""
+    captured: dict[str, torch.Tensor] = {}
+    handle = reference.blocks[layer].attn.qkv.register_forward_hook(
+        lambda _m, _i, out: captured.__setitem__("qkv", out)
+    )
+    try:
+        with torch.inference_mode():
+            tokens = reference.forward_features(x)
+    finally:
+        handle.remove()
+    d = captured["qkv"].shape[-1] // 3
+    return tokens, captured["qkv"][..., d : 2 * d]
+
+
+def dino_interpolate_pos_encoding(pos_embed: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """DINO's ``VisionTransformer.interpolate_pos_encoding`` (facebookresearch/dino,
+    vision_transformer.py), step by step, with the patch grid (rows, cols) given directly: DINO
+    computes it as H // 16, W // 16, Amir et al.'s extractor as 1 + (H - 16) // stride."""
+    n = pos_embed.shape[1] - 1
+    class_pos_embed, patch_pos_embed = pos_embed[:, 0], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    w0, h0 = rows + 0.1, cols + 0.1  # DINO's names: its "w" is the tensor's dim 2, the height
+    patch_pos_embed = torch.nn.functional.interpolate(
+        patch_pos_embed.reshape(1, int(math.sqrt(n)), int(math.sqrt(n)), dim).permute(0, 3, 1, 2),
+        scale_factor=(w0 / math.sqrt(n), h0 / math.sqrt(n)),
+        mode="bicubic",
+    )
+    assert int(w0) == patch_pos_embed.shape[-2] and int(h0) == patch_pos_embed.shape[-1]
+    patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+
 def test_forward_matches_timm_on_the_same_random_weights(timm_and_ours) -> None:
     reference, ours = timm_and_ours
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
@@ -100,24 +162,69 @@ def test_forward_matches_timm_on_the_same_random_weights(timm_and_ours) -> None:
 
 def test_keys_match_a_hook_on_timms_qkv(timm_and_ours) -> None:
     reference, ours = timm_and_ours
-    layer = 9
-    captured: dict[str, torch.Tensor] = {}
-    handle = reference.blocks[layer].attn.qkv.register_forward_hook(
-        lambda _m, _i, out: captured.__setitem__("qkv", out)
-    )
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
-    try:
-        with torch.inference_mode():
-            reference.forward_features(x)
-            _, keys = ours.forward_tokens(x, key_layer=layer, stop_at_keys=True)
-    finally:
-        handle.remove()
-    d = VIT_SMALL.embed_dim
-    # qkv's output is [q | k | v] along the last axis, heads contiguous inside each: the keys
-    # of all heads, concatenated, are the middle third.
-    expected = captured["qkv"][..., d : 2 * d]
-    assert keys is not None and keys.shape == (1, 197, d)
-    torch.testing.assert_close(keys, expected, atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():
+        _, keys = ours.forward_tokens(x, key_layer=9, stop_at_keys=True)
+    assert keys is not None and keys.shape == (1, 197, VIT_SMALL.embed_dim)
+    torch.testing.assert_close(keys, _timm_tokens_and_keys(reference, x, 9)[1], atol=1e-5, rtol=1e-5)
+
+
+def test_vit_base_matches_timm_on_the_same_random_weights(ours_base) -> None:
+    reference = _timm_with_weights_of(ours_base)  # vit_base_patch16_224
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    expected, expected_keys = _timm_tokens_and_keys(reference, x, 9)
+    with torch.inference_mode():
+        got, keys = ours_base.forward_tokens(x, key_layer=9)
+    assert got.shape == expected.shape == (1, 197, 768)
+    torch.testing.assert_close(got[:, 0], expected[:, 0], atol=1e-5, rtol=1e-5)  # CLS
+    torch.testing.assert_close(got[:, 1:], expected[:, 1:], atol=1e-5, rtol=1e-5)
+    assert keys is not None and keys.shape == (1, 197, 768)
+    torch.testing.assert_close(keys, expected_keys, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grid", [(16, 8), (31, 15), (20, 20)])
+def test_position_embeddings_resample_as_dino_does(grid: tuple[int, int]) -> None:
+    # (16, 8): the 256x128 person crop at stride 16; (31, 15): the same at stride 8; (20, 20): a
+    # square upsampling (320x320).
+    model = VisionTransformer(VIT_SMALL)
+    with torch.no_grad():
+        model.pos_embed.normal_(generator=torch.Generator().manual_seed(4))
+        got = model._pos_embed(*grid)
+        expected = dino_interpolate_pos_encoding(model.pos_embed, *grid)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    assert got.shape == (1, 1 + grid[0] * grid[1], VIT_SMALL.embed_dim)
+
+
+def test_dino_resampling_is_not_timms_default() -> None:
+    # timm's dynamic_img_size resamples to a target size with antialiasing; DINO scales by
+    # (n + 0.1) / 14 without it. Weights evaluated with DINO's rule should get DINO's rule.
+    timm = _import_timm()
+    from timm.layers import resample_abs_pos_embed
+
+    model = VisionTransformer(VIT_SMALL)
+    with torch.no_grad():
+        ours = model._pos_embed(16, 8)
+        timms = resample_abs_pos_embed(model.pos_embed, new_size=[16, 8], num_prefix_tokens=1)
+    assert timm is not None and (ours - timms).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("model", ["vit_s16", "vit_b16"])
+def test_person_crop_256x128_matches_timm(model: str, timm_and_ours, ours_base) -> None:
+    # The product's input: a 256x128 (h x w) crop, a 16x8 grid. timm's ViT is built for
+    # img_size=(256, 128) with its own 16x8 position embeddings, which we set to DINO's
+    # resampling of our 14x14 ones: non-square patching, token order, attention, the keys and
+    # our resampling inside the forward pass are checked against timm in one go.
+    ours = timm_and_ours[1] if model == "vit_s16" else ours_base
+    pos = dino_interpolate_pos_encoding(ours.pos_embed.detach(), 16, 8)
+    reference = _timm_with_weights_of(ours, img_size=(256, 128), pos_embed=pos)
+    x = torch.randn(1, 3, 256, 128, generator=torch.Generator().manual_seed(5))
+    expected, expected_keys = _timm_tokens_and_keys(reference, x, 9)
+    with torch.inference_mode():
+        got, keys = ours.forward_tokens(x, key_layer=9)
+    assert got.shape == expected.shape == (1, 1 + 16 * 8, ours.config.embed_dim)
+    torch.testing.assert_close(got[:, 0], expected[:, 0], atol=1e-5, rtol=1e-5)  # CLS
+    torch.testing.assert_close(got[:, 1:], expected[:, 1:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(keys, expected_keys, atol=1e-5, rtol=1e-5)
 
 
 def test_log_bin_layout_and_values() -> None:
@@ -153,6 +260,18 @@ def test_best_buddies_finds_parts_regardless_of_position() -> None:
     assert 0.4 <= partial < 1.0
     with pytest.raises(InvalidInput):
         best_buddies(a, np.zeros((3, 5), np.float32))
+
+
+def test_batched_best_buddies_equal_the_pairwise_ones() -> None:
+    # The bench ranks galleries with best_buddies_to_gallery; it must be best_buddies, batched.
+    rng = np.random.default_rng(6)
+    descs = rng.normal(size=(5, 24, 32)).astype(np.float32)
+    descs /= np.linalg.norm(descs, axis=2, keepdims=True)
+    descs[3] = descs[0][rng.permutation(24)]  # crop 3: crop 0's parts, moved
+    got = best_buddies_to_gallery(descs[0], descs)
+    expected = [best_buddies(descs[0], d)[0] for d in descs]
+    np.testing.assert_allclose(got, expected)
+    assert got[0] == got[3] == 1.0
 
 
 def test_descriptor_shapes_on_person_crops() -> None:
