@@ -50,6 +50,7 @@ import faiss
 import numpy as np
 
 from identity.errors import IdentityError, InvalidInput
+from identity.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,29 @@ def _set_param(index: faiss.Index, name: str, value: float) -> bool:
     return done
 
 
+# Search knobs a FaceIndex starts with when the caller sets none. FAISS's own (nprobe 1, efSearch
+# 16, k_factor 1) trade recall for speed on clustered data; templates of distinct people sit
+# nearly uniformly on the sphere (what ArcFace-type losses train for), the hardest case for a
+# partition or a graph, and a 1:N search that silently misses the right person is the failure
+# users notice. bench/search.py measures these against exact search (docs/search.md).
+_DEFAULT_EF_SEARCH = 128
+_DEFAULT_K_FACTOR = 8.0
+_DEFAULT_NPROBE_SHARE = 4  # scan a quarter of the IVF lists
+
+
+def _search_defaults(index: faiss.Index) -> dict[str, float]:
+    """The default knobs that apply to this index (see the constants above)."""
+    out: dict[str, float] = {}
+    for node in _chain(index):
+        if hasattr(node, "nprobe") and hasattr(node, "nlist"):
+            out["nprobe"] = float(max(1, int(node.nlist) // _DEFAULT_NPROBE_SHARE))
+        if hasattr(node, "hnsw"):
+            out["efSearch"] = float(_DEFAULT_EF_SEARCH)
+        if hasattr(node, "k_factor"):
+            out["k_factor"] = _DEFAULT_K_FACTOR
+    return out
+
+
 def _normalize(vectors: np.ndarray, what: str) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if np.any(norms == 0):
@@ -248,8 +272,7 @@ class FaceIndex:
         self.on_gpu = False
         self._want_gpu = use_gpu
         self._to_gpu_if_asked()
-        if params:
-            self.set_params(**params)
+        self.set_params(**{**_search_defaults(self._index), **(params or {})})
 
     # ---------------------------------------------------------------- properties
     @property
@@ -294,6 +317,10 @@ class FaceIndex:
             for name, value in params.items():
                 if name not in ("nprobe", "efSearch", "k_factor", "efConstruction"):
                     raise InvalidInput(f"unknown search parameter {name!r}")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    1 <= value < 2**31
+                ):
+                    raise InvalidInput(f"{name} must be a number >= 1, got {value!r}")
                 if not _set_param(self._index, name, value):
                     raise InvalidInput(f"{name} does not apply to index {self.factory!r}")
                 self.params[name] = value
@@ -685,7 +712,11 @@ class FaceIndex:
         self._index = faiss_index  # already the concrete, owning type
         if self._index.d != dim:
             raise bad("index dimension differs from the recorded one")
-        self.params = {k: float(v) for k, v in header["params"].items()}
+        # knobs the snapshot does not record (written before they had defaults) get today's
+        self.params = {
+            **_search_defaults(faiss_index),
+            **{k: float(v) for k, v in header["params"].items()},
+        }
         for name, value in self.params.items():
             _set_param(self._index, name, value)
         self.watermark = header["watermark"]
@@ -703,6 +734,13 @@ class FaceIndex:
         self._want_gpu = use_gpu
         self._to_gpu_if_asked()
         return self
+
+
+def index_for(dim: int, settings: Settings) -> FaceIndex:
+    """A new, empty index as the settings name it: factory, search knobs, GPU."""
+    return FaceIndex(
+        dim, settings.index_factory, settings.use_gpu_index, params=settings.index_params
+    )
 
 
 def _sha256(blobs: Iterable[bytes]) -> str:

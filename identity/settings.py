@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         default="Flat",
         description="FAISS index_factory string (inner product); e.g. HNSW32, IVF4096,PQ64.",
     )
+    index_params: dict[str, float] = Field(
+        default_factory=dict,
+        description="FAISS search knobs for every index, as JSON, e.g. "
+        '{"nprobe": 64, "efSearch": 128, "k_factor": 8}; unset ones take identity.index defaults '
+        "(a quarter of the IVF lists, efSearch 128, k_factor 8).",
+    )
     index_snapshot_every: int = Field(default=1000, description="Snapshot after this many changes.")
     use_gpu_index: bool = False
 

@@ -23,6 +23,7 @@ from services.api.routes import body, collections, decisions, gallery, health, i
 from services.auth import KeyStore
 from services.db import open_database, upgrade
 from services.errors import RequestSizeLimit, install_error_handlers
+from services.indexes import check_index_settings
 from services.metrics import Metrics, MetricsMiddleware
 from services.store import IdentityStore
 
@@ -50,6 +51,7 @@ def create_app(
 ) -> FastAPI:
     """The service. ``engine``/``analyzer`` may be passed in (tests share them across apps)."""
     settings = settings or get_settings()
+    check_index_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -44,7 +44,7 @@ from identity.body import Bodies, BodyAnalyzer
 from identity.body.errors import NoPersonFound
 from identity.errors import BadImage, CalibrationError, InvalidInput
 from identity.image import decode_image
-from identity.index import FaceIndex
+from identity.index import FaceIndex, index_for
 from identity.settings import Settings
 from services.body_schema import BodyTemplate
 from services.indexes import embedding_from_bytes, embedding_to_bytes
@@ -113,7 +113,7 @@ class BodyIndexes:
             ).all()
         index = None
         if rows:
-            index = FaceIndex(int(rows[0][1]), self.settings.index_factory, self.settings.use_gpu_index)
+            index = index_for(int(rows[0][1]), self.settings)
             index.add(
                 np.array([r[0] for r in rows], np.int64),
                 np.stack([embedding_from_bytes(r[2], r[1]) for r in rows]),

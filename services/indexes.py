@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, select, text
 
-from identity.index import FaceIndex
+from identity.index import FaceIndex, index_for
 from identity.settings import Settings
+from models.registry import get_manifest
 from services.schema import Collection, FaceTemplate, IndexChange
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,14 @@ class _Entry:
         return 0 if self.index is None else len(self.index)
 
 
+def check_index_settings(settings: Settings) -> None:
+    """Raise ``InvalidInput`` for a bad factory string or search knob at start, not in the first
+    request that builds an index (an empty index of the face embedder's dimension is cheap)."""
+    dim = get_manifest(settings.embedder).output_dim
+    if dim:
+        index_for(dim, settings)
+
+
 class IndexRegistry:
     """All (collection, model) indexes of one process; thread-safe."""
 
@@ -77,7 +86,7 @@ class IndexRegistry:
 
     # building -------------------------------------------------------------------------------
     def _new_index(self, dim: int) -> FaceIndex:
-        return FaceIndex(dim, self.settings.index_factory, self.settings.use_gpu_index)
+        return index_for(dim, self.settings)
 
     def _collection_info(self, collection_id: int) -> tuple[str, str] | None:
         with self.engine.connect() as conn:
@@ -128,6 +137,8 @@ class IndexRegistry:
                 path, index.factory, self.settings.index_factory,
             )
             return None
+        if self.settings.index_params:  # the knobs may have changed since the snapshot
+            index.set_params(**self.settings.index_params)
         with self.engine.connect() as conn:
             max_seq = conn.execute(text("SELECT coalesce(max(seq), 0) FROM index_changes")).scalar()
         if int(watermark.get("seq", -1)) > int(max_seq or 0):
@@ -325,6 +336,7 @@ class IndexRegistry:
                 "collection": e.collection_name,
                 "model": e.model,
                 "factory": None if e.index is None else e.index.factory,
+                "params": {} if e.index is None else dict(e.index.params),
                 "size": e.size(),
                 "seq": e.seq,
             }

@@ -224,6 +224,25 @@ def test_bad_inputs_raise_invalid_input(data):
         index.search(x[:1], 0)
     with pytest.raises(InvalidInput):
         index.set_params(efSearch=10)  # Flat has no efSearch
+    with pytest.raises(InvalidInput, match=">= 1"):
+        FaceIndex(DIM, "IVF16,Flat", params={"nprobe": 0})
+    with pytest.raises(InvalidInput, match=">= 1"):
+        FaceIndex(DIM, "HNSW32", params={"efSearch": float("nan")})
+
+
+def test_search_knobs_default_to_high_recall_and_survive_a_snapshot(tmp_path: Path, data):
+    # FAISS's own defaults (nprobe 1, efSearch 16) miss the right template far too often
+    assert FaceIndex(DIM, "IVF64,PQ16x4fs,RFlat").params == {"nprobe": 16, "k_factor": 8}
+    assert FaceIndex(DIM, "HNSW32").params == {"efSearch": 128}
+    assert FaceIndex(DIM).params == {}
+    x, ids, q = data
+    index = FaceIndex(DIM, "IVF16,Flat", params={"nprobe": 8})
+    assert index.params == {"nprobe": 8}  # the caller's knob wins over the default
+    index.add(ids, x)
+    index.save(tmp_path / "ivf.faiss")
+    back = FaceIndex.load(tmp_path / "ivf.faiss")
+    assert back.params == {"nprobe": 8}
+    assert np.array_equal(back.search(q, 5)[1], index.search(q, 5)[1])
 
 
 def test_concurrent_search_and_add_are_safe(data):

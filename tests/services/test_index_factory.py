@@ -65,3 +65,44 @@ def test_snapshot_of_another_factory_is_rebuilt(
         assert status["index_factory"] == "HNSW32" and status["consistent"], status
     assert not [m for m in caplog.messages if REBUILD in m and str(snapshot) in m], caplog.messages
     assert any(f"index {cid}/{model} loaded from snapshot" in m for m in caplog.messages), caplog.messages
+
+
+def test_search_knobs_from_settings_reach_every_index(
+    client: TestClient, admin: dict, collection: str, settings, engine, analyzer, tmp_path: Path
+) -> None:
+    cid = collection
+    iid = client.post(f"/v1/collections/{cid}/identities", json={"external_id": "biden"}, headers=admin).json()["id"]
+    r = client.post(
+        f"/v1/collections/{cid}/identities/{iid}/faces",
+        files=[("files", ("b.jpg", (TRAIN / "biden/biden.jpg").read_bytes(), "image/jpeg"))],
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+
+    def knobs(c: TestClient) -> dict:
+        described = {d["collection"]: d for d in c.app.state.store.indexes.describe()}
+        return described[cid]["params"]
+
+    base = {"data_dir": tmp_path, "index_factory": "HNSW32"}
+    with TestClient(create_app(settings.model_copy(update=base), engine=engine, analyzer=analyzer,
+                               warm_models=False)) as c:
+        assert c.get(f"/v1/collections/{cid}/index", headers=admin).json()["consistent"]
+        assert knobs(c) == {"efSearch": 128}  # identity.index's default, not FAISS's 16
+    # a changed knob applies to the snapshot written on the last shutdown, too
+    tuned = {**base, "index_params": {"efSearch": 200}}
+    with TestClient(create_app(settings.model_copy(update=tuned), engine=engine, analyzer=analyzer,
+                               warm_models=False)) as c:
+        assert c.get(f"/v1/collections/{cid}/index", headers=admin).json()["consistent"]
+        assert knobs(c) == {"efSearch": 200}
+
+
+def test_bad_index_settings_fail_at_start_not_in_a_request(settings, engine, analyzer, tmp_path) -> None:
+    import pytest
+
+    from identity.errors import InvalidInput
+
+    for bad in ({"index_factory": "IVF4096,NotAThing"},
+                {"index_factory": "Flat", "index_params": {"nprobe": 32}}):
+        with pytest.raises(InvalidInput):
+            create_app(settings.model_copy(update={"data_dir": tmp_path, **bad}), engine=engine,
+                       analyzer=analyzer, warm_models=False)
