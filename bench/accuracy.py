@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     Pair,
     all_pairs,
     command_line,
@@ -38,7 +38,7 @@ from bench.common import (  # noqa: E402
     face_recognition_people,
     print_table,
 )
-from identity.calibration import eer_of, roc_curve  # noqa: E402
+from identity.calibration import eer_of, roc_curve
 
 DEFAULT_COMBOS = [
     "retinaface_mnet025+dlib_resnet_v1",
@@ -175,7 +175,7 @@ def main() -> None:
         try:
             rows.append(evaluate(f"ours {detector} + {embedder}", ours(detector, embedder, args.models_dir),
                                  False, default_threshold(embedder, args.models_dir)))
-        except Exception as exc:  # a missing optional model must not hide the other rows
+        except Exception as exc:  # noqa: BLE001 - a missing optional model must not hide the other rows
             print(f"skipped {combo}: {exc}", file=sys.stderr)
     if not args.no_peer:
         rows.append(evaluate("face_recognition 1.3 (HOG + dlib ResNet)", face_recognition_peer(), True, -0.6))

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DEEPFACE, MODELS, command_line, print_table  # noqa: E402
+from bench.common import DEEPFACE, MODELS, command_line, print_table
 
 DEFAULT_COMBOS = [
     "retinaface_mnet025+dlib_resnet_v1",
@@ -38,7 +38,7 @@ class Timer:
     def __init__(self) -> None:
         self.total: dict[str, float] = defaultdict(float)
 
-    def stage(self, name: str) -> "_Stage":
+    def stage(self, name: str) -> _Stage:
         return _Stage(self, name)
 
 
@@ -136,7 +136,7 @@ def main() -> None:
     for name, what in runs:
         try:
             n_faces, timer = run_ours(what, paths) if isinstance(what, str) else what(paths)  # type: ignore[operator]
-        except Exception as exc:  # an optional model or peer missing must not hide the others
+        except Exception as exc:  # noqa: BLE001 - an optional model or peer missing must not hide the others
             print(f"skipped {name}: {exc}", file=sys.stderr)
             continue
         total = sum(timer.total.values())

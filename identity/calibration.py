@@ -111,7 +111,7 @@ def threshold_at_far(
     so that at most k impostors pass.
     """
     imp = np.sort(np.asarray(impostor))[::-1]
-    k = int(math.floor(far * len(imp)))
+    k = math.floor(far * len(imp))
     if len(imp) == 0:
         raise CalibrationError("no impostor pairs: need at least two identities")
     t = float(np.nextafter(imp[k], np.inf)) if k < len(imp) else float(imp[-1])
@@ -142,8 +142,8 @@ def evaluate(
         model=model,
         n_images=n_images,
         n_identities=n_identities,
-        n_genuine=int(len(genuine)),
-        n_impostor=int(len(impostor)),
+        n_genuine=len(genuine),
+        n_impostor=len(impostor),
         auc=auc_of(far, tar),
         eer=eer,
         eer_threshold=eer_thr,
