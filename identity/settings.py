@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="FAISS search knobs for every index, as JSON, e.g. "
         '{"nprobe": 64, "efSearch": 128, "k_factor": 8}; unset ones take identity.index defaults '
-        "(a quarter of the IVF lists, efSearch 128, k_factor 8).",
+        "(half of the IVF lists, efSearch 256, k_factor 8).",
     )
     index_snapshot_every: int = Field(default=1000, description="Snapshot after this many changes.")
     use_gpu_index: bool = False

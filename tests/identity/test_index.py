@@ -232,8 +232,8 @@ def test_bad_inputs_raise_invalid_input(data):
 
 def test_search_knobs_default_to_high_recall_and_survive_a_snapshot(tmp_path: Path, data):
     # FAISS's own defaults (nprobe 1, efSearch 16) miss the right template far too often
-    assert FaceIndex(DIM, "IVF64,PQ16x4fs,RFlat").params == {"nprobe": 16, "k_factor": 8}
-    assert FaceIndex(DIM, "HNSW32").params == {"efSearch": 128}
+    assert FaceIndex(DIM, "IVF64,PQ16x4fs,RFlat").params == {"nprobe": 32, "k_factor": 8}
+    assert FaceIndex(DIM, "HNSW32").params == {"efSearch": 256}
     assert FaceIndex(DIM).params == {}
     x, ids, q = data
     index = FaceIndex(DIM, "IVF16,Flat", params={"nprobe": 8})

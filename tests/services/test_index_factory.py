@@ -87,7 +87,7 @@ def test_search_knobs_from_settings_reach_every_index(
     with TestClient(create_app(settings.model_copy(update=base), engine=engine, analyzer=analyzer,
                                warm_models=False)) as c:
         assert c.get(f"/v1/collections/{cid}/index", headers=admin).json()["consistent"]
-        assert knobs(c) == {"efSearch": 128}  # identity.index's default, not FAISS's 16
+        assert knobs(c) == {"efSearch": 256}  # identity.index's default, not FAISS's 16
     # a changed knob applies to the snapshot written on the last shutdown, too
     tuned = {**base, "index_params": {"efSearch": 200}}
     with TestClient(create_app(settings.model_copy(update=tuned), engine=engine, analyzer=analyzer,
