@@ -6,6 +6,7 @@ that the key's scope allows ``action`` on the ``{cid}`` path parameter (401 / 40
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from identity.settings import Settings
 from services.auth import KeyStore, Principal
+from services.gallery import GalleryJobRunner, GalleryStore
 from services.store import IdentityStore
 
 
@@ -27,6 +29,28 @@ def get_store(request: Request) -> IdentityStore:
 
 def get_keys(request: Request) -> KeyStore:
     return request.app.state.keys  # type: ignore[no-any-return]
+
+
+# Made on first use (most deployments never index a gallery through the service), under a lock:
+# two first requests at once must not start two job runners.
+_lazy = threading.Lock()
+
+
+def get_gallery(request: Request) -> GalleryStore:
+    state = request.app.state
+    with _lazy:
+        if getattr(state, "gallery", None) is None:
+            state.gallery = GalleryStore(state.store)
+        return state.gallery  # type: ignore[no-any-return]
+
+
+def get_job_runner(request: Request) -> GalleryJobRunner:
+    gallery = get_gallery(request)
+    state = request.app.state
+    with _lazy:
+        if getattr(state, "gallery_jobs", None) is None:
+            state.gallery_jobs = GalleryJobRunner(gallery)
+        return state.gallery_jobs  # type: ignore[no-any-return]
 
 
 def get_session(store: Annotated[IdentityStore, Depends(get_store)]) -> Iterator[Session]:

@@ -39,8 +39,8 @@ from services.admin.session import (
     csrf_ok,
     load_or_create_secret,
 )
-from services.api.routes.gallery import gallery_store as _gallery
 from services.auth import Principal
+from services.deps import get_gallery as _gallery
 from services.deps import get_keys as _keys
 from services.deps import get_settings as _settings
 from services.deps import get_store as _store

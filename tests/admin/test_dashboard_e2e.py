@@ -230,6 +230,8 @@ def test_enroll_search_verify_erase_audit(
     expect(embedder).to_contain_text("loaded")
     expect(embedder).to_contain_text("ok")
     expect(page.locator("#indexes")).to_contain_text(name)
+    row = page.locator("#indexes tbody tr", has_text=name)
+    expect(row).to_contain_text("Flat")  # the index's real type, not just the setting
     expect(page.locator("#thresholds tbody tr").first).to_be_visible()
     expect(page.locator("#requests")).to_contain_text("/admin/collections/{cid}/search")
     shoot(page, "system")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from identity.errors import InvalidInput
 from services.api.models import BIGINT_MAX, MAX_OFFSET, Text
 from services.auth import Principal
-from services.deps import StoreDep, collection_access
+from services.deps import StoreDep, collection_access, get_gallery, get_job_runner
 from services.gallery import (
     GalleryJobRunner,
     GalleryStore,
@@ -66,22 +66,8 @@ class Recluster(BaseModel):
     min_size: int = Field(default=2, ge=1, le=1000)
 
 
-def gallery_store(request: Request) -> GalleryStore:
-    state = request.app.state
-    if getattr(state, "gallery", None) is None:
-        state.gallery = GalleryStore(state.store)
-    return state.gallery  # type: ignore[no-any-return]
-
-
-def job_runner(request: Request, gallery: Annotated[GalleryStore, Depends(gallery_store)]) -> GalleryJobRunner:
-    state = request.app.state
-    if getattr(state, "gallery_jobs", None) is None:
-        state.gallery_jobs = GalleryJobRunner(gallery)
-    return state.gallery_jobs  # type: ignore[no-any-return]
-
-
-GalleryDep = Annotated[GalleryStore, Depends(gallery_store)]
-RunnerDep = Annotated[GalleryJobRunner, Depends(job_runner)]
+GalleryDep = Annotated[GalleryStore, Depends(get_gallery)]
+RunnerDep = Annotated[GalleryJobRunner, Depends(get_job_runner)]
 
 
 def _form_bool(value: Any, default: bool) -> bool:
