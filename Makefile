@@ -30,6 +30,17 @@ serve: install
 test: install-dev
 	$(BIN)/pytest
 
+# Every benchmark in bench/, each printing its markdown table (tens of minutes on 2 cores; the
+# 1M-vector search rows alone take about half of it). bench/api.py needs a running service: see
+# docs/service.md.
+bench: install-dev
+	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/quality.py --clean
+	$(BIN)/python bench/index.py
+	$(BIN)/python bench/reid.py
+	$(BIN)/python bench/search.py
+
 lint:
 	$(BIN)/ruff check identity services models bench tests
 	$(BIN)/mypy identity

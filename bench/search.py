@@ -17,6 +17,7 @@ real probes whose top-1 is a template of the right person (same for every exact 
     .venv/bin/python bench/search.py                      # 10k, 100k, 1M x 128-d and 512-d
     .venv/bin/python bench/search.py --quick              # 10k x 128 and 512, fewer probes
     .venv/bin/python bench/search.py --sizes 100000 --dims 512
+    .venv/bin/python bench/search.py --sizes 1000000 --hnsw-max 1000000   # HNSW at 1M too (slow)
 """
 
 from __future__ import annotations
@@ -135,10 +136,16 @@ def recall(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     return hits / (k * len(exact))
 
 
-def measure(index: FaceIndex, probes: np.ndarray, budget_s: float):
+def measure(index: FaceIndex, probes: np.ndarray, budget_s: float, threads: int):
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
     t0 = time.perf_counter()
     _, batch_ids = index.search(probes, 10)
     qps_batch = len(probes) / (time.perf_counter() - t0)
+    # one query at a time is what a verify/identify request does; FAISS has nothing to split
+    # across threads for a single query, and OpenMP's spin-waiting only costs there
+    faiss.omp_set_num_threads(1)
     done, t0 = 0, time.perf_counter()
     for q in probes:
         index.search(q[None], 10)
@@ -149,7 +156,10 @@ def measure(index: FaceIndex, probes: np.ndarray, budget_s: float):
     return batch_ids, qps_single, qps_batch
 
 
-def build(dim: int, factory: str, gallery: np.ndarray, params: dict) -> tuple[FaceIndex, float]:
+def build(dim: int, factory: str, gallery: np.ndarray, params: dict, threads: int) -> tuple[FaceIndex, float]:
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
     t0 = time.perf_counter()
     index = FaceIndex(dim, factory, params=params)
     if not index.is_trained:
@@ -165,6 +175,28 @@ def nlist_for(n: int) -> int:
     return int(min(1024, max(32, 2 ** round(np.log2(np.sqrt(n))))))
 
 
+HEADERS = [
+    "N",
+    "D",
+    "method",
+    "params",
+    "build s",
+    "bytes/template",
+    "recall@1",
+    "recall@10",
+    "QPS single",
+    "QPS batch",
+    "x numpy (single)",
+]
+
+
+def title(args: argparse.Namespace) -> str:
+    return (
+        f"1:N search, {os.cpu_count()} cores ({args.threads} FAISS thread(s) batched, 1 single), "
+        f"{platform.processor() or platform.machine()}, top-10 per probe"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -172,18 +204,22 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=1000, help="synthetic probes per run")
     ap.add_argument("--quick", action="store_true", help="10k only, 200 probes, fewer settings")
     ap.add_argument("--budget", type=float, default=8.0, help="seconds per single-query timing")
-    ap.add_argument("--hnsw-max", type=int, default=1_000_000, help="skip HNSW above this size")
+    ap.add_argument(
+        "--hnsw-max",
+        type=int,
+        default=100_000,
+        help="skip HNSW above this size (building HNSW32 over 1M templates takes over 12 minutes "
+        "at 128-d on 2 cores, several times that at 512-d)",
+    )
     ap.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="FAISS OpenMP threads; 1 by default: on a shared 2-core machine OpenMP's spin-waiting "
-        "cost more than the second thread gave (10k x 512 Flat: 60 vs 400 single-query QPS)",
+        default=os.cpu_count() or 1,
+        help="FAISS OpenMP threads for building and for batched search (default: every core). "
+        "Single queries always run on one thread: on a 2-core machine OpenMP's spin-waiting cost "
+        "more than the second thread gave there (10k x 512 Flat: 60 vs 400 single-query QPS).",
     )
     args = ap.parse_args()
-    import faiss
-
-    faiss.omp_set_num_threads(args.threads)
     if args.quick:
         args.sizes, args.probes, args.budget = [10_000], 200, 2.0
     real = real_embeddings()
@@ -195,8 +231,8 @@ def main() -> None:
             print(f"# N={n} D={dim}: {len(probes)} probes ({n_real} real)", flush=True)
             fd_qps = numpy_face_distance_qps(gallery, probes, args.budget)
             mm_qps = numpy_matmul_batch_qps(gallery, probes)
-            flat, t_build = build(dim, "Flat", gallery, {})
-            exact, flat_single, flat_batch = measure(flat, probes, args.budget)
+            flat, t_build = build(dim, "Flat", gallery, {}, args.threads)
+            exact, flat_single, flat_batch = measure(flat, probes, args.budget, args.threads)
             flat_bytes = flat.memory_bytes() / n
             del flat
             gc.collect()
@@ -246,24 +282,32 @@ def main() -> None:
             )
             configs: list[tuple[str, dict, list[dict]]] = []
             if n <= args.hnsw_max:
-                sweep = [{"efSearch": e} for e in ((32, 128) if args.quick else (16, 32, 64, 128))]
-                configs.append(("HNSW32", {"efConstruction": 80}, sweep))
+                efs = (32, 128) if args.quick else (16, 32, 64, 128, 256)
+                configs.append(("HNSW32", {"efConstruction": 80}, [{"efSearch": e} for e in efs]))
             nl = nlist_for(n)
-            m = dim // 8
-            probes_sweep = (8, 32) if args.quick else (4, 8, 16, 32, 64)
+            # 4-bit codes of 16-d sub-vectors (8-d below 256-d: a 128-d template in 4 bytes is too
+            # coarse); the exact re-rank of k * k_factor candidates repairs the code's error
+            m = dim // 16 if dim >= 256 else dim // 8
+            # nprobe as a share of the lists: face templates of distinct people are spread nearly
+            # uniformly on the sphere (that is what ArcFace-type losses train for), the hardest
+            # case for a partition, so the useful range reaches a large share of the lists
+            shares = (16, 4) if args.quick else (64, 16, 8, 4, 3, 2)
+            nprobes = sorted({max(1, nl // d) for d in shares})
             configs.append(
                 (
                     f"IVF{nl},PQ{m}x4fs,RFlat",
                     {"k_factor": 8},
-                    [{"nprobe": p} for p in probes_sweep if p <= nl],
+                    [{"nprobe": p} for p in nprobes],
                 )
             )
+            # the same codes for every template, no partition: nothing to miss
+            configs.append((f"PQ{m}x4fs,RFlat", {}, [{"k_factor": 8}]))
             for factory, build_params, sweep in configs:
-                index, t_build = build(dim, factory, gallery, build_params)
+                index, t_build = build(dim, factory, gallery, build_params, args.threads)
                 nbytes = index.memory_bytes() / n
                 for params in sweep:
                     index.set_params(**params)
-                    got, single, batch = measure(index, probes, args.budget)
+                    got, single, batch = measure(index, probes, args.budget, args.threads)
                     label = ", ".join(f"{k}={v}" for k, v in {**build_params, **params}.items())
                     rows.append(
                         base
@@ -288,26 +332,12 @@ def main() -> None:
                 gc.collect()
             if hit is not None:
                 print(f"#   real probes: exact top-1 is the right person for {hit:.3f}")
+            # this size's rows at once: the 1M runs take long, and an interrupted run keeps them
+            print_table(HEADERS, [r for r in rows if r[:2] == [n, dim]], title=title(args))
+            print(flush=True)
             del gallery, probes
             gc.collect()
-    print_table(
-        [
-            "N",
-            "D",
-            "method",
-            "params",
-            "build s",
-            "bytes/template",
-            "recall@1",
-            "recall@10",
-            "QPS single",
-            "QPS batch",
-            "x numpy (single)",
-        ],
-        rows,
-        title=f"1:N search, {os.cpu_count()} cores ({args.threads} FAISS thread(s)), "
-        f"{platform.processor() or platform.machine()}, top-10 per probe",
-    )
+    print_table(HEADERS, rows, title=title(args))
     print(f"\n{command_line()}")
 
 
