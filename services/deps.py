@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
@@ -17,6 +17,8 @@ from identity.settings import Settings
 from services.auth import KeyStore, Principal
 from services.gallery import GalleryJobRunner, GalleryStore
 from services.store import IdentityStore
+
+T = TypeVar("T")
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,26 +33,27 @@ def get_keys(request: Request) -> KeyStore:
     return request.app.state.keys  # type: ignore[no-any-return]
 
 
-# Made on first use (most deployments never index a gallery through the service), under a lock:
-# two first requests at once must not start two job runners.
+# Made on first use (most deployments never index a gallery or enroll a body through the
+# service), under a lock: two first requests at once must not build two (two job runners).
 _lazy = threading.Lock()
 
 
-def get_gallery(request: Request) -> GalleryStore:
+def lazy_state(request: Request, name: str, make: Callable[[], T]) -> T:
+    """``request.app.state.<name>``, made by ``make()`` the first time."""
     state = request.app.state
     with _lazy:
-        if getattr(state, "gallery", None) is None:
-            state.gallery = GalleryStore(state.store)
-        return state.gallery  # type: ignore[no-any-return]
+        if getattr(state, name, None) is None:
+            setattr(state, name, make())
+        return getattr(state, name)  # type: ignore[no-any-return]
+
+
+def get_gallery(request: Request) -> GalleryStore:
+    return lazy_state(request, "gallery", lambda: GalleryStore(request.app.state.store))
 
 
 def get_job_runner(request: Request) -> GalleryJobRunner:
     gallery = get_gallery(request)
-    state = request.app.state
-    with _lazy:
-        if getattr(state, "gallery_jobs", None) is None:
-            state.gallery_jobs = GalleryJobRunner(gallery)
-        return state.gallery_jobs  # type: ignore[no-any-return]
+    return lazy_state(request, "gallery_jobs", lambda: GalleryJobRunner(gallery))
 
 
 def get_session(store: Annotated[IdentityStore, Depends(get_store)]) -> Iterator[Session]:

@@ -769,6 +769,14 @@ def clusters_page(request: Request, cid: str, admin: AdminDep) -> HTMLResponse:
     return _clusters_page(request, cid, admin)
 
 
+
+def _clusters_error(request: Request, cid: str, admin: Admin, exc: IdentityError) -> HTMLResponse:
+    """The clusters page again with the error explained, at the error's HTTP status."""
+    return _clusters_page(
+        request, cid, admin, flash={"kind": "error", "message": exc.message},
+        status_code=exc.http_status,
+    )
+
 @router.post("/collections/{cid}/clusters/{clid}/name")
 def name_cluster(
     request: Request,
@@ -794,10 +802,7 @@ def name_cluster(
             )
         identity = _store(request).get_identity(cid, result["identity_id"])
     except IdentityError as exc:
-        return _clusters_page(
-            request, cid, admin, flash={"kind": "error", "message": exc.message},
-            status_code=exc.http_status,
-        )
+        return _clusters_error(request, cid, admin, exc)
     return _flash(
         request,
         _redirect(f"/admin/collections/{quote(cid)}/clusters"),
@@ -820,10 +825,7 @@ def merge_cluster(
             raise InvalidInput("choose the cluster to merge into this one")
         result = _gallery(request).merge_clusters(cid, clid, [int(source)], actor=admin.actor)
     except IdentityError as exc:
-        return _clusters_page(
-            request, cid, admin, flash={"kind": "error", "message": exc.message},
-            status_code=exc.http_status,
-        )
+        return _clusters_error(request, cid, admin, exc)
     return _flash(
         request,
         _redirect(f"/admin/collections/{quote(cid)}/clusters"),

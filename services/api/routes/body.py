@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import Annotated
 
@@ -12,20 +11,15 @@ from pydantic import BaseModel, Field
 from services.api.models import parse_bbox
 from services.auth import Principal
 from services.body_store import BodyStore
-from services.deps import collection_access
+from services.deps import collection_access, lazy_state
 from services.errors import EnrollmentRejected
 
 router = APIRouter(prefix="/v1/collections/{cid}", tags=["bodies"])
-_lock = threading.Lock()
 
 
 def get_body_store(request: Request) -> BodyStore:
     """One ``BodyStore`` per app, built on first use over the app's ``IdentityStore``."""
-    state = request.app.state
-    with _lock:
-        if getattr(state, "body_store", None) is None:
-            state.body_store = BodyStore(state.store)
-    return state.body_store  # type: ignore[no-any-return]
+    return lazy_state(request, "body_store", lambda: BodyStore(request.app.state.store))
 
 
 BodyStoreDep = Annotated[BodyStore, Depends(get_body_store)]
