@@ -8,12 +8,30 @@ either None or has exactly ``len(faces)`` rows, so slicing keeps everything cons
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from identity.errors import InvalidInput
 from identity.rows import Rows
+
+
+def check_bbox_xyxy(bbox: Sequence[float]) -> list[float]:
+    """A caller's box as four finite floats with x2 > x1 and y2 > y1, else ``InvalidInput``.
+
+    Written as "not >" so NaN (every comparison with it is false) fails too, instead of picking
+    a face by an IoU of NaN.
+    """
+    values = [float(v) for v in bbox]
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise InvalidInput("bbox must be four finite numbers: x1,y1,x2,y2", bbox=[str(v) for v in bbox])
+    x1, y1, x2, y2 = values
+    if not (x2 > x1 and y2 > y1):
+        raise InvalidInput("bbox must have x2 > x1 and y2 > y1", bbox=values)
+    return values
 
 
 @dataclass

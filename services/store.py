@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -68,7 +67,7 @@ from identity.errors import (
     NoFaceFound,
     NotFound,
 )
-from identity.faces import Faces
+from identity.faces import Faces, check_bbox_xyxy
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
 from services.db import make_sessionmaker
@@ -767,16 +766,8 @@ class IdentityStore:
         """Analyse and enroll each ``(filename, bytes)``; every image is accepted or rejected."""
         if not images:
             raise InvalidInput("no images given")
-        # Written as "not >" so NaN (every comparison false) fails too.
-        if bbox is not None and (
-            len(bbox) != 4
-            or not all(math.isfinite(v) for v in bbox)
-            or not (bbox[2] > bbox[0] and bbox[3] > bbox[1])
-        ):
-            raise InvalidInput(
-                "bbox must be four finite numbers x1,y1,x2,y2 with x2 > x1 and y2 > y1",
-                bbox=[str(v) for v in bbox],
-            )
+        if bbox is not None:
+            bbox = check_bbox_xyxy(bbox)
         self.require_identity(collection, identity_id)  # fail fast on an unknown one
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []

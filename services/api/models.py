@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from identity.errors import InvalidInput
+from identity.faces import check_bbox_xyxy
 
 # Paging beyond this is a client bug, and Postgres's OFFSET is a bigint: an unbounded int from
 # the query string would reach it as a DataError (a 500) instead of a 422.
@@ -53,23 +54,14 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 
 
 def parse_bbox(bbox: str | None) -> list[float] | None:
-    """The ``x1,y1,x2,y2`` form field (source pixels) -> four finite floats, x2 > x1, y2 > y1.
-
-    Raises InvalidInput (422). NaN would slip through every ``<`` check downstream (all
-    comparisons with it are false) and pick a face by an IoU of NaN.
-    """
+    """The ``x1,y1,x2,y2`` form field (source pixels) -> a checked box (``check_bbox_xyxy``)."""
     if bbox is None or bbox == "":
         return None
     try:
         values = [float(v) for v in bbox.split(",")]
     except ValueError:
         raise InvalidInput("bbox must be four numbers: x1,y1,x2,y2", bbox=bbox[:100]) from None
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise InvalidInput("bbox must be four finite numbers: x1,y1,x2,y2", bbox=bbox[:100])
-    x1, y1, x2, y2 = values
-    if not (x2 > x1 and y2 > y1):
-        raise InvalidInput("bbox must have x2 > x1 and y2 > y1", bbox=values)
-    return values
+    return check_bbox_xyxy(values)
 
 
 class CollectionCreate(BaseModel):
