@@ -35,12 +35,15 @@ class Settings(BaseSettings):
     detector: str = Field(default="retinaface_mnet025", description="Detector manifest name.")
     embedder: str = Field(default="dlib_resnet_v1", description="Face embedder manifest name.")
     body_embedder: str = Field(
-        default="osnet_x0_25_msmt17", description="Person re-ID embedder manifest name."
+        default="reid_intel_0287",
+        description="Person re-ID embedder manifest name (reid_intel_0287/0288 need the body "
+        "extra; osnet_x0_25_msmt17 runs on onnxruntime).",
     )
     person_detector: str = Field(
-        default="hog",
-        description="Person detector when no boxes are given: hog (built into OpenCV, always "
-        "available), mediapipe_pose (one person per image) or scrfd_person_2.5g (models pull).",
+        default="person_det_adas_0002",
+        description="Person detector when no boxes are given: person_det_adas_0002 (SSD, body "
+        "extra), hog (built into OpenCV, baseline), mediapipe_pose (one person per image) or "
+        "scrfd_person_2.5g (models pull).",
     )
     onnx_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -122,6 +125,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RAY_ADDRESS", "IDENTITY_RAY_ADDRESS"),
         description="Ray cluster for `identity index --engine ray` (ray://head:10001, auto); "
         "unset = a local Ray instance.",
+    )
+
+    # body matching (docs/body.md; bench/reid.py measures each choice on cuhk01) ---------------
+    body_flip_average: bool = Field(
+        default=True,
+        description="Embed each person crop as seen and mirrored, and sum the two features.",
+    )
+    body_rerank: bool = Field(
+        default=False,
+        description="k-reciprocal re-ranking (Zhong et al. 2017) of the body identify shortlist.",
     )
 
     @property
