@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
         default="hog",
         description="Person detector when no boxes are given: hog (built into OpenCV, always "
         "available), mediapipe_pose (one person per image) or scrfd_person_2.5g (models pull).",
+    )
+    dlib_runtime: Literal["auto", "onnxruntime", "dlib"] = Field(
+        default="auto",
+        description="What runs dlib's face descriptor network: onnxruntime on a one-time ONNX "
+        "conversion (several times faster), dlib's own loop, or auto (onnxruntime when the onnx "
+        "package is installed).",
     )
     onnx_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
