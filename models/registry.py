@@ -34,7 +34,8 @@ from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
 MANIFEST_DIR = Path(__file__).parent / "manifests"
 
 Task = Literal[
-    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh"
+    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh",
+    "liveness",
 ]
 
 

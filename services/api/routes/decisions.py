@@ -22,12 +22,15 @@ def verify(
     file2: Annotated[UploadFile | None, File(description="second image (instead of identity_id)")] = None,
     far: Annotated[float | None, Form(gt=0, lt=1, description="false-accept rate to decide at")] = None,
     threshold: Annotated[float | None, Form(ge=-1, le=1, description="explicit similarity threshold")] = None,
+    liveness: Annotated[
+        bool, Form(description="check liveness even when the collection's policy is off")
+    ] = False,
 ) -> dict:
     """1:1 — the probe's largest face against every template of the identity (max similarity)."""
     other = file2.file.read() if file2 is not None else None
     return store.verify(
         cid, file.file.read(), identity_id=identity_id, other=other, far=far, threshold=threshold,
-        actor=p.key_id,
+        actor=p.key_id, liveness=liveness,
     )
 
 
@@ -41,9 +44,12 @@ def identify(
     far: Annotated[float | None, Form(gt=0, lt=1)] = None,
     threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
     all_faces: Annotated[bool, Form(description="every face instead of the largest")] = False,
+    liveness: Annotated[
+        bool, Form(description="check liveness even when the collection's policy is off")
+    ] = False,
 ) -> dict:
     """1:N — candidates best first for the largest face (or every face)."""
     return store.identify(
         cid, file.file.read(), top_k=top_k, far=far, threshold=threshold, all_faces=all_faces,
-        actor=p.key_id,
+        actor=p.key_id, liveness=liveness,
     )
