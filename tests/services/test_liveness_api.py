@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import cv2
 from fastapi.testclient import TestClient
 from svc_helpers import DATA, assert_problem
 
@@ -61,11 +62,22 @@ def test_require_refuses_a_printed_photo_and_passes_a_live_one(client: TestClien
     r = client.post(f"/v1/collections/{cid}/identify", files=upload(SPOOF), headers=admin)
     assert_problem(r, 422, "presentation_attack")
 
+    # a face too small to judge is not called an attack: the client is asked to retake it
+    image = cv2.imread(str(LIVE[1]))
+    small = cv2.resize(image, (image.shape[1] // 4, image.shape[0] // 4), interpolation=cv2.INTER_AREA)
+    jpeg = cv2.imencode(".jpg", small)[1].tobytes()
+    r = client.post(
+        f"/v1/collections/{cid}/verify", files={"file": ("small.jpg", jpeg, "image/jpeg")},
+        data={"identity_id": iid}, headers=admin,
+    )
+    assert assert_problem(r, 422, "liveness_undetermined")["details"]["reason"] == "face_too_small"
+
     # the audit records every refusal with its score, and the accepted decision with its verdict
     events = client.app.state.store.audit_events(50)
     mine = [e for e in events if e["collection"] == cid]
     refused = {e["action"] for e in mine if e["outcome"] == "presentation_attack"}
     assert refused == {"face.enroll", "verify", "identify"}
+    assert any(e["outcome"] == "liveness_undetermined" for e in mine)
     attack = next(e for e in mine if e["action"] == "verify" and e["outcome"] == "presentation_attack")
     assert attack["details"]["liveness"]["live"] is False
     assert attack["details"]["liveness"]["score"] == details["score"]
