@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import models
 from identity.errors import CalibrationError
 from identity.liveness.metrics import bpcer_key
 from identity.settings import Settings
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "calibration" / "liveness.json"
+# Shipped as package data of the top-level ``models`` package, beside the manifests.
+SHIPPED = Path(models.__file__).parent / "calibration" / "liveness.json"
 
 
 def model_set_key(models: Sequence[str]) -> str:

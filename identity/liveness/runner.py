@@ -16,9 +16,9 @@ import numpy as np
 from identity.errors import ModelError
 from identity.liveness.crops import CROPPERS
 from identity.preprocess import to_tensor
+from identity.registry import ResolvedModel
 from identity.runtime import onnx_session
 from identity.settings import Settings
-from models.registry import ResolvedModel
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

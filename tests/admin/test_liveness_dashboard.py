@@ -8,12 +8,13 @@ import uuid
 
 import httpx
 import pytest
-from admin_browser import REPO_ROOT, LiveService, PageErrors, screenshot
+from admin_browser import LiveService, PageErrors, screenshot
 from playwright.sync_api import Page, expect
+from shared_data import SHARED_DIR
 
 pytestmark = pytest.mark.browser
 
-NUAA = REPO_ROOT.parent / "shared" / "data" / "nuaa"
+NUAA = SHARED_DIR / "data" / "nuaa"
 LIVE = [NUAA / "live/0007/0007_01_00_01_336.jpg", NUAA / "live/0007/0007_00_00_01_188.jpg"]
 SPOOF = NUAA / "spoof/0007/0007_01_00_01_33.jpg"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 from typer.testing import CliRunner
 
 from identity.cli import app
@@ -23,7 +24,7 @@ from identity.liveness.metrics import clopper_pearson_upper, pad_errors, thresho
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+SHARED = SHARED_DIR
 NUAA = SHARED / "data" / "nuaa"
 LIVE = ["live/0007/0007_01_00_01_336.jpg", "live/0009/0009_01_00_02_217.jpg"]
 SPOOF = ["spoof/0007/0007_01_00_01_33.jpg", "spoof/0008/0008_00_00_01_145.jpg",
