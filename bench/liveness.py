@@ -11,8 +11,8 @@ Protocol: leave one subject out. For each subject, the threshold at BPCER 1 % (a
 calibrated on the live photos of the other 8 subjects (``threshold_at_bpcer``) and applied to the
 held-out subject; the held-out decisions of all 9 folds are pooled into APCER and BPCER as
 ISO/IEC 30107-3 defines them (``identity.liveness.metrics``), with ACER = their mean. Nothing is
-tuned on a subject it is reported on. The peer column is the uncalibrated decision (live when
-the probability is >= 0.5, what a caller of the upstream code gets). Speed: each model alone on
+tuned on a subject it is reported on. The peer column is the uncalibrated cut at probability 0.5
+(upstream's own rule, the argmax over MiniFASNet's three classes, accepts at least as much). Speed: each model alone on
 one face per call (ms/face, the service's case) and on all faces of 16 images per call
 (images/s), onnxruntime on ``--threads`` intra-op threads.
 
