@@ -990,7 +990,7 @@ class IdentityStore:
             collection, faces, top_k, far, threshold, actor, cid,
             audit_extra={"liveness": [audit_fields(v)["liveness"] for v in found]},
         )
-        for face, verdict in zip(result["faces"], found):
+        for face, verdict in zip(result["faces"], found, strict=True):
             face["liveness"] = verdict
         return result
 

@@ -107,7 +107,7 @@ def unfit_reasons(
     as a box that merely touches the edge).
     """
     out: list[str | None] = []
-    for box, i in zip(np.asarray(boxes, np.float64), np.asarray(image_index)):
+    for box, i in zip(np.asarray(boxes, np.float64), np.asarray(image_index), strict=True):
         h, w = image_shapes[int(i)][:2]
         bw, bh = box[2] - box[0], box[3] - box[1]
         margin = max(1.0, border_margin * min(bw, bh))

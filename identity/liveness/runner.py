@@ -59,7 +59,7 @@ class PADModel:
     ) -> np.ndarray:
         """(N, S, S, 3) uint8 BGR crops at this model's scale around each face box."""
         out = np.empty((len(boxes), self.size, self.size, 3), np.uint8)
-        for row, (box, i) in enumerate(zip(boxes, image_index)):
+        for row, (box, i) in enumerate(zip(boxes, image_index, strict=True)):
             out[row] = self.crop(images_bgr[int(i)], box, self.crop_scale, self.size)
         return out
 

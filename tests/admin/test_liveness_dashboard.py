@@ -8,8 +8,9 @@ import uuid
 
 import httpx
 import pytest
-from admin_browser import LiveService, PageErrors, screenshot
 from playwright.sync_api import Page, expect
+
+from admin_browser import LiveService, PageErrors, screenshot
 from shared_data import SHARED_DIR
 
 pytestmark = pytest.mark.browser

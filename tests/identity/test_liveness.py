@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 from typer.testing import CliRunner
 
 from identity.cli import app
@@ -23,6 +22,8 @@ from identity.liveness.crops import minifasnet_box, square_box, unfit_reasons
 from identity.liveness.metrics import clopper_pearson_upper, pad_errors, threshold_at_bpcer
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 SHARED = SHARED_DIR
 NUAA = SHARED / "data" / "nuaa"

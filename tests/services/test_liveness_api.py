@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 from fastapi.testclient import TestClient
+
 from svc_helpers import DATA, assert_problem
 
 NUAA = DATA / "nuaa"
