@@ -131,6 +131,24 @@ class Settings(BaseSettings):
         "unset = a local Ray instance.",
     )
 
+    # presentation-attack detection (liveness; docs/liveness.md) ------------------------------
+    liveness_models: list[str] = Field(
+        default_factory=lambda: ["pad_minifasnet_v2_2.7_80", "pad_minifasnet_v1se_4.0_80"],
+        description="PAD manifests whose live probabilities are averaged (upstream's decision).",
+    )
+    liveness_bpcer: float = Field(
+        default=0.01,
+        description="BPCER (share of live faces refused) whose calibrated threshold decides.",
+    )
+    liveness_min_face_px: float = Field(
+        default=64.0, description="Faces with a smaller box side get no liveness score."
+    )
+    liveness_border_margin: float = Field(
+        default=0.02,
+        description="Faces whose box comes closer to an image edge than this share of its side "
+        "(at least 1 px) count as cut by the border and get no liveness score.",
+    )
+
     @property
     def calibration_dir(self) -> Path:
         return self.data_dir / "calibration"
