@@ -21,15 +21,14 @@ import cv2
 import numpy as np
 
 from identity.body.bodies import Bodies
-from identity.body.errors import UnsuitablePersonImage
 from identity.detect.anchors import distance_to_boxes, grid_points
 from identity.detect.geometry import letterbox
 from identity.detect.nms import nms
-from identity.errors import InvalidInput, ModelError
+from identity.errors import InvalidInput, ModelError, UnsuitablePersonImage
 from identity.preprocess import to_tensor
+from identity.registry import ResolvedModel
 from identity.runtime import onnx_session, openvino_model
 from identity.settings import Settings
-from models.registry import ResolvedModel
 
 # No person image is smaller than this on a side (a re-ID crop is 128x256; a 32 px person is
 # already below what any detector here finds), nor longer than this many times its width or

@@ -14,12 +14,11 @@ import pytest
 from identity.body import BodyAnalyzer, load_body_embedder, load_person_detector
 from identity.body.cross_camera import cross_camera_scores, load_labelled, read_labels, split_people
 from identity.body.detect import check_person_images
-from identity.body.errors import NoPersonFound, UnsuitablePersonImage
 from identity.body.evaluation import colour_histograms
-from identity.errors import ChecksumMismatch
+from identity.errors import ChecksumMismatch, NoPersonFound, UnsuitablePersonImage
+from identity.registry import get_manifest, model_status
 from identity.runtime import resolve_model
 from identity.settings import Settings
-from models.registry import get_manifest, model_status
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 CUHK01 = SHARED / "data" / "cuhk01" / "LABELS.csv"
