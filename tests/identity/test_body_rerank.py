@@ -81,7 +81,9 @@ def test_k_reciprocal_rerank_equals_the_reference(params: RerankParams) -> None:
     x = np.repeat(centres, 5, axis=0) + 0.6 * rng.normal(size=(40, 16))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     q, g = x[::4], np.delete(x, np.s_[::4], axis=0)
-    d = lambda a, b: np.sqrt(np.maximum(2 - 2 * a @ b.T, 0))
+    def d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(2 - 2 * a @ b.T, 0))
+
     want = 1 - _reference(d(q, g), d(q, q), d(g, g), params.k1, params.k2, params.lambda_value)
     got = k_reciprocal_rerank(q @ g.T, q @ q.T, g @ g.T, params)
     np.testing.assert_allclose(got, want, atol=1e-4)
