@@ -1,0 +1,32 @@
+"""Gallery jobs can be cancelled: ``cancelling`` (asked, the job stops at its next check) and
+``cancelled`` (stopped; what was committed before stays).
+
+Revision ID: 0210_job_cancel
+Revises: 0201_body
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0210_job_cancel"
+down_revision = "0201_body"
+branch_labels = None
+depends_on = None
+
+OLD = "status IN ('queued', 'running', 'done', 'failed', 'interrupted')"
+NEW = "status IN ('queued', 'running', 'cancelling', 'done', 'failed', 'interrupted', 'cancelled')"
+
+
+def upgrade() -> None:
+    op.drop_constraint("ck_gallery_jobs_status", "gallery_jobs", type_="check")
+    op.create_check_constraint("ck_gallery_jobs_status", "gallery_jobs", NEW)
+
+
+def downgrade() -> None:
+    op.execute(
+        "UPDATE gallery_jobs SET status = 'interrupted' WHERE status IN ('cancelling', 'cancelled')"
+    )
+    op.drop_constraint("ck_gallery_jobs_status", "gallery_jobs", type_="check")
+    op.create_check_constraint("ck_gallery_jobs_status", "gallery_jobs", OLD)
