@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from identity.errors import JobCancelled, JobLimitExceeded
 
@@ -125,8 +125,8 @@ class GuardedStream(io.RawIOBase):
     """
 
     def __init__(
-        self, inner: IO[bytes], guard: JobGuard, limit: int | None, compressed: bool,
-        raw: IO[bytes] | None = None,
+        self, inner: io.BufferedIOBase, guard: JobGuard, limit: int | None, compressed: bool,
+        raw: io.BufferedIOBase | None = None,
     ) -> None:
         super().__init__()
         self._inner = inner
@@ -209,7 +209,7 @@ def open_archive_stream(path: Path, guard: JobGuard) -> tuple[GuardedStream, str
         head = raw.read(8)
         raw.seek(0)
         compression = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
-        inner: IO[bytes]
+        inner: io.BufferedIOBase
         if compression == "gz":
             inner = gzip.GzipFile(fileobj=raw, mode="rb")
         elif compression == "bz2":

@@ -25,7 +25,7 @@ import numpy as np
 
 from identity.errors import IdentityError
 from identity.faces import Faces
-from identity.gallery.sources import read_regular_file
+from identity.gallery.files import read_regular_file
 from identity.settings import Settings
 
 # Faces smaller than this fraction of the largest face's area do not make an image ambiguous in
