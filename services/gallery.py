@@ -49,10 +49,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from identity.errors import Conflict, IdentityError, InvalidInput, JobCancelled, NotFound
+from identity.errors import CodedError, InvalidInput, JobCancelled
 from identity.gallery.limits import JobGuard, JobLimits
 from identity.gallery.sources import GalleryItem, GallerySource, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
+from services.errors import Conflict, NotFound
 from services.indexes import embedding_from_bytes, embedding_to_bytes
 from services.schema import (
     Base,
@@ -70,7 +71,7 @@ log = logging.getLogger(__name__)
 MAX_LISTED_ERRORS = 1000
 # job statuses: a live job is one of LIVE_STATUSES; every job ends in one of the others
 LIVE_STATUSES = ("queued", "running", "cancelling")
-# what a client sees when a job fails for a reason that is not a typed IdentityError: the
+# what a client sees when a job fails for a reason that is not a typed CodedError: the
 # exception itself (a database error quotes its SQL and parameters) goes to the server log only
 INTERNAL_JOB_ERROR = "internal error while indexing; the server log has the details (job {job})"
 
@@ -1089,7 +1090,7 @@ def _run_job(
                 summary = gallery.recluster(
                     collection, options.cluster_method, options.cluster_threshold
                 )
-            except IdentityError as exc:
+            except CodedError as exc:
                 # Every batch is committed by now: the faces are stored and can be clustered
                 # later (POST .../clusters/recluster with a threshold), so the job did its work.
                 why = f"{exc.message} [{exc.code}]"
@@ -1123,7 +1124,7 @@ def _job_end(job_id: str, exc: BaseException) -> tuple[str, str | None]:
         return "cancelled", None
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", "interrupted (Ctrl-C or SIGTERM); rerun the same source to resume"
-    if isinstance(exc, IdentityError):
+    if isinstance(exc, CodedError):
         log.warning("gallery job %s failed: %s [%s]", job_id, exc.message, exc.code)
         return "failed", f"{exc.message} [{exc.code}]"
     log.error("gallery job %s failed", job_id, exc_info=exc)

@@ -181,7 +181,7 @@ def test_bomb_upload_fails_with_a_reason_under_default_bounds(  # type: ignore[n
 def test_cancel_from_the_cli_stops_a_running_job(  # type: ignore[no-untyped-def]
     store, new_collection, slow_archive: Path, pg_url: str, tmp_path: Path, monkeypatch
 ) -> None:
-    from identity.cli import app
+    from services.cli import app
 
     gallery = GalleryStore(store)
     gallery.settings = store.settings.model_copy(update=LOOSE)

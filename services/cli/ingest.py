@@ -1,7 +1,7 @@
 """``identity index PATH --collection C``: index a gallery into the store, with a progress bar;
 ``identity jobs cancel ID`` and ``identity jobs list -c C``.
 
-Registered on the main CLI by ``register(app)``. The service layer (Postgres, FAISS) is imported
+Registered on the ``identity`` command by ``services.cli``. The service layer (Postgres, FAISS) is imported
 inside the command, so ``identity analyze`` never pays for it.
 """
 
@@ -116,9 +116,9 @@ def run_cli_index(
     """Open the store, run the job with a tqdm bar, return the report dict (+ ``text``)."""
     from tqdm import tqdm
 
-    from identity.errors import NotFound
     from services.db import open_database, upgrade
     from services.embedded_pg import exit_on_sigterm
+    from services.errors import NotFound
     from services.gallery import GalleryStore, IndexOptions, run_index
     from services.store import IdentityStore
 
@@ -222,11 +222,3 @@ def register(app: typer.Typer) -> None:
     """Add ``identity index`` and ``identity jobs cancel|list`` to the main CLI."""
     app.command("index")(index)
     app.add_typer(jobs_app, name="jobs")
-
-
-if __name__ == "__main__":  # python -m identity.gallery.cli PATH -c C (same as identity index)
-    from identity.cli import cli_errors
-
-    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    _app.command()(cli_errors(index))
-    _app()
