@@ -87,13 +87,13 @@ class JobGuard:
                 raise JobCancelled("the job was cancelled")
         if now > self._deadline:
             raise JobLimitExceeded(
-                f"the job ran longer than {self.limits.max_seconds:.0f} s "
+                f"the job ran longer than {self.limits.max_seconds:g} s "
                 "(IDENTITY_JOB_MAX_SECONDS); rerun it to resume, or raise the limit"
             )
         if self._member_deadline is not None and now > self._member_deadline:
             raise JobLimitExceeded(
                 f"reading archive member {self._member_name!r} took longer than "
-                f"{self.limits.max_member_seconds:.0f} s (IDENTITY_JOB_MAX_MEMBER_SECONDS); "
+                f"{self.limits.max_member_seconds:g} s (IDENTITY_JOB_MAX_MEMBER_SECONDS); "
                 "extract the archive into a folder, or raise the limit"
             )
 

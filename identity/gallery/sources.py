@@ -358,6 +358,7 @@ class GallerySource:
             guard.add_bytes(len(data))
             item = self._item(rel, self.label_for(rel), data=data)
             if item is not None:
+                guard.end_member()  # the consumer's time (decode, detect, store) is not reading
                 yield item
 
 

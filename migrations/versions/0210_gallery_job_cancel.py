@@ -1,5 +1,5 @@
 """Gallery jobs can be cancelled: ``cancelling`` (asked, the job stops at its next check) and
-``cancelled`` (stopped; what was committed before stays).
+``cancelled`` (stopped; what was committed before stays). Old job errors quoting SQL are replaced.
 
 Revision ID: 0210_job_cancel
 Revises: 0201_body
@@ -22,6 +22,12 @@ NEW = "status IN ('queued', 'running', 'cancelling', 'done', 'failed', 'interrup
 def upgrade() -> None:
     op.drop_constraint("ck_gallery_jobs_status", "gallery_jobs", type_="check")
     op.create_check_constraint("ck_gallery_jobs_status", "gallery_jobs", NEW)
+    # Errors recorded before job errors were made safe to show may quote SQL and its parameters
+    # (SQLAlchemy appends "[SQL: ...]"): replace them by the message clients now get.
+    op.execute(
+        "UPDATE gallery_jobs SET error = 'internal error while indexing; the server log has the "
+        "details (job ' || id::text || ')' WHERE error LIKE '%[SQL:%'"
+    )
 
 
 def downgrade() -> None:

@@ -86,6 +86,22 @@ def test_member_time_bound_inside_a_long_decompression(tmp_path: Path) -> None:
         list(open_source(archive, guard=JobGuard(loose)))
 
 
+def test_member_clock_stops_while_the_consumer_works(tmp_path: Path) -> None:
+    """Detecting and storing a batch takes time between two members: that time is not spent
+    reading the archive, so it never counts against a member's bound."""
+    archive = write_bz2_tar(
+        tmp_path / "g.tar.bz2",
+        [("obama/obama.jpg", OBAMA.read_bytes()), ("biden/biden.jpg", BIDEN.read_bytes())],
+    )
+    guard = JobGuard(JobLimits(max_member_seconds=1.0))
+    seen = []
+    for item in open_source(archive, "folders", guard=guard):
+        time.sleep(1.5)  # a slow batch downstream
+        guard.check()  # what the job does after each committed batch
+        seen.append(item.label)
+    assert seen == ["obama", "biden"]
+
+
 def test_cancel_reaches_inside_a_long_decompression(tmp_path: Path) -> None:
     archive = write_bz2_tar(
         tmp_path / "g.tar.bz2", [("junk/blob.bin", 1280), ("obama/obama.jpg", OBAMA.read_bytes())]
