@@ -365,7 +365,7 @@ def calibrate(
 # ---------------------------------------------------------------------------------------------
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every known model: presence, location, licence and checksum state."""
+    """Every known model: presence, location, checksum state, licence, and how to get it."""
     from identity.registry import load_manifests, model_status
 
     settings = Settings()
@@ -373,10 +373,15 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'name':32} {'task':16} {'state':12} {'licence':34} location")
+    # The licence decides whether a model may be used at all: shown whole on its own line, never
+    # cut to a column; a missing model says how to get it.
+    typer.echo(f"{'name':32} {'task':16} {'state':12} location")
     for r in rows:
         state = r["checksum"] if r["present"] else "missing"
-        typer.echo(f"{r['name']:32} {r['task']:16} {state:12} {r['licence'][:34]:34} {r['location'] or '-'}")
+        typer.echo(f"{r['name']:32} {r['task']:16} {state:12} {r['location'] or '-'}")
+        typer.echo(f"    licence: {r['licence']}")
+        if r["how_to_get"]:
+            typer.echo(f"    get it: {r['how_to_get']}")
 
 
 @models_app.command("verify")

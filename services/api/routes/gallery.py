@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from identity.errors import InvalidInput
 from identity.gallery.sources import open_source
-from services.api.models import BIGINT_MAX, MAX_OFFSET, Text
+from services.api.schemas import BIGINT_MAX, MAX_OFFSET, Text
 from services.auth import Principal
 from services.deps import StoreDep, collection_access, get_gallery, get_job_runner
 from services.gallery import (
@@ -51,7 +50,9 @@ class JobCreate(BaseModel):
 class ClusterName(BaseModel):
     external_id: Text | None = Field(default=None, min_length=1, max_length=256)
     display_name: Text = Field(default="", max_length=256)
-    identity_id: uuid.UUID | None = None
+    identity_id: Text | None = Field(
+        default=None, min_length=1, max_length=256, description="an existing identity: id or external_id"
+    )
 
 
 class ClusterMerge(BaseModel):
