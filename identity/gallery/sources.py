@@ -421,6 +421,6 @@ def _is_tar(path: Path) -> bool:
             tarfile.open(fileobj=stream, mode="r:").close()
         except JobLimitExceeded:
             return True  # a tar whose first header declares too much: refused while reading it
-        except Exception:  # noqa: BLE001 - any decoder's error means "not a tar we can read"
+        except Exception:  # any decoder's error means "not a tar we can read"
             return False
     return True

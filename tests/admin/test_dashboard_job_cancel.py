@@ -10,9 +10,10 @@ import zipfile
 
 import httpx
 import pytest
-from admin_browser import LiveService
 from playwright.sync_api import Page, expect
 from test_dashboard_e2e import KNN, shoot, sign_in
+
+from admin_browser import LiveService
 
 pytestmark = pytest.mark.browser
 

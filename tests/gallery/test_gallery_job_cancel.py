@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from gallery_helpers import TRAIN, write_bz2_tar
 from typer.testing import CliRunner
 
 from identity.errors import JobCancelled
 from services.gallery import GalleryStore, IndexOptions, JobLease, run_index
+
+from gallery_helpers import TRAIN, write_bz2_tar
 
 TB = 1024**4
 # Bounds loose enough that the 10 GiB member below is decompressed (slowly), so that only a
@@ -191,7 +192,7 @@ def test_cancel_from_the_cli_stops_a_running_job(  # type: ignore[no-untyped-def
     def run() -> None:
         try:
             run_index(gallery, cid, slow_archive, IndexOptions(labels="folders", batch_size=1))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=run)

@@ -11,12 +11,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from gallery_helpers import TRAIN, write_bz2_tar
 
 from identity.errors import InvalidInput, JobCancelled, JobLimitExceeded
 from identity.gallery.limits import JobGuard, JobLimits
 from identity.gallery.sources import open_source
 from services.gallery import GalleryJobRunner, GalleryStore, IndexOptions, _job_end, run_index
+
+from gallery_helpers import TRAIN, write_bz2_tar
 
 TB = 1024**4
 OBAMA = TRAIN / "obama" / "obama.jpg"
