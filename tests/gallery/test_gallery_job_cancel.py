@@ -259,3 +259,30 @@ def test_start_sweeps_dead_jobs_and_their_uploads(  # type: ignore[no-untyped-de
         assert gallery.get_job(cid, live_id)["status"] == "queued"
     finally:
         live.release()
+
+
+def test_path_jobs_that_cannot_be_a_gallery_are_a_422_at_once(  # type: ignore[no-untyped-def]
+    settings, engine, admin: dict, new_collection, tmp_path: Path
+) -> None:
+    """A server-side path is checked when the job is submitted: no job row is left queued."""
+    from services.app import create_app
+
+    root = tmp_path / "root"
+    root.mkdir()
+    os.mkfifo(root / "pipe.zip")
+    (root / "photo.jpg").write_bytes((TRAIN / "obama" / "obama.jpg").read_bytes())
+    (root / "empty.csv").write_bytes(b"")
+    (root / "latin1.csv").write_bytes("path,identity\nx.jpg,Jos\xe9\n".encode("latin-1"))
+    local = settings.model_copy(update={"data_dir": tmp_path / "data", "gallery_roots": [root]})
+    cid = new_collection()
+    with TestClient(create_app(local, engine=engine, warm_models=False)) as c:
+        for name, needle in (
+            ("pipe.zip", "FIFO"),
+            ("photo.jpg", "single image"),
+            ("empty.csv", "is empty"),
+            ("latin1.csv", "not UTF-8"),
+        ):
+            r = c.post(f"/v1/collections/{cid}/jobs", json={"path": name}, headers=admin)
+            assert r.status_code == 422, r.text
+            assert needle in r.json()["error"]["message"]
+        assert c.get(f"/v1/collections/{cid}/jobs", headers=admin).json() == []
