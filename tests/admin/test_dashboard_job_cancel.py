@@ -4,6 +4,7 @@ other form): a queued job ends at once, a running one stops and keeps what it co
 from __future__ import annotations
 
 import io
+import re
 import time
 import uuid
 import zipfile
@@ -66,8 +67,11 @@ def test_cancel_jobs_from_the_dashboard(page: Page, live_service: LiveService) -
     expect(row).to_have_attribute("data-status", "running")
     shoot(page, "jobs-running")
     row.locator(".cancel-job button").click()
-    expect(page.locator("#flash")).to_contain_text("is stopping")
-    expect(page.locator("#job-status")).to_have_text("cancelled", timeout=60_000)
+    # its report page: "cancelling" until the job reaches its next check (the page reloads every
+    # 5 s while the job is live, so the one-time flash may already be gone on a busy machine)
+    expect(page.locator("#job-status")).to_have_text(re.compile("^(cancelling|cancelled)$"))
+    # the batch being analysed finishes first (8 photos: tens of seconds on a busy machine)
+    expect(page.locator("#job-status")).to_have_text("cancelled", timeout=180_000)
     shoot(page, "job-cancelled")
 
     with httpx.Client(base_url=url, headers=headers, timeout=60) as api:
