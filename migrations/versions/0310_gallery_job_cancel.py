@@ -1,8 +1,8 @@
 """Gallery jobs can be cancelled: ``cancelling`` (asked, the job stops at its next check) and
 ``cancelled`` (stopped; what was committed before stays). Old job errors quoting SQL are replaced.
 
-Revision ID: 0210_job_cancel
-Revises: 0201_body
+Revision ID: 0310_job_cancel
+Revises: 0301_liveness
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0210_job_cancel"
-down_revision = "0201_body"
+revision = "0310_job_cancel"
+down_revision = "0301_liveness"
 branch_labels = None
 depends_on = None
 
