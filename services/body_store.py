@@ -47,8 +47,9 @@ from identity.image import decode_image
 from identity.index import FaceIndex, index_for
 from identity.settings import Settings
 from services.body_schema import BodyTemplate
-from services.indexes import embedding_from_bytes, embedding_to_bytes
+from services.indexes import embedding_to_bytes
 from services.schema import FaceTemplate, IdentityRow
+from services.sealed import EMBEDDING, DataKeys
 from services.store import MAX_TOP_K, DuplicateImage, IdentityStore
 
 FACE_WEIGHT = 2.0
@@ -88,9 +89,10 @@ class _BodyIndex:
 class BodyIndexes:
     """FAISS indexes of body templates, one per (collection, model), derived from Postgres."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, sealer: DataKeys | None = None) -> None:
         self.settings = settings
         self.engine = engine
+        self.sealer = sealer or DataKeys(settings, engine)
         self._lock = threading.Lock()
         self._entries: dict[tuple[int, str], _BodyIndex] = {}
 
@@ -107,7 +109,7 @@ class BodyIndexes:
         """Build the index from the table (always correct; what a changed watermark triggers)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(BodyTemplate.id, BodyTemplate.dim, BodyTemplate.embedding)
+                select(BodyTemplate.id, BodyTemplate.dim, BodyTemplate.embedding, BodyTemplate.key_id)
                 .where(BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model)
                 .order_by(BodyTemplate.id)
             ).all()
@@ -116,7 +118,7 @@ class BodyIndexes:
             index = index_for(int(rows[0][1]), self.settings)
             index.add(
                 np.array([r[0] for r in rows], np.int64),
-                np.stack([embedding_from_bytes(r[2], r[1]) for r in rows]),
+                np.stack([self.sealer.embedding(r[2], r[3], r[1]) for r in rows]),
             )
         max_id = max((int(r[0]) for r in rows), default=0)
         entry = _BodyIndex(index, (len(rows), max_id))
@@ -167,7 +169,7 @@ class BodyStore:
         self.store = store
         self.settings = store.settings
         self.analyzer = analyzer or BodyAnalyzer(store.settings)
-        self.indexes = indexes or BodyIndexes(store.settings, store.engine)
+        self.indexes = indexes or BodyIndexes(store.settings, store.engine, store.sealer)
 
     @property
     def model_name(self) -> str:
@@ -238,13 +240,17 @@ class BodyStore:
                         "this person in this image is already enrolled for this identity",
                         template_id=dup[0],
                     )
+                key_id, sealed = self.store.sealer.seal(
+                    c.id, embedding_to_bytes(bodies.embeddings[0]), EMBEDDING
+                )
                 t = BodyTemplate(
                     identity_id=row.id,
                     collection_id=c.id,
                     model_name=self.model_name,
                     model_version=get_manifest(self.model_name).version,
                     dim=int(bodies.embeddings.shape[1]),
-                    embedding=embedding_to_bytes(bodies.embeddings[0]),
+                    embedding=sealed,
+                    key_id=key_id,
                     det_score=float(bodies.scores[0]),
                     bbox=[round(float(v), 2) for v in bodies.boxes[0]],
                     source_sha256=sha,
@@ -265,13 +271,13 @@ class BodyStore:
             return {}
         with self.store.sessions() as s:
             rows = s.execute(
-                select(table.identity_id, table.id, table.dim, table.embedding).where(
+                select(table.identity_id, table.id, table.dim, table.embedding, table.key_id).where(
                     table.identity_id.in_(identity_ids), table.model_name == model
                 )
             ).all()
         best: dict[uuid.UUID, tuple[float, int]] = {}
-        for iid, tid, dim, blob in rows:
-            sim = float(embedding_from_bytes(blob, dim) @ query)
+        for iid, tid, dim, blob, key_id in rows:
+            sim = float(self.store.sealer.embedding(blob, key_id, dim) @ query)
             if iid not in best or sim > best[iid][0]:
                 best[iid] = (sim, int(tid))
         return best
