@@ -83,8 +83,14 @@ def encode_key(key: bytes) -> str:
 
 # --- files ------------------------------------------------------------------------------------
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) 0700; tighten it if it exists with wider modes."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create ``path`` and its missing parents 0700; tighten ``path`` if it exists wider.
+
+    Parents that already exist keep their modes (``data_dir`` holds the embedded Postgres,
+    which its own system user must be able to reach)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(p, 0o700)  # mkdir's mode is masked by the umask
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
