@@ -31,6 +31,7 @@ import os
 import secrets
 import struct
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -176,6 +177,12 @@ def load_keyring(settings: Settings, create: bool = True) -> Keyring:
 
 
 # --- sealing data -----------------------------------------------------------------------------
+@lru_cache(maxsize=1024)
+def _aead(data_key: bytes) -> AESGCM:
+    # Building the cipher costs more than sealing a 2 KB embedding; the keys are in memory anyway.
+    return AESGCM(data_key)
+
+
 def _aad(key_id: int, purpose: bytes) -> bytes:
     return MAGIC + struct.pack(">q", key_id) + purpose
 
@@ -183,7 +190,7 @@ def _aad(key_id: int, purpose: bytes) -> bytes:
 def seal(data_key: bytes, key_id: int, plaintext: bytes, purpose: bytes) -> bytes:
     """``plaintext`` sealed under data key ``key_id`` for ``purpose`` (see the module docstring)."""
     nonce = secrets.token_bytes(_NONCE)
-    ct = AESGCM(data_key).encrypt(nonce, plaintext, _aad(key_id, purpose))
+    ct = _aead(data_key).encrypt(nonce, plaintext, _aad(key_id, purpose))
     return MAGIC + struct.pack(">q", key_id) + nonce + ct
 
 
@@ -203,7 +210,7 @@ def open_sealed(data_key: bytes, blob: bytes, purpose: bytes) -> bytes:
     key_id = sealed_key_id(blob)
     nonce = blob[len(MAGIC) + 8 : _HEADER]
     try:
-        return AESGCM(data_key).decrypt(nonce, blob[_HEADER:], _aad(key_id, purpose))
+        return _aead(data_key).decrypt(nonce, blob[_HEADER:], _aad(key_id, purpose))
     except InvalidTag:
         raise SealingError(
             f"sealed {purpose.decode()} failed authentication (wrong key or altered)", key_id=key_id

@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from svc_helpers import DATA, PROBES, REPO, TRAIN
 
 from services.indexes import watermark_json
-from services.sealed import DataKeys
 from services.schema import Collection, FaceTemplate, IdentityRow, IndexChange
+from services.sealed import DataKeys
 
 
 def _free_port() -> int:

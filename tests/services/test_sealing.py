@@ -9,6 +9,7 @@ or a JPEG in the clear.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 import uuid
@@ -80,7 +81,7 @@ def _mode(path: Path) -> int:
 def test_templates_crops_and_snapshots_are_sealed_at_rest(
     settings, own_db, analyzer, tmp_path: Path
 ) -> None:
-    url, eng = own_db
+    _, eng = own_db
     s, client, admin = _app(settings, own_db, analyzer, tmp_path / "data")
     with client as c:
         cid, iid = _enroll_obama(c, admin)
@@ -110,7 +111,7 @@ def test_templates_crops_and_snapshots_are_sealed_at_rest(
         )).all()
         source = conn.execute(
             text("SELECT embedding, key_id FROM face_templates WHERE source_sha256 = :s"),
-            {"s": __import__("hashlib").sha256((TRAIN / "obama/obama.jpg").read_bytes()).hexdigest()},
+            {"s": hashlib.sha256((TRAIN / "obama/obama.jpg").read_bytes()).hexdigest()},
         ).one()
 
     known = analyzer.analyze_bytes((TRAIN / "obama/obama.jpg").read_bytes()).faces.largest().embeddings[0]
