@@ -15,8 +15,9 @@ Identities (addressed by UUID ``identity_id`` within a collection):
 - ``list_identities(collection, q=None, limit=50, offset=0)``: paged, ``q`` searches display
   name and external id (case-insensitive substring).
 - ``get_identity(collection, identity_id)``: with its templates (no embeddings).
-- ``erase_identity(collection, identity_id)``: templates, thumbnails and index entries in one
-  operation; the audit log keeps that it happened (never what was erased).
+- ``erase_identity(collection, identity_id)``: templates (face, body, the gallery faces named
+  into it), thumbnails, index entries and snapshot, then VACUUM (docs/security.md); the audit
+  log keeps that it happened (never what was erased).
 - ``remove_face(collection, identity_id, template_id)``: one template, the same way.
 
 Faces:
