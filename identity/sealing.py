@@ -37,7 +37,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from identity.errors import IdentityError
+from identity.errors import SealingError
 from identity.settings import Settings
 
 MAGIC = b"IDS\x01"
@@ -45,16 +45,6 @@ KEY_BYTES = 32
 _NONCE = 12
 _HEADER = len(MAGIC) + 8 + _NONCE
 _WRAP_AAD = b"identity data key"
-
-
-class SealingError(IdentityError):
-    """A KEK or data key is missing or wrong, or a sealed blob fails authentication.
-
-    A server-side fault (configuration or tampering), never the client's: 500.
-    """
-
-    code = "sealing_error"
-    http_status = 500
 
 
 def kek_id(kek: bytes) -> str:

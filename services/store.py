@@ -60,19 +60,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity.errors import (
-    BadImage,
-    Conflict,
-    IdentityError,
-    InvalidInput,
-    NoFaceFound,
-    NotFound,
-)
+from identity.errors import BadImage, CodedError, InvalidInput, NoFaceFound
 from identity.faces import Faces, check_bbox_xyxy
 from identity.pipeline import FaceAnalyzer
 from identity.sealing import write_private
 from identity.settings import Settings
 from services.db import make_sessionmaker, vacuum
+from services.errors import Conflict, DuplicateImage, NoTemplates, NotFound
 from services.indexes import IndexRegistry, embedding_to_bytes
 from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
 from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
@@ -85,17 +79,6 @@ MAX_TOP_K = 100
 # An advisory-lock namespace so our per-collection locks never collide with anyone else's.
 _LOCK_BASE = 727 << 40
 
-
-class DuplicateImage(Conflict):
-    """The same image (by SHA-256) is already enrolled for this identity."""
-
-    code = "duplicate_image"
-
-
-class NoTemplates(Conflict):
-    """Verification against an identity that has no template for the current model."""
-
-    code = "no_templates"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -306,7 +289,7 @@ class IdentityStore:
 
     @property
     def model_version(self) -> str:
-        from models.registry import get_manifest
+        from identity.registry import get_manifest
 
         return get_manifest(self.model_name).version
 
@@ -816,7 +799,7 @@ class IdentityStore:
                     )
                 (tid,) = self.enroll_faces(collection, identity_id, face, digest, actor=actor)
                 accepted.append({"filename": filename, "template_id": tid, **face_summary(face, 0)})
-            except IdentityError as exc:
+            except CodedError as exc:
                 if isinstance(exc, NotFound) or exc.http_status >= 500:
                     # The identity vanished, or a model is broken: the request failed, not the image.
                     raise

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from shared_data import SHARED_DIR
 from typer.testing import CliRunner
 
-from identity.cli import app
+from services.cli import app
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+SHARED = SHARED_DIR
 FR = SHARED / "data" / "face_recognition"
 TRAIN = FR / "knn_examples" / "train"
 
@@ -217,3 +218,14 @@ def test_malformed_database_url_is_one_error_line(runner, monkeypatch, url) -> N
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "DATABASE_URL is not a usable database URL")
+
+
+def test_console_script_stderr_has_no_third_party_chatter() -> None:
+    """MediaPipe's absl/TFLite lines and protobuf's deprecation warning go to the log, not to
+    the terminal of someone who ran one command (FaceMesh runs in quality, BlazeFace here)."""
+    photo = str(TRAIN / "obama" / "obama.jpg")
+    for args in (("analyze", photo), ("analyze", "--detector", "blazeface_short", photo)):
+        proc = run_identity(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert "face(s)" in proc.stdout
+        assert proc.stderr.strip() == "", proc.stderr

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text
 from svc_helpers import PROBES, TRAIN
 from typer.testing import CliRunner
 
-from identity.cli import app as cli
+from services.cli import app as cli
 from identity.sealing import Keyring, SealingError, decode_key, is_sealed, kek_id
 from services.app import create_app
 from services.auth import KeyStore

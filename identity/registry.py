@@ -1,6 +1,6 @@
 """Model registry: manifests, weight resolution, checksum verification and optional download.
 
-A manifest (``models/manifests/<name>.toml``) says what a model is and how to feed it: task,
+A manifest (``models/manifests/<name>.toml``, the data package ``models``) says what a model is and how to feed it: task,
 runner, file, source (the official page) and download URLs, SHA-256, licence, input size, colour order, mean/std, layout, batch,
 output dim and calibrated thresholds. Runners read preprocessing from the manifest, so adding a
 model with a known runner is a data change, not a code change.
@@ -29,9 +29,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+import models
 from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
 
-MANIFEST_DIR = Path(__file__).parent / "manifests"
+# The manifests are data of the top-level ``models`` package (installed as package data).
+MANIFEST_DIR = Path(models.__file__).parent / "manifests"
 
 Task = Literal[
     "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh"
