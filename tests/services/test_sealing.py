@@ -24,10 +24,10 @@ from sqlalchemy import Engine, text
 from svc_helpers import PROBES, TRAIN
 from typer.testing import CliRunner
 
-from services.cli import app as cli
 from identity.sealing import Keyring, SealingError, decode_key, is_sealed, kek_id
 from services.app import create_app
 from services.auth import KeyStore
+from services.cli import app as cli
 from services.db import make_engine, upgrade
 from services.sealed import EMBEDDING
 from services.store import IdentityStore
