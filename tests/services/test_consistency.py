@@ -171,7 +171,9 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
             np.testing.assert_allclose([s for _, s in kept], [s for _, s in cands], atol=1e-5)
 
         # and exactly what an exhaustive search over Postgres gives, late enrollments included
-        sealer = DataKeys(settings.model_copy(update={"data_dir": tmp_path / "data"}), engine)
+        # the server's KEK: the file its data dir made (not the session's IDENTITY_KEK)
+        server_settings = settings.model_copy(update={"data_dir": tmp_path / "data", "kek": None})
+        sealer = DataKeys(server_settings, engine)
         gallery = np.stack([sealer.embedding(r[3], r[4], r[2]) for r in rows])
         owners = np.array([str(r[1]) for r in rows])
         for p in probes:
