@@ -183,3 +183,49 @@ def test_rotate_kek_beside_a_running_service(
     result = CliRunner().invoke(cli, ["keys", "rotate-kek", "--new-kek-file", str(bad)])
     assert result.exit_code == 2 and "error:" in result.output
     assert decode_key(kek_file.read_text(), "new") == new
+
+
+def test_rows_from_before_sealing_are_sealed_at_start(settings, own_db, analyzer, tmp_path: Path) -> None:
+    """A database from before migration 0301: plaintext embeddings (key_id NULL) and plaintext
+    thumbnail files. The next start seals them, VACUUMs the plaintext away, and still matches."""
+    from services.app import seal_at_rest
+    from services.sealed import THUMBNAIL
+
+    _, eng = own_db
+    s, client, admin = _app(settings, own_db, analyzer, tmp_path / "data")
+    with client as c:
+        cid, iid = _enroll_obama(c, admin)
+        store: IdentityStore = c.app.state.store
+        coll_id = store.collection_id(cid)
+        # turn the rows back into what an older version stored
+        with eng.begin() as conn:
+            rows = conn.execute(text("SELECT id, embedding, key_id, thumbnail FROM face_templates")).all()
+            for tid, blob, key_id, thumb in rows:
+                old = s.thumbnails_dir / str(coll_id) / thumb
+                plain = old.with_suffix(".jpg")
+                plain.write_bytes(store.sealer.open(old.read_bytes(), THUMBNAIL))
+                old.unlink()
+                conn.execute(
+                    text("UPDATE face_templates SET embedding = :e, key_id = NULL, thumbnail = :t WHERE id = :i"),
+                    {"e": store.sealer.open_row(blob, key_id, EMBEDDING), "t": plain.name, "i": tid},
+                )
+        plain_embeddings = [store.sealer.open_row(b, k, EMBEDDING) for _, b, k, _ in rows]
+        with eng.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("CHECKPOINT"))
+        needles = {f"embedding {i} [{j}]": w for i, e in enumerate(plain_embeddings) for j, w in enumerate(windows(e))}
+        pg_files = files_under(pg_data_dir(eng), skip=["pg_wal"])
+        assert find_bytes(pg_files, needles), "the simulated old rows are on disk in the clear"
+
+        seal_at_rest(store)
+
+        with eng.connect() as conn:
+            after = conn.execute(text("SELECT embedding, key_id, thumbnail FROM face_templates")).all()
+        assert len(after) == 2 and all(k is not None and is_sealed(bytes(e)) for e, k, _ in after)
+        assert all(t.endswith(".sealed") for _, _, t in after)
+        data = files_under(s.data_dir)
+        assert not [p for p in data if p.suffix == ".jpg"]
+        assert find_bytes(data, {"JFIF": JFIF}) == []
+        assert find_bytes(files_under(pg_data_dir(eng), skip=["pg_wal"]), needles) == []
+        store.indexes.rebuild(coll_id, store.model_name)  # from the sealed rows
+        best = _identify(c, cid, admin)
+        assert best["identity_id"] == iid and best["match"]
