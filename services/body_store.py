@@ -206,7 +206,7 @@ class BodyStore:
         """
         if not images:
             raise InvalidInput("no images given")
-        self.store.require_identity(collection, identity_id)
+        identity_id = self.store.require_identity(collection, identity_id)  # UUID or external id
         accepted, rejected = [], []
         for filename, data in images:
             try:

@@ -159,6 +159,13 @@ def test_models_list_and_verify(runner, monkeypatch) -> None:
     assert verified.exit_code == 0 and verified.output.count(": ok") == 2
     missing = runner.invoke(app, ["models", "verify", "w600k_r50"])
     assert missing.exit_code == 1
+    assert rows["w600k_r50"]["how_to_get"] == "identity models pull w600k_r50 --allow-unpinned"
+    assert rows["scrfd_2.5g_kps"]["how_to_get"] is None
+    text = runner.invoke(app, ["models", "list"]).output
+    # every licence whole (not cut to a column), and a missing model says how to get it
+    for row in rows.values():
+        assert f"    licence: {row['licence']}\n" in text
+    assert "    get it: identity models pull w600k_r50 --allow-unpinned\n" in text
 
 
 def test_console_script_exits_non_zero_with_a_message(tmp_path) -> None:

@@ -119,7 +119,7 @@ def test_pull_of_a_non_archive_leaves_nothing(tmp_path) -> None:
 def test_models_without_a_direct_download_say_where_to_get_them(tmp_path) -> None:
     m = get_manifest("adaface_ir101_webface12m")
     assert m.download_url is None
-    with pytest.raises(DownloadFailed, match="no direct download.*IDENTITY_MODELS_DIR"):
+    with pytest.raises(DownloadFailed, match="no direct link.*IDENTITY_MODELS_DIR"):
         pull_manifest(m, tmp_path / "cache", allow_unpinned=True)
     with pytest.raises(ModelNotFound, match="github.com/mk-minchul/AdaFace"):
         resolve(m.name, tmp_path, tmp_path)

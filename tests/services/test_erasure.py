@@ -12,10 +12,11 @@ import zipfile
 from data_search import files_under, find_bytes, pg_data_dir, windows
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from svc_helpers import PROBES, TRAIN
 
 from identity.index import FaceIndex
 from services.sealed import EMBEDDING, SNAPSHOT, THUMBNAIL
+
+from svc_helpers import PROBES, TRAIN
 
 
 def _job(client: TestClient, cid: str, admin: dict) -> dict:

@@ -21,7 +21,6 @@ import pytest
 from data_search import JFIF, files_under, find_bytes, pg_data_dir, windows
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
-from svc_helpers import PROBES, TRAIN
 from typer.testing import CliRunner
 
 from identity.sealing import Keyring, SealingError, decode_key, is_sealed, kek_id
@@ -31,6 +30,8 @@ from services.cli import app as cli
 from services.db import make_engine, upgrade
 from services.sealed import EMBEDDING
 from services.store import IdentityStore
+
+from svc_helpers import PROBES, TRAIN
 
 
 @pytest.fixture
