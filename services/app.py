@@ -46,7 +46,7 @@ def _background(app: FastAPI, stop: threading.Event, settings: Settings) -> None
 
 
 def seal_at_rest(store: IdentityStore) -> None:
-    """Seal rows and files left in plaintext by a version before sealing (migration 0301), then
+    """Seal rows and files left in plaintext by a version before sealing (migration 0302), then
     VACUUM FULL so no dead tuple keeps the plaintext; tighten folder and file modes."""
     tighten_data_dirs(store.settings)
     sealed = seal_legacy_rows(store.sealer, store.settings)

@@ -104,7 +104,7 @@ class GalleryCluster(Base):
     collection_id: Mapped[int] = collection_id_column()
     model_name: Mapped[str] = mapped_column(String(128), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="proposed")
-    # CASCADE since 0301: erasing the identity drops its named clusters with it.
+    # CASCADE since 0302: erasing the identity drops its named clusters with it.
     identity_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE")
     )
@@ -139,7 +139,7 @@ class GalleryFace(Base):
     cluster_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("gallery_clusters.id", ondelete="SET NULL")
     )
-    # CASCADE since 0301: a named face goes with its template (erase, remove face), so a
+    # CASCADE since 0302: a named face goes with its template (erase, remove face), so a
     # recluster can never bring an erased person back.
     template_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("face_templates.id", ondelete="CASCADE")
