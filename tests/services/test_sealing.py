@@ -55,11 +55,11 @@ def _app(settings, own_db, analyzer, data_dir: Path):  # type: ignore[no-untyped
     return s, TestClient(create_app(s, engine=eng, analyzer=analyzer, warm_models=False)), {"X-API-Key": key}
 
 
-def _enroll_obama(c: TestClient, admin: dict) -> tuple[str, str]:
+def _enroll_obama(c: TestClient, admin: dict, person: str = "obama") -> tuple[str, str]:
     cid = "c-" + uuid.uuid4().hex[:8]
     assert c.post("/v1/collections", json={"name": cid}, headers=admin).status_code == 201
-    iid = c.post(f"/v1/collections/{cid}/identities", json={"external_id": "obama"}, headers=admin).json()["id"]
-    photos = [TRAIN / "obama/obama.jpg", TRAIN / "obama/obama2.jpg"]
+    iid = c.post(f"/v1/collections/{cid}/identities", json={"external_id": person}, headers=admin).json()["id"]
+    photos = sorted((TRAIN / person).iterdir())
     r = c.post(
         f"/v1/collections/{cid}/identities/{iid}/faces",
         files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos], headers=admin,
@@ -68,8 +68,7 @@ def _enroll_obama(c: TestClient, admin: dict) -> tuple[str, str]:
     return cid, iid
 
 
-def _identify(c: TestClient, cid: str, admin: dict) -> dict:
-    probe = PROBES / "obama1.jpg"
+def _identify(c: TestClient, cid: str, admin: dict, probe: Path = PROBES / "obama1.jpg") -> dict:
     r = c.post(f"/v1/collections/{cid}/identify", files={"file": ("p.jpg", probe.read_bytes(), "image/jpeg")}, headers=admin)
     assert r.status_code == 200, r.text
     return r.json()["faces"][0]["candidates"][0]
@@ -195,7 +194,9 @@ def test_rows_from_before_sealing_are_sealed_at_start(settings, own_db, analyzer
     _, eng = own_db
     s, client, admin = _app(settings, own_db, analyzer, tmp_path / "data")
     with client as c:
-        cid, iid = _enroll_obama(c, admin)
+        # Kit, whom no other test searches for: the plaintext this test writes on purpose reaches
+        # the cluster-wide WAL, which the other tests search for their own people's bytes.
+        cid, iid = _enroll_obama(c, admin, "kit_harington")
         store: IdentityStore = c.app.state.store
         coll_id = store.collection_id(cid)
         # turn the rows back into what an older version stored
@@ -228,5 +229,5 @@ def test_rows_from_before_sealing_are_sealed_at_start(settings, own_db, analyzer
         assert find_bytes(data, {"JFIF": JFIF}) == []
         assert find_bytes(files_under(pg_data_dir(eng), skip=["pg_wal"]), needles) == []
         store.indexes.rebuild(coll_id, store.model_name)  # from the sealed rows
-        best = _identify(c, cid, admin)
+        best = _identify(c, cid, admin, PROBES / "johnsnow_test1.jpg")
         assert best["identity_id"] == iid and best["match"]
