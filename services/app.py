@@ -24,6 +24,7 @@ from services.api.routes import body, collections, decisions, gallery, health, i
 from services.auth import KeyStore
 from services.db import open_database, upgrade, vacuum
 from services.errors import RequestSizeLimit, install_error_handlers
+from services.gallery import GalleryStore, sweep_job_leftovers
 from services.indexes import check_index_settings
 from services.metrics import Metrics, MetricsMiddleware
 from services.sealed import seal_legacy_rows, tighten_data_dirs
@@ -46,7 +47,7 @@ def _background(app: FastAPI, stop: threading.Event, settings: Settings) -> None
 
 
 def seal_at_rest(store: IdentityStore) -> None:
-    """Seal rows and files left in plaintext by a version before sealing (migration 0302), then
+    """Seal rows and files left in plaintext by a version before sealing (migration 0320), then
     VACUUM FULL so no dead tuple keeps the plaintext; tighten folder and file modes."""
     tighten_data_dirs(store.settings)
     sealed = seal_legacy_rows(store.sealer, store.settings)
@@ -77,6 +78,10 @@ def create_app(
             removed = store.sweep_orphan_thumbnails()
             if removed:
                 log.info("removed %d orphan thumbnails", removed)
+            # jobs of dead processes end now, not when the first job request builds the runner;
+            # their uploaded archives (original photos) go with them
+            app.state.gallery = GalleryStore(store)
+            sweep_job_leftovers(app.state.gallery)
             store.indexes.warm()
             if warm_models:
                 store.analyzer.detector  # noqa: B018 - loads and times the models once

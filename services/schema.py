@@ -74,7 +74,7 @@ def identity_id_column() -> MappedColumn[Any]:
 
 def key_id_column() -> MappedColumn[Any]:
     """The ``data_keys`` row that sealed the row's biometric columns (NULL = plaintext from
-    before migration 0302, sealed by the start-up pass)."""
+    before migration 0320, sealed by the start-up pass)."""
     return mapped_column(BigInteger)
 
 

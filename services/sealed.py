@@ -6,7 +6,7 @@ the cryptography):
 - ``seal(collection_id, plaintext, purpose)`` -> ``(key_id, blob)``: under the collection's data
   key, made (and wrapped by the current KEK) on first use.
 - ``open(blob, purpose)``, ``embedding(blob, key_id, dim)``: the plaintext; a row whose
-  ``key_id`` is NULL is plaintext from before migration 0302 and is returned as is until
+  ``key_id`` is NULL is plaintext from before migration 0320 and is returned as is until
   ``seal_legacy_rows`` (run at start) has sealed it.
 - ``rotate_kek(new_kek)``: re-wrap every data key under a new KEK (the data is not touched).
 
@@ -120,7 +120,7 @@ class DataKeys:
         return open_sealed(self.key(sealed_key_id(blob)), bytes(blob), purpose)
 
     def open_row(self, blob: bytes, key_id: int | None, purpose: bytes) -> bytes:
-        """A row's column: sealed when ``key_id`` is set, plaintext from before 0302 otherwise."""
+        """A row's column: sealed when ``key_id`` is set, plaintext from before 0320 otherwise."""
         return bytes(blob) if key_id is None else self.open(blob, purpose)
 
     def embedding(self, blob: bytes, key_id: int | None, dim: int) -> np.ndarray:
@@ -177,7 +177,7 @@ class DataKeys:
         }
 
 
-# --- rows from before migration 0302 -----------------------------------------------------------
+# --- rows from before migration 0320 -----------------------------------------------------------
 _LEGACY_BATCH = 500
 
 

@@ -117,7 +117,7 @@ def db_upgrade() -> None:
     settings = _settings()
     with open_database(settings) as engine:
         upgrade(engine)
-        seal_at_rest(IdentityStore(settings, engine))  # rows older than sealing (0302)
+        seal_at_rest(IdentityStore(settings, engine))  # rows older than sealing (0320)
         typer.echo(f"database at revision {current_revision(engine)}")
 
 

@@ -186,7 +186,7 @@ def test_rotate_kek_beside_a_running_service(
 
 
 def test_rows_from_before_sealing_are_sealed_at_start(settings, own_db, analyzer, tmp_path: Path) -> None:
-    """A database from before migration 0302: plaintext embeddings (key_id NULL) and plaintext
+    """A database from before migration 0320: plaintext embeddings (key_id NULL) and plaintext
     thumbnail files. The next start seals them, VACUUMs the plaintext away, and still matches."""
     from services.app import seal_at_rest
     from services.sealed import THUMBNAIL

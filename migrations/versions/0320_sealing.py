@@ -12,8 +12,8 @@
   with it, and a recluster cannot bring the person back. ``gallery_faces`` rows already orphaned
   by an earlier erase (a face named into a cluster whose template is gone) are deleted here.
 
-Revision ID: 0302_sealing
-Revises: 0301_liveness
+Revision ID: 0320_sealing
+Revises: 0310_job_cancel
 Create Date: 2026-12-02
 """
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0302_sealing"
-down_revision = "0301_liveness"
+revision = "0320_sealing"
+down_revision = "0310_job_cancel"
 branch_labels = None
 depends_on = None
 
@@ -81,7 +81,7 @@ def downgrade() -> None:
     for table in _SEALED_TABLES:
         if bind.execute(sa.text(f"SELECT 1 FROM {table} WHERE key_id IS NOT NULL LIMIT 1")).first():
             raise RuntimeError(
-                f"{table} holds sealed rows; downgrading past 0302 would leave them unreadable"
+                f"{table} holds sealed rows; downgrading past 0320 would leave them unreadable"
             )
     op.drop_constraint("gallery_clusters_identity_id_fkey", "gallery_clusters", type_="foreignkey")
     op.create_foreign_key(
