@@ -106,3 +106,11 @@ class DownloadFailed(ModelError):
 class CalibrationError(IdentityError):
     code = "calibration_error"
     http_status = 422
+
+
+class VectorStoreUnavailable(IdentityError):
+    """The external vector store (Milvus) did not answer; Postgres holds every write, so a retry
+    after it is back gives the right answer."""
+
+    code = "vector_store_unavailable"
+    http_status = 503

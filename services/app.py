@@ -23,9 +23,9 @@ from services.api.routes import body, collections, decisions, gallery, health, i
 from services.auth import KeyStore
 from services.db import open_database, upgrade
 from services.errors import RequestSizeLimit, install_error_handlers
-from services.indexes import check_index_settings
 from services.metrics import Metrics, MetricsMiddleware
 from services.store import IdentityStore
+from services.vector_store import check_vector_store_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def create_app(
 ) -> FastAPI:
     """The service. ``engine``/``analyzer`` may be passed in (tests share them across apps)."""
     settings = settings or get_settings()
-    check_index_settings(settings)
+    check_vector_store_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

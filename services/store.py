@@ -71,8 +71,9 @@ from identity.faces import Faces, check_bbox_xyxy
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
 from services.db import make_sessionmaker
-from services.indexes import IndexRegistry, embedding_from_bytes, embedding_to_bytes
+from services.indexes import embedding_from_bytes, embedding_to_bytes
 from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
+from services.vector_store import VectorStore, make_vector_store
 
 log = logging.getLogger(__name__)
 
@@ -280,13 +281,13 @@ class IdentityStore:
         settings: Settings,
         engine: Engine,
         analyzer: FaceAnalyzer | None = None,
-        indexes: IndexRegistry | None = None,
+        indexes: VectorStore | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = make_sessionmaker(engine)
         self.analyzer = analyzer or FaceAnalyzer(settings)
-        self.indexes = indexes or IndexRegistry(settings, engine)
+        self.indexes = indexes or make_vector_store(settings, engine)
 
     # model ----------------------------------------------------------------------------------
     @property
