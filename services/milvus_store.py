@@ -22,7 +22,6 @@ template id (the primary key), kept in step through the change log like the FAIS
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -30,73 +29,24 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import Connection, Engine, select, text
 
-from identity.errors import InvalidInput, VectorStoreUnavailable
+from identity.errors import VectorStoreUnavailable
 from identity.settings import Settings
 from services.change_log import read_changes, templates_at_seq
+from services.milvus_index import index_spec, milvus_rows, unit_rows
 from services.schema import Collection, FaceTemplate
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _APPLY_LOCK_CLASS = 0x1D15  # first key of the two-int advisory lock (a keyspace of its own)
-_INSERT_ROWS = 10_000  # rows per insert/upsert call, well under the 64 MB gRPC message limit
 _QUERY_LIMIT = 16_384  # Milvus's largest query page
-_INDEX_WAIT_S = 6 * 3600.0
-
-# Build params per index type when settings leave them unset; search params derive from them.
-_BUILD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "FLAT": {},
-    "HNSW": {"M": 32, "efConstruction": 200},
-    "IVF_FLAT": {"nlist": 1024},
-    "IVF_SQ8": {"nlist": 1024},
-    "IVF_PQ": {"nlist": 1024, "m": 64, "nbits": 8},
-    "GPU_BRUTE_FORCE": {},
-    "GPU_IVF_FLAT": {"nlist": 1024},
-    "GPU_IVF_PQ": {"nlist": 1024, "m": 64, "nbits": 8},
-    "GPU_CAGRA": {"intermediate_graph_degree": 64, "graph_degree": 32},
-    "DISKANN": {},
-}
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    index_type: str
-    build: dict[str, Any]
-    search: dict[str, Any]
-
-    @property
-    def factory(self) -> str:
-        return f"milvus:{self.index_type}"
-
-    def fingerprint(self) -> str:
-        """What a collection was built with; a change of it means a rebuild (not of search)."""
-        return json.dumps({"type": self.index_type, "build": self.build}, sort_keys=True)
-
-
-def index_spec(settings: Settings) -> IndexSpec:
-    """The index type, build and search params the settings name; InvalidInput if unknown."""
-    kind = settings.milvus_index_type.upper()
-    if kind not in _BUILD_DEFAULTS:
-        raise InvalidInput(
-            f"IDENTITY_MILVUS_INDEX_TYPE {settings.milvus_index_type!r} is not one of "
-            + ", ".join(sorted(_BUILD_DEFAULTS)),
-        )
-    build = {**_BUILD_DEFAULTS[kind], **settings.milvus_index_params}
-    search: dict[str, Any] = {}
-    if "HNSW" in kind:
-        search["ef"] = 256  # as FAISS efSearch: recall@1 >= 0.99 up to 1M (docs/search.md)
-    elif "nlist" in build:
-        search["nprobe"] = max(1, int(build["nlist"]) // 2)  # as FAISS: half of the lists
-    elif kind == "GPU_CAGRA":
-        search["itopk_size"] = 128
-    search.update(settings.milvus_search_params)
-    return IndexSpec(kind, build, search)
+_INDEX_WAIT_S = 6 * 3600
+_CALL_TIMEOUT_S = 30  # an int: pymilvus bounds its retries only by an int timeout
 
 
 def _safe(name: str) -> str:
@@ -128,13 +78,15 @@ class MilvusIndexes:
                         uri=self.settings.milvus_uri,
                         token=self.settings.milvus_token or "",
                         db_name=self.settings.milvus_database or "",
-                        timeout=30.0,
+                        timeout=_CALL_TIMEOUT_S,
                     )
                 )
             return self._client
 
     def _milvus(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<method>(...)``; an unreachable or failing server is a 503 problem, not a 500."""
+        # Bounds pymilvus's retries too: without it a dead server keeps a call retrying for minutes.
+        kwargs.setdefault("timeout", _CALL_TIMEOUT_S)
         return self._call(lambda: getattr(self.client, method)(*args, **kwargs))
 
     def _call(self, fn: Callable[[], T]) -> T:
@@ -240,14 +192,7 @@ class MilvusIndexes:
     ) -> None:
         if len(remove):
             self._milvus("delete", name, ids=[int(i) for i in remove])
-        vecs = _unit(add_vecs) if len(add_ids) else add_vecs
-        for start in range(0, len(add_ids), _INSERT_ROWS):
-            rows = [
-                {"id": int(i), "vec": v.tolist()}
-                for i, v in zip(
-                    add_ids[start : start + _INSERT_ROWS], vecs[start : start + _INSERT_ROWS]
-                )
-            ]
+        for rows in milvus_rows(add_ids, add_vecs):
             self._milvus("upsert", name, rows)
         if len(remove):
             # Erasure: persist the deletes and compact, so the vectors leave the segment files.
@@ -267,21 +212,13 @@ class MilvusIndexes:
                 if physical is None:
                     physical = f"{alias}__v{time.time_ns() // 1_000_000}"
                     self._create(physical, vecs.shape[1], info, model, seq)
-                for start in range(0, len(ids), _INSERT_ROWS):
-                    rows = [
-                        {"id": int(i), "vec": v.tolist()}
-                        for i, v in zip(
-                            ids[start : start + _INSERT_ROWS],
-                            _unit(vecs[start : start + _INSERT_ROWS]),
-                        )
-                    ]
+                for rows in milvus_rows(ids, vecs):
                     self._milvus("insert", physical, rows)
                 n += len(ids)
-        old = self._remote(alias)
         if physical is None:  # no templates: no collection (the dimension is not even known)
-            if old is not None:
+            if self._remote(alias) is not None:
                 self._milvus("drop_alias", alias)
-                self._milvus("drop_collection", old["physical"])
+            self._drop_copies(alias, keep=None)
             return seq, False
         self._milvus("flush", physical)
         params = self.client.prepare_index_params()
@@ -293,12 +230,12 @@ class MilvusIndexes:
         )
         self._milvus("create_index", physical, params)
         self._wait_for_index(physical)
-        self._milvus("load_collection", physical)
-        if old is None:
+        self._milvus("load_collection", physical, timeout=_INDEX_WAIT_S)
+        if self._remote(alias) is None:
             self._milvus("create_alias", physical, alias)
         else:
             self._milvus("alter_alias", physical, alias)
-            self._milvus("drop_collection", old["physical"])
+        self._drop_copies(alias, keep=physical)
         log.info(
             "Milvus %s (%s/%s) built from %d templates in %.1f s",
             physical,
@@ -308,6 +245,12 @@ class MilvusIndexes:
             time.monotonic() - started,
         )
         return seq, True
+
+    def _drop_copies(self, alias: str, keep: str | None) -> None:
+        """Drop the old copies behind ``alias``, and any half-filled one a crash mid-build left."""
+        for name in self._milvus("list_collections"):
+            if name.startswith(f"{alias}__v") and name != keep:
+                self._milvus("drop_collection", name)
 
     def _create(self, physical: str, dim: int, info: tuple[str, str], model: str, seq: int) -> None:
         from pymilvus import DataType, MilvusClient
@@ -383,7 +326,7 @@ class MilvusIndexes:
         hits = self._milvus(
             "search",
             alias,
-            data=_unit(np.asarray(queries, np.float32)).tolist(),
+            data=unit_rows(np.asarray(queries, np.float32)).tolist(),
             limit=k,
             search_params={"metric_type": "IP", "params": params},
             consistency_level=self.settings.milvus_consistency,
@@ -408,7 +351,7 @@ class MilvusIndexes:
             return set()
         alias = self.alias(collection_id, model)
         out: set[int] = set()
-        last = -(2**63)
+        last = -1  # template ids are positive
         while True:  # pages in primary-key order (what Milvus's own query iterator relies on)
             page = self._milvus(
                 "query",
@@ -479,9 +422,3 @@ class MilvusIndexes:
                 }
             )
         return out
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, so Milvus's inner product is the cosine FaceIndex returns."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.where(norms == 0, 1, norms), dtype=np.float32)

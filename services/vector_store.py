@@ -90,7 +90,7 @@ def check_vector_store_settings(settings: Settings) -> None:
             raise FeatureUnavailable(
                 "IDENTITY_VECTOR_STORE=milvus needs the milvus extra: pip install 'identity-platform[milvus]'"
             ) from exc
-        from services.milvus_store import index_spec
+        from services.milvus_index import index_spec
 
         index_spec(settings)
         return
