@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         default="Strong",
         description="Search consistency; Strong = a decision sees every write acknowledged before it.",
     )
+    milvus_graceful_time_s: float = Field(
+        default=5.0,
+        description="The server's common.gracefulTime: Strong searches switch to Bounded (no wait "
+        "for the next time tick) once the collection's last change is older than this; 0 = never.",
+    )
 
     @property
     def calibration_dir(self) -> Path:

@@ -64,6 +64,8 @@ class MilvusIndexes:
         self._lock = threading.Lock()
         # (collection id, model) -> (last seq known to be in Milvus, whether its collection exists)
         self._known: dict[tuple[int, str], tuple[int, bool]] = {}
+        # when this process last saw (collection, model) change in Milvus (time.monotonic)
+        self._changed_at: dict[tuple[int, str], float] = {}
         self.last_compaction: int | None = None  # job id of the last erasure's compaction
 
     # connection -------------------------------------------------------------------------------
@@ -173,6 +175,7 @@ class MilvusIndexes:
                 remote, info, model, self._max_seq(conn, collection_id)
             ):
                 self._known[key] = self._build(collection_id, model, info)
+                self._changed_at[key] = time.monotonic()
                 return True
             seq = int(remote["identity.seq"])
             batch = read_changes(self.engine, collection_id, model, seq)
@@ -185,6 +188,7 @@ class MilvusIndexes:
                 )
                 seq = batch.last_seq
             self._known[key] = (seq, True)
+            self._changed_at[key] = time.monotonic()
             return True
 
     def _apply(
@@ -220,6 +224,7 @@ class MilvusIndexes:
                 self._milvus("drop_alias", alias)
             self._drop_copies(alias, keep=None)
             return seq, False
+        filled = time.monotonic()
         self._milvus("flush", physical)
         params = self.client.prepare_index_params()
         params.add_index(
@@ -234,6 +239,11 @@ class MilvusIndexes:
         if self._remote(alias) is None:
             self._milvus("create_alias", physical, alias)
         else:
+            # Workers searching the old copy with Bounded consistency (_consistency) see the new
+            # one only once its rows are older than the staleness bound.
+            time.sleep(
+                max(0.0, self.settings.milvus_graceful_time_s + 1.0 - (time.monotonic() - filled))
+            )
             self._milvus("alter_alias", physical, alias)
         self._drop_copies(alias, keep=physical)
         log.info(
@@ -329,7 +339,7 @@ class MilvusIndexes:
             data=unit_rows(np.asarray(queries, np.float32)).tolist(),
             limit=k,
             search_params={"metric_type": "IP", "params": params},
-            consistency_level=self.settings.milvus_consistency,
+            consistency_level=self._consistency(collection_id, model),
         )
         width = max((len(h) for h in hits), default=0)
         sims = np.full((n, width), -np.inf, np.float32)
@@ -338,6 +348,25 @@ class MilvusIndexes:
             for col, hit in enumerate(found):
                 sims[row, col], ids[row, col] = hit["distance"], hit["id"]
         return sims, ids
+
+    def _consistency(self, collection_id: int, model: str) -> str:
+        """Strong only while a change may still be newer than Bounded's staleness bound.
+
+        Strong makes every search wait for Milvus's next time tick (about 0.2 s). Bounded sees
+        every write older than the server's ``common.gracefulTime``; the writes this process
+        knows of were all made before it last saw the watermark move, so once that is longer ago
+        than the bound (plus a second), Bounded returns what Strong would, without the wait."""
+        level = self.settings.milvus_consistency
+        bound = self.settings.milvus_graceful_time_s
+        changed = self._changed_at.get((collection_id, model))
+        if (
+            level == "Strong"
+            and bound > 0
+            and changed is not None
+            and time.monotonic() - changed > bound + 1.0
+        ):
+            return "Bounded"
+        return level
 
     def _holds(self, collection_id: int, model: str) -> bool:
         """Synced, and a Milvus collection exists for (collection, model)."""

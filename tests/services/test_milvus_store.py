@@ -247,3 +247,19 @@ def test_milvus_killed_mid_write_then_restart(msettings, store, engine, analyzer
     restarted = IdentityStore(msettings.model_copy(update={"milvus_uri": uri}), engine, analyzer)
     status = restarted.index_status(name)
     assert status["consistent"] and status["index_size"] == total, status
+
+
+def test_strong_until_writes_are_older_than_the_staleness_bound(msettings, engine, analyzer) -> None:
+    m = IdentityStore(msettings, engine, analyzer)
+    name = "mv-" + uuid.uuid4().hex[:8]
+    m.create_collection(name)
+    cid, model = m.collection_id(name), m.model_name
+    ids = _add_random(m, name, 50, seed=5)
+    assert m.indexes._consistency(cid, model) == "Strong"
+    time.sleep(msettings.milvus_graceful_time_s + 1.5)  # the embedded server's gracefulTime: 5 s
+    assert m.indexes._consistency(cid, model) == "Bounded"  # no wait for the next time tick
+    for i in (0, 25, 49):  # and it still sees every row
+        assert m.indexes.search(cid, model, _vector(engine, ids[i]), 1)[1][0, 0] == ids[i]
+    new = _add_random(m, name, 1, seed=6)  # a write: Strong again, and visible at once
+    assert m.indexes._consistency(cid, model) == "Strong"
+    assert m.indexes.search(cid, model, _vector(engine, new[0]), 1)[1][0, 0] == new[0]
