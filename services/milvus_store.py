@@ -225,7 +225,7 @@ class MilvusIndexes:
             self._drop_copies(alias, keep=None)
             return seq, False
         filled = time.monotonic()
-        self._milvus("flush", physical)
+        self._milvus("flush", physical, timeout=_INDEX_WAIT_S)
         params = self.client.prepare_index_params()
         params.add_index(
             field_name="vec",
@@ -233,7 +233,7 @@ class MilvusIndexes:
             metric_type="IP",
             params=self.spec.build,
         )
-        self._milvus("create_index", physical, params)
+        self._milvus("create_index", physical, params, timeout=_INDEX_WAIT_S)  # waits for the build
         self._wait_for_index(physical)
         self._milvus("load_collection", physical, timeout=_INDEX_WAIT_S)
         if self._remote(alias) is None:
@@ -309,15 +309,18 @@ class MilvusIndexes:
                 self._known.pop((collection_id, model), None)
 
     def warm(self) -> None:
-        """Bring every (collection, model) with templates up to date; no per-worker copy is
-        built, only a missing or stale Milvus collection (once, by whichever worker is first)."""
+        """Replay into every Milvus collection the changes committed since it was last caught up.
+
+        Nothing is built per worker, and a collection missing from Milvus is not built here (N
+        workers starting would queue on it): ``identity db reindex`` or its first use builds it."""
         with self.engine.connect() as conn:
             pairs = conn.execute(
                 select(FaceTemplate.collection_id, FaceTemplate.model_name).distinct()
             ).all()
         for collection_id, model in pairs:
             try:
-                self._sync(collection_id, model)
+                if self._remote(self.alias(collection_id, model)) is not None:
+                    self._sync(collection_id, model)
             except VectorStoreUnavailable:
                 log.exception("Milvus not ready at start; searches retry it")
                 return

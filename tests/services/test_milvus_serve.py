@@ -17,7 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 from svc_helpers import PROBES, REPO, TRAIN
+
+from services.schema import Collection
 
 pytestmark = pytest.mark.milvus
 
@@ -58,7 +61,7 @@ class Serve:
             self.proc.wait(60)
 
 
-def test_two_workers_share_milvus_and_survive_sigkill(settings, keys, milvus_server, tmp_path) -> None:
+def test_two_workers_share_milvus_and_survive_sigkill(settings, engine, keys, milvus_server, tmp_path) -> None:
     prefix = "s" + uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -121,7 +124,10 @@ def test_two_workers_share_milvus_and_survive_sigkill(settings, keys, milvus_ser
     from pymilvus import MilvusClient
 
     client = MilvusClient(uri=milvus_server.uri)
-    mine = [n for n in client.list_collections() if n.startswith(prefix)]
+    with engine.connect() as conn:
+        cid = conn.execute(select(Collection.id).where(Collection.name == name)).scalar_one()
+    with_id = f"{prefix}_{cid}_"  # the session's database holds other tests' collections too
+    mine = [n for n in client.list_collections() if n.startswith(with_id)]
     assert len(mine) == 1, mine  # one shared collection for both workers
 
     server = Serve(env, tmp_path / "serve2.log")
@@ -131,7 +137,7 @@ def test_two_workers_share_milvus_and_survive_sigkill(settings, keys, milvus_ser
             status = httpx.get(f"{server.url}/v1/collections/{name}/index", headers=headers, timeout=60).json()
             assert status["consistent"] is True, status
             assert status["index_factory"] == "milvus:HNSW"
-        assert [n for n in client.list_collections() if n.startswith(prefix)] == mine  # no rebuild
+        assert [n for n in client.list_collections() if n.startswith(with_id)] == mine  # no rebuild
         assert not list((tmp_path / "data" / "indexes").glob("**/*.faiss"))  # no per-worker copy
     finally:
         server.stop()
