@@ -287,6 +287,8 @@ class MilvusIndexes:
         deadline = time.monotonic() + _INDEX_WAIT_S
         while time.monotonic() < deadline:
             d = self._milvus("describe_index", physical, "vec")
+            if "state" not in d and "pending_index_rows" not in d:
+                return  # milvus-lite reports no build progress: its create_index has finished
             if d.get("state") == "Finished" or (
                 d.get("pending_index_rows", 1) == 0
                 and d.get("indexed_rows", 0) >= d.get("total_rows", 0)
