@@ -78,5 +78,5 @@ def milvus_rows(ids: np.ndarray, vectors: np.ndarray) -> Iterator[list[dict[str,
         part = unit_rows(vectors[start : start + _INSERT_ROWS])
         yield [
             {"id": int(i), "vec": v.tolist()}
-            for i, v in zip(ids[start : start + _INSERT_ROWS], part)
+            for i, v in zip(ids[start : start + _INSERT_ROWS], part, strict=True)
         ]

@@ -34,9 +34,9 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy import Connection, Engine, select, text
 
-from identity.errors import VectorStoreUnavailable
 from identity.settings import Settings
 from services.change_log import read_changes, templates_at_seq
+from services.errors import VectorStoreUnavailable
 from services.milvus_index import index_spec, milvus_rows, unit_rows
 from services.schema import Collection, FaceTemplate
 

@@ -5,6 +5,7 @@ A real process tree on the session's Postgres and Milvus servers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,9 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select
-from svc_helpers import PROBES, REPO, TRAIN
 
 from services.schema import Collection
+
+from svc_helpers import PROBES, REPO, TRAIN
 
 pytestmark = pytest.mark.milvus
 
@@ -36,7 +38,7 @@ class Serve:
         self.url = f"http://127.0.0.1:{_free_port()}"
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from identity.cli import app; app()", "serve",
+                [sys.executable, "-m", "services.cli", "serve",
                  "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1], "--workers", "2"],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: SIGKILL reaches every worker
@@ -44,10 +46,8 @@ class Serve:
         deadline, ready = time.monotonic() + 300, 0
         while time.monotonic() < deadline and ready < 6:
             assert self.proc.poll() is None, log.read_text()[-3000:]
-            try:  # a new connection each time, so the kernel spreads them over both workers
+            with contextlib.suppress(httpx.HTTPError):  # a new connection each time: both workers
                 ready = ready + 1 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200 else 0
-            except httpx.HTTPError:
-                pass
             time.sleep(0.3)
         assert ready == 6, log.read_text()[-3000:]
 

@@ -14,12 +14,13 @@ import uuid
 import numpy as np
 import pytest
 from sqlalchemy import select
-from svc_helpers import PROBES, REPO, TRAIN
 
 from identity.errors import IdentityError
 from services.change_log import embedding_to_bytes
 from services.schema import FaceTemplate
 from services.store import IdentityStore, NewTemplate
+
+from svc_helpers import PROBES, REPO, TRAIN
 
 pytestmark = pytest.mark.milvus
 
@@ -187,7 +188,7 @@ def test_reindex_and_changed_index_settings_rebuild(msettings, settings, engine,
         "IDENTITY_MILVUS_COLLECTION_PREFIX": msettings.milvus_collection_prefix,
     }
     out = subprocess.run(
-        [sys.executable, "-c", "from identity.cli import app; app()", "db", "reindex"],
+        [sys.executable, "-m", "services.cli", "db", "reindex"],
         check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -227,7 +228,7 @@ def test_milvus_killed_mid_write_then_restart(msettings, store, engine, analyzer
     def catch_up() -> None:
         try:
             m.indexes.catch_up(cid, m.model_name)
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     client = _client(msettings.milvus_uri)
