@@ -206,6 +206,7 @@ def test_reindex_and_changed_index_settings_rebuild(msettings, settings, engine,
     assert tids[0, 0] == ids[100]
     assert ivf.index_status(name)["index_factory"] == "milvus:IVF_FLAT"
     assert client.describe_index(alias, "vec")["index_type"] == "IVF_FLAT"
+    ivf.delete_collection(name)
 
 
 def test_bad_index_type_fails_at_start(msettings) -> None:
@@ -248,6 +249,8 @@ def test_milvus_killed_mid_write_then_restart(msettings, store, engine, analyzer
     restarted = IdentityStore(msettings.model_copy(update={"milvus_uri": uri}), engine, analyzer)
     status = restarted.index_status(name)
     assert status["consistent"] and status["index_size"] == total, status
+    restarted.delete_collection(name)  # 30k rows: keep the session's database small for others
+    assert not [n for n in _client(uri).list_collections() if n.startswith(alias)]
 
 
 def test_strong_until_writes_are_older_than_the_staleness_bound(msettings, engine, analyzer) -> None:
