@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         description="Person detector when no boxes are given: hog (built into OpenCV, always "
         "available), mediapipe_pose (one person per image) or scrfd_person_2.5g (models pull).",
     )
+    dlib_runtime: Literal["auto", "onnxruntime", "dlib"] = Field(
+        default="auto",
+        description="What runs dlib's face descriptor network: onnxruntime on a one-time ONNX "
+        "conversion (several times faster), dlib's own loop, or auto (onnxruntime when the onnx "
+        "package is installed).",
+    )
     onnx_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="Tried in order; providers that this onnxruntime build lacks are skipped.",
@@ -125,6 +131,24 @@ class Settings(BaseSettings):
         "unset = a local Ray instance.",
     )
 
+    # presentation-attack detection (liveness; docs/liveness.md) ------------------------------
+    liveness_models: list[str] = Field(
+        default_factory=lambda: ["pad_minifasnet_v2_2.7_80", "pad_minifasnet_v1se_4.0_80"],
+        description="PAD manifests whose live probabilities are averaged (upstream's decision).",
+    )
+    liveness_bpcer: float = Field(
+        default=0.01,
+        description="BPCER (share of live faces refused) whose calibrated threshold decides.",
+    )
+    liveness_min_face_px: float = Field(
+        default=64.0, description="Faces with a smaller box side get no liveness score."
+    )
+    liveness_border_margin: float = Field(
+        default=0.02,
+        description="Faces whose box comes closer to an image edge than this share of its side "
+        "(at least 1 px) count as cut by the border and get no liveness score.",
+    )
+
     # vector store: where 1:N search runs (issue 15; docs/search.md) -------------------------
     vector_store: Literal["faiss", "milvus"] = Field(
         default="faiss",
@@ -147,7 +171,7 @@ class Settings(BaseSettings):
     milvus_index_params: dict[str, int | float | str] = Field(
         default_factory=dict,
         description='Build params as JSON, e.g. {"M": 32, "efConstruction": 200} or {"nlist": 1024}; '
-        "unset ones take services.milvus_store defaults.",
+        "unset ones take services.milvus_index defaults.",
     )
     milvus_search_params: dict[str, int | float | str] = Field(
         default_factory=dict,
