@@ -135,3 +135,18 @@ class LivenessUndetermined(IdentityError):
 
     code = "liveness_undetermined"
     http_status = 422
+
+
+class JobCancelled(IdentityError):
+    """A batch job was cancelled (by an operator, or before it started)."""
+
+    code = "job_cancelled"
+    http_status = 409
+
+
+class JobLimitExceeded(IdentityError):
+    """A batch job reached one of its bounds (bytes decompressed, time): it stops, keeping what
+    it committed; the message names the setting to raise."""
+
+    code = "job_limit_exceeded"
+    http_status = 422

@@ -149,6 +149,26 @@ class Settings(BaseSettings):
         "(at least 1 px) count as cut by the border and get no liveness score.",
     )
 
+    # batch job bounds (docs/security.md, "Batch jobs") -------------------------------------
+    # A compressed tar cannot skip a member without decompressing it, so a small archive can
+    # declare terabytes; these bound what one job may decompress and how long it may run.
+    job_max_bytes: int = Field(
+        default=32 * 1024**3,
+        description="Bytes one gallery job may read or decompress from its source, in all.",
+    )
+    job_max_member_bytes: int = Field(
+        default=256 * 1024**2,
+        description="Largest archive member a job decompresses (or decompresses to skip it).",
+    )
+    job_max_expansion: float = Field(
+        default=100.0,
+        description="Decompressed bytes per byte of a compressed archive (photos barely compress).",
+    )
+    job_max_seconds: float = Field(default=86_400.0, description="Wall-clock bound of one job.")
+    job_max_member_seconds: float = Field(
+        default=60.0, description="Wall-clock bound for reading (or skipping) one archive member."
+    )
+
     # vector store: where 1:N search runs (issue 15; docs/search.md) -------------------------
     vector_store: Literal["faiss", "milvus"] = Field(
         default="faiss",
