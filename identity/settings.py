@@ -180,7 +180,9 @@ class Settings(BaseSettings):
         description="Milvus server (http://host:19530) or a milvus-lite file path (one process).",
     )
     milvus_token: str | None = Field(default=None, description="user:password or an API token.")
-    milvus_database: str | None = Field(default=None, description="Milvus database; unset = default.")
+    milvus_database: str | None = Field(
+        default=None, description="Milvus database; unset = default."
+    )
     milvus_collection_prefix: str = Field(
         default="identity",
         description="Milvus collection names are <prefix>_<collection id>_<model>.",

@@ -10,12 +10,12 @@ enough): it says which templates to hold, with their current vectors, and which 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, Row, select, text
 
 from services.schema import FaceTemplate, IndexChange
 
@@ -58,7 +58,7 @@ def read_changes(
         for _, template_id, op in changes:
             last_op[template_id] = op
         to_add = [t for t, op in last_op.items() if op == "add"]
-        rows = []
+        rows: Sequence[Row[int, int, bytes]] = []
         if to_add:
             # A template added then erased before we got here is simply absent.
             rows = conn.execute(

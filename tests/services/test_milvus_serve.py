@@ -38,16 +38,33 @@ class Serve:
         self.url = f"http://127.0.0.1:{_free_port()}"
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "serve",
-                 "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1], "--workers", "2"],
-                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "services.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    self.url.rsplit(":", 1)[1],
+                    "--workers",
+                    "2",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: SIGKILL reaches every worker
             )
         deadline, ready = time.monotonic() + 300, 0
         while time.monotonic() < deadline and ready < 6:
             assert self.proc.poll() is None, log.read_text()[-3000:]
             with contextlib.suppress(httpx.HTTPError):  # a new connection each time: both workers
-                ready = ready + 1 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200 else 0
+                ready = (
+                    ready + 1
+                    if httpx.get(self.url + "/readyz", timeout=2).status_code == 200
+                    else 0
+                )
             time.sleep(0.3)
         assert ready == 6, log.read_text()[-3000:]
 
@@ -61,7 +78,9 @@ class Serve:
             self.proc.wait(60)
 
 
-def test_two_workers_share_milvus_and_survive_sigkill(settings, engine, keys, milvus_server, tmp_path) -> None:
+def test_two_workers_share_milvus_and_survive_sigkill(
+    settings, engine, keys, milvus_server, tmp_path
+) -> None:
     prefix = "s" + uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -85,15 +104,23 @@ def test_two_workers_share_milvus_and_survive_sigkill(settings, engine, keys, mi
         assert c.post("/v1/collections", json={"name": name}).status_code == 201
         ids = {}
         for person, files in photos:
-            ids[person] = c.post(f"/v1/collections/{name}/identities", json={"external_id": person}).json()["id"]
-            r = c.post(f"/v1/collections/{name}/identities/{ids[person]}/faces",
-                       files=[("files", (files[0].name, files[0].read_bytes()))])
+            ids[person] = c.post(
+                f"/v1/collections/{name}/identities", json={"external_id": person}
+            ).json()["id"]
+            r = c.post(
+                f"/v1/collections/{name}/identities/{ids[person]}/faces",
+                files=[("files", (files[0].name, files[0].read_bytes()))],
+            )
             assert r.status_code == 201, r.text
         probe = (PROBES / "obama1.jpg").read_bytes()
         tops = set()
         for _ in range(6):  # fresh connections: answered by either worker, from the one collection
-            r = httpx.post(f"{server.url}/v1/collections/{name}/identify", headers=headers,
-                           files={"file": ("p.jpg", probe)}, timeout=120)
+            r = httpx.post(
+                f"{server.url}/v1/collections/{name}/identify",
+                headers=headers,
+                files={"file": ("p.jpg", probe)},
+                timeout=120,
+            )
             assert r.status_code == 200, r.text
             tops.add(r.json()["faces"][0]["candidates"][0]["identity_id"])
         assert tops == {ids["obama"]}
@@ -103,8 +130,12 @@ def test_two_workers_share_milvus_and_survive_sigkill(settings, engine, keys, mi
 
         def post(person: str, path: Path) -> None:
             try:
-                r = httpx.post(f"{server.url}/v1/collections/{name}/identities/{ids[person]}/faces",
-                               headers=headers, files=[("files", (path.name, path.read_bytes()))], timeout=120)
+                r = httpx.post(
+                    f"{server.url}/v1/collections/{name}/identities/{ids[person]}/faces",
+                    headers=headers,
+                    files=[("files", (path.name, path.read_bytes()))],
+                    timeout=120,
+                )
                 outcomes.append(str(r.status_code))
             except httpx.HTTPError:
                 outcomes.append("killed")
@@ -134,7 +165,9 @@ def test_two_workers_share_milvus_and_survive_sigkill(settings, engine, keys, mi
     try:
         c = httpx.Client(base_url=server.url, headers=headers, timeout=120)
         for _ in range(4):  # both workers agree with Postgres
-            status = httpx.get(f"{server.url}/v1/collections/{name}/index", headers=headers, timeout=60).json()
+            status = httpx.get(
+                f"{server.url}/v1/collections/{name}/index", headers=headers, timeout=60
+            ).json()
             assert status["consistent"] is True, status
             assert status["index_factory"] == "milvus:HNSW"
         assert [n for n in client.list_collections() if n.startswith(with_id)] == mine  # no rebuild

@@ -72,7 +72,9 @@ def _add_random(store: IdentityStore, collection: str, n: int, seed: int) -> lis
 
 def _vector(engine, template_id: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
-        blob = conn.execute(select(FaceTemplate.embedding).where(FaceTemplate.id == template_id)).scalar_one()
+        blob = conn.execute(
+            select(FaceTemplate.embedding).where(FaceTemplate.id == template_id)
+        ).scalar_one()
     return np.frombuffer(blob, "<f4")[None, :]
 
 
@@ -102,13 +104,19 @@ def test_identify_as_faiss_and_erasure_compacts(msettings, store, engine, analyz
     # The FAISS store (the session's default) reads the same Postgres: same ranking, same scores.
     got, want = answers(m), answers(store)
     assert [[i for i, _ in r] for r in got] == [[i for i, _ in r] for r in want]
-    np.testing.assert_allclose([s for r in got for _, s in r], [s for r in want for _, s in r], atol=1e-4)
+    np.testing.assert_allclose(
+        [s for r in got for _, s in r], [s for r in want for _, s in r], atol=1e-4
+    )
 
     victim = ids[people[0].name]
     with engine.connect() as conn:
-        erased = conn.execute(
-            select(FaceTemplate.id).where(FaceTemplate.identity_id == uuid.UUID(victim))
-        ).scalars().all()
+        erased = (
+            conn.execute(
+                select(FaceTemplate.id).where(FaceTemplate.identity_id == uuid.UUID(victim))
+            )
+            .scalars()
+            .all()
+        )
     m.erase_identity(name, victim)
     status = m.index_status(name)
     assert status["consistent"] and status["index_size"] == status["templates"], status
@@ -136,7 +144,9 @@ def test_workers_share_one_collection_and_replay_is_idempotent(msettings, engine
     sims, tids = b.indexes.search(cid, b.model_name, _vector(engine, ids[5]), 3)
     assert tids[0, 0] == ids[5] and sims[0, 0] == pytest.approx(1.0, abs=1e-4)
     client = _client(msettings.milvus_uri)
-    mine = [c for c in client.list_collections() if c.startswith(msettings.milvus_collection_prefix)]
+    mine = [
+        c for c in client.list_collections() if c.startswith(msettings.milvus_collection_prefix)
+    ]
     assert len(mine) == 1, mine  # one shared copy, not one per worker
 
     # concurrent writers and erasers through both workers; appliers take turns per collection
@@ -153,7 +163,9 @@ def test_workers_share_one_collection_and_replay_is_idempotent(msettings, engine
 
     # a crash after the upserts but before the watermark moved: the next process replays the
     # whole log again, and the upserts by primary key leave exactly one row per template
-    client.alter_collection_properties(a.indexes.alias(cid, a.model_name), properties={"identity.seq": "0"})
+    client.alter_collection_properties(
+        a.indexes.alias(cid, a.model_name), properties={"identity.seq": "0"}
+    )
     c = IdentityStore(msettings, engine, analyzer)
     status = c.index_status(name)
     assert status["consistent"], status
@@ -162,7 +174,11 @@ def test_workers_share_one_collection_and_replay_is_idempotent(msettings, engine
 
 def _owner(engine, template_id: int) -> str:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
-        return str(conn.execute(select(FaceTemplate.identity_id).where(FaceTemplate.id == template_id)).scalar_one())
+        return str(
+            conn.execute(
+                select(FaceTemplate.identity_id).where(FaceTemplate.id == template_id)
+            ).scalar_one()
+        )
 
 
 def test_reindex_and_changed_index_settings_rebuild(msettings, settings, engine, analyzer) -> None:
@@ -189,7 +205,12 @@ def test_reindex_and_changed_index_settings_rebuild(msettings, settings, engine,
     }
     out = subprocess.run(
         [sys.executable, "-m", "services.cli", "db", "reindex"],
-        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f'"{name}/{m.model_name}": 2000' in out.stdout
@@ -199,8 +220,11 @@ def test_reindex_and_changed_index_settings_rebuild(msettings, settings, engine,
 
     # another index type in the settings: the first use rebuilds the collection with it
     ivf = IdentityStore(
-        msettings.model_copy(update={"milvus_index_type": "IVF_FLAT", "milvus_index_params": {"nlist": 16}}),
-        engine, analyzer,
+        msettings.model_copy(
+            update={"milvus_index_type": "IVF_FLAT", "milvus_index_params": {"nlist": 16}}
+        ),
+        engine,
+        analyzer,
     )
     _, tids = ivf.indexes.search(cid, ivf.model_name, _vector(engine, ids[100]), 1)
     assert tids[0, 0] == ids[100]
@@ -216,7 +240,9 @@ def test_bad_index_type_fails_at_start(msettings) -> None:
         check_vector_store_settings(msettings.model_copy(update={"milvus_index_type": "IVF9"}))
 
 
-def test_milvus_killed_mid_write_then_restart(msettings, store, engine, analyzer, milvus_server) -> None:
+def test_milvus_killed_mid_write_then_restart(
+    msettings, store, engine, analyzer, milvus_server
+) -> None:
     m = IdentityStore(msettings, engine, analyzer)
     name = "mv-" + uuid.uuid4().hex[:8]
     m.create_collection(name)
@@ -253,7 +279,9 @@ def test_milvus_killed_mid_write_then_restart(msettings, store, engine, analyzer
     assert not [n for n in _client(uri).list_collections() if n.startswith(alias)]
 
 
-def test_strong_until_writes_are_older_than_the_staleness_bound(msettings, engine, analyzer) -> None:
+def test_strong_until_writes_are_older_than_the_staleness_bound(
+    msettings, engine, analyzer
+) -> None:
     m = IdentityStore(msettings, engine, analyzer)
     name = "mv-" + uuid.uuid4().hex[:8]
     m.create_collection(name)
