@@ -203,6 +203,47 @@ class Settings(BaseSettings):
         description="k-reciprocal re-ranking (Zhong et al. 2017) of the body identify shortlist.",
     )
 
+    # vector store: where 1:N search runs (issue 15; docs/search.md) -------------------------
+    vector_store: Literal["faiss", "milvus"] = Field(
+        default="faiss",
+        description="faiss: an in-process FAISS copy per worker (index_* settings); milvus: one "
+        "shared Milvus collection per (collection, model), the milvus_* settings (`milvus` extra).",
+    )
+    milvus_uri: str = Field(
+        default="http://127.0.0.1:19530",
+        description="Milvus server (http://host:19530) or a milvus-lite file path (one process).",
+    )
+    milvus_token: str | None = Field(default=None, description="user:password or an API token.")
+    milvus_database: str | None = Field(
+        default=None, description="Milvus database; unset = default."
+    )
+    milvus_collection_prefix: str = Field(
+        default="identity",
+        description="Milvus collection names are <prefix>_<collection id>_<model>.",
+    )
+    milvus_index_type: str = Field(
+        default="HNSW", description="HNSW, IVF_FLAT, IVF_PQ, FLAT, or a GPU_* type the server has."
+    )
+    milvus_index_params: dict[str, int | float | str] = Field(
+        default_factory=dict,
+        description='Build params as JSON, e.g. {"M": 32, "efConstruction": 200} or {"nlist": 1024}; '
+        "unset ones take services.milvus_index defaults.",
+    )
+    milvus_search_params: dict[str, int | float | str] = Field(
+        default_factory=dict,
+        description='Search params as JSON, e.g. {"ef": 256} or {"nprobe": 64}; unset = ef 256 '
+        "(HNSW) or half of the lists (IVF), as for FAISS.",
+    )
+    milvus_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        default="Strong",
+        description="Search consistency; Strong = a decision sees every write acknowledged before it.",
+    )
+    milvus_graceful_time_s: float = Field(
+        default=5.0,
+        description="The server's common.gracefulTime: Strong searches switch to Bounded (no wait "
+        "for the next time tick) once the collection's last change is older than this; 0 = never.",
+    )
+
     @property
     def calibration_dir(self) -> Path:
         return self.data_dir / "calibration"

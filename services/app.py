@@ -25,10 +25,10 @@ from services.auth import KeyStore
 from services.db import open_database, upgrade, vacuum
 from services.errors import RequestSizeLimit, install_error_handlers
 from services.gallery import GalleryStore, sweep_job_leftovers
-from services.indexes import check_index_settings
 from services.metrics import Metrics, MetricsMiddleware
 from services.sealed import seal_legacy_rows, tighten_data_dirs
 from services.store import IdentityStore
+from services.vector_store import check_vector_store_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def create_app(
 ) -> FastAPI:
     """The service. ``engine``/``analyzer`` may be passed in (tests share them across apps)."""
     settings = settings or get_settings()
-    check_index_settings(settings)
+    check_vector_store_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -77,6 +77,14 @@ class EnrollmentRejected(ServiceError):
     http_status = 422
 
 
+class VectorStoreUnavailable(ServiceError):
+    """The external vector store (Milvus) did not answer; Postgres holds every write, so a retry
+    after it is back gives the right answer."""
+
+    code = "vector_store_unavailable"
+    http_status = 503
+
+
 def problem(status: int, code: str, message: str, **details: Any) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": code, "message": message, "details": details}}, status_code=status

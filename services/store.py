@@ -67,10 +67,11 @@ from identity.sealing import write_private
 from identity.settings import Settings
 from services.db import make_sessionmaker, vacuum
 from services.errors import Conflict, DuplicateImage, NoTemplates, NotFound
-from services.indexes import IndexRegistry, embedding_to_bytes
+from services.indexes import embedding_to_bytes
 from services.liveness import audit_fields, check_policy, refusal, verdicts, wanted
 from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
 from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
+from services.vector_store import VectorStore, make_vector_store
 
 log = logging.getLogger(__name__)
 
@@ -274,14 +275,14 @@ class IdentityStore:
         settings: Settings,
         engine: Engine,
         analyzer: FaceAnalyzer | None = None,
-        indexes: IndexRegistry | None = None,
+        indexes: VectorStore | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = make_sessionmaker(engine)
         self.analyzer = analyzer or FaceAnalyzer(settings)
         self.sealer = indexes.sealer if indexes is not None else DataKeys(settings, engine)
-        self.indexes = indexes or IndexRegistry(settings, engine, self.sealer)
+        self.indexes = indexes or make_vector_store(settings, engine, self.sealer)
 
     # model ----------------------------------------------------------------------------------
     @property

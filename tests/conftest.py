@@ -88,3 +88,19 @@ def store(settings: Settings, engine: Engine):  # type: ignore[no-untyped-def]
     from services.store import IdentityStore
 
     return IdentityStore(settings, engine)
+
+
+@pytest.fixture(scope="session")
+def milvus_server():  # type: ignore[no-untyped-def]
+    """ONE real Milvus server for the session (tests marked ``milvus``); skipped only when the
+    ``milvus`` extra (pymilvus + the embedded server) is not installed."""
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'")
+    pytest.importorskip("milvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'")
+    from services.embedded_milvus import EmbeddedMilvus
+
+    root = Path(tempfile.mkdtemp(prefix="identity-test-milvus-"))
+    server = EmbeddedMilvus(root)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -77,10 +77,10 @@ def serve(
     from services.app import create_app
     from services.db import open_database
     from services.embedded_pg import exit_on_sigterm
-    from services.indexes import check_index_settings
+    from services.vector_store import check_vector_store_settings
 
     settings = _settings()
-    check_index_settings(settings)  # before the database starts: a typo fails in a second
+    check_vector_store_settings(settings)  # before the database starts: a typo fails in a second
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     quiet_third_party_loggers()
     exit_on_sigterm()
