@@ -414,7 +414,7 @@ def models_pull(
 
 # --- commands that live beside their own code (registered lazily) ----------------------------
 
-# service: serve, db upgrade|reindex, keys create|list|revoke (services/cli.py imports no FastAPI)
+# service: serve, db upgrade|reindex, keys, audit verify (services/cli.py imports no FastAPI)
 from services.cli import register as _register_service_commands
 
 _register_service_commands(app)

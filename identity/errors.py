@@ -74,6 +74,13 @@ class FeatureUnavailable(InvalidInput):
     http_status = 422
 
 
+class LooserThanPolicy(InvalidInput):
+    """A decision asked for at a FAR above, or a threshold below, the service's policy."""
+
+    code = "looser_than_policy"
+    http_status = 422
+
+
 class Unauthorized(IdentityError):
     code = "unauthorized"
     http_status = 401
@@ -106,3 +113,11 @@ class DownloadFailed(ModelError):
 class CalibrationError(IdentityError):
     code = "calibration_error"
     http_status = 422
+
+
+class TooManyAttempts(IdentityError):
+    """Too many failed key checks from one client or for one key prefix; ``retry_after_s``
+    says when to try again (the service sends it as Retry-After)."""
+
+    code = "too_many_attempts"
+    http_status = 429

@@ -26,6 +26,7 @@ from services.errors import RequestSizeLimit, install_error_handlers
 from services.indexes import check_index_settings
 from services.metrics import Metrics, MetricsMiddleware
 from services.store import IdentityStore
+from services.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ def create_app(
             upgrade(eng)
             store = IdentityStore(settings, eng, analyzer)
             app.state.store = store
-            app.state.keys = KeyStore(eng)
+            app.state.keys = KeyStore(
+                eng, FailureThrottle(settings.auth_fail_burst, settings.auth_fail_per_minute)
+            )
             removed = store.sweep_orphan_thumbnails()
             if removed:
                 log.info("removed %d orphan thumbnails", removed)

@@ -179,14 +179,13 @@ class BodyStore:
         return decode_image(bytes(data), self.settings)
 
     def body_threshold(self, far: float | None, threshold: float | None) -> tuple[float, float | None]:
-        if threshold is not None:
-            if not -1.0 <= threshold < 1.0:
-                raise InvalidInput("threshold is a cosine similarity in [-1, 1)", threshold=threshold)
-            return float(threshold), None
-        far = self.settings.default_far if far is None else far
-        from identity.calibration import threshold_for
+        """The policy's body threshold or a stricter one (``decision_threshold``); below 1, as
+        the fusion margin divides by ``1 - threshold``."""
+        from identity.calibration import decision_threshold
 
-        return float(threshold_for(self.model_name, far, self.settings)), float(far)
+        if threshold is not None and threshold >= 1.0:
+            raise InvalidInput("threshold is a cosine similarity in [-1, 1)", threshold=threshold)
+        return decision_threshold(self.model_name, self.settings, far, threshold)
 
     # enrollment -----------------------------------------------------------------------------
     def enroll_images(
@@ -303,8 +302,11 @@ class BodyStore:
         threshold: float | None = None,
         use_face: bool = True,
         actor: int | None = None,
+        matches_only: bool = False,
     ) -> dict[str, Any]:
-        """1:N by body, fused with the face inside the person box when there is one."""
+        """1:N by body, fused with the face inside the person box when there is one.
+
+        ``matches_only`` drops non-matching candidates (verify-scoped keys, as ``identify``)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
         cid = self.store.collection_id(collection)
@@ -385,6 +387,8 @@ class BodyStore:
             collection=collection, best=rows[0]["fused_score"] if rows else None,
             fused_with_face=q_face is not None,
         )
+        if matches_only:
+            rows = [r for r in rows if r["match"]]
         return {
             "person": _person(person),
             "face": face_info,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -49,7 +50,11 @@ _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IdentityError)
     async def identity_error(request: Request, exc: IdentityError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+        response = JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+        retry_after = exc.details.get("retry_after_s")
+        if isinstance(retry_after, int | float):  # a 429/503 that says when to come back
+            response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

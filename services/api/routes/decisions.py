@@ -23,7 +23,10 @@ def verify(
     far: Annotated[float | None, Form(gt=0, lt=1, description="false-accept rate to decide at")] = None,
     threshold: Annotated[float | None, Form(ge=-1, le=1, description="explicit similarity threshold")] = None,
 ) -> dict:
-    """1:1 — the probe's largest face against every template of the identity (max similarity)."""
+    """1:1 — the probe's largest face against every template of the identity (max similarity).
+
+    A FAR above, or a threshold below, the service's policy is refused (422
+    ``looser_than_policy``); stricter ones are honoured."""
     other = file2.file.read() if file2 is not None else None
     return store.verify(
         cid, file.file.read(), identity_id=identity_id, other=other, far=far, threshold=threshold,
@@ -42,8 +45,12 @@ def identify(
     threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
     all_faces: Annotated[bool, Form(description="every face instead of the largest")] = False,
 ) -> dict:
-    """1:N — candidates best first for the largest face (or every face)."""
+    """1:N — candidates best first for the largest face (or every face).
+
+    A verify-scoped key gets only the candidates that match; admin and enroll keys also see
+    the near misses below the threshold. A FAR above, or a threshold below, the service's
+    policy is refused (422 ``looser_than_policy``); stricter ones are honoured."""
     return store.identify(
         cid, file.file.read(), top_k=top_k, far=far, threshold=threshold, all_faces=all_faces,
-        actor=p.key_id,
+        actor=p.key_id, matches_only=p.scope == "verify",
     )
