@@ -190,10 +190,11 @@ class KeyStore:
     ) -> None:
         """Count a failed check and audit it (never the key; ``key_id`` when the prefix matched)."""
         throttled = self.throttle.failed(names)
+        target = {} if key_id is None else {"key_id": key_id}
         with self.sessions.begin() as s:
-            record(s, None, action, "refused", reason=reason, client=client, key_id=key_id)
+            record(s, None, action, "refused", reason=reason, client=client, **target)
             if throttled:
-                record(s, None, action, "throttled", client=client, key_id=key_id)
+                record(s, None, action, "throttled", client=client, **target)
 
     def _touch(self, key_id: int) -> None:
         now = time.monotonic()

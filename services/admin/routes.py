@@ -42,6 +42,7 @@ from services.admin.session import (
     session_key,
     start_session,
 )
+from services.audit import verify_chain
 from services.auth import Principal
 from services.deps import client_address
 from services.deps import get_gallery as _gallery
@@ -675,9 +676,12 @@ def audit_page(
     since: str = "",
     until: str = "",
     page: int = 1,
+    check: bool = False,
 ) -> HTMLResponse:
     page = max(page, 1)
     filters = {"action": action, "collection": collection, "since": since, "until": until}
+    # The whole chain is read to check it (seconds for millions of rows): on request only.
+    chain = verify_chain(_store(request).sessions) if check else None
     if admin.principal.collection is not None:
         collection = admin.principal.collection
     flash = None
@@ -698,7 +702,7 @@ def audit_page(
     query = urlencode({k: v for k, v in filters.items() if v})
     return render(
         request, "audit.html", admin, result=result, filters=filters, page=page, pages=pages,
-        collections=collections, query=query, flash=flash,
+        collections=collections, query=query, flash=flash, chain=chain,
         last_day=(datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
     )
 
