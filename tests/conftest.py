@@ -39,6 +39,9 @@ def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         database_url=pg_url,
         models_dir=SHARED / "models",
         index_snapshot_every=5,
+        # Tests that send wrong keys on purpose must not throttle the shared client for the
+        # rest of the run; tests/services/test_signin_sessions.py sets a small burst itself.
+        auth_fail_burst=10_000,
     )
 
 

@@ -56,10 +56,10 @@ def audit_db(pg_url: str) -> Iterator[tuple[str, Engine]]:
     server.dispose()
 
 
-def _cli_verify(url: str, tmp_path) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def _cli(url: str, tmp_path, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     env = {**os.environ, "DATABASE_URL": url, "IDENTITY_DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
     return subprocess.run(  # the installed console script, as an operator runs it
-        [str(Path(sys.executable).parent / "identity"), "audit", "verify"],
+        [str(Path(sys.executable).parent / "identity"), *args],
         check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
 
@@ -94,6 +94,27 @@ def test_migration_chains_old_rows_and_writers_extend_the_chain(audit_db) -> Non
         record(s, None, "test.rolled_back", "ok")
         raise RuntimeError("abort")
     assert verify_chain(sessions).rows == len(OLD_ROWS) + 40
+
+
+def _cli_verify(url: str, tmp_path) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return _cli(url, tmp_path, "audit", "verify")
+
+
+def test_cli_key_create_and_revoke_are_audited(audit_db, tmp_path) -> None:
+    url, engine = audit_db
+    created = _cli(url, tmp_path, "keys", "create", "--scope", "verify", "--name", "audited")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    revoked = _cli(url, tmp_path, "keys", "revoke", key[:12])
+    assert revoked.returncode == 0, revoked.stderr
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT action, actor_key_id, details FROM audit_events WHERE action LIKE 'key.%' ORDER BY id")
+        ).all()
+    assert [(a, actor) for a, actor, _ in rows] == [("key.create", None), ("key.revoke", None)]
+    assert all(d["prefix"] == key[:12] and d["scope"] == "verify" for _, _, d in rows)
+    assert key not in str(rows)
+    assert _cli_verify(url, tmp_path).returncode == 0
 
 
 def test_cli_verify_names_the_changed_row_then_the_removed_one(audit_db, tmp_path) -> None:
