@@ -28,9 +28,10 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from identity.errors import Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthorized
+from identity.errors import InvalidInput
 from services.audit import record
 from services.db import make_sessionmaker
+from services.errors import Forbidden, NotFound, TooManyAttempts, Unauthorized
 from services.schema import SCOPES, ApiKey, Collection, DashboardSession
 from services.throttle import FailureThrottle
 

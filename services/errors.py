@@ -1,6 +1,9 @@
-"""One problem shape for every error: ``{"error": {"code", "message", "details"}}``.
+"""The service's errors, and one problem shape for every error:
+``{"error": {"code", "message", "details"}}``.
 
-``identity.errors.IdentityError`` carries its own code and HTTP status; the handlers below map it,
+The service's own tree (``ServiceError``: unknown or duplicate resources, authentication, scope,
+request limits) sits beside the library's (``identity.errors.IdentityError``) under
+``CodedError``, which carries its code and HTTP status; the handlers below map both,
 FastAPI's validation errors (422), Starlette's HTTP errors (404, 405...), oversize requests (413),
 values Postgres refuses to store (422; the API models should have refused them first) and, last,
 anything unexpected (500, logged with its traceback, no internals in the body).
@@ -20,14 +23,67 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from identity.errors import IdentityError
+from identity.errors import CodedError
 
 log = logging.getLogger(__name__)
 
 
-class RequestTooLarge(IdentityError):
+class ServiceError(CodedError):
+    """The root of the errors the service raises (the library raises ``IdentityError``)."""
+
+    code = "service_error"
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+    http_status = 409
+
+
+class DuplicateImage(Conflict):
+    """The same image (by SHA-256) is already enrolled for this identity."""
+
+    code = "duplicate_image"
+
+
+class NoTemplates(Conflict):
+    """Verification against an identity that has no template for the current model."""
+
+    code = "no_templates"
+
+
+class Unauthorized(ServiceError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+    http_status = 403
+
+
+class TooManyAttempts(ServiceError):
+    """Too many failed key checks from one client or for one key prefix; ``retry_after_s``
+    says when to try again (sent as Retry-After)."""
+
+    code = "too_many_attempts"
+    http_status = 429
+
+
+class RequestTooLarge(ServiceError):
     code = "request_too_large"
     http_status = 413
+
+
+class EnrollmentRejected(ServiceError):
+    """Every image of an enrollment request was rejected; ``details.rejected`` says why."""
+
+    code = "enrollment_rejected"
+    http_status = 422
 
 
 def problem(status: int, code: str, message: str, **details: Any) -> JSONResponse:
@@ -48,8 +104,8 @@ _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(IdentityError)
-    async def identity_error(request: Request, exc: IdentityError) -> JSONResponse:
+    @app.exception_handler(CodedError)
+    async def coded_error(request: Request, exc: CodedError) -> JSONResponse:
         response = JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
         retry_after = exc.details.get("retry_after_s")
         if isinstance(retry_after, int | float):  # a 429/503 that says when to come back
@@ -153,10 +209,3 @@ class RequestSizeLimit:
             await send(message)
 
         await self.app(scope, counted_receive, guarded_send)
-
-
-class EnrollmentRejected(IdentityError):
-    """Every image of an enrollment request was rejected; ``details.rejected`` says why."""
-
-    code = "enrollment_rejected"
-    http_status = 422

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -53,7 +52,9 @@ class JobCreate(BaseModel):
 class ClusterName(BaseModel):
     external_id: Text | None = Field(default=None, min_length=1, max_length=256)
     display_name: Text = Field(default="", max_length=256)
-    identity_id: uuid.UUID | None = None
+    identity_id: Text | None = Field(
+        default=None, min_length=1, max_length=256, description="an existing identity: id or external_id"
+    )
 
 
 class ClusterMerge(BaseModel):

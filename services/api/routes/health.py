@@ -9,9 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from identity.errors import Unauthorized
 from services.auth import KEY_PREFIX
 from services.deps import client_address, get_keys
+from services.errors import Unauthorized
 
 router = APIRouter(tags=["health"])
 

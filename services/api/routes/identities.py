@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
@@ -12,6 +11,7 @@ from services.api.models import (
     IdentityCreate,
     IdentityOut,
     IdentityPage,
+    IdentityRef,
     Text,
     parse_bbox,
 )
@@ -47,7 +47,7 @@ def list_identities(
 @router.get("/{iid}", response_model=IdentityOut)
 def get_identity(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("read"))],
 ) -> dict:
@@ -57,7 +57,7 @@ def get_identity(
 @router.delete("/{iid}", response_model=Erased)
 def erase_identity(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("admin"))],
 ) -> dict:
@@ -68,7 +68,7 @@ def erase_identity(
 @router.post("/{iid}/faces", status_code=201, response_model=EnrollResult)
 def enroll_faces(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("enroll"))],
     files: Annotated[list[UploadFile], File(description="one or more images")],
