@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from services.api.models import IdentityRef, parse_bbox
+from services.api.schemas import IdentityRef, parse_bbox
 from services.auth import Principal
 from services.body_store import BodyStore
 from services.deps import collection_access, lazy_state

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from services.api.models import CollectionCreate, CollectionDeleted, CollectionList, CollectionOut
+from services.api.schemas import CollectionCreate, CollectionDeleted, CollectionList, CollectionOut
 from services.auth import Principal
 from services.deps import StoreDep, access, collection_access
 

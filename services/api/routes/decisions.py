@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from services.api.models import IdentifyResult, Text, VerifyResult
+from services.api.schemas import IdentifyResult, Text, VerifyResult
 from services.auth import Principal
 from services.deps import StoreDep, collection_access
 

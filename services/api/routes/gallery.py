@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from identity.errors import InvalidInput
-from services.api.models import BIGINT_MAX, MAX_OFFSET, Text
+from services.api.schemas import BIGINT_MAX, MAX_OFFSET, Text
 from services.auth import Principal
 from services.deps import StoreDep, collection_access, get_gallery, get_job_runner
 from services.gallery import (

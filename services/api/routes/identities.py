@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
-from services.api.models import (
+from services.api.schemas import (
     MAX_OFFSET,
     EnrollResult,
     Erased,
