@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, make_url, text
-from svc_helpers import REPO
 
 from services.audit import GENESIS, record, verify_chain
 from services.db import make_engine, make_sessionmaker, upgrade
+
+from svc_helpers import REPO
 
 OLD_ROWS = [  # as the code before the chain wrote them, numbers jsonb re-prints included
     ("identify", "match", "staff", {"faces": 1, "best": [0.9312]}),

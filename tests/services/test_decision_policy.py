@@ -7,11 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import PROBES, TRAIN, assert_problem
 
 from identity.calibration import threshold_for
 from identity.settings import Settings
 from services.app import create_app
+
+from svc_helpers import PROBES, TRAIN, assert_problem
 
 PROBE = ("p.jpg", (PROBES / "obama1.jpg").read_bytes(), "image/jpeg")
 PEOPLE = ("obama", "biden", "alex_lacamoire", "kit_harington", "rose_leslie")

@@ -14,11 +14,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from svc_helpers import assert_problem
 
 from identity.settings import Settings
 from services.app import create_app
 from services.auth import KeyStore
+
+from svc_helpers import assert_problem
 
 BURST = 3
 
