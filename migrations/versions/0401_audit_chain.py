@@ -3,8 +3,8 @@
 Rows written before this revision are chained here, in id order, exactly as new rows are
 chained when written, so ``identity audit verify`` covers the whole log from the first row.
 
-Revision ID: 0301_audit_chain
-Revises: 0201_body
+Revision ID: 0401_audit_chain
+Revises: 0301_liveness
 Create Date: 2026-12-02
 """
 
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0301_audit_chain"
-down_revision = "0201_body"
+revision = "0401_audit_chain"
+down_revision = "0301_liveness"
 branch_labels = None
 depends_on = None
 

@@ -3,8 +3,8 @@
 - ``admin_sessions``: sha256 of the random session token the signed cookie carries (never the
   API key), the key it signed in with (the session goes with the key), expiry and end time.
 
-Revision ID: 0302_admin_sessions
-Revises: 0301_audit_chain
+Revision ID: 0402_admin_sessions
+Revises: 0401_audit_chain
 Create Date: 2026-12-02
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0302_admin_sessions"
-down_revision = "0301_audit_chain"
+revision = "0402_admin_sessions"
+down_revision = "0401_audit_chain"
 branch_labels = None
 depends_on = None
 
