@@ -103,9 +103,12 @@ def _write_pending(s: Session) -> None:
     # holding it never waits on a row lock that a transaction waiting for it holds.
     s.flush()
     s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    prev = s.execute(
-        select(AuditEvent.row_hash).order_by(AuditEvent.id.desc()).limit(1)
-    ).scalar_one_or_none() or GENESIS
+    prev = (
+        s.execute(
+            select(AuditEvent.row_hash).order_by(AuditEvent.id.desc()).limit(1)
+        ).scalar_one_or_none()
+        or GENESIS
+    )
     for e in pending:
         e.id = s.execute(
             text("SELECT nextval(pg_get_serial_sequence('audit_events', 'id'))")
@@ -138,9 +141,16 @@ def _rows(sessions: sessionmaker[Session], batch: int) -> Iterator[AuditEvent]:
     last = 0
     while True:
         with sessions() as s:
-            rows = s.execute(
-                select(AuditEvent).where(AuditEvent.id > last).order_by(AuditEvent.id).limit(batch)
-            ).scalars().all()
+            rows = (
+                s.execute(
+                    select(AuditEvent)
+                    .where(AuditEvent.id > last)
+                    .order_by(AuditEvent.id)
+                    .limit(batch)
+                )
+                .scalars()
+                .all()
+            )
         if not rows:
             return
         yield from rows
@@ -154,13 +164,20 @@ def verify_chain(sessions: sessionmaker[Session], batch: int = 5000) -> ChainRep
         if e.prev_hash != prev:
             after = f"row {prev_id}" if prev_id is not None else "the start of the log"
             return ChainReport(
-                n, prev_id, prev, e.id,
+                n,
+                prev_id,
+                prev,
+                e.id,
                 f"audit row {e.id} does not follow {after}: a row between them was removed or "
                 "inserted, or this row's link was edited",
             )
         if e.row_hash != chain_hash(prev, e):
             return ChainReport(
-                n, prev_id, prev, e.id, f"audit row {e.id} ({e.action}) was changed after it was written"
+                n,
+                prev_id,
+                prev,
+                e.id,
+                f"audit row {e.id} ({e.action}) was changed after it was written",
             )
         prev, prev_id, n = e.row_hash, e.id, n + 1
     return ChainReport(n, prev_id, prev)

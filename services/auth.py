@@ -22,6 +22,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -187,11 +188,11 @@ class KeyStore:
         return principal
 
     def _refused(
-        self, action: str, reason: str, client: str | None, key_id: int | None, names: list[str]
+        self, action: str, reason: str, client: str | None, key_id: int | None, names: Sequence[str]
     ) -> None:
         """Count a failed check and audit it (never the key; ``key_id`` when the prefix matched)."""
-        throttled = self.throttle.failed(names)
-        target = {} if key_id is None else {"key_id": key_id}
+        throttled = self.throttle.failed(list(names))
+        target: dict[str, Any] = {} if key_id is None else {"key_id": key_id}
         with self.sessions.begin() as s:
             record(s, None, action, "refused", reason=reason, client=client, **target)
             if throttled:

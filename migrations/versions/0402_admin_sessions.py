@@ -27,7 +27,10 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
         sa.Column("token_sha256", sa.String(64), nullable=False),
         sa.Column(
-            "key_id", sa.BigInteger(), sa.ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False
+            "key_id",
+            sa.BigInteger(),
+            sa.ForeignKey("api_keys.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
         sa.Column("expires_at", TZ, nullable=False),

@@ -58,10 +58,20 @@ def audit_db(pg_url: str) -> Iterator[tuple[str, Engine]]:
 
 
 def _cli(url: str, tmp_path, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
-    env = {**os.environ, "DATABASE_URL": url, "IDENTITY_DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "IDENTITY_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+    }
     return subprocess.run(  # the installed console script, as an operator runs it
         [str(Path(sys.executable).parent / "identity"), *args],
-        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -71,16 +81,33 @@ def test_migration_chains_old_rows_and_writers_extend_the_chain(audit_db) -> Non
     report = verify_chain(sessions)
     assert report.ok and report.rows == len(OLD_ROWS), report
     with engine.connect() as conn:
-        first = conn.execute(text("SELECT prev_hash FROM audit_events ORDER BY id LIMIT 1")).scalar_one()
+        first = conn.execute(
+            text("SELECT prev_hash FROM audit_events ORDER BY id LIMIT 1")
+        ).scalar_one()
     assert first == GENESIS
 
     # Eight writers at once, with values jsonb stores differently from how Python writes them.
-    awkward = {"big": 1e16, "neg_zero": -0.0, "tiny": 1e-7, "text": "naïve 名", "nested": [{"b": 1.5, "a": None}]}
+    awkward = {
+        "big": 1e16,
+        "neg_zero": -0.0,
+        "tiny": 1e-7,
+        "text": "naïve 名",
+        "nested": [{"b": 1.5, "a": None}],
+    }
 
     def write(n: int) -> None:
         for i in range(5):
             with sessions.begin() as s:
-                record(s, n, "test.write", "ok", collection="c", identity_id=uuid.uuid4(), i=i, **awkward)
+                record(
+                    s,
+                    n,
+                    "test.write",
+                    "ok",
+                    collection="c",
+                    identity_id=uuid.uuid4(),
+                    i=i,
+                    **awkward,
+                )
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
     for t in threads:
@@ -110,7 +137,9 @@ def test_cli_key_create_and_revoke_are_audited(audit_db, tmp_path) -> None:
     assert revoked.returncode == 0, revoked.stderr
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT action, actor_key_id, details FROM audit_events WHERE action LIKE 'key.%' ORDER BY id")
+            text(
+                "SELECT action, actor_key_id, details FROM audit_events WHERE action LIKE 'key.%' ORDER BY id"
+            )
         ).all()
     assert [(a, actor) for a, actor, _ in rows] == [("key.create", None), ("key.revoke", None)]
     assert all(d["prefix"] == key[:12] and d["scope"] == "verify" for _, _, d in rows)

@@ -65,7 +65,9 @@ def sign_in(c: TestClient, key: str) -> object:
     page = c.get("/admin/login")
     token = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     return c.post(
-        "/admin/login", data={"api_key": key, "login_token": token, "next": ""}, follow_redirects=False
+        "/admin/login",
+        data={"api_key": key, "login_token": token, "next": ""},
+        follow_redirects=False,
     )
 
 
@@ -85,7 +87,10 @@ def test_api_throttle_per_client_engages_and_recovers(app: FastAPI, keys: KeySto
     retry = int(r.headers["Retry-After"])
     assert 1 <= retry <= 2 and err["details"]["retry_after_s"] == retry
     # another client is not held back by this one
-    assert client_at(app, "10.9.0.2").get("/v1/collections", headers={"X-API-Key": good}).status_code == 200
+    assert (
+        client_at(app, "10.9.0.2").get("/v1/collections", headers={"X-API-Key": good}).status_code
+        == 200
+    )
     time.sleep(retry + 0.2)  # the refill the setting promises, not a speed measurement
     assert c.get("/v1/collections", headers={"X-API-Key": good}).status_code == 200
     events = events_since(store, start)
@@ -131,14 +136,20 @@ def test_dashboard_sign_in_throttle_message_and_audit(app: FastAPI, keys: KeySto
     r = sign_in(c, good)
     assert r.status_code == 303 and r.headers["location"] == "/admin/collections"  # type: ignore[attr-defined]
     events = events_since(store, start)
-    logins = [(e["outcome"], e["details"].get("reason")) for e in events if e["action"] == "admin.login"]
+    logins = [
+        (e["outcome"], e["details"].get("reason")) for e in events if e["action"] == "admin.login"
+    ]
     assert logins.count(("refused", "wrong_key")) == BURST
     assert ("throttled", None) in logins and logins[0] == ("ok", None)  # newest first
     assert "q" * 20 not in str(events)
 
 
 def test_sign_out_ends_the_session_in_every_worker(
-    app: FastAPI, strict_settings: Settings, engine, analyzer, keys: KeyStore  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    strict_settings: Settings,
+    engine,
+    analyzer,
+    keys: KeyStore,  # type: ignore[no-untyped-def]
 ) -> None:
     key, row = keys.create("admin", name="sign-out")
     for other_worker in started(strict_settings, engine, analyzer):
@@ -165,7 +176,10 @@ def test_sign_out_ends_the_session_in_every_worker(
 
 
 def test_revoking_a_key_ends_its_sessions_and_api_use_and_is_audited(
-    app: FastAPI, keys: KeyStore, store, web: TestClient  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    keys: KeyStore,
+    store,
+    web: TestClient,  # type: ignore[no-untyped-def]
 ) -> None:
     start = last_event_id(store)
     key, row = keys.create("admin", name="to revoke")
