@@ -137,6 +137,14 @@ class IndexSnapshotMissing(IndexSnapshotError):
     code = "index_snapshot_missing"
 
 
+class SealingError(IdentityError):
+    """A KEK or data key is missing or wrong, or a sealed blob fails authentication
+    (``identity.sealing``). A server-side fault (configuration or tampering), never the client's."""
+
+    code = "sealing_error"
+    http_status = 500
+
+
 class PresentationAttack(IdentityError):
     """A collection requires liveness and the face was judged a presentation attack (a printed
     photo, a screen): ``details`` carry the score, the threshold and what the threshold means."""

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -134,6 +134,27 @@ class Settings(BaseSettings):
         "unset = a local Ray instance.",
     )
 
+    # biometric data at rest and erasure (identity/sealing.py, docs/security.md) -------------
+    kek: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key (base64 or hex of 32 bytes); wins over kek_file.",
+    )
+    kek_file: Path | None = Field(
+        default=None,
+        description="File holding the KEK; unset = data_dir/keys/kek, created 0600 on first start.",
+    )
+    kek_previous: list[SecretStr] = Field(
+        default_factory=list,
+        description="Other KEKs accepted for unwrapping data keys (JSON list), e.g. the old one "
+        "while `identity keys rotate-kek` runs beside a service started with the new one.",
+    )
+    erase_vacuum: Literal["full", "plain", "off"] = Field(
+        default="full",
+        description="After an erase: VACUUM FULL the biometric tables (rewrites them, so no dead "
+        "tuple keeps the erased rows' bytes; locks each table while it runs), plain VACUUM, or "
+        "nothing (autovacuum decides).",
+    )
+
     # presentation-attack detection (liveness; docs/liveness.md) ------------------------------
     liveness_models: list[str] = Field(
         default_factory=lambda: ["pad_minifasnet_v2_2.7_80", "pad_minifasnet_v1se_4.0_80"],
@@ -204,6 +225,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
 
     @property
     def thumbnails_dir(self) -> Path:

@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)``.
 
 Start-up (lifespan): open the database (``DATABASE_URL`` or the embedded Postgres in
-``data_dir``), apply migrations, sweep orphan thumbnails, load or build the FAISS indexes, load
+``data_dir``), apply migrations, seal what an older version left in plaintext (``seal_at_rest``),
+sweep orphan thumbnails, load or build the FAISS indexes, load
 the models, then start a background thread that replays other processes' changes and snapshots
 indexes. Shut-down: stop the thread, snapshot every index with unsaved changes, close the DB.
 """
@@ -21,11 +22,12 @@ from identity.settings import Settings, get_settings
 from services.admin import routes as admin_routes
 from services.api.routes import body, collections, decisions, gallery, health, identities
 from services.auth import KeyStore
-from services.db import open_database, upgrade
+from services.db import open_database, upgrade, vacuum
 from services.errors import RequestSizeLimit, install_error_handlers
 from services.gallery import GalleryStore, sweep_job_leftovers
 from services.indexes import check_index_settings
 from services.metrics import Metrics, MetricsMiddleware
+from services.sealed import seal_legacy_rows, tighten_data_dirs
 from services.store import IdentityStore
 from services.throttle import FailureThrottle
 
@@ -45,6 +47,16 @@ def _background(app: FastAPI, stop: threading.Event, settings: Settings) -> None
             log.exception("index background round failed")
 
 
+def seal_at_rest(store: IdentityStore) -> None:
+    """Seal rows and files left in plaintext by a version before sealing (migration 0320), then
+    VACUUM FULL so no dead tuple keeps the plaintext; tighten folder and file modes."""
+    tighten_data_dirs(store.settings)
+    sealed = seal_legacy_rows(store.sealer, store.settings)
+    if sealed:
+        log.info("sealed plaintext biometric rows from before sealing: %s", sealed)
+        vacuum(store.engine, mode="full")
+
+
 def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
@@ -62,6 +74,7 @@ def create_app(
             upgrade(eng)
             store = IdentityStore(settings, eng, analyzer)
             app.state.store = store
+            seal_at_rest(store)
             app.state.keys = KeyStore(
                 eng, FailureThrottle(settings.auth_fail_burst, settings.auth_fail_per_minute)
             )

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from identity.index import FaceIndex, index_for
 from identity.settings import Settings
 from services.body_schema import BodyTemplate
-from services.indexes import embedding_from_bytes
+from services.sealed import DataKeys
 
 
 @dataclass
@@ -28,9 +28,10 @@ class _BodyIndex:
 class BodyIndexes:
     """FAISS indexes of body templates, one per (collection, model), derived from Postgres."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, sealer: DataKeys | None = None) -> None:
         self.settings = settings
         self.engine = engine
+        self.sealer = sealer or DataKeys(settings, engine)
         self._lock = threading.Lock()
         self._entries: dict[tuple[int, str], _BodyIndex] = {}
 
@@ -47,7 +48,7 @@ class BodyIndexes:
         """Build the index from the table (always correct; what a changed watermark triggers)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(BodyTemplate.id, BodyTemplate.dim, BodyTemplate.embedding)
+                select(BodyTemplate.id, BodyTemplate.dim, BodyTemplate.embedding, BodyTemplate.key_id)
                 .where(BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model)
                 .order_by(BodyTemplate.id)
             ).all()
@@ -56,7 +57,7 @@ class BodyIndexes:
             index = index_for(int(rows[0][1]), self.settings)
             index.add(
                 np.array([r[0] for r in rows], np.int64),
-                np.stack([embedding_from_bytes(r[2], r[1]) for r in rows]),
+                np.stack([self.sealer.embedding(r[2], r[3], r[1]) for r in rows]),
             )
         max_id = max((int(r[0]) for r in rows), default=0)
         entry = _BodyIndex(index, (len(rows), max_id))

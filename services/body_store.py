@@ -45,8 +45,9 @@ from identity.image import decode_image
 from services.body_index import BodyIndexes
 from services.body_schema import BodyTemplate
 from services.errors import DuplicateImage
-from services.indexes import embedding_from_bytes, embedding_to_bytes
+from services.indexes import embedding_to_bytes
 from services.schema import FaceTemplate, IdentityRow
+from services.sealed import EMBEDDING
 from services.store import MAX_TOP_K, IdentityStore
 
 FACE_WEIGHT = 2.0
@@ -105,7 +106,7 @@ class BodyStore:
         self.store = store
         self.settings = store.settings
         self.analyzer = analyzer or BodyAnalyzer(store.settings)
-        self.indexes = indexes or BodyIndexes(store.settings, store.engine)
+        self.indexes = indexes or BodyIndexes(store.settings, store.engine, store.sealer)
 
     @property
     def model_name(self) -> str:
@@ -151,18 +152,20 @@ class BodyStore:
             return {}
         with self.store.sessions() as s:
             rows = s.execute(
-                select(BodyTemplate.identity_id, BodyTemplate.dim, BodyTemplate.embedding).where(
+                select(
+                    BodyTemplate.identity_id, BodyTemplate.dim, BodyTemplate.embedding, BodyTemplate.key_id
+                ).where(
                     BodyTemplate.id.in_(wanted), BodyTemplate.collection_id == collection_id,
                     BodyTemplate.model_name == model,
                 )
             ).all()
         if not rows:
             return {}
-        g = np.stack([embedding_from_bytes(blob, dim) for _, dim, blob in rows])
+        g = np.stack([self.store.sealer.embedding(blob, key_id, dim) for _, dim, blob, key_id in rows])
         q = query[None, :].astype(np.float32)
         sims = k_reciprocal_rerank(q @ g.T, q @ q.T, g @ g.T, BODY_RERANK)[0]
         best: dict[uuid.UUID, float] = {}
-        for (iid, _, _), sim in zip(rows, sims, strict=True):
+        for (iid, _, _, _), sim in zip(rows, sims, strict=True):
             best[iid] = max(best.get(iid, -2.0), float(sim))
         return best
 
@@ -224,13 +227,17 @@ class BodyStore:
                         "this person in this image is already enrolled for this identity",
                         template_id=dup[0],
                     )
+                key_id, sealed = self.store.sealer.seal(
+                    c.id, embedding_to_bytes(bodies.embeddings[0]), EMBEDDING
+                )
                 t = BodyTemplate(
                     identity_id=row.id,
                     collection_id=c.id,
                     model_name=self.model_name,
                     model_version=get_manifest(self.model_name).version,
                     dim=int(bodies.embeddings.shape[1]),
-                    embedding=embedding_to_bytes(bodies.embeddings[0]),
+                    embedding=sealed,
+                    key_id=key_id,
                     det_score=float(bodies.scores[0]),
                     bbox=[round(float(v), 2) for v in bodies.boxes[0]],
                     source_sha256=sha,
@@ -251,13 +258,13 @@ class BodyStore:
             return {}
         with self.store.sessions() as s:
             rows = s.execute(
-                select(table.identity_id, table.id, table.dim, table.embedding).where(
+                select(table.identity_id, table.id, table.dim, table.embedding, table.key_id).where(
                     table.identity_id.in_(identity_ids), table.model_name == model
                 )
             ).all()
         best: dict[uuid.UUID, tuple[float, int]] = {}
-        for iid, tid, dim, blob in rows:
-            sim = float(embedding_from_bytes(blob, dim) @ query)
+        for iid, tid, dim, blob, key_id in rows:
+            sim = float(self.store.sealer.embedding(blob, key_id, dim) @ query)
             if iid not in best or sim > best[iid][0]:
                 best[iid] = (sim, int(tid))
         return best

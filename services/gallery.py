@@ -56,7 +56,7 @@ from identity.gallery.limits import JobGuard, JobLimits
 from identity.gallery.sources import GalleryItem, GallerySource, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
 from services.errors import Conflict, NotFound
-from services.indexes import embedding_from_bytes, embedding_to_bytes
+from services.indexes import embedding_to_bytes
 from services.schema import (
     Base,
     Collection,
@@ -64,7 +64,9 @@ from services.schema import (
     IdentityRow,
     collection_id_column,
     created_at_column,
+    key_id_column,
 )
+from services.sealed import EMBEDDING, THUMBNAIL
 from services.store import IdentityStore, NewTemplate
 
 log = logging.getLogger(__name__)
@@ -110,8 +112,9 @@ class GalleryCluster(Base):
     collection_id: Mapped[int] = collection_id_column()
     model_name: Mapped[str] = mapped_column(String(128), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="proposed")
+    # CASCADE since 0320: erasing the identity drops its named clusters with it.
     identity_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="SET NULL")
+        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE")
     )
     method: Mapped[str] = mapped_column(String(32), nullable=False, default="")
     created_at: Mapped[datetime] = created_at_column()
@@ -144,13 +147,16 @@ class GalleryFace(Base):
     cluster_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("gallery_clusters.id", ondelete="SET NULL")
     )
+    # CASCADE since 0320: a named face goes with its template (erase, remove face), so a
+    # recluster can never bring an erased person back.
     template_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("face_templates.id", ondelete="SET NULL")
+        BigInteger, ForeignKey("face_templates.id", ondelete="CASCADE")
     )
     job_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = created_at_column()
+    key_id: Mapped[int | None] = key_id_column()
 
 
 class GalleryImage(Base):
@@ -640,11 +646,16 @@ class GalleryStore:
                             )
                         )
                     else:
+                        key_id, sealed = store.sealer.seal(cid, common.pop("embedding"), EMBEDDING)
+                        thumb = face.thumbnail_jpeg
                         s.add(
                             GalleryFace(
                                 collection_id=cid,
                                 rel_path=r.rel_path,
-                                thumbnail_jpeg=face.thumbnail_jpeg,
+                                embedding=sealed,
+                                thumbnail_jpeg=None if thumb is None
+                                else store.sealer.seal(cid, thumb, THUMBNAIL)[1],
+                                key_id=key_id,
                                 job_id=None if job_id is None else uuid.UUID(job_id),
                                 **common,
                             )
@@ -714,7 +725,7 @@ class GalleryStore:
         with self.store.write(collection) as w:
             s, c = w.session, w.collection
             rows = s.execute(
-                select(GalleryFace.id, GalleryFace.dim, GalleryFace.embedding)
+                select(GalleryFace.id, GalleryFace.dim, GalleryFace.embedding, GalleryFace.key_id)
                 .where(
                     GalleryFace.collection_id == c.id,
                     GalleryFace.model_name == model,
@@ -736,7 +747,7 @@ class GalleryStore:
             )
             if not rows:
                 return {"clusters": 0, "clustered_faces": 0, "unclustered_faces": 0}
-            x = np.stack([embedding_from_bytes(r[2], r[1]) for r in rows])
+            x = np.stack([self.store.sealer.embedding(r[2], r[3], r[1]) for r in rows])
             result = cluster_embeddings(x, method=method, threshold=threshold, min_size=min_size)
             face_ids = np.array([r[0] for r in rows], dtype=np.int64)
             for members in result.members():
@@ -889,6 +900,7 @@ class GalleryStore:
             faces = s.execute(
                 select(GalleryFace).where(GalleryFace.cluster_id == cl.id)
             ).scalars().all()
+            opened = self.store.sealer.open_row
             templates = w.add_templates(
                 [
                     NewTemplate(
@@ -896,14 +908,15 @@ class GalleryStore:
                         model_name=f.model_name,
                         model_version=f.model_version,
                         dim=f.dim,
-                        embedding=f.embedding,
+                        embedding=opened(f.embedding, f.key_id, EMBEDDING),
                         quality=f.quality,
                         quality_reasons=f.quality_reasons,
                         det_score=f.det_score,
                         bbox=f.bbox,
                         landmarks=f.landmarks,
                         source_sha256=f.source_sha256,
-                        thumbnail_jpeg=f.thumbnail_jpeg,
+                        thumbnail_jpeg=None if f.thumbnail_jpeg is None
+                        else opened(f.thumbnail_jpeg, f.key_id, THUMBNAIL),
                     )
                     for f in faces
                 ]
@@ -924,7 +937,7 @@ class GalleryStore:
             f = s.get(GalleryFace, int(face_id))
             if f is None or f.collection_id != c.id or not f.thumbnail_jpeg:
                 raise NotFound(f"no thumbnail for gallery face {face_id}")
-            return f.thumbnail_jpeg
+            return self.store.sealer.open_row(f.thumbnail_jpeg, f.key_id, THUMBNAIL)
 
 
 # --- the job ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Rows written before this revision are chained here, in id order, exactly as new 
 chained when written, so ``identity audit verify`` covers the whole log from the first row.
 
 Revision ID: 0401_audit_chain
-Revises: 0310_job_cancel
+Revises: 0320_sealing
 Create Date: 2026-12-02
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0401_audit_chain"
-down_revision = "0310_job_cancel"
+down_revision = "0320_sealing"
 branch_labels = None
 depends_on = None
 

@@ -559,12 +559,10 @@ def thumbnail(request: Request, cid: str, tid: int, admin: AdminDep) -> Response
     try:
         if not admin.may_see(cid):
             raise NotFound("no such thumbnail")
-        path = Path(_store(request).thumbnail_path(cid, tid))
+        jpeg = _store(request).thumbnail_jpeg(cid, tid)
     except CodedError:
         raise HTTPException(status_code=404, detail="no such thumbnail")
-    if not path.is_file():
-        raise HTTPException(status_code=404, detail="no such thumbnail")
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
 # search by photo -----------------------------------------------------------------------------

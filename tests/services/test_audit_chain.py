@@ -39,7 +39,7 @@ def audit_db(pg_url: str) -> Iterator[tuple[str, Engine]]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
     engine = make_engine(url)
-    upgrade(engine, "0310_job_cancel")  # the schema before the chain, with rows in it
+    upgrade(engine, "0320_sealing")  # the schema before the chain, with rows in it
     with engine.begin() as conn:
         for action, outcome, collection, details in OLD_ROWS:
             conn.execute(
