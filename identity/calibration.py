@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from identity.errors import CalibrationError, InvalidInput
+from identity.errors import CalibrationError, InvalidInput, LooserThanPolicy
 from identity.settings import Settings
 
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
@@ -300,6 +300,40 @@ def threshold_for(model: str, far: float, settings: Settings) -> float:
     x = [math.log10(f) for f in fars]
     y = [table[f] for f in fars]
     return float(np.interp(math.log10(far), x, y))
+
+
+def decision_threshold(
+    model: str, settings: Settings, far: float | None = None, threshold: float | None = None
+) -> tuple[float, float | None]:
+    """(similarity threshold, FAR) to decide a match at: the policy's, or a stricter one asked for.
+
+    The policy is ``settings.default_far``. A caller may ask for a stricter decision (a lower
+    FAR, a higher threshold), never a looser one: a FAR above the policy's or a threshold below
+    the policy's threshold is refused with ``LooserThanPolicy``, so a client cannot turn a
+    non-match into a match (or list near misses as matches) by asking. An explicit threshold has
+    no FAR to report (None).
+    """
+    policy_far = settings.default_far
+    if threshold is not None:
+        if not -1.0 <= threshold <= 1.0:  # also refuses NaN
+            raise InvalidInput("threshold is a cosine similarity in [-1, 1]", threshold=threshold)
+        policy = threshold_for(model, policy_far, settings)
+        if threshold < policy - 1e-9:
+            raise LooserThanPolicy(
+                f"threshold {threshold:g} is looser than this service's policy: ask for "
+                f"{policy:.4f} (FAR {policy_far:g}) or higher",
+                threshold=threshold, policy_threshold=round(policy, 6), policy_far=policy_far,
+            )
+        return float(threshold), None
+    far = policy_far if far is None else far
+    if not 0.0 < far < 1.0:
+        raise InvalidInput("far must be in (0, 1)", far=far)
+    if far > policy_far * (1 + 1e-9):
+        raise LooserThanPolicy(
+            f"FAR {far:g} is looser than this service's policy: ask for {policy_far:g} or lower",
+            far=far, policy_far=policy_far,
+        )
+    return float(threshold_for(model, far, settings)), float(far)
 
 
 def far_at(model: str, similarity: float, settings: Settings) -> float | None:

@@ -244,6 +244,21 @@ class Settings(BaseSettings):
         "for the next time tick) once the collection's last change is older than this; 0 = never.",
     )
 
+    # sign-in throttle and /metrics access (docs/security.md) -----------------------------------
+    auth_fail_burst: int = Field(
+        default=20,
+        description="Failed API-key checks one client address or one key prefix may make before "
+        "further attempts get 429 (per worker process; 0 = no throttle).",
+    )
+    auth_fail_per_minute: float = Field(
+        default=10.0, description="Failed checks the throttle forgives per minute after the burst."
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token for /metrics (Prometheus `authorization`); unset = an admin "
+        "API key is needed (as a Bearer token or X-API-Key).",
+    )
+
     @property
     def calibration_dir(self) -> Path:
         return self.data_dir / "calibration"

@@ -28,6 +28,7 @@ from services.gallery import GalleryStore, sweep_job_leftovers
 from services.metrics import Metrics, MetricsMiddleware
 from services.sealed import seal_legacy_rows, tighten_data_dirs
 from services.store import IdentityStore
+from services.throttle import FailureThrottle
 from services.vector_store import check_vector_store_settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def create_app(
             store = IdentityStore(settings, eng, analyzer)
             app.state.store = store
             seal_at_rest(store)
-            app.state.keys = KeyStore(eng)
+            app.state.keys = KeyStore(
+                eng, FailureThrottle(settings.auth_fail_burst, settings.auth_fail_per_minute)
+            )
             removed = store.sweep_orphan_thumbnails()
             if removed:
                 log.info("removed %d orphan thumbnails", removed)

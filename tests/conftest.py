@@ -55,6 +55,9 @@ def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         # data_dir must still open the data keys (tests/services/test_sealing.py covers the
         # KEK file the embedded default makes).
         kek=SecretStr(base64.b64encode(secrets.token_bytes(32)).decode()),
+        # Tests that send wrong keys on purpose must not throttle the shared client for the
+        # rest of the run; tests/services/test_signin_sessions.py sets a small burst itself.
+        auth_fail_burst=10_000,
     )
 
 

@@ -223,6 +223,8 @@ def test_enroll_search_verify_erase_audit(
     expect(page.locator("#flash")).to_contain_text("not a date and time")
     page.goto(f"{url}/admin/audit?collection={name}")
     expect(page.locator("#audit tbody tr[data-action='face.enroll']")).to_have_count(5)
+    page.click("#check-chain")  # the hash chain over every audit row holds
+    expect(page.locator("#chain-status")).to_contain_text("Chain intact")
     shoot(page, "audit")
 
     # system: models with licence and checksum state, the index of this collection, counters
@@ -249,9 +251,13 @@ def test_enroll_search_verify_erase_audit(
     expect(page.locator("#flash")).to_contain_text(f"Collection '{name}' deleted")
     expect(page.locator(f"tr[data-collection='{name}']")).to_have_count(0)
 
-    # sign out: the dashboard is closed again
+    # sign out: the dashboard is closed again, even to a copy of the old cookie
+    old_cookie = next(c for c in page.context.cookies() if c["name"] == "identity_admin")
     page.click("#logout")
     assert "/admin/login" in page.url
+    page.goto(f"{url}/admin/collections")
+    assert "/admin/login" in page.url
+    page.context.add_cookies([old_cookie])
     page.goto(f"{url}/admin/collections")
     assert "/admin/login" in page.url
 

@@ -217,11 +217,11 @@ def test_collections_lifecycle(client: TestClient, admin: dict, new_collection) 
     assert_problem(client.get(f"/v1/collections/{cid}/identities", headers=admin), 404, "not_found")
 
 
-def test_health_and_metrics(client: TestClient) -> None:
+def test_health_and_metrics(client: TestClient, admin: dict) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready"
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=admin).text
     assert 'identity_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert "identity_http_request_seconds_bucket" in text
     assert "identity_model_load_seconds{" in text

@@ -121,5 +121,5 @@ def identify_body(
     """1:N by body appearance; fused with the face score when the person's face is visible."""
     return bodies.identify(
         cid, file.file.read(), parse_bbox(bbox), top_k=top_k, far=far, threshold=threshold,
-        use_face=use_face, actor=p.key_id, rerank=rerank,
+        use_face=use_face, actor=p.key_id, rerank=rerank, matches_only=p.scope == "verify",
     )

@@ -33,7 +33,8 @@ def verify(
 ) -> dict:
     """1:1 — every face of the probe against every template of the claimed identity; the best
     face answers and is named (``probe_face``, ``probe_face_index``). With a second image, the
-    two largest faces are compared."""
+    two largest faces are compared. A FAR above, or a threshold below, the service's policy is
+    refused (422 ``looser_than_policy``); stricter ones are honoured."""
     other = file2.file.read() if file2 is not None else None
     return store.verify(
         cid, file.file.read(), identity_id=identity_id, other=other, far=far, threshold=threshold,
@@ -55,8 +56,12 @@ def identify(
         bool, Form(description="check liveness even when the collection's policy is off")
     ] = False,
 ) -> dict:
-    """1:N — candidates best first for the largest face (or every face)."""
+    """1:N — candidates best first for the largest face (or every face).
+
+    A verify-scoped key gets only the candidates that match; admin and enroll keys also see
+    the near misses below the threshold. A FAR above, or a threshold below, the service's
+    policy is refused (422 ``looser_than_policy``); stricter ones are honoured."""
     return store.identify(
         cid, file.file.read(), top_k=top_k, far=far, threshold=threshold, all_faces=all_faces,
-        actor=p.key_id, liveness=liveness,
+        actor=p.key_id, liveness=liveness, matches_only=p.scope == "verify",
     )
