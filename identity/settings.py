@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A queued request waiting longer than this gets the 503."
     )
     enroll_max_files: int = Field(
-        default=32, ge=1,
+        default=20, ge=1,
         description="Images per enrollment request (API and dashboard); more is a 413 naming the "
         "cap. Larger sets go through a batch job (docs/batch.md).",
     )

@@ -44,13 +44,13 @@ from services.deps import get_gallery as _gallery
 from services.deps import get_keys as _keys
 from services.deps import get_settings as _settings
 from services.deps import get_store as _store
+from services.errors import check_file_count
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 LOGIN_COOKIE = "identity_admin_login"
 FLASH_COOKIE = "identity_admin_flash"
 PAGE_SIZE = 24
-MAX_UPLOAD_FILES = 20
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["when"] = format_when
@@ -453,8 +453,7 @@ async def upload_faces(
         chosen = [f for f in files if f.filename]
         if not chosen:
             raise InvalidInput("choose one or more photos to enroll")
-        if len(chosen) > MAX_UPLOAD_FILES:
-            raise InvalidInput(f"at most {MAX_UPLOAD_FILES} photos at a time")
+        check_file_count(len(chosen), _settings(request).enroll_max_files)
         images = [(f.filename or "photo", await f.read()) for f in chosen]
         store = _store(request)
         from starlette.concurrency import run_in_threadpool

@@ -4,14 +4,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from services.api.models import CollectionCreate, CollectionDeleted, CollectionList, CollectionOut
+from services.api.models import (
+    CONFLICT_PROBLEMS,
+    V1_PROBLEMS,
+    CollectionCreate,
+    CollectionDeleted,
+    CollectionList,
+    CollectionOut,
+)
 from services.auth import Principal
 from services.deps import StoreDep, access, collection_access
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=V1_PROBLEMS)
 
 
-@router.post("", status_code=201, response_model=CollectionOut)
+@router.post("", status_code=201, response_model=CollectionOut, responses=CONFLICT_PROBLEMS)
 def create_collection(
     body: CollectionCreate, store: StoreDep, p: Annotated[Principal, Depends(access("admin"))]
 ) -> dict:
