@@ -67,7 +67,8 @@ class InferenceLimit:
         loop = asyncio.get_running_loop()
         if self._slots is None or self._loop is not loop:  # a test client may bring a new loop
             self._slots, self._loop = asyncio.Semaphore(self.workers), loop
-        if self._slots.locked() and self._waiting >= self.queue:
+        # Counted before the first await, so a burst arriving in one loop tick is counted whole.
+        if self._busy + self._waiting >= self.workers + self.queue:
             await self._refuse(self._refusal(f"{self.queue} requests already waiting"), scope, receive, send)
             return
         self._waiting += 1
