@@ -41,7 +41,7 @@ def big_face_jpeg(side: int = 7000) -> bytes:
     canvas = np.full((side, side, 3), 128, np.uint8)
     canvas[: big.shape[0], : big.shape[1]] = big
     buf = io.BytesIO()
-    Image.fromarray(canvas).save(buf, format="JPEG", quality=40)
+    Image.fromarray(canvas).save(buf, format="JPEG", quality=30)
     return buf.getvalue()
 
 
@@ -81,7 +81,7 @@ def test_burst_of_huge_jpegs_stays_within_budget(svc: Served, keys) -> None:  # 
     col = "soak-" + uuid.uuid4().hex[:8]
     assert httpx.post(f"{svc.url}/v1/collections", json={"name": col}, headers=headers).status_code == 201
     data = big_face_jpeg()
-    assert len(data) < 1_000_000
+    assert len(data) < 1_500_000  # about the 768 KB
     url = f"{svc.url}/v1/collections/{col}/identify"
 
     def identify() -> httpx.Response:
