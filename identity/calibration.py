@@ -256,7 +256,7 @@ def load_calibration(model: str, settings: Settings) -> dict[str, Any] | None:
 
 def known_thresholds(model: str, settings: Settings) -> tuple[dict[float, float], str]:
     """FAR -> threshold for a model, and where they came from ('calibrated' or 'manifest')."""
-    from models.registry import get_manifest
+    from identity.registry import get_manifest
 
     data = load_calibration(model, settings)
     if data and data.get("thresholds"):

@@ -196,7 +196,7 @@ def _exif_orientation(im: Image.Image) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data" and carries on
             value = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - malformed EXIF comes in many exception types
+    except Exception:
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 

@@ -47,9 +47,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from identity.errors import Conflict, IdentityError, InvalidInput, NotFound
+from identity.errors import CodedError, InvalidInput
 from identity.gallery.sources import GalleryItem, GallerySource, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
+from services.errors import Conflict, NotFound
 from services.indexes import embedding_from_bytes, embedding_to_bytes
 from services.schema import (
     Base,
@@ -1001,7 +1002,7 @@ def _run_job(
                 summary = gallery.recluster(
                     collection, options.cluster_method, options.cluster_threshold
                 )
-            except IdentityError as exc:
+            except CodedError as exc:
                 # Every batch is committed by now: the faces are stored and can be clustered
                 # later (POST .../clusters/recluster with a threshold), so the job did its work.
                 why = f"{exc.message} [{exc.code}]"

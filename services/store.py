@@ -59,18 +59,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity.errors import (
-    BadImage,
-    Conflict,
-    IdentityError,
-    InvalidInput,
-    NoFaceFound,
-    NotFound,
-)
+from identity.errors import BadImage, CodedError, InvalidInput, MultipleFaces, NoFaceFound
 from identity.faces import Faces, check_bbox_xyxy
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
 from services.db import make_sessionmaker
+from services.errors import Conflict, DuplicateImage, NoTemplates, NotFound
 from services.indexes import IndexRegistry, embedding_from_bytes, embedding_to_bytes
 from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
 
@@ -82,17 +76,6 @@ MAX_TOP_K = 100
 # An advisory-lock namespace so our per-collection locks never collide with anyone else's.
 _LOCK_BASE = 727 << 40
 
-
-class DuplicateImage(Conflict):
-    """The same image (by SHA-256) is already enrolled for this identity."""
-
-    code = "duplicate_image"
-
-
-class NoTemplates(Conflict):
-    """Verification against an identity that has no template for the current model."""
-
-    code = "no_templates"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -295,7 +278,7 @@ class IdentityStore:
 
     @property
     def model_version(self) -> str:
-        from models.registry import get_manifest
+        from identity.registry import get_manifest
 
         return get_manifest(self.model_name).version
 
@@ -354,13 +337,29 @@ class IdentityStore:
 
     @staticmethod
     def _identity(s: Session, collection: Collection, identity_id: uuid.UUID | str) -> IdentityRow:
+        """An identity of the collection by its UUID or, failing that, by its ``external_id``
+        (the caller's own key, unique per collection), so clients need not keep our UUIDs."""
+        row: IdentityRow | None = None
         try:
             iid = identity_id if isinstance(identity_id, uuid.UUID) else uuid.UUID(str(identity_id))
         except ValueError:
-            raise NotFound(f"identity '{identity_id}' not found", identity_id=str(identity_id))
-        row = s.get(IdentityRow, iid)
-        if row is None or row.collection_id != collection.id:
-            raise NotFound(f"identity '{iid}' not found in '{collection.name}'", identity_id=str(iid))
+            iid = None
+        if iid is not None:
+            row = s.get(IdentityRow, iid)
+            if row is not None and row.collection_id != collection.id:
+                row = None
+        if row is None and not isinstance(identity_id, uuid.UUID):
+            row = s.execute(
+                select(IdentityRow).where(
+                    IdentityRow.collection_id == collection.id,
+                    IdentityRow.external_id == str(identity_id),
+                )
+            ).scalar_one_or_none()
+        if row is None:
+            raise NotFound(
+                f"identity '{identity_id}' not found in '{collection.name}'",
+                identity_id=str(identity_id),
+            )
         return row
 
     def collection_id(self, name: str) -> int:
@@ -768,7 +767,7 @@ class IdentityStore:
             raise InvalidInput("no images given")
         if bbox is not None:
             bbox = check_bbox_xyxy(bbox)
-        self.require_identity(collection, identity_id)  # fail fast on an unknown one
+        identity_id = self.require_identity(collection, identity_id)  # fail fast; UUID or external id
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -791,7 +790,7 @@ class IdentityStore:
                     )
                 (tid,) = self.enroll_faces(collection, identity_id, face, digest, actor=actor)
                 accepted.append({"filename": filename, "template_id": tid, **face_summary(face, 0)})
-            except IdentityError as exc:
+            except CodedError as exc:
                 if isinstance(exc, NotFound) or exc.http_status >= 500:
                     # The identity vanished, or a model is broken: the request failed, not the image.
                     raise
@@ -829,8 +828,12 @@ class IdentityStore:
         far: float | None = None,
         threshold: float | None = None,
         actor: int | None = None,
+        single_face: bool = False,
     ) -> dict[str, Any]:
-        """1:1: probe's largest face vs every template of an identity (max), or vs ``other``."""
+        """1:1: a claim about an identity checks every face of the probe against every template
+        (the best face answers, so a group photo does not silently compare the wrong person);
+        ``single_face`` refuses a probe with several faces instead. Against ``other``, the two
+        images' largest faces are compared."""
         if (identity_id is None) == (other is None):
             raise InvalidInput("give exactly one of identity_id or a second image")
         thr, far_used = self.threshold(far, threshold)
@@ -848,22 +851,27 @@ class IdentityStore:
                     raise NoTemplates(
                         f"identity '{row.id}' has no enrolled faces for model {self.model_name}"
                     )
-        probe_faces = self._probe(probe).largest()
-        q = probe_faces.embeddings[0]
-        out: dict[str, Any] = {}
+        probe_faces = self._probe(probe).sorted_by_area()  # face 0 is the largest
+        if single_face and len(probe_faces) > 1:
+            raise MultipleFaces(
+                f"the probe holds {len(probe_faces)} faces and one was required",
+                faces=len(probe_faces),
+            )
+        out: dict[str, Any] = {"faces_in_probe": len(probe_faces)}
         if identity_id is not None:
             gallery = np.stack([embedding_from_bytes(t[2], t[1]) for t in templates])
-            sims = gallery @ q
-            best = int(np.argmax(sims))
-            similarity = float(sims[best])
+            sims = probe_faces.embeddings @ gallery.T  # (faces, templates)
+            face, best = np.unravel_index(int(np.argmax(sims)), sims.shape)
+            similarity = float(sims[face, best])
             out.update(
                 identity_id=str(row.id),
                 templates_compared=len(templates),
                 best_template_id=int(templates[best][0]),
             )
         else:
+            face = 0
             other_faces = self._probe(other, "second").largest()  # type: ignore[arg-type]
-            similarity = float(other_faces.embeddings[0] @ q)
+            similarity = float(other_faces.embeddings[0] @ probe_faces.embeddings[0])
             out["other_face"] = face_summary(other_faces, 0)
         match = similarity >= thr
         self.audit(
@@ -877,7 +885,8 @@ class IdentityStore:
             "far": far_used,
             "match": bool(match),
             "model": self.model_name,
-            "probe_face": face_summary(probe_faces, 0),
+            "probe_face": face_summary(probe_faces, int(face)),
+            "probe_face_index": int(face),
             **out,
         }
 

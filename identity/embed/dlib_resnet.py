@@ -20,8 +20,8 @@ import numpy as np
 
 from identity.errors import InvalidInput, ModelError
 from identity.preprocess import l2_normalise
+from identity.registry import ResolvedModel
 from identity.settings import Settings
-from models.registry import ResolvedModel
 
 
 class DlibResNetEmbedder:

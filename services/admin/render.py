@@ -16,7 +16,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from identity.errors import IdentityError
+from identity.errors import CodedError
 from identity.settings import Settings
 
 PROBE_MAX_SIDE = 960
@@ -41,7 +41,7 @@ def annotated_probe(data: bytes, settings: Settings, faces: list[dict[str, Any]]
         raise RuntimeError("could not encode the probe preview")
     boxes = []
     for n, face in enumerate(faces, start=1):
-        x1, y1, x2, y2 = (float(v) * f for v, f in zip(face["bbox"], (fx, fy, fx, fy)))
+        x1, y1, x2, y2 = (float(v) * f for v, f in zip(face["bbox"], (fx, fy, fx, fy), strict=True))
         top = face["candidates"][0] if face["candidates"] else None
         boxes.append(
             {
@@ -98,8 +98,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def system_models(settings: Settings) -> list[dict[str, Any]]:
+    from identity.registry import model_status
     from identity.runtime import POOL
-    from models.registry import model_status
 
     loaded = {name: kind for kind, name in POOL.loaded()}
     load_seconds = {name: s for (_, name), s in dict(POOL.load_seconds).items()}
@@ -111,7 +111,7 @@ def system_models(settings: Settings) -> list[dict[str, Any]]:
     ):
         try:
             status = model_status(name, settings.models_dir, settings.model_cache_dir)
-        except IdentityError as exc:
+        except CodedError as exc:
             status = {"name": name, "checksum": "unknown", "licence": "", "present": False,
                       "error": exc.message}
         except OSError as exc:  # unreadable weights file: show it, the page must still load
@@ -129,7 +129,7 @@ def thresholds_table(model: str, settings: Settings) -> dict[str, Any]:
 
     try:
         table, source = known_thresholds(model, settings)
-    except IdentityError as exc:
+    except CodedError as exc:
         return {"model": model, "rows": [], "source": "none", "error": exc.message}
     rows = [{"far": far, "threshold": thr} for far, thr in sorted(table.items(), reverse=True)]
     return {"model": model, "rows": rows, "source": source}

@@ -8,15 +8,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.embed import load_embedder
 from identity.errors import InvalidInput
 from identity.image import load_image
 from identity.pipeline import FaceAnalyzer
+from identity.registry import get_manifest
 from identity.settings import Settings
-from models.registry import get_manifest
 
-DEEPFACE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "deepface"
+DEEPFACE = SHARED_DIR / "data" / "deepface"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +51,8 @@ class Served:
         root = psutil.Process(self.proc.pid)
         total = 0
         for p in [root, *root.children(recursive=True)]:
-            try:
+            with suppress(psutil.Error):  # a child that just exited
                 total += p.memory_info().rss
-            except psutil.Error:
-                pass
         return total
 
     def log_tail(self, n: int = 4000) -> str:
@@ -78,7 +76,7 @@ def serve(settings: Settings, **env_settings: str) -> Iterator[Served]:
     log = data / "serve.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from identity.cli import app; app()", "serve",
+            [sys.executable, "-c", "from services.cli import app; app()", "serve",
              "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )

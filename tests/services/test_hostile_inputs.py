@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from served import Served, admin_session, serve
+
 from svc_helpers import TRAIN
 
 FACE = TRAIN / "obama" / "obama.jpg"
@@ -400,9 +401,9 @@ def test_crafted_files_on_body_endpoints(svc: Served, world, files) -> None:  # 
     with httpx.Client(base_url=svc.url, timeout=120) as c:
         for name, data in files:
             part = (name, data, "application/octet-stream")
-            t.check(f"identify-body {name}", partial(c.post, 
+            t.check(f"identify-body {name}", partial(c.post,
                 f"/v1/collections/{col}/identify-body", headers=world["verify"], files={"file": part}))
-            t.check(f"enroll body {name}", partial(c.post, 
+            t.check(f"enroll body {name}", partial(c.post,
                 f"/v1/collections/{col}/identities/{iid}/bodies", headers=world["admin"], files=[("files", part)]))
             if not svc.alive():
                 break

@@ -9,9 +9,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
-from svc_helpers import TRAIN, assert_problem
 
 from services.limits import InferenceLimit
+
+from svc_helpers import TRAIN, assert_problem
 
 FACE = TRAIN / "obama" / "obama.jpg"
 

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from served import Served, serve
+
 from svc_helpers import TRAIN
 
 CONCURRENT = 24

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from services.api.models import (
+from services.api.schemas import (
     CONFLICT_PROBLEMS,
     V1_PROBLEMS,
     CollectionCreate,

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
-from services.api.models import (
+from services.api.schemas import (
     CONFLICT_PROBLEMS,
     MAX_OFFSET,
     UPLOAD_PROBLEMS,
@@ -15,6 +14,7 @@ from services.api.models import (
     IdentityCreate,
     IdentityOut,
     IdentityPage,
+    IdentityRef,
     Text,
     parse_bbox,
 )
@@ -52,7 +52,7 @@ def list_identities(
 @router.get("/{iid}", response_model=IdentityOut)
 def get_identity(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("read"))],
 ) -> dict:
@@ -62,7 +62,7 @@ def get_identity(
 @router.delete("/{iid}", response_model=Erased)
 def erase_identity(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("admin"))],
 ) -> dict:
@@ -75,7 +75,7 @@ def erase_identity(
 )
 def enroll_faces(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("enroll"))],
     files: Annotated[list[UploadFile], File(description="one or more images")],

@@ -52,6 +52,12 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 
+IdentityRefField = Field(
+    min_length=1, max_length=256, description="the identity's id (UUID) or its external_id"
+)
+IdentityRef = Annotated[Text, IdentityRefField]
+"""How a request names an identity: our UUID or the caller's own ``external_id``."""
+
 
 def parse_bbox(bbox: str | None) -> list[float] | None:
     """The ``x1,y1,x2,y2`` form field (source pixels) -> a checked box (``check_bbox_xyxy``)."""
@@ -138,7 +144,9 @@ class VerifyResult(BaseModel):
     far: float | None = Field(description="false-accept rate the threshold was calibrated for")
     match: bool
     model: str
-    probe_face: FaceOut
+    probe_face: FaceOut = Field(description="the probe face that was compared (the best one)")
+    probe_face_index: int = Field(description="its rank by size among the probe's faces (0 = largest)")
+    faces_in_probe: int = Field(description="faces found in the probe image")
     identity_id: str | None = None
     templates_compared: int | None = None
     best_template_id: int | None = None
