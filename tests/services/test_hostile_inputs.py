@@ -268,7 +268,7 @@ def _run_files(svc: Served, world: dict[str, Any], files: list[tuple[str, bytes]
             for what in chosen:
                 r = t.check(f"{what} {name}", calls[what])
                 if r is not None:
-                    statuses.setdefault(name, set()).add(r.status_code)
+                    statuses.setdefault(f"{what} {name}", set()).add(r.status_code)
         t.check("job-archive tar bomb", partial(
             c.post, f"/v1/collections/{world['col']}/jobs", headers=world["admin"],
             files={"file": ("bomb.tar.gz", _tar_gz("bomb.png", _png_bomb(12_000)))}))
@@ -281,10 +281,11 @@ def test_crafted_files_on_face_gallery_and_dashboard_endpoints(svc: Served, worl
     statuses = _run_files(svc, world, files, full=False)
     # the control photo and the odd-but-valid formats still work: refusals come with reasons,
     # from a service that has not started refusing everything
+    # (the API's identify; the dashboard answers its pages with 200 and the error in the page)
     for ok in ("face.jpg", "jpeg-exif-rotated.jpg", "jpeg-7000.jpg", "webp.webp", "png-face-rgba.png"):
-        assert 200 in statuses[ok], (ok, statuses[ok])
+        assert statuses[f"identify {ok}"] == {200}, (ok, statuses[f"identify {ok}"])
     for bomb in ("png-declares-100000.png", "png-bomb-12000.png", "jpeg-declares-65500.jpg"):
-        assert statuses[bomb] <= {413, 422, 202}, (bomb, statuses[bomb])
+        assert statuses[f"identify {bomb}"] == {413}, (bomb, statuses[f"identify {bomb}"])
 
 
 @pytest.mark.slow
@@ -365,8 +366,6 @@ def _param_cases(world: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[st
         "headers_extra": {"content-type": "multipart/form-data; boundary=x"}}
     yield "multipart no boundary", "POST", f"/v1/collections/{col}/identify", {
         "headers": admin, "content": b"abc", "headers_extra": {"content-type": "multipart/form-data"}}
-    yield "bad content-length", "POST", "/v1/collections", {
-        "headers": admin, "content": b"{}", "headers_extra": {"content-length": "abc"}}
     yield "dashboard form without csrf", "POST", f"/admin/collections/{col}/identities", {"data": {"external_id": "x"}}
     yield "dashboard login empty", "POST", "/admin/login", {"data": {}}
     yield "dashboard login NUL", "POST", "/admin/login", {"data": {"api_key": "\x00", "login_token": "\x00"}}

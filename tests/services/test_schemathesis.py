@@ -20,7 +20,7 @@ from served import Served, serve
 
 # Examples per operation and generation mode: 25 operations x 2 modes x this stays near a minute
 # on two busy cores.
-EXAMPLES = 12
+EXAMPLES = 8
 
 
 @pytest.fixture(scope="module")
