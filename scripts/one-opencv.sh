@@ -13,7 +13,10 @@
 set -eu
 PY="${1:-python3}"
 KEEP=opencv-contrib-python-headless
-VERSION=$("$PY" -c "import importlib.metadata as m; print(m.version('$KEEP'))")
+VERSION=$("$PY" -c "import importlib.metadata as m; print(m.version('$KEEP'))" 2>/dev/null) || {
+    echo "one-opencv: $KEEP is not installed; install the project first (pip install -e .)" >&2
+    exit 1
+}
 OTHERS=$("$PY" -m pip list --format=freeze 2>/dev/null | cut -d= -f1 \
     | grep -i '^opencv' | grep -ivx "$KEEP" || true)
 if [ -n "$OTHERS" ]; then
