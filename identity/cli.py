@@ -198,6 +198,13 @@ EmbedderOpt = Annotated[str | None, typer.Option(help="Embedder model (default I
 FarOpt = Annotated[float | None, typer.Option(help="False accept rate that decides a match.")]
 
 
+def _liveness_text(face: dict[str, Any], threshold: float) -> str:
+    score = face.get("liveness")
+    if score is None:
+        return f" liveness=null ({face.get('liveness_reason')})"
+    return f" liveness={score:.3f} ({'live' if score >= threshold else 'SPOOF'} at >= {threshold:.3g})"
+
+
 # ---------------------------------------------------------------------------------------------
 @app.command()
 def analyze(
@@ -206,6 +213,9 @@ def analyze(
     embeddings: Annotated[bool, typer.Option("--embeddings", help="Include embeddings.")] = False,
     detector: DetectorOpt = None,
     embedder: EmbedderOpt = None,
+    liveness: Annotated[
+        bool, typer.Option("--liveness", help="Presentation-attack score per face (docs/liveness.md).")
+    ] = False,
 ) -> None:
     """Detect faces and report boxes, landmarks, quality and embeddings for each image."""
     from identity.errors import ModelError
@@ -214,13 +224,18 @@ def analyze(
 
     settings = settings_with(detector, embedder)
     analyzer = FaceAnalyzer(settings)
+    live_thr = None
+    if liveness:
+        from identity.liveness import liveness_threshold
+
+        live_thr = liveness_threshold(settings).to_dict()
     results: list[dict[str, Any]] = []
     failures = 0
     for path in images:
         # One bad file among many is reported and skipped; the exit status says some failed.
         try:
             image = load_image(path, settings)
-            faces = analyzer.analyze([image])
+            faces = analyzer.analyze([image], liveness=liveness)
         except ModelError:
             raise  # models load on first use: a broken model is not this image's fault
         except CodedError as exc:
@@ -236,6 +251,7 @@ def analyze(
                 "detector": analyzer.detector_name,
                 "embedder": analyzer.embedder_name,
                 "faces": faces.sorted_by_area().to_dicts(with_embeddings=embeddings),
+                **({"liveness_threshold": live_thr} if live_thr else {}),
             }
         )
     if as_json:
@@ -255,6 +271,7 @@ def analyze(
                     f"  [{i}] bbox=({box}) det={f['det_score']:.3f} "
                     f"quality={q.get('score', float('nan')):.2f} ({reasons}) "
                     f"norm={f.get('embedding_norm', float('nan')):.2f}"
+                    + (_liveness_text(f, live_thr["threshold"]) if live_thr else "")
                 )
     if failures:
         raise typer.Exit(1)

@@ -119,3 +119,19 @@ class IndexSnapshotError(IdentityError):
 
 class IndexSnapshotMissing(IndexSnapshotError):
     code = "index_snapshot_missing"
+
+
+class PresentationAttack(IdentityError):
+    """A collection requires liveness and the face was judged a presentation attack (a printed
+    photo, a screen): ``details`` carry the score, the threshold and what the threshold means."""
+
+    code = "presentation_attack"
+    http_status = 422
+
+
+class LivenessUndetermined(IdentityError):
+    """A collection requires liveness and the face could not be judged (too small, cut by the
+    image border): the client should retake the photo, not be told it is an attack."""
+
+    code = "liveness_undetermined"
+    http_status = 422

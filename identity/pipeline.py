@@ -52,11 +52,13 @@ class FaceAnalyzer:
         return faces
 
     def analyze(
-        self, images_bgr: Sequence[np.ndarray], embed: bool = True, faces: Faces | None = None
+        self, images_bgr: Sequence[np.ndarray], embed: bool = True, faces: Faces | None = None,
+        liveness: bool = False,
     ) -> Faces:
         """All faces of a batch of BGR images, with crops, embeddings and quality.
 
         ``faces`` skips detection when boxes and landmarks are already known (re-analysis).
+        ``liveness`` adds the presentation-attack score (``identity.liveness``), only when asked.
         """
         if faces is None:
             faces = self.detect(images_bgr)
@@ -69,14 +71,19 @@ class FaceAnalyzer:
         if embed:
             embeddings, norms = embedder.embed(faces.crops)
             faces = faces.with_(embeddings=embeddings, embedding_norms=norms)
-        return assess_quality(faces, self.settings, embedder_name=self.embedder_name)
+        faces = assess_quality(faces, self.settings, embedder_name=self.embedder_name)
+        if liveness:
+            from identity.liveness import assess_liveness
 
-    def analyze_bytes(self, data: bytes, embed: bool = True) -> AnalyzedImage:
+            faces = assess_liveness(images_bgr, faces, self.settings)
+        return faces
+
+    def analyze_bytes(self, data: bytes, embed: bool = True, liveness: bool = False) -> AnalyzedImage:
         """Decode (bounded, ``decode_image_bounded``) and analyse one image. Boxes and landmarks
-        come back in the upload's pixels; quality's pixel measures stay those of the decoded
-        image, the detail the embedder really saw."""
+        come back in the upload's pixels; quality's and liveness's pixel measures stay those of
+        the decoded image, the detail the models really saw."""
         decoded = decode_image_bounded(data, self.settings)
-        faces = self.analyze([decoded.image_bgr], embed=embed)
+        faces = self.analyze([decoded.image_bgr], embed=embed, liveness=liveness)
         if decoded.reduced and len(faces):
             sx, sy = decoded.scale_xy
             faces = faces.with_(

@@ -36,7 +36,8 @@ from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
 MANIFEST_DIR = Path(models.__file__).parent / "manifests"
 
 Task = Literal[
-    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh"
+    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh",
+    "liveness",
 ]
 
 

@@ -313,10 +313,13 @@ def create_collection(
     admin: CheckedAdminDep,
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
+    liveness_policy: Annotated[str, Form()] = "off",
 ) -> Response:
     try:
         admin.principal.require("admin")
-        created = _store(request).create_collection(name.strip(), description.strip(), actor=admin.actor)
+        created = _store(request).create_collection(
+            name.strip(), description.strip(), actor=admin.actor, liveness_policy=liveness_policy
+        )
     except CodedError as exc:
         items = [c for c in _store(request).list_collections() if admin.may_see(c["name"])]
         return render(
@@ -379,6 +382,21 @@ def identities_page(
         request, "identities.html", admin, collection=collection, result=result, thumbs=thumbs,
         q=q, page=page, pages=pages, tab="identities",
     )
+
+
+@router.post("/collections/{cid}/liveness")
+def set_liveness_policy(
+    request: Request, cid: str, admin: CheckedAdminDep,
+    liveness_policy: Annotated[str, Form()] = "",
+) -> Response:
+    back = _redirect(f"/admin/collections/{quote(cid)}")
+    try:
+        admin.principal.require("admin")
+        _collection_or_404(request, admin, cid)
+        _store(request).update_collection(cid, liveness_policy=liveness_policy, actor=admin.actor)
+    except CodedError as exc:
+        return _flash(request, back, exc.message, kind="error")
+    return _flash(request, back, f"Liveness policy set to '{liveness_policy}'.")
 
 
 @router.post("/collections/{cid}/identities")
@@ -590,6 +608,7 @@ async def verify(
     other: Annotated[UploadFile | None, File()] = None,
     mode: Annotated[str, Form()] = "identity",
     identity_id: Annotated[str, Form()] = "",
+    liveness: Annotated[bool, Form()] = False,
 ) -> HTMLResponse:
     from starlette.concurrency import run_in_threadpool
 
@@ -601,24 +620,28 @@ async def verify(
         return _error_page(request, admin, exc)
     context: dict[str, Any] = {
         "collection": collection, "tab": "verify", "choices": _identity_choices(request, cid),
-        "chosen": identity_id, "mode": mode,
+        "chosen": identity_id, "mode": mode, "liveness": liveness,
     }
     store = _store(request)
     try:
         data = await _read_upload(probe, "probe")
         if mode == "pair":
             second = await _read_upload(other, "second")
-            result = await run_in_threadpool(store.verify, cid, data, other=second, actor=admin.actor)
+            result = await run_in_threadpool(
+                store.verify, cid, data, other=second, actor=admin.actor, liveness=liveness
+            )
         else:
             if not identity_id:
                 raise InvalidInput("choose the identity to compare with")
             result = await run_in_threadpool(
-                store.verify, cid, data, identity_id=identity_id, actor=admin.actor
+                store.verify, cid, data, identity_id=identity_id, actor=admin.actor,
+                liveness=liveness,
             )
     except CodedError as exc:
         return render(
             request, "verify.html", admin, status_code=exc.http_status,
-            flash={"kind": "error", "message": exc.message}, **context,
+            flash={"kind": "error", "message": exc.message},
+            refused=exc.details if exc.code == "presentation_attack" else None, **context,
         )
     # The FAR of the operating threshold is the policy; the FAR at this very similarity tells
     # an operator how surprising this score would be for two different people.

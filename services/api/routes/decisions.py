@@ -36,6 +36,9 @@ def verify(
     single_face: Annotated[
         bool, Form(description="refuse (422 multiple_faces) a probe with more than one face")
     ] = False,
+    liveness: Annotated[
+        bool, Form(description="check liveness even when the collection's policy is off")
+    ] = False,
 ) -> dict:
     """1:1 — every face of the probe against every template of the claimed identity; the best
     face answers and is named (``probe_face``, ``probe_face_index``). With a second image, the
@@ -43,7 +46,7 @@ def verify(
     other = file2.file.read() if file2 is not None else None
     return store.verify(
         cid, file.file.read(), identity_id=identity_id, other=other, far=far, threshold=threshold,
-        actor=p.key_id, single_face=single_face,
+        actor=p.key_id, single_face=single_face, liveness=liveness,
     )
 
 
@@ -57,9 +60,12 @@ def identify(
     far: Annotated[float | None, Form(gt=0, lt=1)] = None,
     threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
     all_faces: Annotated[bool, Form(description="every face instead of the largest")] = False,
+    liveness: Annotated[
+        bool, Form(description="check liveness even when the collection's policy is off")
+    ] = False,
 ) -> dict:
     """1:N — candidates best first for the largest face (or every face)."""
     return store.identify(
         cid, file.file.read(), top_k=top_k, far=far, threshold=threshold, all_faces=all_faces,
-        actor=p.key_id,
+        actor=p.key_id, liveness=liveness,
     )

@@ -83,12 +83,17 @@ def enroll_faces(
         int | None, Form(ge=0, description="which face when several (0 = largest)")
     ] = None,
     bbox: Annotated[str | None, Form(description="x1,y1,x2,y2 of the face to enroll")] = None,
+    liveness: Annotated[
+        bool, Form(description="check liveness even when the collection's policy is off")
+    ] = False,
 ) -> dict:
     """Enroll each image or reject it with reasons; 422 when none was accepted, 413 when over
     ``enroll_max_files`` images."""
     check_file_count(len(files), store.settings.enroll_max_files)
     images = [(f.filename or f"file{i}", f.file.read()) for i, f in enumerate(files)]
-    result = store.enroll_images(cid, iid, images, face_index, parse_bbox(bbox), actor=p.key_id)
+    result = store.enroll_images(
+        cid, iid, images, face_index, parse_bbox(bbox), actor=p.key_id, liveness=liveness
+    )
     if not result["accepted"]:
         raise EnrollmentRejected("no image was enrolled", rejected=result["rejected"])
     return result
