@@ -237,6 +237,7 @@ _PROBLEM_TEXT = {
     413: "Request body, image bytes or pixels, or files per request over a limit; the problem "
     "names the limit.",
     422: "Invalid input: a field out of range, an unreadable image, no usable face.",
+    429: "Too many attempts from this client or key; Retry-After says when to try again.",
     503: "At capacity: every inference worker busy and the queue full (Retry-After says when to "
     "retry), or a model cannot be loaded.",
 }
