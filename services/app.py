@@ -23,6 +23,7 @@ from services.api.routes import body, collections, decisions, gallery, health, i
 from services.auth import KeyStore
 from services.db import open_database, upgrade
 from services.errors import RequestSizeLimit, install_error_handlers
+from services.gallery import GalleryStore, sweep_job_leftovers
 from services.indexes import check_index_settings
 from services.limits import InferenceLimit
 from services.metrics import Metrics, MetricsMiddleware
@@ -65,6 +66,10 @@ def create_app(
             removed = store.sweep_orphan_thumbnails()
             if removed:
                 log.info("removed %d orphan thumbnails", removed)
+            # jobs of dead processes end now, not when the first job request builds the runner;
+            # their uploaded archives (original photos) go with them
+            app.state.gallery = GalleryStore(store)
+            sweep_job_leftovers(app.state.gallery)
             store.indexes.warm()
             if warm_models:
                 store.analyzer.detector  # noqa: B018 - loads and times the models once
