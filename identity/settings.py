@@ -259,6 +259,33 @@ class Settings(BaseSettings):
         "API key is needed (as a Bearer token or X-API-Key).",
     )
 
+    # request hardening: bounded memory and work per request (docs/security.md) ----------------
+    decode_max_side: int = Field(
+        default=2560,
+        description="Request images are decoded with the long side at most this many pixels "
+        "(JPEG at a reduced DCT scale, others shrunk after decoding); 4x the detector's input, so "
+        "faces keep their detail for the embedder. 0 = full size.",
+        ge=0,
+    )
+    inference_workers: int = Field(
+        default=2, ge=1,
+        description="Image requests (multipart uploads) analysed at once per process; each holds "
+        "one decoded image and the models' working memory.",
+    )
+    inference_queue: int = Field(
+        default=16, ge=0,
+        description="Image requests that may wait for a worker; beyond that the service answers "
+        "503 with Retry-After instead of queueing more.",
+    )
+    inference_queue_timeout_s: float = Field(
+        default=30.0, gt=0, description="A queued request waiting longer than this gets the 503."
+    )
+    enroll_max_files: int = Field(
+        default=20, ge=1,
+        description="Images per enrollment request (API and dashboard); more is a 413 naming the "
+        "cap. Larger sets go through a batch job (docs/batch.md).",
+    )
+
     @property
     def calibration_dir(self) -> Path:
         return self.data_dir / "calibration"

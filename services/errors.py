@@ -94,6 +94,31 @@ class VectorStoreUnavailable(ServiceError):
     http_status = 503
 
 
+class TooManyFiles(ServiceError):
+    """More images in one enrollment request than ``enroll_max_files``; the cap is in details."""
+
+    code = "too_many_files"
+    http_status = 413
+
+
+def check_file_count(count: int, max_files: int) -> None:
+    """Refuse an enrollment request with more than ``max_files`` images before reading any: each
+    costs a full analysis, so one request could otherwise hold a worker for minutes."""
+    if count > max_files:
+        raise TooManyFiles(
+            f"{count} files in one request, over the limit of {max_files} per request; send them "
+            "in several requests or as a batch job",
+            files=count, max_files=max_files,
+        )
+
+
+class ServiceBusy(ServiceError):
+    """Every inference worker is busy and the queue is full (services.limits)."""
+
+    code = "busy"
+    http_status = 503
+
+
 def problem(status: int, code: str, message: str, **details: Any) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": code, "message": message, "details": details}}, status_code=status

@@ -49,7 +49,7 @@ from services.deps import get_gallery as _gallery
 from services.deps import get_keys as _keys
 from services.deps import get_settings as _settings
 from services.deps import get_store as _store
-from services.errors import NotFound, TooManyAttempts, Unauthorized
+from services.errors import NotFound, TooManyAttempts, Unauthorized, check_file_count
 from services.gallery import LIVE_STATUSES
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +57,6 @@ STATIC_DIR = HERE / "static"
 LOGIN_COOKIE = "identity_admin_login"
 FLASH_COOKIE = "identity_admin_flash"
 PAGE_SIZE = 24
-MAX_UPLOAD_FILES = 20
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["when"] = format_when
@@ -498,8 +497,7 @@ async def upload_faces(
         chosen = [f for f in files if f.filename]
         if not chosen:
             raise InvalidInput("choose one or more photos to enroll")
-        if len(chosen) > MAX_UPLOAD_FILES:
-            raise InvalidInput(f"at most {MAX_UPLOAD_FILES} photos at a time")
+        check_file_count(len(chosen), _settings(request).enroll_max_files)
         images = [(f.filename or "photo", await f.read()) for f in chosen]
         store = _store(request)
         from starlette.concurrency import run_in_threadpool

@@ -4,14 +4,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from services.api.schemas import IdentifyResult, Text, VerifyResult
+from services.api.schemas import (
+    CONFLICT_PROBLEMS,
+    UPLOAD_PROBLEMS,
+    V1_PROBLEMS,
+    IdentifyResult,
+    Text,
+    VerifyResult,
+)
 from services.auth import Principal
 from services.deps import StoreDep, collection_access
 
-router = APIRouter(prefix="/v1/collections/{cid}", tags=["decisions"])
+router = APIRouter(prefix="/v1/collections/{cid}", tags=["decisions"], responses=V1_PROBLEMS)
 
 
-@router.post("/verify", response_model=VerifyResult)
+@router.post(
+    "/verify", response_model=VerifyResult, responses={**UPLOAD_PROBLEMS, **CONFLICT_PROBLEMS}
+)
 def verify(
     cid: str,
     store: StoreDep,
@@ -42,7 +51,7 @@ def verify(
     )
 
 
-@router.post("/identify", response_model=IdentifyResult)
+@router.post("/identify", response_model=IdentifyResult, responses=UPLOAD_PROBLEMS)
 def identify(
     cid: str,
     store: StoreDep,
