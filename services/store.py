@@ -310,7 +310,19 @@ class IdentityStore:
             raise InvalidInput("far must be in (0, 1)", far=far)
         from identity.calibration import threshold_for
 
-        return float(threshold_for(self.model_name, far, self.settings)), float(far)
+        return float(threshold_for(self.model_name, far, self.settings, self.detector_name)), float(far)
+
+    @property
+    def detector_name(self) -> str:
+        return self.analyzer.detector_name
+
+    def calibration_evidence(self, far: float | None) -> dict[str, Any] | None:
+        """Which calibration a decision at ``far`` used (None for a caller's own threshold)."""
+        if far is None:
+            return None
+        from identity.calibration import pipeline_calibration
+
+        return pipeline_calibration(self.model_name, self.settings, self.detector_name).evidence(far)
 
     # helpers --------------------------------------------------------------------------------
     @staticmethod
@@ -875,6 +887,7 @@ class IdentityStore:
             "similarity": round(similarity, 6),
             "threshold": round(thr, 6),
             "far": far_used,
+            "calibration": self.calibration_evidence(far_used),
             "match": bool(match),
             "model": self.model_name,
             "probe_face": face_summary(probe_faces, 0),
@@ -954,6 +967,7 @@ class IdentityStore:
             "faces": results,
             "threshold": round(thr, 6),
             "far": far_used,
+            "calibration": self.calibration_evidence(far_used),
             "model": self.model_name,
         }
 
