@@ -30,7 +30,6 @@ PIPELINES = [
     "retinaface_mnet025+dlib_resnet_v1",
     "retinaface_mnet025+arcface_mobilefacenet_128",
     "retinaface_mnet025+arcface_w600k_mbf_int8",
-    "scrfd_500m_kps+arcface_w600k_mbf_int8",
 ]
 
 

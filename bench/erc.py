@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.celeba import CACHE, celeba_labels, complete, embed_all
 from bench.common import MODELS, command_line, print_table
 from bench.heldout import N_FOLDS, folds_of, pairs_within
-from identity.calibration import threshold_at_far
+from identity.calibration import threshold_in_sorted
 
 FRACTIONS = (0.0, 0.05, 0.10, 0.20, 0.30)
 FMR = 1e-3
@@ -120,7 +120,7 @@ def erc(emb: np.ndarray, ids: np.ndarray, found: np.ndarray,
     kept = np.zeros(len(FRACTIONS))
     for k in range(N_FOLDS):
         train = pairs_within(emb, found, ids, np.flatnonzero(fold != k), False, found_only=True)
-        t, _ = threshold_at_far(train.scores[train.same], train.scores[~train.same], FMR)
+        t = threshold_in_sorted(np.sort(train.scores[~train.same])[::-1], FMR)
         test = pairs_within(emb, found, ids, np.flatnonzero(fold == k), False, found_only=True)
         gen = test.same
         q = quality_of_fold(k)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from identity.binomial import clopper_pearson
-from identity.calibration import eer_of, roc_curve, threshold_at_far
+from identity.calibration import eer_of, roc_curve, threshold_in_sorted
 
 N_FOLDS = 5
 
@@ -108,15 +108,15 @@ def held_out(
     for k in range(N_FOLDS):
         train = pairs_within(emb, found, ids, np.flatnonzero(fold != k), distance, found_only=True)
         test = pairs_within(emb, found, ids, np.flatnonzero(fold == k), distance)
-        gen_tr, imp_tr = train.scores[train.same], train.scores[~train.same]
+        imp_tr = np.sort(train.scores[~train.same])[::-1]
         gen_te, imp_te = test.scores[test.same], test.scores[~test.same]
         out.n_genuine += len(gen_te)
         out.n_impostor += len(imp_te)
         for f in fars:
-            t, _ = threshold_at_far(gen_tr, imp_tr, f)
+            t = threshold_in_sorted(imp_tr, f)
             out.gen_accepted[f] += int((gen_te >= t).sum())
             out.imp_accepted[f] += int((imp_te >= t).sum())
-        t_default = default if default is not None else threshold_at_far(gen_tr, imp_tr, default_far)[0]
+        t_default = default if default is not None else threshold_in_sorted(imp_tr, default_far)
         out.default_gen_accepted += int((gen_te >= t_default).sum())
         out.default_imp_accepted += int((imp_te >= t_default).sum())
         finite_gen = np.where(np.isfinite(gen_te), gen_te, -1e9)

@@ -140,13 +140,20 @@ def threshold_at_far(
     A threshold just above the k-th highest impostor score, with k = floor(far * n_impostor),
     so that at most k impostors pass.
     """
-    imp = np.sort(np.asarray(impostor))[::-1]
-    k = math.floor(far * len(imp))
-    if len(imp) == 0:
+    if len(impostor) == 0:
         raise CalibrationError("no impostor pairs: need at least two identities")
-    t = float(np.nextafter(imp[k], np.inf)) if k < len(imp) else float(imp[-1])
+    t = threshold_in_sorted(np.sort(np.asarray(impostor))[::-1], far)
     tar = float(np.mean(np.asarray(genuine) >= t)) if len(genuine) else float("nan")
     return t, tar
+
+
+def threshold_in_sorted(impostor_desc: np.ndarray, far: float) -> float:
+    """``threshold_at_far`` on impostor scores already sorted high to low (sorted once for
+    the many FARs of a large set)."""
+    k = math.floor(far * len(impostor_desc))
+    if k < len(impostor_desc):
+        return float(np.nextafter(impostor_desc[k], np.inf))
+    return float(impostor_desc[-1])
 
 
 def evaluate(
@@ -173,7 +180,8 @@ def evaluate(
     desc = np.sort(impostor)[::-1]
     points = []
     for f in fars:
-        t, t_tar = threshold_at_far(genuine, impostor, f)
+        t = threshold_in_sorted(desc, f)
+        t_tar = float(np.mean(genuine >= t))
         k = int(np.searchsorted(-desc, -t, side="right"))  # impostors scoring >= t
         points.append(FarPoint(
             far=f, threshold=t, tar=t_tar, reliable=enough_impostors(f, n_imp),
@@ -181,7 +189,7 @@ def evaluate(
             tar_ci_95=clopper_pearson(round(t_tar * n_gen), n_gen),
         ))
     tail_fars = [10 ** (-i / 4) for i in range(4, 40) if enough_impostors(10 ** (-i / 4), n_imp)]
-    tail = [(f, threshold_at_far(genuine, impostor, f)[0]) for f in tail_fars]
+    tail = [(f, threshold_in_sorted(desc, f)) for f in tail_fars]
     return CalibrationReport(
         model=model,
         n_images=n_images,
