@@ -59,7 +59,7 @@ def descriptor(model: str, settings: Settings, cache: dict[str, Any]) -> Any:
     if model not in cache:
         if model.endswith("_random"):
             from identity.body.vit import DinoViTDescriptor
-            from models.registry import get_manifest
+            from identity.registry import get_manifest
 
             cache[model] = DinoViTDescriptor.random(get_manifest(model.removesuffix("_random")))
         else:

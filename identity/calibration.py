@@ -305,7 +305,7 @@ def _from_record(data: dict[str, Any], source: str) -> Calibration:
 
 def pipeline_calibration(model: str, settings: Settings, detector: str | None = None) -> Calibration:
     """The calibration a decision of ``detector+model`` uses (see the module docstring)."""
-    from models.registry import get_manifest
+    from identity.registry import get_manifest
 
     detector = detector or settings.detector
     data = load_calibration(model, settings, detector)

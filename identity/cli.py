@@ -1,7 +1,9 @@
-"""The ``identity`` command line.
+"""The library's commands (``analyze``, ``compare``, ``calibrate``, ``models``) and the error
+mapping every command shares (one ``error:`` line, never a traceback).
 
-Library commands live here; the service, batch and video commands live beside their code and are
-registered at the bottom, imported lazily so ``identity analyze`` never loads FastAPI.
+The full ``identity`` command is assembled on the service side (``services.cli``), which adds
+``serve``, ``keys``, ``db``, ``index`` and ``watch``: the library imports nothing from the service.
+``python -m identity.cli`` runs the library commands alone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ try:  # recent typer vendors its own click: its usage errors are not click's cla
 except ImportError:  # typer that still depends on click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from identity.errors import IdentityError
+from identity.errors import CodedError
 from identity.settings import Settings
 
 
@@ -105,7 +107,7 @@ def _setting_name(field: str) -> str:
 
 def describe_error(exc: BaseException) -> str | None:
     """The one-line message for an error a user can cause and fix; None for a real bug."""
-    if isinstance(exc, IdentityError):
+    if isinstance(exc, CodedError):
         return f"{exc.message} [{exc.code}]"
     if isinstance(exc, ValidationError):
         parts = []
@@ -176,9 +178,8 @@ def cli_errors(func: F) -> F:
 
 
 def guard_commands(typer_app: typer.Typer) -> None:
-    """Wrap every command of ``typer_app`` and its sub-groups in ``cli_errors``: the commands
-    registered from services/, identity/gallery/ and identity/video/ get the same mapping
-    without importing this module (which imports them)."""
+    """Wrap every command of ``typer_app`` and its sub-groups in ``cli_errors``, so commands
+    defined elsewhere (``services.cli``) get the same mapping without importing this module."""
     for command in typer_app.registered_commands:
         if command.callback is not None:
             command.callback = cli_errors(command.callback)
@@ -197,6 +198,13 @@ EmbedderOpt = Annotated[str | None, typer.Option(help="Embedder model (default I
 FarOpt = Annotated[float | None, typer.Option(help="False accept rate that decides a match.")]
 
 
+def _liveness_text(face: dict[str, Any], threshold: float) -> str:
+    score = face.get("liveness")
+    if score is None:
+        return f" liveness=null ({face.get('liveness_reason')})"
+    return f" liveness={score:.3f} ({'live' if score >= threshold else 'SPOOF'} at >= {threshold:.3g})"
+
+
 # ---------------------------------------------------------------------------------------------
 @app.command()
 def analyze(
@@ -205,6 +213,9 @@ def analyze(
     embeddings: Annotated[bool, typer.Option("--embeddings", help="Include embeddings.")] = False,
     detector: DetectorOpt = None,
     embedder: EmbedderOpt = None,
+    liveness: Annotated[
+        bool, typer.Option("--liveness", help="Presentation-attack score per face (docs/liveness.md).")
+    ] = False,
 ) -> None:
     """Detect faces and report boxes, landmarks, quality and embeddings for each image."""
     from identity.errors import ModelError
@@ -213,16 +224,21 @@ def analyze(
 
     settings = settings_with(detector, embedder)
     analyzer = FaceAnalyzer(settings)
+    live_thr = None
+    if liveness:
+        from identity.liveness import liveness_threshold
+
+        live_thr = liveness_threshold(settings).to_dict()
     results: list[dict[str, Any]] = []
     failures = 0
     for path in images:
         # One bad file among many is reported and skipped; the exit status says some failed.
         try:
             image = load_image(path, settings)
-            faces = analyzer.analyze([image])
+            faces = analyzer.analyze([image], liveness=liveness)
         except ModelError:
             raise  # models load on first use: a broken model is not this image's fault
-        except IdentityError as exc:
+        except CodedError as exc:
             failures += 1
             typer.echo(f"error: {path}: {exc.message} [{exc.code}]", err=True)
             results.append({"image": str(path), "error": exc.to_dict()})
@@ -235,6 +251,7 @@ def analyze(
                 "detector": analyzer.detector_name,
                 "embedder": analyzer.embedder_name,
                 "faces": faces.sorted_by_area().to_dicts(with_embeddings=embeddings),
+                **({"liveness_threshold": live_thr} if live_thr else {}),
             }
         )
     if as_json:
@@ -254,6 +271,7 @@ def analyze(
                     f"  [{i}] bbox=({box}) det={f['det_score']:.3f} "
                     f"quality={q.get('score', float('nan')):.2f} ({reasons}) "
                     f"norm={f.get('embedding_norm', float('nan')):.2f}"
+                    + (_liveness_text(f, live_thr["threshold"]) if live_thr else "")
                 )
     if failures:
         raise typer.Exit(1)
@@ -377,24 +395,29 @@ def calibrate(
 # ---------------------------------------------------------------------------------------------
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every known model: presence, location, licence and checksum state."""
-    from models.registry import load_manifests, model_status
+    """Every known model: presence, location, checksum state, licence, and how to get it."""
+    from identity.registry import load_manifests, model_status
 
     settings = Settings()
     rows = [model_status(n, settings.models_dir, settings.model_cache_dir) for n in load_manifests()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'name':32} {'task':16} {'state':12} {'licence':34} location")
+    # The licence decides whether a model may be used at all: shown whole on its own line, never
+    # cut to a column; a missing model says how to get it.
+    typer.echo(f"{'name':32} {'task':16} {'state':12} location")
     for r in rows:
         state = r["checksum"] if r["present"] else "missing"
-        typer.echo(f"{r['name']:32} {r['task']:16} {state:12} {r['licence'][:34]:34} {r['location'] or '-'}")
+        typer.echo(f"{r['name']:32} {r['task']:16} {state:12} {r['location'] or '-'}")
+        typer.echo(f"    licence: {r['licence']}")
+        if r["how_to_get"]:
+            typer.echo(f"    get it: {r['how_to_get']}")
 
 
 @models_app.command("verify")
 def models_verify(names: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """Check the SHA-256 of every present model (or the named ones); exit 1 on a mismatch."""
-    from models.registry import load_manifests, model_status
+    from identity.registry import load_manifests, model_status
 
     settings = Settings()
     bad = 0
@@ -418,29 +441,14 @@ def models_pull(
         help="Accept a model whose manifest has no SHA-256 and pin the downloaded file's.")] = False,
 ) -> None:
     """Download a model's weights into the cache, verifying the SHA-256 before keeping them."""
-    from models.registry import pull
+    from identity.registry import pull
 
     settings = Settings()
     path = pull(name, settings.model_cache_dir, allow_unpinned=allow_unpinned)
     typer.echo(f"{name}: saved to {path}")
 
 
-# --- commands that live beside their own code (registered lazily) ----------------------------
-
-# service: serve, db upgrade|reindex, keys create|list|revoke (services/cli.py imports no FastAPI)
-from services.cli import register as _register_service_commands
-
-_register_service_commands(app)
-
-# video: identity watch SOURCE --gallery DIR | --collection C (identity/video/cli.py)
-from identity.video.cli import watch as _watch
-
-app.command("watch")(_watch)
-
-# gallery: identity index PATH --collection C (identity/gallery/cli.py)
-from identity.gallery.cli import register as _register_gallery_commands
-
-_register_gallery_commands(app)
-
-# Last: every command registered above, here or from the other modules, maps errors the same way.
 guard_commands(app)
+
+if __name__ == "__main__":
+    app()

@@ -1,7 +1,8 @@
-"""Typed errors raised by the library and the service.
+"""Every error the library raises: one tree under ``IdentityError``.
 
-Each class carries a stable machine-readable ``code`` and the HTTP status the service maps it to,
-so the mapping lives here once and the service has a single exception handler.
+Each class carries a stable machine-readable ``code`` and the HTTP status a service would answer
+with, so the mapping is data on the class and the service (``services/errors.py``, whose own
+tree sits beside this one under ``CodedError``) has a single exception handler.
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 
-class IdentityError(Exception):
-    code = "identity_error"
+class CodedError(Exception):
+    """An error a client can act on: a stable ``code``, an HTTP status and a message.
+
+    The common base of the library's tree (``IdentityError``) and the service's
+    (``services.errors.ServiceError``)."""
+
+    code = "error"
     http_status = 400
 
     def __init__(self, message: str, **details: Any) -> None:
@@ -20,6 +26,12 @@ class IdentityError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class IdentityError(CodedError):
+    """The root of every error raised by the ``identity`` library."""
+
+    code = "identity_error"
 
 
 class BadImage(IdentityError):
@@ -51,16 +63,6 @@ class LowQuality(IdentityError):
     http_status = 422
 
 
-class NotFound(IdentityError):
-    code = "not_found"
-    http_status = 404
-
-
-class Conflict(IdentityError):
-    code = "conflict"
-    http_status = 409
-
-
 class InvalidInput(IdentityError):
     code = "invalid_input"
     http_status = 422
@@ -72,16 +74,6 @@ class FeatureUnavailable(InvalidInput):
 
     code = "feature_unavailable"
     http_status = 422
-
-
-class Unauthorized(IdentityError):
-    code = "unauthorized"
-    http_status = 401
-
-
-class Forbidden(IdentityError):
-    code = "forbidden"
-    http_status = 403
 
 
 class ModelError(IdentityError):
@@ -105,4 +97,41 @@ class DownloadFailed(ModelError):
 
 class CalibrationError(IdentityError):
     code = "calibration_error"
+    http_status = 422
+
+
+class NoPersonFound(IdentityError):
+    """No person box given and the person detector found none."""
+
+    code = "no_person_found"
+    http_status = 422
+
+
+class IndexSnapshotError(IdentityError):
+    """A snapshot file is missing, truncated, corrupt or from an incompatible version.
+
+    The caller catches this and rebuilds the index from the store.
+    """
+
+    code = "index_snapshot_error"
+    http_status = 503
+
+
+class IndexSnapshotMissing(IndexSnapshotError):
+    code = "index_snapshot_missing"
+
+
+class PresentationAttack(IdentityError):
+    """A collection requires liveness and the face was judged a presentation attack (a printed
+    photo, a screen): ``details`` carry the score, the threshold and what the threshold means."""
+
+    code = "presentation_attack"
+    http_status = 422
+
+
+class LivenessUndetermined(IdentityError):
+    """A collection requires liveness and the face could not be judged (too small, cut by the
+    image border): the client should retake the photo, not be told it is an attack."""
+
+    code = "liveness_undetermined"
     http_status = 422

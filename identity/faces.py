@@ -37,7 +37,7 @@ def check_bbox_xyxy(bbox: Sequence[float]) -> list[float]:
 @dataclass
 class Faces(Rows):
     # Per-face Python lists (not arrays) that slice together with the arrays.
-    _list_fields: ClassVar[tuple[str, ...]] = ("quality_reasons", "quality_details")
+    _list_fields: ClassVar[tuple[str, ...]] = ("quality_reasons", "quality_details", "liveness_reasons")
     _row_noun: ClassVar[str] = "faces"
 
     boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2 in source-image pixels
@@ -50,6 +50,8 @@ class Faces(Rows):
     quality: np.ndarray | None = None  # (N,) float32 in [0, 1], higher is better
     quality_reasons: list[list[str]] | None = None  # why quality was lowered, per face
     quality_details: list[dict[str, Any]] | None = None  # raw signals (pose, blur, ...), per face
+    liveness: np.ndarray | None = None  # (N,) float32 probability of a live face, NaN = not judged
+    liveness_reasons: list[str | None] | None = None  # why a face was not judged (None = judged)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # per-face arrays of other stages
 
     def __post_init__(self) -> None:
@@ -93,6 +95,10 @@ class Faces(Rows):
                     "reasons": list(self.quality_reasons[i]) if self.quality_reasons else [],
                     **(self.quality_details[i] if self.quality_details else {}),
                 }
+            if self.liveness is not None:
+                live = float(self.liveness[i])
+                row["liveness"] = None if math.isnan(live) else round(live, 4)
+                row["liveness_reason"] = self.liveness_reasons[i] if self.liveness_reasons else None
             if self.embedding_norms is not None:
                 row["embedding_norm"] = round(float(self.embedding_norms[i]), 4)
             if with_embeddings and self.embeddings is not None:

@@ -49,7 +49,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from identity.errors import IdentityError, InvalidInput
+from identity.errors import IndexSnapshotError, IndexSnapshotMissing, InvalidInput
 from identity.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,19 +61,6 @@ _POINTS_PER_CENTROID_MIN = 39
 # Training on more points than this per centroid costs minutes and gains little recall.
 _POINTS_PER_CENTROID_MAX = 64
 
-
-class IndexSnapshotError(IdentityError):
-    """A snapshot file is missing, truncated, corrupt or from an incompatible version.
-
-    The caller catches this and rebuilds the index from the store.
-    """
-
-    code = "index_snapshot_error"
-    http_status = 503
-
-
-class IndexSnapshotMissing(IndexSnapshotError):
-    code = "index_snapshot_missing"
 
 
 class _ReadWriteLock:

@@ -28,6 +28,7 @@ keep at the graph's defaults anyway).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -38,8 +39,11 @@ import numpy as np
 
 from identity.errors import ModelError
 from identity.faces import Faces
+from identity.native_log import native_stderr_to_log
+from identity.registry import ResolvedModel
 from identity.settings import Settings
-from models.registry import ResolvedModel
+
+log = logging.getLogger(__name__)
 
 N_POINTS = 478
 
@@ -91,14 +95,14 @@ def _solutions() -> tuple[Any, Any, Any]:
         if not _PATCHED:
             from google.protobuf import message_factory, symbol_database
 
-            # protobuf >= 5 dropped GetPrototype; GetMessageClass is its documented replacement.
-            # mediapipe's packet_getter calls it on the default SymbolDatabase for every output.
+            # protobuf >= 5 dropped GetPrototype and 4.x warns on every call; GetMessageClass is
+            # its documented replacement. mediapipe's packet_getter calls it on the default
+            # SymbolDatabase for every output.
             def _get_prototype(self: Any, descriptor: Any) -> Any:
                 return message_factory.GetMessageClass(descriptor)
 
             for cls in (symbol_database.SymbolDatabase, message_factory.MessageFactory):
-                if not hasattr(cls, "GetPrototype"):
-                    cls.GetPrototype = _get_prototype
+                cls.GetPrototype = _get_prototype
             _PATCHED = True
     try:
         from mediapipe.python.solution_base import SolutionBase
@@ -110,6 +114,17 @@ def _solutions() -> tuple[Any, Any, Any]:
             extra="mesh",
         ) from exc
     return SolutionBase, face_mesh, face_detection
+
+
+def run_graph(runner: Any, packet: Any) -> Any:
+    """``runner._graph.process(packet)``, building the graph on first use (under the runner's
+    lock). The graph's threads log as it starts and first runs, after its constructor returns,
+    so one capture spans both and sends that chatter to the log."""
+    if runner._graph is not None:
+        return runner._graph.process(packet)
+    with native_stderr_to_log(log):
+        runner._graph = runner._make_graph()
+        return runner._graph.process(packet)
 
 
 def mesh_available() -> bool:
@@ -141,14 +156,16 @@ class FaceMeshRunner:
         self._lock = threading.Lock()
         # Two faces per crop so a neighbour's face cannot hide the one we asked about: we keep the
         # mesh nearest the crop centre.
-        self._graph = solution_base(
+        self._graph: Any = None
+        self._make_graph = lambda: solution_base(
             binary_graph_path=face_mesh._BINARYPB_FILE_PATH,
             side_inputs={"num_faces": 2, "with_attention": True, "use_prev_landmarks": False},
             outputs=["multi_face_landmarks"],
         )
 
     def close(self) -> None:
-        self._graph.close()
+        if self._graph is not None:
+            self._graph.close()
 
     def _crop(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float, float, float]:
         """Square RGB crop around a box (padded with black outside the image): crop, x0, y0, and
@@ -179,7 +196,7 @@ class FaceMeshRunner:
             crop, x0, y0, scale = self._crop(image, faces.boxes[i])
             side = crop.shape[0]
             with self._lock:
-                result = self._graph.process({"image": crop})
+                result = run_graph(self, {"image": crop})
             found = result.multi_face_landmarks or []
             best, best_d = None, math.inf
             for lms in found:

@@ -52,11 +52,13 @@ class FaceAnalyzer:
         return faces
 
     def analyze(
-        self, images_bgr: Sequence[np.ndarray], embed: bool = True, faces: Faces | None = None
+        self, images_bgr: Sequence[np.ndarray], embed: bool = True, faces: Faces | None = None,
+        liveness: bool = False,
     ) -> Faces:
         """All faces of a batch of BGR images, with crops, embeddings and quality.
 
         ``faces`` skips detection when boxes and landmarks are already known (re-analysis).
+        ``liveness`` adds the presentation-attack score (``identity.liveness``), only when asked.
         """
         if faces is None:
             faces = self.detect(images_bgr)
@@ -69,8 +71,13 @@ class FaceAnalyzer:
         if embed:
             embeddings, norms = embedder.embed(faces.crops)
             faces = faces.with_(embeddings=embeddings, embedding_norms=norms)
-        return assess_quality(faces, self.settings, embedder_name=self.embedder_name)
+        faces = assess_quality(faces, self.settings, embedder_name=self.embedder_name)
+        if liveness:
+            from identity.liveness import assess_liveness
 
-    def analyze_bytes(self, data: bytes, embed: bool = True) -> AnalyzedImage:
+            faces = assess_liveness(images_bgr, faces, self.settings)
+        return faces
+
+    def analyze_bytes(self, data: bytes, embed: bool = True, liveness: bool = False) -> AnalyzedImage:
         image = decode_image(data, self.settings)
-        return AnalyzedImage(image, self.analyze([image], embed=embed))
+        return AnalyzedImage(image, self.analyze([image], embed=embed, liveness=liveness))

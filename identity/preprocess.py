@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from identity.errors import InvalidInput
-from models.registry import Manifest
+from identity.registry import Manifest
 
 
 def _as_list(images_bgr: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:

@@ -143,7 +143,7 @@ def _feature_norm_range(embedder_name: str | None) -> tuple[float, float] | None
     if not embedder_name:
         return None
     from identity.errors import ModelNotFound
-    from models.registry import get_manifest
+    from identity.registry import get_manifest
 
     try:
         m = get_manifest(embedder_name)

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from identity.registry import ResolvedModel, resolve
 from identity.settings import Settings
-from models.registry import ResolvedModel, resolve
 
 T = TypeVar("T")
 
@@ -93,7 +93,7 @@ def build_runner(runners: dict[str, str], name: str, settings: Settings) -> Any:
     import importlib
 
     from identity.errors import ModelError
-    from models.registry import get_manifest
+    from identity.registry import get_manifest
 
     manifest = get_manifest(name)
     if manifest.runner not in runners:

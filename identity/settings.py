@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
         default="hog",
         description="Person detector when no boxes are given: hog (built into OpenCV, always "
         "available), mediapipe_pose (one person per image) or scrfd_person_2.5g (models pull).",
+    )
+    dlib_runtime: Literal["auto", "onnxruntime", "dlib"] = Field(
+        default="auto",
+        description="What runs dlib's face descriptor network: onnxruntime on a one-time ONNX "
+        "conversion (several times faster), dlib's own loop, or auto (onnxruntime when the onnx "
+        "package is installed).",
     )
     onnx_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -122,6 +129,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RAY_ADDRESS", "IDENTITY_RAY_ADDRESS"),
         description="Ray cluster for `identity index --engine ray` (ray://head:10001, auto); "
         "unset = a local Ray instance.",
+    )
+
+    # presentation-attack detection (liveness; docs/liveness.md) ------------------------------
+    liveness_models: list[str] = Field(
+        default_factory=lambda: ["pad_minifasnet_v2_2.7_80", "pad_minifasnet_v1se_4.0_80"],
+        description="PAD manifests whose live probabilities are averaged (upstream's decision).",
+    )
+    liveness_bpcer: float = Field(
+        default=0.01,
+        description="BPCER (share of live faces refused) whose calibrated threshold decides.",
+    )
+    liveness_min_face_px: float = Field(
+        default=64.0, description="Faces with a smaller box side get no liveness score."
+    )
+    liveness_border_margin: float = Field(
+        default=0.02,
+        description="Faces whose box comes closer to an image edge than this share of its side "
+        "(at least 1 px) count as cut by the border and get no liveness score.",
     )
 
     @property

@@ -1,5 +1,5 @@
-"""The model registry: one TOML manifest per model in ``manifests/`` and the code in ``registry``."""
+"""Model manifests: one TOML file per model in ``manifests/`` (data only).
 
-from models.registry import Manifest, ResolvedModel, get_manifest, load_manifests, pull, resolve
-
-__all__ = ["Manifest", "ResolvedModel", "get_manifest", "load_manifests", "pull", "resolve"]
+The code that reads them, resolves and verifies weights lives in the library:
+``identity.registry``.
+"""

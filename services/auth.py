@@ -23,8 +23,9 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from identity.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from identity.errors import InvalidInput
 from services.db import make_sessionmaker
+from services.errors import Forbidden, NotFound, Unauthorized
 from services.schema import SCOPES, ApiKey, Collection
 
 KEY_PREFIX = "idk_"

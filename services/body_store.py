@@ -41,15 +41,15 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from identity.body import Bodies, BodyAnalyzer
-from identity.body.errors import NoPersonFound
-from identity.errors import BadImage, CalibrationError, InvalidInput
+from identity.errors import BadImage, CalibrationError, InvalidInput, NoPersonFound
 from identity.image import decode_image
 from identity.index import FaceIndex, index_for
 from identity.settings import Settings
 from services.body_schema import BodyTemplate
+from services.errors import DuplicateImage
 from services.indexes import embedding_from_bytes, embedding_to_bytes
 from services.schema import FaceTemplate, IdentityRow
-from services.store import MAX_TOP_K, DuplicateImage, IdentityStore
+from services.store import MAX_TOP_K, IdentityStore
 
 FACE_WEIGHT = 2.0
 BODY_WEIGHT = 1.0
@@ -204,7 +204,7 @@ class BodyStore:
         """
         if not images:
             raise InvalidInput("no images given")
-        self.store.require_identity(collection, identity_id)
+        identity_id = self.store.require_identity(collection, identity_id)  # UUID or external id
         accepted, rejected = [], []
         for filename, data in images:
             try:
@@ -220,7 +220,7 @@ class BodyStore:
         self, collection: str, identity_id: uuid.UUID | str, bodies: Bodies, sha: str, actor: int | None
     ) -> int:
         assert bodies.embeddings is not None
-        from models.registry import get_manifest
+        from identity.registry import get_manifest
 
         try:
             with self.store.write(collection, actor) as w:

@@ -1,6 +1,9 @@
-"""One problem shape for every error: ``{"error": {"code", "message", "details"}}``.
+"""The service's errors, and one problem shape for every error:
+``{"error": {"code", "message", "details"}}``.
 
-``identity.errors.IdentityError`` carries its own code and HTTP status; the handlers below map it,
+The service's own tree (``ServiceError``: unknown or duplicate resources, authentication, scope,
+request limits) sits beside the library's (``identity.errors.IdentityError``) under
+``CodedError``, which carries its code and HTTP status; the handlers below map both,
 FastAPI's validation errors (422), Starlette's HTTP errors (404, 405...), oversize requests (413),
 values Postgres refuses to store (422; the API models should have refused them first) and, last,
 anything unexpected (500, logged with its traceback, no internals in the body).
@@ -19,14 +22,59 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from identity.errors import IdentityError
+from identity.errors import CodedError
 
 log = logging.getLogger(__name__)
 
 
-class RequestTooLarge(IdentityError):
+class ServiceError(CodedError):
+    """The root of the errors the service raises (the library raises ``IdentityError``)."""
+
+    code = "service_error"
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+    http_status = 409
+
+
+class DuplicateImage(Conflict):
+    """The same image (by SHA-256) is already enrolled for this identity."""
+
+    code = "duplicate_image"
+
+
+class NoTemplates(Conflict):
+    """Verification against an identity that has no template for the current model."""
+
+    code = "no_templates"
+
+
+class Unauthorized(ServiceError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+    http_status = 403
+
+
+class RequestTooLarge(ServiceError):
     code = "request_too_large"
     http_status = 413
+
+
+class EnrollmentRejected(ServiceError):
+    """Every image of an enrollment request was rejected; ``details.rejected`` says why."""
+
+    code = "enrollment_rejected"
+    http_status = 422
 
 
 def problem(status: int, code: str, message: str, **details: Any) -> JSONResponse:
@@ -47,8 +95,8 @@ _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(IdentityError)
-    async def identity_error(request: Request, exc: IdentityError) -> JSONResponse:
+    @app.exception_handler(CodedError)
+    async def coded_error(request: Request, exc: CodedError) -> JSONResponse:
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
@@ -148,10 +196,3 @@ class RequestSizeLimit:
             await send(message)
 
         await self.app(scope, counted_receive, guarded_send)
-
-
-class EnrollmentRejected(IdentityError):
-    """Every image of an enrollment request was rejected; ``details.rejected`` says why."""
-
-    code = "enrollment_rejected"
-    http_status = 422

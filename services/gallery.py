@@ -34,10 +34,12 @@ from sqlalchemy import (
     Engine,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     delete,
     func,
     select,
@@ -47,9 +49,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from identity.errors import Conflict, IdentityError, InvalidInput, NotFound
+from identity.errors import CodedError, InvalidInput
 from identity.gallery.sources import GalleryItem, GallerySource, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
+from services.errors import Conflict, NotFound
 from services.indexes import embedding_from_bytes, embedding_to_bytes
 from services.schema import (
     Base,
@@ -70,6 +73,7 @@ MAX_LISTED_ERRORS = 1000
 # --- tables (migration 0101_gallery) -----------------------------------------------------------
 class GalleryJob(Base):
     __tablename__ = "gallery_jobs"
+    __table_args__ = (Index("ix_gallery_jobs_collection", "collection_id", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     collection_id: Mapped[int] = collection_id_column()
@@ -92,6 +96,7 @@ class GalleryJob(Base):
 
 class GalleryCluster(Base):
     __tablename__ = "gallery_clusters"
+    __table_args__ = (Index("ix_gallery_clusters_collection", "collection_id", "model_name"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     collection_id: Mapped[int] = collection_id_column()
@@ -106,6 +111,13 @@ class GalleryCluster(Base):
 
 class GalleryFace(Base):
     __tablename__ = "gallery_faces"
+    __table_args__ = (
+        UniqueConstraint(
+            "collection_id", "model_name", "source_sha256", "bbox", name="uq_gallery_faces_source"
+        ),
+        Index("ix_gallery_faces_cluster", "cluster_id"),
+        Index("ix_gallery_faces_collection_model", "collection_id", "model_name"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     collection_id: Mapped[int] = collection_id_column()
@@ -1001,7 +1013,7 @@ def _run_job(
                 summary = gallery.recluster(
                     collection, options.cluster_method, options.cluster_threshold
                 )
-            except IdentityError as exc:
+            except CodedError as exc:
                 # Every batch is committed by now: the faces are stored and can be clustered
                 # later (POST .../clusters/recluster with a threshold), so the job did its work.
                 why = f"{exc.message} [{exc.code}]"

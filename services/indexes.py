@@ -33,8 +33,8 @@ import numpy as np
 from sqlalchemy import Engine, select, text
 
 from identity.index import FaceIndex, index_for
+from identity.registry import get_manifest
 from identity.settings import Settings
-from models.registry import get_manifest
 from services.schema import Collection, FaceTemplate, IndexChange
 
 log = logging.getLogger(__name__)

@@ -73,10 +73,17 @@ SCOPES = ("admin", "enroll", "verify")
 
 class Collection(Base):
     __tablename__ = "collections"
+    __table_args__ = (
+        CheckConstraint(
+            "liveness_policy IN ('off', 'report', 'require')", name="ck_collections_liveness_policy"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    # Presentation-attack policy: off, report or require (services/liveness.py).
+    liveness_policy: Mapped[str] = mapped_column(String(16), nullable=False, server_default="off")
     created_at: Mapped[datetime] = created_at_column()
 
 

@@ -59,19 +59,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity.errors import (
-    BadImage,
-    Conflict,
-    IdentityError,
-    InvalidInput,
-    NoFaceFound,
-    NotFound,
-)
+from identity.errors import BadImage, CodedError, InvalidInput, MultipleFaces, NoFaceFound
 from identity.faces import Faces, check_bbox_xyxy
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
 from services.db import make_sessionmaker
+from services.errors import Conflict, DuplicateImage, NoTemplates, NotFound
 from services.indexes import IndexRegistry, embedding_from_bytes, embedding_to_bytes
+from services.liveness import audit_fields, check_policy, refusal, verdicts, wanted
 from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
 
 log = logging.getLogger(__name__)
@@ -82,17 +77,6 @@ MAX_TOP_K = 100
 # An advisory-lock namespace so our per-collection locks never collide with anyone else's.
 _LOCK_BASE = 727 << 40
 
-
-class DuplicateImage(Conflict):
-    """The same image (by SHA-256) is already enrolled for this identity."""
-
-    code = "duplicate_image"
-
-
-class NoTemplates(Conflict):
-    """Verification against an identity that has no template for the current model."""
-
-    code = "no_templates"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -295,7 +279,7 @@ class IdentityStore:
 
     @property
     def model_version(self) -> str:
-        from models.registry import get_manifest
+        from identity.registry import get_manifest
 
         return get_manifest(self.model_name).version
 
@@ -366,13 +350,29 @@ class IdentityStore:
 
     @staticmethod
     def _identity(s: Session, collection: Collection, identity_id: uuid.UUID | str) -> IdentityRow:
+        """An identity of the collection by its UUID or, failing that, by its ``external_id``
+        (the caller's own key, unique per collection), so clients need not keep our UUIDs."""
+        row: IdentityRow | None = None
         try:
             iid = identity_id if isinstance(identity_id, uuid.UUID) else uuid.UUID(str(identity_id))
         except ValueError:
-            raise NotFound(f"identity '{identity_id}' not found", identity_id=str(identity_id))
-        row = s.get(IdentityRow, iid)
-        if row is None or row.collection_id != collection.id:
-            raise NotFound(f"identity '{iid}' not found in '{collection.name}'", identity_id=str(iid))
+            iid = None
+        if iid is not None:
+            row = s.get(IdentityRow, iid)
+            if row is not None and row.collection_id != collection.id:
+                row = None
+        if row is None and not isinstance(identity_id, uuid.UUID):
+            row = s.execute(
+                select(IdentityRow).where(
+                    IdentityRow.collection_id == collection.id,
+                    IdentityRow.external_id == str(identity_id),
+                )
+            ).scalar_one_or_none()
+        if row is None:
+            raise NotFound(
+                f"identity '{identity_id}' not found in '{collection.name}'",
+                identity_id=str(identity_id),
+            )
         return row
 
     def collection_id(self, name: str) -> int:
@@ -433,6 +433,7 @@ class IdentityStore:
         return {
             "name": c.name,
             "description": c.description,
+            "liveness_policy": c.liveness_policy,
             "created_at": c.created_at.isoformat(),
             "identities": identities,
             "templates": templates,
@@ -454,19 +455,24 @@ class IdentityStore:
 
     # collections ----------------------------------------------------------------------------
     def create_collection(
-        self, name: str, description: str = "", actor: int | None = None
+        self, name: str, description: str = "", actor: int | None = None,
+        liveness_policy: str = "off",
     ) -> dict[str, Any]:
         if not COLLECTION_NAME.match(name or ""):
             raise InvalidInput(
                 "collection name: 1-64 of a-z 0-9 _ -, starting with a letter or digit", name=name
             )
+        check_policy(liveness_policy)
         try:
             with self.sessions.begin() as s:
-                c = Collection(name=name, description=description or "")
+                c = Collection(name=name, description=description or "", liveness_policy=liveness_policy)
                 s.add(c)
                 s.flush()
                 s.refresh(c)
-                self._audit(s, actor, "collection.create", "ok", collection=name)
+                self._audit(
+                    s, actor, "collection.create", "ok", collection=name,
+                    liveness_policy=liveness_policy,
+                )
         except IntegrityError:
             raise Conflict(f"collection '{name}' already exists", collection=name)
         return self._collection_dict(c)
@@ -493,6 +499,45 @@ class IdentityStore:
                 ).all()
             )
         return [self._collection_dict(c, n_ident.get(c.id, 0), n_tmpl.get(c.id, 0)) for c in rows]
+
+    def update_collection(
+        self, name: str, description: str | None = None, liveness_policy: str | None = None,
+        actor: int | None = None,
+    ) -> dict[str, Any]:
+        """Change a collection's description and/or liveness policy (None = keep)."""
+        if liveness_policy is not None:
+            check_policy(liveness_policy)
+        with self.sessions.begin() as s:
+            c = self._collection(s, name)
+            changes: dict[str, Any] = {}
+            if description is not None and description != c.description:
+                c.description = changes["description"] = description
+            if liveness_policy is not None and liveness_policy != c.liveness_policy:
+                changes["liveness_policy"] = [c.liveness_policy, liveness_policy]
+                c.liveness_policy = liveness_policy
+            self._audit(s, actor, "collection.update", "ok", collection=name, **changes)
+        return self.get_collection(name)
+
+    def liveness_policy(self, name: str) -> str:
+        with self.sessions() as s:
+            return self._collection(s, name).liveness_policy
+
+    def _liveness_gate(
+        self, faces: Faces, policy: str, action: str, actor: int | None, collection: str,
+        identity_id: uuid.UUID | None = None,
+    ) -> list[dict[str, Any]]:
+        """Verdicts for ``faces`` (analysed with liveness); a ``require`` refusal is audited
+        (outcome ``presentation_attack`` or ``liveness_undetermined``) and raised."""
+        found = verdicts(faces, policy, self.settings)
+        for v in found:
+            err = refusal(v)
+            if err is not None:
+                self.audit(
+                    actor, action, err.code, collection=collection, identity_id=identity_id,
+                    **audit_fields(v),
+                )
+                raise err
+        return found
 
     def get_collection(self, name: str) -> dict[str, Any]:
         with self.sessions() as s:
@@ -774,13 +819,20 @@ class IdentityStore:
         face_index: int | None = None,
         bbox: Sequence[float] | None = None,
         actor: int | None = None,
+        liveness: bool = False,
     ) -> dict[str, list[dict[str, Any]]]:
-        """Analyse and enroll each ``(filename, bytes)``; every image is accepted or rejected."""
+        """Analyse and enroll each ``(filename, bytes)``; every image is accepted or rejected.
+
+        ``liveness`` opts in to the presentation-attack score when the collection's policy is
+        ``off``; under ``require`` a spoof is rejected with code ``presentation_attack``.
+        """
         if not images:
             raise InvalidInput("no images given")
         if bbox is not None:
             bbox = check_bbox_xyxy(bbox)
-        self.require_identity(collection, identity_id)  # fail fast on an unknown one
+        identity_id = self.require_identity(collection, identity_id)  # fail fast; UUID or external id
+        policy = self.liveness_policy(collection)
+        live_check = wanted(policy, liveness)
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -790,8 +842,13 @@ class IdentityStore:
                 if digest in seen:
                     raise DuplicateImage("the same image was sent twice in this request")
                 seen.add(digest)
-                analyzed = self.analyzer.analyze_bytes(data)
+                analyzed = self.analyzer.analyze_bytes(data, liveness=live_check)
                 face = self._choose_face(analyzed.faces, face_index, bbox)
+                extra: dict[str, Any] = {}
+                if live_check:
+                    (extra["liveness"],) = self._liveness_gate(
+                        face, policy, "face.enroll", actor, collection, uuid.UUID(str(identity_id))
+                    )
                 reasons = self._quality_gate(face)
                 if reasons:
                     from identity.errors import LowQuality
@@ -802,8 +859,10 @@ class IdentityStore:
                         face=face_summary(face, 0),
                     )
                 (tid,) = self.enroll_faces(collection, identity_id, face, digest, actor=actor)
-                accepted.append({"filename": filename, "template_id": tid, **face_summary(face, 0)})
-            except IdentityError as exc:
+                accepted.append(
+                    {"filename": filename, "template_id": tid, **face_summary(face, 0), **extra}
+                )
+            except CodedError as exc:
                 if isinstance(exc, NotFound) or exc.http_status >= 500:
                     # The identity vanished, or a model is broken: the request failed, not the image.
                     raise
@@ -824,10 +883,10 @@ class IdentityStore:
         return {"accepted": accepted, "rejected": rejected}
 
     # decisions ------------------------------------------------------------------------------
-    def _probe(self, data: bytes, what: str = "probe") -> Faces:
+    def _probe(self, data: bytes, what: str = "probe", liveness: bool = False) -> Faces:
         if not isinstance(data, (bytes, bytearray)) or not data:
             raise BadImage(f"{what} image is empty")
-        faces = self.analyzer.analyze_bytes(bytes(data)).faces
+        faces = self.analyzer.analyze_bytes(bytes(data), liveness=liveness).faces
         if not len(faces):
             raise NoFaceFound(f"no face found in the {what} image")
         return faces
@@ -841,13 +900,23 @@ class IdentityStore:
         far: float | None = None,
         threshold: float | None = None,
         actor: int | None = None,
+        single_face: bool = False,
+        liveness: bool = False,
     ) -> dict[str, Any]:
-        """1:1: probe's largest face vs every template of an identity (max), or vs ``other``."""
+        """1:1: a claim about an identity checks every face of the probe against every template
+        (the best face answers, so a group photo does not silently compare the wrong person);
+        ``single_face`` refuses a probe with several faces instead. Against ``other``, the two
+        images' largest faces are compared.
+
+        The liveness of the face that answers is checked per the collection's policy (or the
+        ``liveness`` opt-in) before the decision is made or audited.
+        """
         if (identity_id is None) == (other is None):
             raise InvalidInput("give exactly one of identity_id or a second image")
         thr, far_used = self.threshold(far, threshold)
         with self.sessions() as s:
             c = self._collection(s, collection)
+            policy = c.liveness_policy
             if identity_id is not None:
                 row = self._identity(s, c, identity_id)
                 templates = s.execute(
@@ -860,28 +929,40 @@ class IdentityStore:
                     raise NoTemplates(
                         f"identity '{row.id}' has no enrolled faces for model {self.model_name}"
                     )
-        probe_faces = self._probe(probe).largest()
-        q = probe_faces.embeddings[0]
-        out: dict[str, Any] = {}
+        live_check = wanted(policy, liveness)
+        probe_faces = self._probe(probe, liveness=live_check).sorted_by_area()  # face 0 is the largest
+        if single_face and len(probe_faces) > 1:
+            raise MultipleFaces(
+                f"the probe holds {len(probe_faces)} faces and one was required",
+                faces=len(probe_faces),
+            )
+        out: dict[str, Any] = {"faces_in_probe": len(probe_faces)}
         if identity_id is not None:
             gallery = np.stack([embedding_from_bytes(t[2], t[1]) for t in templates])
-            sims = gallery @ q
-            best = int(np.argmax(sims))
-            similarity = float(sims[best])
+            sims = probe_faces.embeddings @ gallery.T  # (faces, templates)
+            face, best = np.unravel_index(int(np.argmax(sims)), sims.shape)
+            similarity = float(sims[face, best])
             out.update(
                 identity_id=str(row.id),
                 templates_compared=len(templates),
                 best_template_id=int(templates[best][0]),
             )
         else:
+            face = 0
             other_faces = self._probe(other, "second").largest()  # type: ignore[arg-type]
-            similarity = float(other_faces.embeddings[0] @ q)
+            similarity = float(other_faces.embeddings[0] @ probe_faces.embeddings[0])
             out["other_face"] = face_summary(other_faces, 0)
+        if live_check:
+            (out["liveness"],) = self._liveness_gate(
+                probe_faces[int(face)], policy, "verify", actor, collection,
+                None if identity_id is None else row.id,
+            )
         match = similarity >= thr
         self.audit(
             actor, "verify", "match" if match else "no_match", collection=collection,
             identity_id=None if identity_id is None else row.id,
             similarity=round(similarity, 4), threshold=round(thr, 4),
+            **(audit_fields(out["liveness"]) if "liveness" in out else {}),
         )
         return {
             "similarity": round(similarity, 6),
@@ -890,7 +971,8 @@ class IdentityStore:
             "calibration": self.calibration_evidence(far_used),
             "match": bool(match),
             "model": self.model_name,
-            "probe_face": face_summary(probe_faces, 0),
+            "probe_face": face_summary(probe_faces, int(face)),
+            "probe_face_index": int(face),
             **out,
         }
 
@@ -903,12 +985,27 @@ class IdentityStore:
         threshold: float | None = None,
         all_faces: bool = False,
         actor: int | None = None,
+        liveness: bool = False,
     ) -> dict[str, Any]:
-        """1:N: the largest face (or every face) of a probe image against the collection."""
+        """1:N: the largest face (or every face) of a probe image against the collection.
+
+        Under a ``require`` policy every face searched must be judged live.
+        """
         cid = self.collection_id(collection)
-        faces = self._probe(probe)
+        policy = self.liveness_policy(collection)
+        live_check = wanted(policy, liveness)
+        faces = self._probe(probe, liveness=live_check)
         faces = faces.sorted_by_area() if all_faces else faces.largest()
-        return self.identify_faces(collection, faces, top_k, far, threshold, actor, cid)
+        if not live_check:
+            return self.identify_faces(collection, faces, top_k, far, threshold, actor, cid)
+        found = self._liveness_gate(faces, policy, "identify", actor, collection)
+        result = self.identify_faces(
+            collection, faces, top_k, far, threshold, actor, cid,
+            audit_extra={"liveness": [audit_fields(v)["liveness"] for v in found]},
+        )
+        for face, verdict in zip(result["faces"], found, strict=True):
+            face["liveness"] = verdict
+        return result
 
     def identify_faces(
         self,
@@ -919,6 +1016,7 @@ class IdentityStore:
         threshold: float | None = None,
         actor: int | None = None,
         collection_id: int | None = None,
+        audit_extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
@@ -961,7 +1059,7 @@ class IdentityStore:
         self.audit(
             actor, "identify", "match" if any(c["match"] for c in top) else "no_match",
             collection=collection, faces=len(results),
-            best=[round(c["similarity"], 4) for c in top],
+            best=[round(c["similarity"], 4) for c in top], **(audit_extra or {}),
         )
         return {
             "faces": results,

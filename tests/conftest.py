@@ -10,12 +10,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from shared_data import SHARED_DIR, missing_test_data
 from sqlalchemy import Engine
 
 from identity.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = SHARED_DIR
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: test modules read photos at import, which would otherwise end in a
+    # FileNotFoundError traceback per file instead of one line a newcomer can act on.
+    problem = missing_test_data()
+    if problem is not None:
+        pytest.exit(problem, returncode=4)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import numpy as np
 
 from identity.body.bodies import Bodies
 from identity.body.crops import crop_bodies
-from identity.body.errors import NoPersonFound
+from identity.errors import NoPersonFound
 from identity.settings import Settings
 
 __all__ = [

@@ -25,9 +25,9 @@ from identity.detect.geometry import letterbox
 from identity.detect.nms import nms
 from identity.errors import InvalidInput, ModelError
 from identity.preprocess import to_tensor
+from identity.registry import ResolvedModel
 from identity.runtime import onnx_session
 from identity.settings import Settings
-from models.registry import ResolvedModel
 
 
 def _check_images(images_bgr: Sequence[np.ndarray]) -> None:

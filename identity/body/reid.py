@@ -10,9 +10,9 @@ import numpy as np
 
 from identity.errors import InvalidInput, ModelError
 from identity.preprocess import l2_normalise, to_tensor
+from identity.registry import ResolvedModel
 from identity.runtime import onnx_session
 from identity.settings import Settings
-from models.registry import ResolvedModel
 
 # Chunk size for dynamic-batch models: large enough to amortise the call overhead, small
 # enough that a gallery of thousands of crops does not allocate one giant tensor.

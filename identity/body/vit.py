@@ -30,8 +30,8 @@ from torch import nn
 
 from identity.errors import InvalidInput, ModelError
 from identity.preprocess import l2_normalise, to_tensor
+from identity.registry import Manifest, ResolvedModel
 from identity.settings import Settings
-from models.registry import Manifest, ResolvedModel
 
 
 @dataclass(frozen=True)

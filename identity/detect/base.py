@@ -17,8 +17,8 @@ from identity.detect.geometry import Letterbox, canvas_size, letterbox
 from identity.detect.nms import nms
 from identity.errors import InvalidInput, ModelError
 from identity.faces import Faces
+from identity.registry import Manifest, ResolvedModel
 from identity.settings import Settings
-from models.registry import Manifest, ResolvedModel
 
 
 @dataclass

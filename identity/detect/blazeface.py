@@ -17,17 +17,21 @@ The six raw keypoints are kept in ``faces.extra["blazeface_keypoints"]`` (N, 6, 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from identity.errors import InvalidInput
 from identity.faces import Faces
-from identity.mesh import _solutions
+from identity.mesh import _solutions, run_graph
+from identity.registry import ResolvedModel
 from identity.settings import Settings
-from models.registry import ResolvedModel
+
+log = logging.getLogger(__name__)
 
 # ArcFace template: mouth-corner distance / eye distance (identity/align.py arcface_112 points)
 MOUTH_TO_EYE_RATIO = (70.7299 - 41.5493) / (73.5318 - 38.2946)
@@ -51,13 +55,15 @@ class BlazeFaceDetector:
         self.model_selection = int(resolved.manifest.extra.get("model_selection", 0))
         # The legacy graph is not re-entrant: one call at a time per detector.
         self._lock = threading.Lock()
-        self._graph = face_detection.FaceDetection(
+        self._graph: Any = None
+        self._make_graph = lambda: face_detection.FaceDetection(
             min_detection_confidence=float(settings.det_threshold),
             model_selection=self.model_selection,
         )
 
     def close(self) -> None:
-        self._graph.close()
+        if self._graph is not None:
+            self._graph.close()
 
     def detect(self, images_bgr: Sequence[np.ndarray]) -> Faces:
         boxes, kps, scores, index = [], [], [], []
@@ -70,7 +76,7 @@ class BlazeFaceDetector:
             h, w = image.shape[:2]
             rgb = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_BGR2RGB)
             with self._lock:
-                result = self._graph.process(rgb)
+                result = run_graph(self, rgb)
             for det in result.detections or []:
                 rel = det.location_data.relative_bounding_box
                 x1, y1 = rel.xmin * w, rel.ymin * h

@@ -21,8 +21,8 @@ import numpy as np
 
 from identity.errors import InvalidInput, ModelError
 from identity.preprocess import to_tensor
+from identity.registry import ResolvedModel
 from identity.settings import Settings
-from models.registry import ResolvedModel
 
 # (units per stage) for the four stages of 64, 128, 256, 512 channels, as in AdaFace's get_blocks.
 IR_STAGES: dict[int, tuple[int, int, int, int]] = {

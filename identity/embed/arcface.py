@@ -11,9 +11,9 @@ import numpy as np
 
 from identity.errors import InvalidInput, ModelError
 from identity.preprocess import l2_normalise, to_tensor
+from identity.registry import ResolvedModel
 from identity.runtime import onnx_session
 from identity.settings import Settings
-from models.registry import ResolvedModel
 
 
 class ArcFaceONNX:

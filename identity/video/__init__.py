@@ -1,6 +1,6 @@
 """Video and streams: detect faces per frame, track them, identify each track once.
 
-``identity watch SOURCE`` (identity/video/cli.py) reads a file, an RTSP/HTTP URL or a camera
+``identity watch SOURCE`` (``services/cli/watch.py``) reads a file, an RTSP/HTTP URL or a camera
 index, and prints JSON lines events: ``track_started``, ``identified``, ``track_ended``, then a
 ``summary`` with frames per second. docs/mesh.md describes it.
 """

@@ -29,6 +29,7 @@ from identity.detect import Detector
 from identity.embed import Embedder
 from identity.errors import InvalidInput
 from identity.faces import Faces
+from identity.settings import Settings
 from identity.video.identify import Identifier
 from identity.video.tracker import IoUTracker, Track
 
@@ -254,3 +255,40 @@ class VideoWatcher:
                 self.stats.seconds = time.perf_counter() - start
                 emit(self.summary())
         return self.stats
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    detector: str = "blazeface_short"
+    identify_after: int = 5
+    best_k: int = 3
+    max_missed: int = 10
+    max_frames: int | None = None
+    min_score: float = 0.7
+
+
+def run_watch(
+    source: str,
+    identifier: Identifier,
+    settings: Settings,
+    options: WatchOptions,
+    emit: Any,
+) -> None:
+    from identity.detect import load_detector
+    from identity.embed import load_embedder
+
+    cap = open_source(source)
+    try:
+        watcher = VideoWatcher(
+            load_detector(options.detector, settings),
+            load_embedder(identifier.embedder_name, settings),
+            identifier,
+            tracker=IoUTracker(max_missed=options.max_missed),
+            identify_after=options.identify_after,
+            best_k=options.best_k,
+            min_face_px=settings.min_face_px,
+            min_det_score=options.min_score,
+        )
+        watcher.run(cap, emit, options.max_frames)
+    finally:
+        cap.release()

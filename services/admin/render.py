@@ -16,7 +16,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from identity.errors import IdentityError
+from identity.errors import CodedError
 from identity.settings import Settings
 
 PROBE_MAX_SIDE = 960
@@ -95,8 +95,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def system_models(settings: Settings) -> list[dict[str, Any]]:
+    from identity.registry import model_status
     from identity.runtime import POOL
-    from models.registry import model_status
 
     loaded = {name: kind for kind, name in POOL.loaded()}
     load_seconds = {name: s for (_, name), s in dict(POOL.load_seconds).items()}
@@ -108,7 +108,7 @@ def system_models(settings: Settings) -> list[dict[str, Any]]:
     ):
         try:
             status = model_status(name, settings.models_dir, settings.model_cache_dir)
-        except IdentityError as exc:
+        except CodedError as exc:
             status = {"name": name, "checksum": "unknown", "licence": "", "present": False,
                       "error": exc.message}
         except OSError as exc:  # unreadable weights file: show it, the page must still load
@@ -127,7 +127,7 @@ def thresholds_table(model: str, settings: Settings, detector: str | None = None
 
     try:
         cal = pipeline_calibration(model, settings, detector)
-    except IdentityError as exc:
+    except CodedError as exc:
         return {"model": model, "rows": [], "source": "none", "error": exc.message}
     rows = [{"far": far, "threshold": thr, "far_upper_95": cal.evidence(far)["far_upper_95"]}
             for far, thr in sorted(cal.thresholds.items(), reverse=True)]

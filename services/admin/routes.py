@@ -3,7 +3,7 @@
 Routes stay thin: read the form, call one store (or ``queries``) function, render a template.
 Sign-in takes an admin API key once; after that a signed, http-only cookie carries the key's id
 (see ``session.py``) and every POST carries the session's CSRF token. Errors from the store
-(``IdentityError``) are shown on the page instead of the API's JSON problem body. Gallery jobs
+(``CodedError``) are shown on the page instead of the API's JSON problem body. Gallery jobs
 and their proposed clusters (docs/batch.md) go through the same ``GalleryStore`` as the API.
 """
 
@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from identity.errors import IdentityError, InvalidInput, NotFound, Unauthorized
+from identity.errors import CodedError, InvalidInput
 from services.admin import queries
 from services.admin.render import (
     annotated_probe,
@@ -44,6 +44,7 @@ from services.deps import get_gallery as _gallery
 from services.deps import get_keys as _keys
 from services.deps import get_settings as _settings
 from services.deps import get_store as _store
+from services.errors import NotFound, Unauthorized
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -196,7 +197,7 @@ def _collection_or_404(request: Request, admin: Admin, cid: str) -> dict[str, An
     return _store(request).get_collection(cid)
 
 
-def _error_page(request: Request, admin: Admin | None, exc: IdentityError) -> HTMLResponse:
+def _error_page(request: Request, admin: Admin | None, exc: CodedError) -> HTMLResponse:
     return render(
         request, "error.html", admin, status_code=exc.http_status, error=exc,
     )
@@ -313,11 +314,14 @@ def create_collection(
     admin: CheckedAdminDep,
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
+    liveness_policy: Annotated[str, Form()] = "off",
 ) -> Response:
     try:
         admin.principal.require("admin")
-        created = _store(request).create_collection(name.strip(), description.strip(), actor=admin.actor)
-    except IdentityError as exc:
+        created = _store(request).create_collection(
+            name.strip(), description.strip(), actor=admin.actor, liveness_policy=liveness_policy
+        )
+    except CodedError as exc:
         items = [c for c in _store(request).list_collections() if admin.may_see(c["name"])]
         return render(
             request, "collections.html", admin, status_code=exc.http_status, collections=items,
@@ -330,7 +334,7 @@ def create_collection(
 def confirm_delete_collection(request: Request, cid: str, admin: AdminDep) -> HTMLResponse:
     try:
         collection = _collection_or_404(request, admin, cid)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     return render(request, "collection_delete.html", admin, collection=collection)
 
@@ -345,7 +349,7 @@ def delete_collection(
         if confirm.strip() != cid:
             raise InvalidInput(f"type the collection name '{cid}' to confirm the deletion")
         result = _store(request).delete_collection(cid, actor=admin.actor)
-    except IdentityError as exc:
+    except CodedError as exc:
         if isinstance(exc, InvalidInput):
             return render(
                 request, "collection_delete.html", admin, status_code=400, collection=collection,
@@ -371,7 +375,7 @@ def identities_page(
         result = _store(request).list_identities(
             cid, q=q.strip() or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     thumbs = queries.first_template_ids(_store(request), [i["id"] for i in result["items"]])
     pages = max(1, math.ceil(result["total"] / PAGE_SIZE))
@@ -379,6 +383,21 @@ def identities_page(
         request, "identities.html", admin, collection=collection, result=result, thumbs=thumbs,
         q=q, page=page, pages=pages, tab="identities",
     )
+
+
+@router.post("/collections/{cid}/liveness")
+def set_liveness_policy(
+    request: Request, cid: str, admin: CheckedAdminDep,
+    liveness_policy: Annotated[str, Form()] = "",
+) -> Response:
+    back = _redirect(f"/admin/collections/{quote(cid)}")
+    try:
+        admin.principal.require("admin")
+        _collection_or_404(request, admin, cid)
+        _store(request).update_collection(cid, liveness_policy=liveness_policy, actor=admin.actor)
+    except CodedError as exc:
+        return _flash(request, back, exc.message, kind="error")
+    return _flash(request, back, f"Liveness policy set to '{liveness_policy}'.")
 
 
 @router.post("/collections/{cid}/identities")
@@ -394,7 +413,7 @@ def create_identity(
         created = _store(request).create_identity(
             cid, external_id.strip(), display_name.strip(), actor=admin.actor
         )
-    except IdentityError as exc:
+    except CodedError as exc:
         return _flash(
             request, _redirect(f"/admin/collections/{quote(cid)}"), exc.message, kind="error"
         )
@@ -417,7 +436,7 @@ def _identity_page(
     try:
         collection = _collection_or_404(request, admin, cid)
         identity = _store(request).get_identity(cid, iid)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     return render(
         request, "identity.html", admin, status_code=status_code, collection=collection,
@@ -426,7 +445,7 @@ def _identity_page(
 
 
 def _identity_error(
-    request: Request, cid: str, iid: str, admin: Admin, exc: IdentityError
+    request: Request, cid: str, iid: str, admin: Admin, exc: CodedError
 ) -> HTMLResponse:
     """The identity page again with the error explained, at the error's HTTP status."""
     return _identity_page(
@@ -461,7 +480,7 @@ async def upload_faces(
 
         # Analysis runs the models for seconds: off the event loop, like the sync routes.
         result = await run_in_threadpool(store.enroll_images, cid, iid, images, actor=admin.actor)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _identity_error(request, cid, iid, admin, exc)
     n_ok, n_bad = len(result["accepted"]), len(result["rejected"])
     message = f"{n_ok} photo{'s' if n_ok != 1 else ''} enrolled, {n_bad} rejected."
@@ -476,7 +495,7 @@ def remove_face(request: Request, cid: str, iid: str, tid: int, admin: CheckedAd
     try:
         _collection_or_404(request, admin, cid)
         _store(request).remove_face(cid, iid, tid, actor=admin.actor)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _identity_error(request, cid, iid, admin, exc)
     return _flash(
         request,
@@ -499,7 +518,7 @@ def erase_identity(
             raise InvalidInput("tick the box to confirm the erasure")
         identity = _store(request).get_identity(cid, iid)
         result = _store(request).erase_identity(cid, iid, actor=admin.actor)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _identity_error(request, cid, iid, admin, exc)
     return _flash(
         request,
@@ -515,7 +534,7 @@ def thumbnail(request: Request, cid: str, tid: int, admin: AdminDep) -> Response
         if not admin.may_see(cid):
             raise NotFound("no such thumbnail")
         path = Path(_store(request).thumbnail_path(cid, tid))
-    except IdentityError:
+    except CodedError:
         raise HTTPException(status_code=404, detail="no such thumbnail")
     if not path.is_file():
         raise HTTPException(status_code=404, detail="no such thumbnail")
@@ -527,7 +546,7 @@ def thumbnail(request: Request, cid: str, tid: int, admin: AdminDep) -> Response
 def search_page(request: Request, cid: str, admin: AdminDep) -> HTMLResponse:
     try:
         collection = _collection_or_404(request, admin, cid)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     return render(request, "search.html", admin, collection=collection, tab="search", top_k=5)
 
@@ -544,7 +563,7 @@ async def search(
 
     try:
         collection = _collection_or_404(request, admin, cid)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     try:
         data = await _read_upload(probe, "probe")
@@ -552,7 +571,7 @@ async def search(
             _store(request).identify, cid, data, top_k=top_k, all_faces=True, actor=admin.actor
         )
         picture = await run_in_threadpool(annotated_probe, data, _settings(request), result["faces"])
-    except IdentityError as exc:
+    except CodedError as exc:
         return render(
             request, "search.html", admin, status_code=exc.http_status, collection=collection,
             tab="search", top_k=top_k, flash={"kind": "error", "message": exc.message},
@@ -574,7 +593,7 @@ def verify_page(
 ) -> HTMLResponse:
     try:
         collection = _collection_or_404(request, admin, cid)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     return render(
         request, "verify.html", admin, collection=collection, tab="verify",
@@ -591,6 +610,7 @@ async def verify(
     other: Annotated[UploadFile | None, File()] = None,
     mode: Annotated[str, Form()] = "identity",
     identity_id: Annotated[str, Form()] = "",
+    liveness: Annotated[bool, Form()] = False,
 ) -> HTMLResponse:
     from starlette.concurrency import run_in_threadpool
 
@@ -598,28 +618,32 @@ async def verify(
 
     try:
         collection = _collection_or_404(request, admin, cid)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     context: dict[str, Any] = {
         "collection": collection, "tab": "verify", "choices": _identity_choices(request, cid),
-        "chosen": identity_id, "mode": mode,
+        "chosen": identity_id, "mode": mode, "liveness": liveness,
     }
     store = _store(request)
     try:
         data = await _read_upload(probe, "probe")
         if mode == "pair":
             second = await _read_upload(other, "second")
-            result = await run_in_threadpool(store.verify, cid, data, other=second, actor=admin.actor)
+            result = await run_in_threadpool(
+                store.verify, cid, data, other=second, actor=admin.actor, liveness=liveness
+            )
         else:
             if not identity_id:
                 raise InvalidInput("choose the identity to compare with")
             result = await run_in_threadpool(
-                store.verify, cid, data, identity_id=identity_id, actor=admin.actor
+                store.verify, cid, data, identity_id=identity_id, actor=admin.actor,
+                liveness=liveness,
             )
-    except IdentityError as exc:
+    except CodedError as exc:
         return render(
             request, "verify.html", admin, status_code=exc.http_status,
-            flash={"kind": "error", "message": exc.message}, **context,
+            flash={"kind": "error", "message": exc.message},
+            refused=exc.details if exc.code == "presentation_attack" else None, **context,
         )
     # The FAR of the operating threshold is the policy; the FAR at this very similarity tells
     # an operator how surprising this score would be for two different people.
@@ -666,7 +690,7 @@ def audit_page(
             until=_parse_when(until, "until"),
             offset=(page - 1) * queries.AUDIT_PAGE,
         )
-    except IdentityError as exc:
+    except CodedError as exc:
         flash = {"kind": "error", "message": exc.message}
         result = queries.audit_page(_store(request), limit=0)
     pages = max(1, math.ceil(result["total"] / queries.AUDIT_PAGE))
@@ -725,7 +749,7 @@ def jobs_page(request: Request, cid: str, admin: AdminDep) -> HTMLResponse:
     try:
         collection = _collection_or_404(request, admin, cid)
         jobs = _gallery(request).list_jobs(cid)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     return render(
         request, "jobs.html", admin, collection=collection, tab="jobs", jobs=jobs,
@@ -738,7 +762,7 @@ def job_page(request: Request, cid: str, jid: str, admin: AdminDep) -> HTMLRespo
     try:
         collection = _collection_or_404(request, admin, cid)
         job = _gallery(request).get_job(cid, jid)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     return render(
         request, "job.html", admin, collection=collection, tab="jobs", job=job,
@@ -756,7 +780,7 @@ def _clusters_page(
     try:
         collection = _collection_or_404(request, admin, cid)
         clusters = _gallery(request).list_clusters(cid, "proposed")
-    except IdentityError as exc:
+    except CodedError as exc:
         return _error_page(request, admin, exc)
     return render(
         request, "clusters.html", admin, status_code=status_code, collection=collection,
@@ -770,7 +794,7 @@ def clusters_page(request: Request, cid: str, admin: AdminDep) -> HTMLResponse:
 
 
 
-def _clusters_error(request: Request, cid: str, admin: Admin, exc: IdentityError) -> HTMLResponse:
+def _clusters_error(request: Request, cid: str, admin: Admin, exc: CodedError) -> HTMLResponse:
     """The clusters page again with the error explained, at the error's HTTP status."""
     return _clusters_page(
         request, cid, admin, flash={"kind": "error", "message": exc.message},
@@ -801,7 +825,7 @@ def name_cluster(
                 actor=admin.actor,
             )
         identity = _store(request).get_identity(cid, result["identity_id"])
-    except IdentityError as exc:
+    except CodedError as exc:
         return _clusters_error(request, cid, admin, exc)
     return _flash(
         request,
@@ -824,7 +848,7 @@ def merge_cluster(
         if not source.isdigit():
             raise InvalidInput("choose the cluster to merge into this one")
         result = _gallery(request).merge_clusters(cid, clid, [int(source)], actor=admin.actor)
-    except IdentityError as exc:
+    except CodedError as exc:
         return _clusters_error(request, cid, admin, exc)
     return _flash(
         request,
@@ -839,6 +863,6 @@ def gallery_face_thumbnail(request: Request, cid: str, face_id: int, admin: Admi
         if not admin.may_see(cid):
             raise NotFound("no such thumbnail")
         jpeg = _gallery(request).face_thumbnail(cid, face_id)
-    except IdentityError:
+    except CodedError:
         raise HTTPException(status_code=404, detail="no such thumbnail")
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})

@@ -15,12 +15,13 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from admin_browser import REPO_ROOT, LiveService, PageErrors, screenshot
+from admin_browser import LiveService, PageErrors, screenshot
 from playwright.sync_api import BrowserContext, Page, expect
+from shared_data import SHARED_DIR
 
 pytestmark = pytest.mark.browser
 
-KNN = REPO_ROOT.parent / "shared" / "data" / "face_recognition" / "knn_examples"
+KNN = SHARED_DIR / "data" / "face_recognition" / "knn_examples"
 OBAMA_TRAIN = sorted((KNN / "train" / "obama").glob("*.jpg"))
 BIDEN_TRAIN = sorted((KNN / "train" / "biden").glob("*.jpg"))
 OBAMA_PROBE = KNN / "test" / "obama1.jpg"

@@ -7,8 +7,10 @@ import struct
 import zlib
 from pathlib import Path
 
+from shared_data import SHARED_DIR
+
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+SHARED = SHARED_DIR
 DATA = SHARED / "data"
 DEEPFACE = DATA / "deepface"
 TRAIN = DATA / "face_recognition" / "knn_examples" / "train"

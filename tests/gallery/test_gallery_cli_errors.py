@@ -13,7 +13,7 @@ import pytest
 from gallery_helpers import TRAIN
 from typer.testing import CliRunner
 
-from identity.cli import app
+from services.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 # Port 1 refuses at once: a command that reached the database would fail with a database error.
@@ -42,7 +42,7 @@ def test_missing_gallery_fails_before_the_database(runner, tmp_path) -> None:
 
 
 def test_missing_gallery_creates_no_collection(store, pg_url, tmp_path, monkeypatch) -> None:
-    from identity.errors import NotFound
+    from services.errors import NotFound
 
     monkeypatch.setenv("DATABASE_URL", pg_url)
     monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path / "data"))
@@ -88,7 +88,7 @@ def test_module_entry_point_maps_errors_too(tmp_path) -> None:
     env = {**os.environ, "DATABASE_URL": NO_DB, "IDENTITY_DATA_DIR": str(tmp_path / "data"),
            "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "identity.gallery.cli", str(tmp_path / "nope"), "-c", "c"],
+        [sys.executable, "-m", "services.cli", "index", str(tmp_path / "nope"), "-c", "c"],
         check=False, capture_output=True, text=True, timeout=180, env=env, cwd=REPO,
     )
     assert proc.returncode == 2

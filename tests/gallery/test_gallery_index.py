@@ -176,7 +176,7 @@ def _run_cli(settings, csv_path: Path, collection: str) -> subprocess.Popen:  # 
         "PYTHONPATH": str(REPO),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "identity.gallery.cli", str(csv_path), "--collection", collection,
+        [sys.executable, "-m", "services.cli", "index", str(csv_path), "--collection", collection,
          "--workers", "1", "--batch-size", "1", "--no-progress", "--json"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.align import (
     TEMPLATES,
@@ -20,7 +19,7 @@ from identity.errors import InvalidInput
 from identity.faces import Faces
 from identity.settings import Settings
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DIR / "data"
 PHOTO = DATA / "deepface" / "img1.jpg"
 
 

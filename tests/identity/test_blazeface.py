@@ -7,16 +7,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 pytest.importorskip("mediapipe")
 
 from identity.detect import load_detector
 from identity.detect.blazeface import MOUTH_TO_EYE_RATIO, five_from_six
 from identity.errors import InvalidInput
+from identity.registry import resolve
 from identity.settings import Settings
-from models.registry import resolve
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DIR / "data"
 TRAIN = DATA / "face_recognition" / "knn_examples" / "train"
 SINGLE = sorted(TRAIN.glob("*/*")) + [DATA / "deepface" / f"img{i}.jpg" for i in (1, 2, 11, 24, 57)]
 

@@ -3,23 +3,21 @@ MOT17 frames with their ground-truth boxes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.body import Bodies, BodyAnalyzer, crop_bodies, load_person_detector
 from identity.body.detect import decode_scrfd_person
-from identity.body.errors import NoPersonFound
 from identity.detect.nms import box_iou
-from identity.errors import InvalidInput, ModelError, ModelNotFound
+from identity.errors import InvalidInput, ModelError, ModelNotFound, NoPersonFound
 from identity.preprocess import to_tensor
+from identity.registry import get_manifest
 from identity.runtime import resolve_model
 from identity.settings import Settings
-from models.registry import get_manifest
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+SHARED = SHARED_DIR
 SEQ = SHARED / "data" / "mot" / "MOT17-09-FRCNN"
 
 

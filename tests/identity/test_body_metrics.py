@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.body import load_body_embedder
 from identity.body.evaluation import (
@@ -18,7 +17,7 @@ from identity.body.evaluation import (
 from identity.errors import InvalidInput
 from identity.settings import Settings
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+SHARED = SHARED_DIR
 MOT = SHARED / "data" / "mot"
 
 
@@ -83,7 +82,7 @@ def test_colour_histograms_are_unit_length() -> None:
 def test_osnet_beats_the_random_weight_vit_on_real_pedestrians() -> None:
     torch = pytest.importorskip("torch")
     from identity.body.vit import DinoViTDescriptor
-    from models.registry import get_manifest
+    from identity.registry import get_manifest
 
     torch.manual_seed(0)
     # MOT17-10, three frames: a crowded street where random features confuse some people.

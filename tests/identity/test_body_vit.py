@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 torch = pytest.importorskip("torch")
 
@@ -30,9 +31,9 @@ from identity.body.vit import (
     timm_name,
 )
 from identity.errors import InvalidInput, ModelError, ModelNotFound
+from identity.registry import get_manifest
 from identity.runtime import resolve_model
 from identity.settings import Settings
-from models.registry import get_manifest
 
 
 # timm 1.x imports torchvision at import time (timm.layers, timm.data), and PyPI's torchvision
@@ -327,7 +328,7 @@ def test_dense_descriptors_fill_bodies_for_part_matching() -> None:
 
     from identity.body import Bodies, BodyAnalyzer
 
-    seq = Path(__file__).resolve().parents[3] / "shared" / "data" / "mot" / "MOT17-09-FRCNN"
+    seq = SHARED_DIR / "data" / "mot" / "MOT17-09-FRCNN"
     image = cv2.imread(str(seq / "img1" / "000001.jpg"))
     gt = np.loadtxt(seq / "gt" / "gt.txt", delimiter=",")
     rows = gt[(gt[:, 0] == 1) & (gt[:, 7] == 1) & (gt[:, 8] >= 0.9)][:2]

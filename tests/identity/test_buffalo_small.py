@@ -15,7 +15,7 @@ from identity.embed import load_embedder
 from identity.preprocess import to_tensor
 from identity.runtime import build_runner
 from identity.settings import Settings
-from models.registry import get_manifest, resolve
+from identity.registry import get_manifest, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT.parent / "shared" / "models"

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from shared_data import SHARED_DIR
 from typer.testing import CliRunner
 
-from identity.cli import app
+from services.cli import app
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+SHARED = SHARED_DIR
 FR = SHARED / "data" / "face_recognition"
 TRAIN = FR / "knn_examples" / "train"
 
@@ -166,6 +167,13 @@ def test_models_list_and_verify(runner, monkeypatch) -> None:
     assert verified.exit_code == 0 and verified.output.count(": ok") == 2
     missing = runner.invoke(app, ["models", "verify", "w600k_r50"])
     assert missing.exit_code == 1
+    assert rows["w600k_r50"]["how_to_get"] == "identity models pull w600k_r50 --allow-unpinned"
+    assert rows["scrfd_2.5g_kps"]["how_to_get"] is None
+    text = runner.invoke(app, ["models", "list"]).output
+    # every licence whole (not cut to a column), and a missing model says how to get it
+    for row in rows.values():
+        assert f"    licence: {row['licence']}\n" in text
+    assert "    get it: identity models pull w600k_r50 --allow-unpinned\n" in text
 
 
 def test_console_script_exits_non_zero_with_a_message(tmp_path) -> None:
@@ -225,3 +233,14 @@ def test_malformed_database_url_is_one_error_line(runner, monkeypatch, url) -> N
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "DATABASE_URL is not a usable database URL")
+
+
+def test_console_script_stderr_has_no_third_party_chatter() -> None:
+    """MediaPipe's absl/TFLite lines and protobuf's deprecation warning go to the log, not to
+    the terminal of someone who ran one command (FaceMesh runs in quality, BlazeFace here)."""
+    photo = str(TRAIN / "obama" / "obama.jpg")
+    for args in (("analyze", photo), ("analyze", "--detector", "blazeface_short", photo)):
+        proc = run_identity(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert "face(s)" in proc.stdout
+        assert proc.stderr.strip() == "", proc.stderr

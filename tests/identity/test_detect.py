@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.detect import RUNNERS
 from identity.detect.geometry import fit_size
@@ -17,13 +18,13 @@ from identity.detect.scrfd import SCRFDDetector
 from identity.errors import InvalidInput, ModelError
 from identity.faces import Faces
 from identity.image import load_image
+from identity.registry import ResolvedModel, get_manifest, resolve
 from identity.runtime import build_runner
 from identity.settings import Settings
-from models.registry import ResolvedModel, get_manifest, resolve
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
-MODELS = REPO.parent / "shared" / "models"
+DATA = SHARED_DIR / "data"
+MODELS = SHARED_DIR / "models"
 DETECTORS = ["retinaface_mnet025", "scrfd_2.5g_kps", "yunet_n"]
 
 SINGLE = [

@@ -7,16 +7,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.errors import InvalidInput, ModelError
+from identity.registry import ResolvedModel, get_manifest
 from identity.settings import Settings
-from models.registry import ResolvedModel, get_manifest
 
 torch = pytest.importorskip("torch")
 
 from identity.embed.adaface import AdaFaceEmbedder, build_ir
 
-DEEPFACE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "deepface"
+DEEPFACE = SHARED_DIR / "data" / "deepface"
 
 
 def _checkpoint(path: Path, wrap: bool = True) -> None:

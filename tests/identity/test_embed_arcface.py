@@ -8,18 +8,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.align import align_faces
 from identity.detect import load_detector
 from identity.embed import load_embedder
 from identity.embed.arcface import ArcFaceONNX
 from identity.errors import InvalidInput
+from identity.registry import Manifest, ResolvedModel, get_manifest
 from identity.settings import Settings
-from models.registry import Manifest, ResolvedModel, get_manifest
 
-ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT.parent / "shared" / "models"
-DEEPFACE = ROOT.parent / "shared" / "data" / "deepface"
+MODELS = SHARED_DIR / "models"
+DEEPFACE = SHARED_DIR / "data" / "deepface"
 # img1/img2 show one person, img3 another (deepface's PAIRS.csv).
 PHOTOS = ["img1.jpg", "img2.jpg", "img3.jpg"]
 

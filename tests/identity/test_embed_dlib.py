@@ -13,9 +13,12 @@ from identity.embed import load_embedder
 from identity.errors import InvalidInput
 from identity.image import load_image
 from identity.pipeline import FaceAnalyzer
+from identity.registry import get_manifest
 from identity.settings import Settings
 
-DEEPFACE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "deepface"
+from shared_data import SHARED_DIR
+
+DEEPFACE = SHARED_DIR / "data" / "deepface"
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,34 @@ def test_batch_and_bad_input():
     with pytest.raises(InvalidInput):
         emb.embed(np.zeros((1, 112, 112, 3), np.uint8))
     assert emb.embed(np.zeros((0, 150, 150, 3), np.uint8))[0].shape == (0, 128)
+
+
+def test_onnx_conversion_gives_dlib_own_descriptors(analyzer, tmp_path):
+    """The default runtime (onnxruntime on the converted graph) and dlib's own loop agree on real
+    faces to float rounding, so every threshold calibrated on one holds for the other."""
+    from identity.embed.dlib_resnet import DlibResNetEmbedder
+    from identity.runtime import resolve_model
+
+    runners = {}
+    for runtime in ("onnxruntime", "dlib"):
+        s = Settings(data_dir=tmp_path / runtime, dlib_runtime=runtime)
+        runners[runtime] = DlibResNetEmbedder(resolve_model("dlib_resnet_v1", s), s)
+        assert runners[runtime].runtime == runtime
+    images = [DEEPFACE / n for n in ("img1.jpg", "img2.jpg", "img3.jpg", "img4.jpg", "img5.jpg")]
+    faces = analyzer.analyze([load_image(p, analyzer.settings) for p in images])
+    assert len(faces) >= 5
+    a, a_norms = runners["onnxruntime"].embed(faces.crops)
+    b, b_norms = runners["dlib"].embed(faces.crops)
+    assert np.abs(a - b).max() < 1e-5
+    np.testing.assert_allclose(a_norms, b_norms, rtol=1e-5)
+    # converted once, cached under the source's checksum
+    cached = list((tmp_path / "onnxruntime" / "models").glob("dlib_resnet_v1.*.onnx"))
+    assert len(cached) == 1 and cached[0].stat().st_size > 20_000_000
+
+
+def test_conversion_refuses_a_file_that_is_not_the_network() -> None:
+    from identity.embed.dlib_onnx import convert
+    from identity.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a dlib face descriptor network|unexpected dlib layer"):
+        convert(b"\x01\x01\x01\rloss_metric_2 garbage")

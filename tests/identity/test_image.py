@@ -11,14 +11,15 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from shared_data import SHARED_DIR
 
 from identity.errors import BadImage, ImageTooLarge
 from identity.image import decode_image, load_image
 from identity.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
-MODELS = REPO.parent / "shared" / "models"
+DATA = SHARED_DIR / "data"
+MODELS = SHARED_DIR / "models"
 
 
 @pytest.fixture(scope="module")

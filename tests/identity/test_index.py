@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from identity.errors import InvalidInput
-from identity.index import FaceIndex, IndexSnapshotError, IndexSnapshotMissing
+from identity.errors import IndexSnapshotError, IndexSnapshotMissing, InvalidInput
+from identity.index import FaceIndex
 
 DIM = 64
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 pytest.importorskip("mediapipe")
 
@@ -21,7 +22,7 @@ from identity.mesh import add_mesh_signals, annotate_mesh, five_points
 from identity.quality import assess_quality
 from identity.settings import Settings
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DIR / "data"
 TRAIN = DATA / "face_recognition" / "knn_examples" / "train"
 FRONTAL = [
     TRAIN / "obama" / "obama.jpg",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.align import align_faces
 from identity.detect import load_detector
@@ -14,7 +13,7 @@ from identity.faces import Faces
 from identity.quality import assess_quality, enrollment_rejections, pose_from_landmarks
 from identity.settings import Settings
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DIR / "data"
 PHOTO = DATA / "deepface" / "img1.jpg"
 
 

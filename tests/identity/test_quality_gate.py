@@ -11,18 +11,18 @@ it on; ``tests/identity/test_quality.py`` and ``tests/identity/test_mesh.py`` te
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.faces import Faces
 from identity.pipeline import FaceAnalyzer
 from identity.quality import enrollment_rejections
 from identity.settings import Settings
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DIR / "data"
 PHOTOS = [
     DATA / "deepface" / "img1.jpg",
     DATA / "face_recognition" / "tests" / "test_images" / "biden.jpg",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
-from pathlib import Path
 
 import pytest
+from shared_data import SHARED_DIR
 
 from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
-from models.registry import (
+from identity.registry import (
     Manifest,
     find_weights,
     get_manifest,
@@ -19,7 +19,7 @@ from models.registry import (
     resolve,
 )
 
-SHARED_MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
+SHARED_MODELS = SHARED_DIR / "models"
 
 
 def test_every_manifest_is_complete() -> None:
@@ -119,7 +119,7 @@ def test_pull_of_a_non_archive_leaves_nothing(tmp_path) -> None:
 def test_models_without_a_direct_download_say_where_to_get_them(tmp_path) -> None:
     m = get_manifest("adaface_ir101_webface12m")
     assert m.download_url is None
-    with pytest.raises(DownloadFailed, match="no direct download.*IDENTITY_MODELS_DIR"):
+    with pytest.raises(DownloadFailed, match="no direct link.*IDENTITY_MODELS_DIR"):
         pull_manifest(m, tmp_path / "cache", allow_unpinned=True)
     with pytest.raises(ModelNotFound, match="github.com/mk-minchul/AdaFace"):
         resolve(m.name, tmp_path, tmp_path)
@@ -156,12 +156,12 @@ def test_unpinned_download_is_refused_unless_trusted_then_pinned(tmp_path) -> No
     path = pull_manifest(m, cache, allow_unpinned=True)
     assert (cache / "w.pth.sha256").read_text().strip() == hashlib.sha256(payload).hexdigest()
     resolved = find_weights(m, None, cache)
-    from models.registry import verify
+    from identity.registry import verify
 
     assert verify(resolved)
     path.write_bytes(b"swapped after the pin")  # a later tampering is caught
     resolved2 = find_weights(m, tmp_path / "nowhere", cache)
-    from models import registry
+    from identity import registry
 
     registry._verified.clear()
     assert not verify(resolved2)

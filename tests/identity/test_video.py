@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import SHARED_DIR
 from typer.testing import CliRunner
 
 pytest.importorskip("mediapipe")
@@ -21,10 +22,9 @@ pytest.importorskip("mediapipe")
 from identity.errors import InvalidInput
 from identity.settings import Settings
 from identity.video import GalleryIdentifier, IoUTracker, open_source
-from identity.video.cli import WatchOptions, run_watch
-from identity.video.watch import VideoWatcher
+from identity.video.watch import VideoWatcher, WatchOptions, run_watch
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "face_recognition"
+DATA = SHARED_DIR / "data" / "face_recognition"
 GALLERY = DATA / "knn_examples" / "train"
 W, H = 640, 480
 
@@ -58,7 +58,7 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_cli(*args: str) -> tuple[int, list[dict], str]:
     """`identity watch ARGS` through the main CLI, whose wrapper maps errors to one line."""
-    from identity.cli import app
+    from services.cli import app
 
     result = CliRunner().invoke(app, ["watch", *args])
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared_data import SHARED_DIR
+
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+SHARED = SHARED_DIR
 DATA = SHARED / "data"
 TRAIN = DATA / "face_recognition" / "knn_examples" / "train"
 PROBES = DATA / "face_recognition" / "knn_examples" / "test"

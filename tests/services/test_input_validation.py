@@ -99,13 +99,22 @@ def test_decision_params(client: TestClient, admin: dict, collection: str, ident
         assert_problem(r, 422, "invalid_input")
 
 
-@pytest.mark.parametrize("iid", ["not-a-uuid", "0" * 40, "%00"])
-def test_identity_id_not_a_uuid(client: TestClient, admin: dict, collection: str, iid: str) -> None:
+@pytest.mark.parametrize(
+    ("iid", "status", "code"),
+    # an identity is named by its UUID or its external_id: a name no identity has is unknown
+    # (404); one no identity can have (NUL, over 256 characters) is invalid (422)
+    [("not-a-uuid", 404, "not_found"), ("0" * 40, 404, "not_found"), ("%00", 422, "invalid_input"),
+     ("x" * 300, 422, "invalid_input")],
+)
+def test_identity_ref_unknown_or_invalid(
+    client: TestClient, admin: dict, collection: str, iid: str, status: int, code: str
+) -> None:
     url = f"/v1/collections/{collection}"
-    assert_problem(client.get(f"{url}/identities/{iid}", headers=admin), 422, "invalid_input")
-    assert_problem(client.delete(f"{url}/identities/{iid}", headers=admin), 422, "invalid_input")
-    r = client.post(f"{url}/verify", files={"file": PROBE}, data={"identity_id": iid}, headers=admin)
-    assert_problem(r, 422, "invalid_input")
+    assert_problem(client.get(f"{url}/identities/{iid}", headers=admin), status, code)
+    assert_problem(client.delete(f"{url}/identities/{iid}", headers=admin), status, code)
+    form_iid = iid.replace("%00", "\x00")
+    r = client.post(f"{url}/verify", files={"file": PROBE}, data={"identity_id": form_iid}, headers=admin)
+    assert_problem(r, status, code)
 
 
 def test_gallery_inputs(client: TestClient, admin: dict, collection: str) -> None:

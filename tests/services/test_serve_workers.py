@@ -76,5 +76,9 @@ def test_serve_on_embedded_postgres(settings, workers: int) -> None:
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in spawned)
         assert not (data / "pg" / "postmaster.pid").exists(), "the cluster was stopped"
         assert "Traceback" not in text, text[-3000:]
+        # start-up says what a person needs, not initdb's transcript or pg_ctl command lines
+        assert "embedded Postgres running in" in text
+        for noise in ("selecting default", "Running commandline", "setup plugin"):
+            assert noise not in text, noise
     finally:
         shutil.rmtree(data, ignore_errors=True)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from svc_helpers import TRAIN
 
-from identity.errors import NotFound
+from services.errors import NotFound
 from services.schema import FaceTemplate
 from services.store import IdentityStore, NewTemplate
 

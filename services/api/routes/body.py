@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from services.api.models import parse_bbox
+from services.api.schemas import IdentityRef, parse_bbox
 from services.auth import Principal
 from services.body_store import BodyStore
 from services.deps import collection_access, lazy_state
@@ -81,7 +80,7 @@ class BodyIdentifyResult(BaseModel):
 )
 def enroll_bodies(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     bodies: BodyStoreDep,
     p: Annotated[Principal, Depends(collection_access("enroll"))],
     files: Annotated[list[UploadFile], File(description="one or more images")],

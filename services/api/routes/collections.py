@@ -4,7 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from services.api.models import CollectionCreate, CollectionDeleted, CollectionList, CollectionOut
+from services.api.schemas import (
+    CollectionCreate,
+    CollectionDeleted,
+    CollectionList,
+    CollectionOut,
+    CollectionUpdate,
+)
 from services.auth import Principal
 from services.deps import StoreDep, access, collection_access
 
@@ -15,7 +21,9 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 def create_collection(
     body: CollectionCreate, store: StoreDep, p: Annotated[Principal, Depends(access("admin"))]
 ) -> dict:
-    return store.create_collection(body.name, body.description, actor=p.key_id)
+    return store.create_collection(
+        body.name, body.description, actor=p.key_id, liveness_policy=body.liveness_policy
+    )
 
 
 @router.get("", response_model=CollectionList)
@@ -29,6 +37,17 @@ def get_collection(
     cid: str, store: StoreDep, p: Annotated[Principal, Depends(collection_access("any"))]
 ) -> dict:
     return store.get_collection(cid)
+
+
+@router.patch("/{cid}", response_model=CollectionOut)
+def update_collection(
+    cid: str,
+    body: CollectionUpdate,
+    store: StoreDep,
+    p: Annotated[Principal, Depends(collection_access("admin"))],
+) -> dict:
+    """Change the description and/or the liveness policy (fields left out are kept)."""
+    return store.update_collection(cid, body.description, body.liveness_policy, actor=p.key_id)
 
 
 @router.get("/{cid}/index")

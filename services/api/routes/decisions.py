@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from services.api.models import IdentifyResult, VerifyResult
+from services.api.schemas import IdentifyResult, Text, VerifyResult
 from services.auth import Principal
 from services.deps import StoreDep, collection_access
 
@@ -18,16 +17,27 @@ def verify(
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("verify"))],
     file: Annotated[UploadFile, File(description="probe image")],
-    identity_id: Annotated[uuid.UUID | None, Form(description="claimed identity")] = None,
+    identity_id: Annotated[
+        Text | None,
+        Form(min_length=1, max_length=256, description="claimed identity: its id or external_id"),
+    ] = None,
     file2: Annotated[UploadFile | None, File(description="second image (instead of identity_id)")] = None,
     far: Annotated[float | None, Form(gt=0, lt=1, description="false-accept rate to decide at")] = None,
     threshold: Annotated[float | None, Form(ge=-1, le=1, description="explicit similarity threshold")] = None,
+    single_face: Annotated[
+        bool, Form(description="refuse (422 multiple_faces) a probe with more than one face")
+    ] = False,
+    liveness: Annotated[
+        bool, Form(description="check liveness even when the collection's policy is off")
+    ] = False,
 ) -> dict:
-    """1:1 — the probe's largest face against every template of the identity (max similarity)."""
+    """1:1 — every face of the probe against every template of the claimed identity; the best
+    face answers and is named (``probe_face``, ``probe_face_index``). With a second image, the
+    two largest faces are compared."""
     other = file2.file.read() if file2 is not None else None
     return store.verify(
         cid, file.file.read(), identity_id=identity_id, other=other, far=far, threshold=threshold,
-        actor=p.key_id,
+        actor=p.key_id, single_face=single_face, liveness=liveness,
     )
 
 
@@ -41,9 +51,12 @@ def identify(
     far: Annotated[float | None, Form(gt=0, lt=1)] = None,
     threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
     all_faces: Annotated[bool, Form(description="every face instead of the largest")] = False,
+    liveness: Annotated[
+        bool, Form(description="check liveness even when the collection's policy is off")
+    ] = False,
 ) -> dict:
     """1:N — candidates best first for the largest face (or every face)."""
     return store.identify(
         cid, file.file.read(), top_k=top_k, far=far, threshold=threshold, all_faces=all_faces,
-        actor=p.key_id,
+        actor=p.key_id, liveness=liveness,
     )

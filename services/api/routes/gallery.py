@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from identity.errors import InvalidInput
-from services.api.models import BIGINT_MAX, MAX_OFFSET, Text
+from services.api.schemas import BIGINT_MAX, MAX_OFFSET, Text
 from services.auth import Principal
 from services.deps import StoreDep, collection_access, get_gallery, get_job_runner
 from services.gallery import (
@@ -53,7 +52,9 @@ class JobCreate(BaseModel):
 class ClusterName(BaseModel):
     external_id: Text | None = Field(default=None, min_length=1, max_length=256)
     display_name: Text = Field(default="", max_length=256)
-    identity_id: uuid.UUID | None = None
+    identity_id: Text | None = Field(
+        default=None, min_length=1, max_length=256, description="an existing identity: id or external_id"
+    )
 
 
 class ClusterMerge(BaseModel):

@@ -1,17 +1,17 @@
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
-from services.api.models import (
+from services.api.schemas import (
     MAX_OFFSET,
     EnrollResult,
     Erased,
     IdentityCreate,
     IdentityOut,
     IdentityPage,
+    IdentityRef,
     Text,
     parse_bbox,
 )
@@ -47,7 +47,7 @@ def list_identities(
 @router.get("/{iid}", response_model=IdentityOut)
 def get_identity(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("read"))],
 ) -> dict:
@@ -57,7 +57,7 @@ def get_identity(
 @router.delete("/{iid}", response_model=Erased)
 def erase_identity(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("admin"))],
 ) -> dict:
@@ -68,7 +68,7 @@ def erase_identity(
 @router.post("/{iid}/faces", status_code=201, response_model=EnrollResult)
 def enroll_faces(
     cid: str,
-    iid: uuid.UUID,
+    iid: IdentityRef,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("enroll"))],
     files: Annotated[list[UploadFile], File(description="one or more images")],
@@ -76,10 +76,15 @@ def enroll_faces(
         int | None, Form(ge=0, description="which face when several (0 = largest)")
     ] = None,
     bbox: Annotated[str | None, Form(description="x1,y1,x2,y2 of the face to enroll")] = None,
+    liveness: Annotated[
+        bool, Form(description="check liveness even when the collection's policy is off")
+    ] = False,
 ) -> dict:
     """Enroll each image or reject it with reasons; 422 when none was accepted."""
     images = [(f.filename or f"file{i}", f.file.read()) for i, f in enumerate(files)]
-    result = store.enroll_images(cid, iid, images, face_index, parse_bbox(bbox), actor=p.key_id)
+    result = store.enroll_images(
+        cid, iid, images, face_index, parse_bbox(bbox), actor=p.key_id, liveness=liveness
+    )
     if not result["accepted"]:
         raise EnrollmentRejected("no image was enrolled", rejected=result["rejected"])
     return result

@@ -1,6 +1,6 @@
 """``identity index PATH --collection C``: index a gallery into the store, with a progress bar.
 
-Registered on the main CLI by ``register(app)``. The service layer (Postgres, FAISS) is imported
+Registered on the ``identity`` command by ``services.cli``. The service layer (Postgres, FAISS) is imported
 inside the command, so ``identity analyze`` never pays for it.
 """
 
@@ -113,9 +113,9 @@ def run_cli_index(
     """Open the store, run the job with a tqdm bar, return the report dict (+ ``text``)."""
     from tqdm import tqdm
 
-    from identity.errors import NotFound
     from services.db import open_database, upgrade
     from services.embedded_pg import exit_on_sigterm
+    from services.errors import NotFound
     from services.gallery import GalleryStore, IndexOptions, run_index
     from services.store import IdentityStore
 
@@ -167,11 +167,3 @@ def _fail(message: str) -> None:
 def register(app: typer.Typer) -> None:
     """Add ``identity index`` to the main CLI."""
     app.command("index")(index)
-
-
-if __name__ == "__main__":  # python -m identity.gallery.cli PATH -c C (same as identity index)
-    from identity.cli import cli_errors
-
-    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    _app.command()(cli_errors(index))
-    _app()

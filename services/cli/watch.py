@@ -1,29 +1,19 @@
-"""``identity watch SOURCE``: the command function; identity/cli.py registers it with
-``app.command("watch")(watch)``."""
+"""``identity watch SOURCE``: the command; ``services.cli`` registers it.
+
+With ``--gallery DIR`` it needs only the library; with ``--collection C`` it reads the identity
+store (Postgres + the search index), which is why the command lives on the service side."""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from identity.settings import Settings
-from identity.video.identify import Identifier
-from identity.video.watch import Event
-
-
-@dataclass(frozen=True)
-class WatchOptions:
-    detector: str = "blazeface_short"
-    identify_after: int = 5
-    best_k: int = 3
-    max_missed: int = 10
-    max_frames: int | None = None
-    min_score: float = 0.7
+from identity.video.watch import Event, WatchOptions, run_watch
 
 
 def watch(
@@ -70,7 +60,7 @@ def watch(
     """Detect, track and identify faces in a video; print JSON lines events, fps at the end.
 
     Errors are mapped to one ``error:`` line by ``identity.cli.cli_errors``, which wraps this
-    command when identity/cli.py registers it.
+    command when ``services.cli`` registers it.
     """
 
     def emit(event: Event) -> None:
@@ -99,35 +89,6 @@ def watch(
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
-
-
-def run_watch(
-    source: str,
-    identifier: Identifier,
-    settings: Settings,
-    options: WatchOptions,
-    emit: Any,
-) -> None:
-    from identity.detect import load_detector
-    from identity.embed import load_embedder
-    from identity.video.tracker import IoUTracker
-    from identity.video.watch import VideoWatcher, open_source
-
-    cap = open_source(source)
-    try:
-        watcher = VideoWatcher(
-            load_detector(options.detector, settings),
-            load_embedder(identifier.embedder_name, settings),
-            identifier,
-            tracker=IoUTracker(max_missed=options.max_missed),
-            identify_after=options.identify_after,
-            best_k=options.best_k,
-            min_face_px=settings.min_face_px,
-            min_det_score=options.min_score,
-        )
-        watcher.run(cap, emit, options.max_frames)
-    finally:
-        cap.release()
 
 
 def run_with_collection(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -52,6 +52,12 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 
+IdentityRefField = Field(
+    min_length=1, max_length=256, description="the identity's id (UUID) or its external_id"
+)
+IdentityRef = Annotated[Text, IdentityRefField]
+"""How a request names an identity: our UUID or the caller's own ``external_id``."""
+
 
 def parse_bbox(bbox: str | None) -> list[float] | None:
     """The ``x1,y1,x2,y2`` form field (source pixels) -> a checked box (``check_bbox_xyxy``)."""
@@ -64,15 +70,30 @@ def parse_bbox(bbox: str | None) -> list[float] | None:
     return check_bbox_xyxy(values)
 
 
+LivenessPolicyField = Literal["off", "report", "require"]
+_POLICY_HELP = (
+    "presentation-attack check on verify/identify/enroll: off (only when a request asks), "
+    "report (score returned), require (spoofs refused with presentation_attack)"
+)
+
+
 class CollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", examples=["staff"])
     description: Text = Field(default="", max_length=2000)
+    liveness_policy: LivenessPolicyField = Field(default="off", description=_POLICY_HELP)
+
+
+class CollectionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: Text | None = Field(default=None, max_length=2000)
+    liveness_policy: LivenessPolicyField | None = Field(default=None, description=_POLICY_HELP)
 
 
 class CollectionOut(BaseModel):
     name: str
     description: str
+    liveness_policy: str = "off"
     created_at: str
     identities: int
     templates: int
@@ -114,9 +135,23 @@ class FaceOut(BaseModel):
     quality_reasons: list[str]
 
 
+class Liveness(BaseModel):
+    policy: str
+    score: float | None = Field(description="probability of a live face; null when not judged")
+    live: bool | None
+    reason: str | None = Field(description="why not judged: face_too_small, face_cut_by_border")
+    threshold: float
+    operating_point: str = Field(description="the BPCER the threshold was calibrated for")
+    meaning: str
+    models: list[str]
+    evidence: dict[str, Any] = Field(description="calibration set, subjects, counts, error rates")
+    source: str
+
+
 class Accepted(FaceOut):
     filename: str
     template_id: int
+    liveness: Liveness | None = None
 
 
 class Rejected(BaseModel):
@@ -151,11 +186,14 @@ class VerifyResult(BaseModel):
     calibration: CalibrationOut | None = None
     match: bool
     model: str
-    probe_face: FaceOut
+    probe_face: FaceOut = Field(description="the probe face that was compared (the best one)")
+    probe_face_index: int = Field(description="its rank by size among the probe's faces (0 = largest)")
+    faces_in_probe: int = Field(description="faces found in the probe image")
     identity_id: str | None = None
     templates_compared: int | None = None
     best_template_id: int | None = None
     other_face: FaceOut | None = None
+    liveness: Liveness | None = None
 
 
 class Candidate(BaseModel):
@@ -169,6 +207,7 @@ class Candidate(BaseModel):
 
 class IdentifiedFace(FaceOut):
     candidates: list[Candidate]
+    liveness: Liveness | None = None
 
 
 class IdentifyResult(BaseModel):

