@@ -222,7 +222,7 @@ def celeba_table(combos: list[str], peer: bool, cache: Path) -> None:
         # each pipeline on every person it has embedded so far (resumable cache), then all of
         # them side by side on the people they share
         rows = [[*celeba_row(r[0], r[1], r[2], r[3], r[4], m), people(m)]
-                for r, m in zip(runs, masks) if not r[2]]
+                for r, m in zip(runs, masks, strict=True) if not r[2]]
         print_table([*headers, "people"], rows, title=f"Verification on celeba500 {title}")
     rows = [celeba_row(name, data, dist, default, ms, common)
             for name, data, dist, default, ms in runs]
@@ -237,7 +237,7 @@ def deepface_table(combos: list[str], models_dir: Path, peer: bool) -> None:
         try:
             rows.append(evaluate(f"ours {detector} + {embedder}", ours(detector, embedder, models_dir),
                                  False, default_threshold(embedder, models_dir)))
-        except Exception as exc:  # noqa: BLE001 - a missing optional model must not hide the other rows
+        except Exception as exc:
             print(f"skipped {combo}: {exc}", file=sys.stderr)
     if peer:
         rows.append(evaluate("face_recognition 1.3 (HOG + dlib ResNet)", face_recognition_peer(), True, -0.6))

@@ -13,9 +13,9 @@ from identity.align import align_faces
 from identity.detect import RUNNERS as DETECTOR_RUNNERS
 from identity.embed import load_embedder
 from identity.preprocess import to_tensor
+from identity.registry import get_manifest, resolve
 from identity.runtime import build_runner
 from identity.settings import Settings
-from identity.registry import get_manifest, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT.parent / "shared" / "models"

@@ -13,7 +13,6 @@ from identity.embed import load_embedder
 from identity.errors import InvalidInput
 from identity.image import load_image
 from identity.pipeline import FaceAnalyzer
-from identity.registry import get_manifest
 from identity.settings import Settings
 
 from shared_data import SHARED_DIR

@@ -5,13 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.align import align_faces
 from identity.detect import load_detector
 from identity.faces import Faces
 from identity.quality import assess_quality, enrollment_rejections, pose_from_landmarks
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 DATA = SHARED_DIR / "data"
 PHOTO = DATA / "deepface" / "img1.jpg"
