@@ -301,7 +301,19 @@ class IdentityStore:
         """(threshold, far) of the policy or a stricter one asked for (``decision_threshold``)."""
         from identity.calibration import decision_threshold
 
-        return decision_threshold(self.model_name, self.settings, far, threshold)
+        return decision_threshold(self.model_name, self.settings, far, threshold, self.detector_name)
+
+    @property
+    def detector_name(self) -> str:
+        return self.analyzer.detector_name
+
+    def calibration_evidence(self, far: float | None) -> dict[str, Any] | None:
+        """Which calibration a decision at ``far`` used (None for a caller's own threshold)."""
+        if far is None:
+            return None
+        from identity.calibration import pipeline_calibration
+
+        return pipeline_calibration(self.model_name, self.settings, self.detector_name).evidence(far)
 
     # helpers --------------------------------------------------------------------------------
     @staticmethod
@@ -970,6 +982,7 @@ class IdentityStore:
             "similarity": round(similarity, 6),
             "threshold": round(thr, 6),
             "far": far_used,
+            "calibration": self.calibration_evidence(far_used),
             "match": bool(match),
             "model": self.model_name,
             "probe_face": face_summary(probe_faces, int(face)),
@@ -1077,6 +1090,7 @@ class IdentityStore:
             "faces": results,
             "threshold": round(thr, 6),
             "far": far_used,
+            "calibration": self.calibration_evidence(far_used),
             "model": self.model_name,
         }
 

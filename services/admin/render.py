@@ -124,15 +124,19 @@ def system_models(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def thresholds_table(model: str, settings: Settings) -> dict[str, Any]:
-    from identity.calibration import known_thresholds
+def thresholds_table(model: str, settings: Settings, detector: str | None = None) -> dict[str, Any]:
+    """The decision thresholds of a pipeline with their evidence (set, pairs, FAR upper bound)."""
+    from identity.calibration import pipeline_calibration
 
     try:
-        table, source = known_thresholds(model, settings)
+        cal = pipeline_calibration(model, settings, detector)
     except CodedError as exc:
         return {"model": model, "rows": [], "source": "none", "error": exc.message}
-    rows = [{"far": far, "threshold": thr} for far, thr in sorted(table.items(), reverse=True)]
-    return {"model": model, "rows": rows, "source": source}
+    rows = [{"far": far, "threshold": thr, "far_upper_95": cal.evidence(far)["far_upper_95"]}
+            for far, thr in sorted(cal.thresholds.items(), reverse=True)]
+    return {"model": model, "rows": rows, "source": cal.source, "set": cal.set,
+            "pipeline": cal.pipeline, "impostor_pairs": cal.n_impostor,
+            "genuine_pairs": cal.n_genuine, "identities": cal.n_identities}
 
 
 def _quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float | None:

@@ -745,7 +745,7 @@ def system_page(request: Request, admin: AdminDep) -> HTMLResponse:
         models=system_models(settings),
         indexes=indexes,
         index_factory=settings.index_factory,
-        thresholds=thresholds_table(store.model_name, settings),
+        thresholds=thresholds_table(store.model_name, settings, store.detector_name),
         default_far=settings.default_far,
         metrics=human_metrics(registry) if registry is not None else None,
     )

@@ -167,10 +167,23 @@ class EnrollResult(BaseModel):
     rejected: list[Rejected]
 
 
+class CalibrationOut(BaseModel):
+    """The evidence behind a decision's FAR (None when the caller gave its own threshold)."""
+
+    set: str = Field(description="labelled set the threshold was calibrated on, e.g. celeba500")
+    impostor_pairs: int | None = Field(description="impostor pairs behind the threshold")
+    far_upper_95: float | None = Field(
+        description="upper limit of the 95% Clopper-Pearson interval of the FAR"
+    )
+    pipeline: str = Field(description="detector+embedder the calibration was measured with")
+    source: str = Field(description="calibrated (this install), shipped or manifest")
+
+
 class VerifyResult(BaseModel):
     similarity: float = Field(description="cosine similarity, higher = more alike")
     threshold: float
     far: float | None = Field(description="false-accept rate the threshold was calibrated for")
+    calibration: CalibrationOut | None = None
     match: bool
     model: str
     probe_face: FaceOut = Field(description="the probe face that was compared (the best one)")
@@ -201,6 +214,7 @@ class IdentifyResult(BaseModel):
     faces: list[IdentifiedFace]
     threshold: float
     far: float | None
+    calibration: CalibrationOut | None = None
     model: str
 
 

@@ -236,6 +236,10 @@ def test_enroll_search_verify_erase_audit(
     row = page.locator("#indexes tbody tr", has_text=name)
     expect(row).to_contain_text("Flat")  # the index's real type, not just the setting
     expect(page.locator("#thresholds tbody tr").first).to_be_visible()
+    # which calibration the decisions use, with its evidence
+    expect(page.locator("#calibration-evidence")).to_contain_text("celeba500")
+    expect(page.locator("#calibration-evidence")).to_contain_text("impostor pairs")
+    expect(page.locator("#thresholds thead")).to_contain_text("FAR 95% upper bound")
     expect(page.locator("#requests")).to_contain_text("/admin/collections/{cid}/search")
     shoot(page, "system")
 
