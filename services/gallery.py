@@ -127,6 +127,7 @@ class GalleryFace(Base):
             "collection_id", "model_name", "source_sha256", "bbox", name="uq_gallery_faces_source"
         ),
         Index("ix_gallery_faces_cluster", "cluster_id"),
+        Index("ix_gallery_faces_template", "template_id"),
         Index("ix_gallery_faces_collection_model", "collection_id", "model_name"),
     )
 
