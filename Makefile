@@ -14,11 +14,11 @@ $(BIN)/python:
 # scripts/one-opencv.sh after every install: the packages below pull two more OpenCV wheels
 # that overwrite our cv2 (see the script).
 install: $(BIN)/python
-	$(BIN)/pip install -q -e '.[mesh]'
+	$(BIN)/pip install -q -e '.[mesh,body]'
 	sh scripts/one-opencv.sh $(BIN)/python
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,mesh,torch,ray]'
+	$(BIN)/pip install -q -e '.[dev,mesh,torch,ray,body,milvus]'
 	# face_recognition is the accuracy/speed peer; its own dependency is dlib from source, which
 	# dlib-bin already provides, hence --no-deps.
 	$(BIN)/pip install -q --no-deps face_recognition==1.3.0
