@@ -55,7 +55,10 @@ def split() -> tuple[dict[str, list[Path]], list[tuple[str, Path]]]:
     for path, person in sorted(deepface_labels().items(), key=lambda kv: (kv[1], kv[0].name)):
         by_person.setdefault(person, []).append(path)
     probes = [(p, paths[0]) for p, paths in by_person.items() if len(paths) >= 2][:N_PROBES]
-    gallery = {p: [x for x in paths if (p, x) not in probes][:GALLERY_PER_PERSON] for p, paths in by_person.items()}
+    gallery = {
+        p: [x for x in paths if (p, x) not in probes][:GALLERY_PER_PERSON]
+        for p, paths in by_person.items()
+    }
     for path in sorted((FACE_RECOGNITION / "knn_examples" / "train").glob("*/*.jp*g")):
         gallery.setdefault(path.parent.name, []).append(path)
     return gallery, probes
@@ -82,27 +85,38 @@ def started_service() -> Iterator[tuple[str, str]]:
     """``identity serve`` on loopback with its own embedded Postgres; yields (url, admin key)."""
     # Not under a 0700 temp parent: the embedded Postgres may run as another user (tests/conftest).
     data = Path(tempfile.mkdtemp(prefix="identity-bench-api-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "IDENTITY_DATABASE_URL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "IDENTITY_DATABASE_URL")
+    }
     env.update(IDENTITY_DATA_DIR=str(data), IDENTITY_MODELS_DIR=str(MODELS), PYTHONPATH=str(REPO))
     cli = [sys.executable, "-m", "services.cli"]
     proc = None
     try:
         key = subprocess.run(
-            [*cli, "keys", "create", "--scope", "admin", "--name", "bench"], cwd=REPO, env=env,
-            check=True, capture_output=True, text=True,
+            [*cli, "keys", "create", "--scope", "admin", "--name", "bench"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.split()[0]
         port = _free_port()
         log = open(data / "serve.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
             [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("error: identity serve did not become ready:\n"
-                                 + (data / "serve.log").read_text()[-2000:])
+                raise SystemExit(
+                    "error: identity serve did not become ready:\n"
+                    + (data / "serve.log").read_text()[-2000:]
+                )
             try:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
@@ -125,16 +139,22 @@ def enroll_service(c: httpx.Client, name: str, gallery: dict[str, list[Path]]) -
     c.post("/v1/collections", json={"name": name}).raise_for_status()
     ids: dict[str, str] = {}
     for person, paths in gallery.items():
-        iid = c.post(f"/v1/collections/{name}/identities", json={"external_id": person}).json()["id"]
-        r = c.post(f"/v1/collections/{name}/identities/{iid}/faces",
-                   files=[("files", (p.name, p.read_bytes())) for p in paths])
+        iid = c.post(f"/v1/collections/{name}/identities", json={"external_id": person}).json()[
+            "id"
+        ]
+        r = c.post(
+            f"/v1/collections/{name}/identities/{iid}/faces",
+            files=[("files", (p.name, p.read_bytes())) for p in paths],
+        )
         if r.status_code == 201:
             ids[person] = iid
     return ids
 
 
 # load -----------------------------------------------------------------------------------------
-def run_cell(call: Callable[[int], tuple[bool, float | None]], n: int, conc: int) -> dict[str, float]:
+def run_cell(
+    call: Callable[[int], tuple[bool, float | None]], n: int, conc: int
+) -> dict[str, float]:
     """``n`` calls on ``conc`` threads; latency percentiles, throughput, errors, server p50."""
     lat: list[float] = []
     server: list[float] = []
@@ -169,8 +189,10 @@ def run_cell(call: Callable[[int], tuple[bool, float | None]], n: int, conc: int
         t.join()
     wall = time.perf_counter() - t0
     return {
-        "p50": 1000 * float(np.percentile(lat, 50)), "p99": 1000 * float(np.percentile(lat, 99)),
-        "rps": len(lat) / wall, "errors": errors[0],
+        "p50": 1000 * float(np.percentile(lat, 50)),
+        "p99": 1000 * float(np.percentile(lat, 99)),
+        "rps": len(lat) / wall,
+        "errors": errors[0],
         "server": 1000 * float(np.percentile(server, 50)) if server else float("nan"),
     }
 
@@ -183,7 +205,9 @@ def server_total(r: httpx.Response) -> float | None:
     return None
 
 
-def service_calls(url: str, key: str, name: str, ids: dict[str, str], probes: list[tuple[str, bytes]]):
+def service_calls(
+    url: str, key: str, name: str, ids: dict[str, str], probes: list[tuple[str, bytes]]
+):
     local = threading.local()
 
     def client() -> httpx.Client:
@@ -193,13 +217,19 @@ def service_calls(url: str, key: str, name: str, ids: dict[str, str], probes: li
 
     def verify(i: int) -> tuple[bool, float | None]:
         person, data = probes[i % len(probes)]
-        r = client().post(f"/v1/collections/{name}/verify", files={"file": ("p.jpg", data)},
-                          data={"identity_id": ids[person]})
+        r = client().post(
+            f"/v1/collections/{name}/verify",
+            files={"file": ("p.jpg", data)},
+            data={"identity_id": ids[person]},
+        )
         return r.status_code == 200, server_total(r)
 
     def identify(i: int) -> tuple[bool, float | None]:
-        r = client().post(f"/v1/collections/{name}/identify",
-                          files={"file": ("p.jpg", probes[i % len(probes)][1])}, data={"top_k": "5"})
+        r = client().post(
+            f"/v1/collections/{name}/identify",
+            files={"file": ("p.jpg", probes[i % len(probes)][1])},
+            data={"top_k": "5"},
+        )
         return r.status_code == 200, server_total(r)
 
     return {"verify": verify, "identify": identify}
@@ -223,7 +253,9 @@ def library_peer(gallery: dict[str, list[Path]]):
     return lambda probes: _library_calls(fa, templates, owner, probes)
 
 
-def _library_calls(fa: Any, templates: np.ndarray, owner: np.ndarray, probes: list[tuple[str, bytes]]):
+def _library_calls(
+    fa: Any, templates: np.ndarray, owner: np.ndarray, probes: list[tuple[str, bytes]]
+):
     def probe(i: int) -> tuple[str, np.ndarray | None]:
         person, data = probes[i % len(probes)]
         faces = fa.analyze_bytes(data).faces
@@ -247,7 +279,9 @@ def _library_calls(fa: Any, templates: np.ndarray, owner: np.ndarray, probes: li
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--url", help="an already running service (default: start one)")
     ap.add_argument("--key", help="admin key for --url")
     ap.add_argument("--collection", default="bench-api")
@@ -289,18 +323,24 @@ def main() -> None:
                 results[size, op, conc, "library"] = run_cell(call, args.requests, conc)
 
     print(f"# {command_line()}")
-    print(f"# {platform.machine()}, {os.cpu_count()} cores, gallery {len(ids)} identities, "
-          f"{len(sizes['full'])} probes, {args.requests} requests per cell")
-    print("| probes | operation | c | service p50 ms | p99 ms | req/s | errors | server p50 ms "
-          "| library p50 ms | p99 ms | req/s | errors |")
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} cores, gallery {len(ids)} identities, "
+        f"{len(sizes['full'])} probes, {args.requests} requests per cell"
+    )
+    print(
+        "| probes | operation | c | service p50 ms | p99 ms | req/s | errors | server p50 ms "
+        "| library p50 ms | p99 ms | req/s | errors |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         for op in ("verify", "identify"):
             for conc in levels:
                 s, lib = results[size, op, conc, "service"], results[size, op, conc, "library"]
-                print(f"| {size} | {op} | {conc} | {s['p50']:.0f} | {s['p99']:.0f} | {s['rps']:.2f} "
-                      f"| {s['errors']} | {s['server']:.0f} | {lib['p50']:.0f} | {lib['p99']:.0f} "
-                      f"| {lib['rps']:.2f} | {lib['errors']} |")
+                print(
+                    f"| {size} | {op} | {conc} | {s['p50']:.0f} | {s['p99']:.0f} | {s['rps']:.2f} "
+                    f"| {s['errors']} | {s['server']:.0f} | {lib['p50']:.0f} | {lib['p99']:.0f} "
+                    f"| {lib['rps']:.2f} | {lib['errors']} |"
+                )
 
 
 if __name__ == "__main__":

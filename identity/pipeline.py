@@ -92,10 +92,11 @@ class FaceAnalyzer:
             faces = add_mesh_signals(images_bgr, faces, self.settings)
         embedder = self.embedder
         with timed(timings, "align"):
-            faces = faces.with_(crops=align_faces(images_bgr, faces, embedder.template))
+            crops = align_faces(images_bgr, faces, embedder.template)
+        faces = faces.with_(crops=crops)
         if embed:
             with timed(timings, "embed"):
-                embeddings, norms = embedder.embed(faces.crops)
+                embeddings, norms = embedder.embed(crops)
             faces = faces.with_(embeddings=embeddings, embedding_norms=norms)
         with timed(timings, "quality"):
             faces = assess_quality(faces, self.settings, embedder_name=self.embedder_name)

@@ -36,15 +36,25 @@ def stage_counts(client: TestClient) -> dict[str, float]:
     }
 
 
-def test_server_timing_and_stage_histograms(client: TestClient, admin: dict, collection: str) -> None:
+def test_server_timing_and_stage_histograms(
+    client: TestClient, admin: dict, collection: str
+) -> None:
     cid = collection
     before = stage_counts(client)
-    iid = client.post(f"/v1/collections/{cid}/identities", json={"external_id": "obama"}, headers=admin).json()["id"]
-    assert "server-timing" not in client.get(f"/v1/collections/{cid}/identities", headers=admin).headers
+    iid = client.post(
+        f"/v1/collections/{cid}/identities", json={"external_id": "obama"}, headers=admin
+    ).json()["id"]
+    assert (
+        "server-timing"
+        not in client.get(f"/v1/collections/{cid}/identities", headers=admin).headers
+    )
 
     photos = [TRAIN / "obama/obama.jpg", TRAIN / "obama/obama2.jpg"]
-    r = client.post(f"/v1/collections/{cid}/identities/{iid}/faces", headers=admin,
-                    files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos])
+    r = client.post(
+        f"/v1/collections/{cid}/identities/{iid}/faces",
+        headers=admin,
+        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos],
+    )
     assert r.status_code == 201, r.text
     enroll = server_timing(r)
     stages = {"decode", "detect", "mesh", "align", "embed", "quality"}
@@ -52,7 +62,9 @@ def test_server_timing_and_stage_histograms(client: TestClient, admin: dict, col
     assert enroll["total"] >= enroll["embed"] > 0  # two images' stages summed, within the request
 
     probe = {"file": ("p.jpg", (PROBES / "obama1.jpg").read_bytes(), "image/jpeg")}
-    r = client.post(f"/v1/collections/{cid}/verify", files=probe, data={"identity_id": iid}, headers=admin)
+    r = client.post(
+        f"/v1/collections/{cid}/verify", files=probe, data={"identity_id": iid}, headers=admin
+    )
     assert r.status_code == 200 and r.json()["match"] is True, r.text
     assert set(server_timing(r)) == stages | {"total"}
     r = client.post(f"/v1/collections/{cid}/identify", files=probe, headers=admin)
@@ -62,7 +74,9 @@ def test_server_timing_and_stage_histograms(client: TestClient, admin: dict, col
     # a refused probe still reports what it cost
     buf = BytesIO()
     Image.fromarray(np.full((200, 200, 3), 127, np.uint8)).save(buf, format="JPEG")
-    r = client.post(f"/v1/collections/{cid}/identify", files={"file": ("g.jpg", buf.getvalue())}, headers=admin)
+    r = client.post(
+        f"/v1/collections/{cid}/identify", files={"file": ("g.jpg", buf.getvalue())}, headers=admin
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] == "no_face_found", r.text
     assert set(server_timing(r)) == {"decode", "detect", "total"}
 
