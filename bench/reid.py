@@ -1,7 +1,17 @@
-"""Person re-ID on real pedestrians: cross-frame rank-1 and mAP, one line per model.
+"""Person re-ID on real pedestrians: cross-frame (MOT) and cross-camera (cuhk01), per model.
 
     python bench/reid.py [--data DIR] [--models osnet_x0_25,dino_vits16_random,...]
-                         [--dense-query-step 2]
+                         [--dense-query-step 2] [--labels CSV] [--steps-model reid_intel_0287]
+                         [--fusion-partner reid_intel_0288]
+
+``--labels`` is a ``path,person,camera`` CSV of any folder laid out like ``cuhk01`` (default
+``../shared/data/cuhk01/LABELS.csv``; ``--labels none`` skips it). Its people are split in two
+(``identity.body.cross_camera.split_people``: distinct ids sorted, even positions = test, 486 of
+cuhk01's 971); each test image of one camera is a query against every test image of the other
+camera, both directions pooled: rank-1, rank-5, mAP. Every model of ``--crosscam-models`` runs
+on the test half as its documentation feeds it (no flip, no re-ranking). Then the matching steps
+of ``bench/reid_steps.py`` for ``--steps-model``: each tuned on the train half only, reported on
+the test half.
 
 ``--data`` is any folder of MOTChallenge sequences (seqinfo.ini, img1/*.jpg, gt/gt.txt); the
 default is ``../shared/data/mot`` beside the repository (5 MOT17 sequences, 4-8 frames each).
@@ -39,7 +49,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/reid_steps.py
 
+from identity.body.cross_camera import cross_camera_scores, load_labelled, split_people
 from identity.body.evaluation import (
     ReIDSet,
     colour_histograms,
@@ -52,6 +64,8 @@ from identity.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mot"
 DEFAULT_MODELS = REPO.parent / "shared" / "models"
+DEFAULT_LABELS = REPO.parent / "shared" / "data" / "cuhk01" / "LABELS.csv"
+CROSSCAM_MODELS = "osnet_x0_25,reid_intel_0287,reid_intel_0288,dino_vits16_random,colour_hist"
 
 
 def descriptor(model: str, settings: Settings, cache: dict[str, Any]) -> Any:
@@ -69,14 +83,25 @@ def descriptor(model: str, settings: Settings, cache: dict[str, Any]) -> Any:
     return cache[model]
 
 
-def embed_with(model: str, data: ReIDSet, settings: Settings, cache: dict[str, Any]) -> np.ndarray:
+def embed_crops(model: str, crops: np.ndarray, settings: Settings, cache: dict[str, Any]) -> np.ndarray:
+    """Embeddings as each model's documentation feeds it: no flip averaging (a later step)."""
     if model == "colour_hist":
-        return colour_histograms(data.crops)
-    if model == "osnet_x0_25":
-        from identity.body import load_body_embedder
+        return colour_histograms(crops)
+    name = "osnet_x0_25_msmt17" if model == "osnet_x0_25" else model
+    if name.startswith("dino_"):
+        return descriptor(model, settings, cache).embed(crops)[0]
+    if name not in cache:
+        # without flip averaging, and outside the shared pool (which holds the configured runner)
+        from identity.body import EMBEDDER_RUNNERS
+        from identity.runtime import build_runner
 
-        return load_body_embedder("osnet_x0_25_msmt17", settings).embed(data.crops)[0]
-    return descriptor(model, settings, cache).embed(data.crops)[0]
+        plain = settings.model_copy(update={"body_flip_average": False})
+        cache[name] = build_runner(EMBEDDER_RUNNERS, name, plain)
+    return cache[name].embed(crops)[0]
+
+
+def embed_with(model: str, data: ReIDSet, settings: Settings, cache: dict[str, Any]) -> np.ndarray:
+    return embed_crops(model, data.crops, settings, cache)
 
 
 def eligible_queries(data: ReIDSet) -> np.ndarray:
@@ -100,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         help="dense lines use every k-th eligible query (1 = all; about 0.6 s per query for ViT-S on 2 cores)",
     )
     parser.add_argument("--min-visibility", type=float, default=0.5)
+    parser.add_argument("--labels", default=str(DEFAULT_LABELS), help="path,person,camera CSV; none = skip")
+    parser.add_argument("--crosscam-models", default=CROSSCAM_MODELS)
+    parser.add_argument("--steps-model", default="reid_intel_0287")
+    parser.add_argument("--fusion-partner", default="reid_intel_0288", help="none = no fusion step")
     args = parser.parse_args(argv)
     if args.dense_query_step < 1:
         parser.error("--dense-query-step must be >= 1")
@@ -136,7 +165,65 @@ def main(argv: list[str] | None = None) -> int:
             f"{model:<26} rank-1 {scores['rank1']:.3f} mAP {scores['mAP']:.3f}   "
             f"({note}, {time.perf_counter() - t:.1f} s)"
         )
+    if args.labels.lower() != "none":
+        cross_camera(Path(args.labels), args, settings, cache, global_embeddings, data)
     return 0
+
+
+def cross_camera(
+    labels: Path, args: argparse.Namespace, settings: Settings, cache: dict[str, Any],
+    mot: dict[str, np.ndarray], data: ReIDSet,
+) -> None:
+    from reid_steps import Features, run_steps
+
+    t0 = time.perf_counter()
+    people = load_labelled(labels)
+    train, test = split_people(people.person)
+    in_test = np.isin(people.person, test)
+    print(
+        f"\ncross-camera: {labels}: {len(people)} crops of {len(np.unique(people.person))} people, "
+        f"cameras {', '.join(np.unique(people.camera))}; test half {len(test)} people "
+        f"({int(in_test.sum())} crops), train half {len(train)} (loaded in {time.perf_counter() - t0:.1f} s)\n"
+    )
+    print("| model | cuhk01 rank-1 | rank-5 | mAP | MOT cross-frame rank-1 | MOT mAP | s |")
+    print("|---|---|---|---|---|---|---|")
+    steps = [args.steps_model] + ([] if args.fusion_partner.lower() == "none" else [args.fusion_partner])
+    plain: dict[str, np.ndarray] = {}
+    for model in [m.strip() for m in args.crosscam_models.split(",") if m.strip()]:
+        t = time.perf_counter()
+        # models the steps reuse are embedded on both halves once; the rest on the test half
+        rows = np.ones(len(people), bool) if model in steps else in_test
+        emb = embed_crops(model, people.crops[rows], settings, cache)
+        if model in steps:
+            plain[model] = emb
+            emb = emb[in_test]
+        s = cross_camera_scores(emb, people.person[in_test], people.camera[in_test])
+        if model not in mot:
+            mot[model] = embed_with(model, data, settings, cache)
+        m = cross_frame_scores(mot[model], data)
+        print(
+            f"| {model} | {s['rank1']:.3f} | {s['rank5']:.3f} | {s['mAP']:.3f} | {m['rank1']:.3f} "
+            f"| {m['mAP']:.3f} | {time.perf_counter() - t:.0f} |"
+        )
+    for model in steps:
+        if model not in plain:
+            plain[model] = embed_crops(model, people.crops, settings, cache)
+    flipped = {m: embed_crops(m, people.crops[:, :, ::-1], settings, cache) for m in steps}
+    print(
+        f"\nmatching steps on {args.steps_model}, cumulative; settings chosen on the train half "
+        "(fitted maps: fitted on one part of it, chosen on the other), scores of the test half\n"
+    )
+    print("| step | setting (from train) | train rank-1 / mAP | test rank-1 | rank-5 | mAP | kept |")
+    print("|---|---|---|---|---|---|---|")
+
+    def report(step: str, setting: str, tr: dict, te: dict, kept: bool) -> None:
+        print(
+            f"| {step} | {setting} | {tr['rank1']:.3f} / {tr['mAP']:.3f} | {te['rank1']:.3f} "
+            f"| {te['rank5']:.3f} | {te['mAP']:.3f} | {'yes' if kept else 'no'} |"
+        )
+
+    features = Features(plain, flipped, people.person, people.camera)
+    run_steps(features, args.steps_model, steps[1] if len(steps) > 1 else None, report)
 
 
 if __name__ == "__main__":

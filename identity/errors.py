@@ -107,6 +107,15 @@ class NoPersonFound(IdentityError):
     http_status = 422
 
 
+class UnsuitablePersonImage(InvalidInput):
+    """An image no person detector or re-ID network can use: too small, or a strip no person
+    image has the shape of. Refused before any native code sees it (OpenCV's HOG crashed the
+    process on images smaller than its window)."""
+
+    code = "unsuitable_person_image"
+    http_status = 422
+
+
 class IndexSnapshotError(IdentityError):
     """A snapshot file is missing, truncated, corrupt or from an incompatible version.
 
@@ -119,6 +128,14 @@ class IndexSnapshotError(IdentityError):
 
 class IndexSnapshotMissing(IndexSnapshotError):
     code = "index_snapshot_missing"
+
+
+class SealingError(IdentityError):
+    """A KEK or data key is missing or wrong, or a sealed blob fails authentication
+    (``identity.sealing``). A server-side fault (configuration or tampering), never the client's."""
+
+    code = "sealing_error"
+    http_status = 500
 
 
 class PresentationAttack(IdentityError):
@@ -134,4 +151,19 @@ class LivenessUndetermined(IdentityError):
     image border): the client should retake the photo, not be told it is an attack."""
 
     code = "liveness_undetermined"
+    http_status = 422
+
+
+class JobCancelled(IdentityError):
+    """A batch job was cancelled (by an operator, or before it started)."""
+
+    code = "job_cancelled"
+    http_status = 409
+
+
+class JobLimitExceeded(IdentityError):
+    """A batch job reached one of its bounds (bytes decompressed, time): it stops, keeping what
+    it committed; the message names the setting to raise."""
+
+    code = "job_limit_exceeded"
     http_status = 422

@@ -41,7 +41,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ import faiss
 import numpy as np
 
 from identity.errors import IndexSnapshotError, IndexSnapshotMissing, InvalidInput
+from identity.sealing import private_dir
 from identity.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -589,11 +590,18 @@ class FaceIndex:
             )
 
     # ---------------------------------------------------------------- snapshots
-    def save(self, path: str | os.PathLike[str], watermark: dict[str, Any] | None = None) -> None:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        watermark: dict[str, Any] | None = None,
+        seal: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         """Write a snapshot atomically: temp file, fsync, rename, fsync of the folder.
 
         ``watermark`` is any JSON-able dict (e.g. ``{"max_template_id": 123, "seq": 456}``) that
-        tells the caller, after ``load``, where to resume catching up from the store.
+        tells the caller, after ``load``, where to resume catching up from the store. ``seal``
+        (e.g. ``identity.sealing.seal`` with a data key) turns the whole file into ciphertext;
+        ``load`` then needs the matching ``unseal``. The file is 0600 in a 0700 folder.
         """
         path = Path(path)
         if watermark is not None:
@@ -628,12 +636,17 @@ class FaceIndex:
                 "sha256": _sha256(sections.values()),
             }
         head = json.dumps(header, sort_keys=True).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(_MAGIC + struct.pack("<Q", len(head)) + head)
-                fh.writelines(sections.values())
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                if seal is None:
+                    fh.write(_MAGIC + struct.pack("<Q", len(head)) + head)
+                    fh.writelines(sections.values())
+                else:
+                    plain = b"".join([_MAGIC, struct.pack("<Q", len(head)), head, *sections.values()])
+                    fh.write(seal(plain))
+                    del plain
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -650,11 +663,19 @@ class FaceIndex:
             pass
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], use_gpu: bool = False) -> FaceIndex:
-        """Read a snapshot; raises ``IndexSnapshotError`` (or ``IndexSnapshotMissing``)."""
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        use_gpu: bool = False,
+        unseal: Callable[[bytes], bytes] | None = None,
+    ) -> FaceIndex:
+        """Read a snapshot (``unseal`` opens one written with ``seal``); raises
+        ``IndexSnapshotError`` (or ``IndexSnapshotMissing``)."""
         path = Path(path)
         try:
             data = path.read_bytes()
+            if unseal is not None:
+                data = unseal(data)
         except FileNotFoundError as exc:
             raise IndexSnapshotMissing(f"no index snapshot at {path}", path=str(path)) from exc
         except OSError as exc:

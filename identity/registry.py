@@ -49,6 +49,12 @@ class Manifest(BaseModel):
     version: str = "1"
     file: str | None = Field(default=None, description="File name of the weights.")
     sha256: str | None = None
+    weights_file: str | None = Field(
+        default=None,
+        description="Second file of a two-file format (OpenVINO IR: the .bin beside the .xml "
+        "``file``), looked up in the same folder as ``file``.",
+    )
+    weights_sha256: str | None = None
     size_bytes: int | None = None
     source_url: str | None = Field(
         default=None, description="Where the model comes from: its official page or release."
@@ -104,6 +110,13 @@ class ResolvedModel:
         return self.path.read_bytes()
 
     @property
+    def weights_path(self) -> Path | None:
+        """The manifest's ``weights_file`` beside ``path`` (None for one-file models)."""
+        if self.path is None or self.manifest.weights_file is None:
+            return None
+        return self.path.with_name(self.manifest.weights_file)
+
+    @property
     def location(self) -> str:
         return str(self.path) if self.path is not None else f"package:{self.manifest.package_attr}"
 
@@ -152,7 +165,9 @@ def find_weights(
         return found
     if m.file:
         for origin, folder in (("models_dir", models_dir), ("cache", cache_dir)):
-            if folder is not None and (Path(folder) / m.file).is_file():
+            if folder is None or not (Path(folder) / m.file).is_file():
+                continue
+            if m.weights_file is None or (Path(folder) / m.weights_file).is_file():
                 return ResolvedModel(m, origin, path=Path(folder) / m.file)  # type: ignore[arg-type]
     return None
 
@@ -161,12 +176,9 @@ def sha256_of(resolved: ResolvedModel) -> str:
     h = hashlib.sha256()
     if resolved.blob is not None:
         h.update(resolved.blob)
-    else:
-        assert resolved.path is not None
-        with resolved.path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+        return h.hexdigest()
+    assert resolved.path is not None
+    return _file_sha256(resolved.path)
 
 
 _verified: dict[tuple[str, str], bool] = {}
@@ -182,8 +194,22 @@ def verify(resolved: ResolvedModel) -> bool:
         return True
     key = (resolved.manifest.name, resolved.location)
     if key not in _verified:
-        _verified[key] = sha256_of(resolved) == expected.lower()
+        ok = sha256_of(resolved) == expected.lower()
+        second = resolved.weights_path
+        if ok and second is not None:
+            # a two-file model is only as trustworthy as both files
+            want = (resolved.manifest.weights_sha256 or "").lower()
+            ok = not want or _file_sha256(second) == want
+        _verified[key] = ok
     return _verified[key]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def resolve(name: str, models_dir: Path | None, cache_dir: Path | None) -> ResolvedModel:

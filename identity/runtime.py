@@ -33,6 +33,39 @@ def onnx_session(resolved: ResolvedModel, settings: Settings) -> Any:
     return ort.InferenceSession(source, sess_options=opts, providers=providers)
 
 
+def openvino_model(resolved: ResolvedModel, settings: Settings) -> Any:
+    """An OpenVINO compiled model (CPU) for an IR pair (.xml + .bin), with a dynamic batch.
+
+    Intel's IRs are exported with batch 1; their layers are batch-agnostic, so the first
+    dimension is opened up here and one call takes the whole batch. The ``openvino`` package is
+    the ``body`` extra.
+    """
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        from identity.errors import ModelError
+
+        raise ModelError(
+            f"model '{resolved.manifest.name}' needs the openvino runtime: pip install "
+            "'identity-platform[body]'",
+            model=resolved.manifest.name,
+        ) from exc
+    if resolved.path is None or resolved.weights_path is None:
+        from identity.errors import ModelError
+
+        raise ModelError(f"model '{resolved.manifest.name}' must be an IR file pair (.xml, .bin)")
+    core = ov.Core()
+    model = core.read_model(str(resolved.path), str(resolved.weights_path))
+    shapes = {}
+    for port in model.inputs:
+        dims = port.get_partial_shape()
+        dims[0] = -1
+        shapes[port.any_name] = dims
+    model.reshape(shapes)
+    config = {"INFERENCE_NUM_THREADS": settings.intra_op_threads} if settings.intra_op_threads else {}
+    return core.compile_model(model, "CPU", config)
+
+
 class ModelPool:
     """Process-wide cache of loaded runners keyed by (kind, name).
 

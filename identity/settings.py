@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,12 +36,15 @@ class Settings(BaseSettings):
     detector: str = Field(default="retinaface_mnet025", description="Detector manifest name.")
     embedder: str = Field(default="dlib_resnet_v1", description="Face embedder manifest name.")
     body_embedder: str = Field(
-        default="osnet_x0_25_msmt17", description="Person re-ID embedder manifest name."
+        default="reid_intel_0287",
+        description="Person re-ID embedder manifest name (reid_intel_0287/0288 need the body "
+        "extra; osnet_x0_25_msmt17 runs on onnxruntime).",
     )
     person_detector: str = Field(
-        default="hog",
-        description="Person detector when no boxes are given: hog (built into OpenCV, always "
-        "available), mediapipe_pose (one person per image) or scrfd_person_2.5g (models pull).",
+        default="person_det_adas_0002",
+        description="Person detector when no boxes are given: person_det_adas_0002 (SSD, body "
+        "extra), hog (built into OpenCV, baseline), mediapipe_pose (one person per image) or "
+        "scrfd_person_2.5g (models pull).",
     )
     dlib_runtime: Literal["auto", "onnxruntime", "dlib"] = Field(
         default="auto",
@@ -131,6 +134,27 @@ class Settings(BaseSettings):
         "unset = a local Ray instance.",
     )
 
+    # biometric data at rest and erasure (identity/sealing.py, docs/security.md) -------------
+    kek: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key (base64 or hex of 32 bytes); wins over kek_file.",
+    )
+    kek_file: Path | None = Field(
+        default=None,
+        description="File holding the KEK; unset = data_dir/keys/kek, created 0600 on first start.",
+    )
+    kek_previous: list[SecretStr] = Field(
+        default_factory=list,
+        description="Other KEKs accepted for unwrapping data keys (JSON list), e.g. the old one "
+        "while `identity keys rotate-kek` runs beside a service started with the new one.",
+    )
+    erase_vacuum: Literal["full", "plain", "off"] = Field(
+        default="full",
+        description="After an erase: VACUUM FULL the biometric tables (rewrites them, so no dead "
+        "tuple keeps the erased rows' bytes; locks each table while it runs), plain VACUUM, or "
+        "nothing (autovacuum decides).",
+    )
+
     # presentation-attack detection (liveness; docs/liveness.md) ------------------------------
     liveness_models: list[str] = Field(
         default_factory=lambda: ["pad_minifasnet_v2_2.7_80", "pad_minifasnet_v1se_4.0_80"],
@@ -149,6 +173,36 @@ class Settings(BaseSettings):
         "(at least 1 px) count as cut by the border and get no liveness score.",
     )
 
+    # batch job bounds (docs/security.md, "Batch jobs") -------------------------------------
+    # A compressed tar cannot skip a member without decompressing it, so a small archive can
+    # declare terabytes; these bound what one job may decompress and how long it may run.
+    job_max_bytes: int = Field(
+        default=32 * 1024**3,
+        description="Bytes one gallery job may read or decompress from its source, in all.",
+    )
+    job_max_member_bytes: int = Field(
+        default=256 * 1024**2,
+        description="Largest archive member a job decompresses (or decompresses to skip it).",
+    )
+    job_max_expansion: float = Field(
+        default=100.0,
+        description="Decompressed bytes per byte of a compressed archive (photos barely compress).",
+    )
+    job_max_seconds: float = Field(default=86_400.0, description="Wall-clock bound of one job.")
+    job_max_member_seconds: float = Field(
+        default=60.0, description="Wall-clock bound for reading (or skipping) one archive member."
+    )
+
+    # body matching (docs/body.md; bench/reid.py measures each choice on cuhk01) ---------------
+    body_flip_average: bool = Field(
+        default=True,
+        description="Embed each person crop as seen and mirrored, and sum the two features.",
+    )
+    body_rerank: bool = Field(
+        default=False,
+        description="k-reciprocal re-ranking (Zhong et al. 2017) of the body identify shortlist.",
+    )
+
     @property
     def calibration_dir(self) -> Path:
         return self.data_dir / "calibration"
@@ -156,6 +210,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
 
     @property
     def thumbnails_dir(self) -> Path:

@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)``.
 
 Start-up (lifespan): open the database (``DATABASE_URL`` or the embedded Postgres in
-``data_dir``), apply migrations, sweep orphan thumbnails, load or build the FAISS indexes, load
+``data_dir``), apply migrations, seal what an older version left in plaintext (``seal_at_rest``),
+sweep orphan thumbnails, load or build the FAISS indexes, load
 the models, then start a background thread that replays other processes' changes and snapshots
 indexes. Shut-down: stop the thread, snapshot every index with unsaved changes, close the DB.
 """
@@ -21,10 +22,12 @@ from identity.settings import Settings, get_settings
 from services.admin import routes as admin_routes
 from services.api.routes import body, collections, decisions, gallery, health, identities
 from services.auth import KeyStore
-from services.db import open_database, upgrade
+from services.db import open_database, upgrade, vacuum
 from services.errors import RequestSizeLimit, install_error_handlers
+from services.gallery import GalleryStore, sweep_job_leftovers
 from services.indexes import check_index_settings
 from services.metrics import Metrics, MetricsMiddleware
+from services.sealed import seal_legacy_rows, tighten_data_dirs
 from services.store import IdentityStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,16 @@ def _background(app: FastAPI, stop: threading.Event, settings: Settings) -> None
             POOL.unload_idle(settings.model_idle_unload_s)
         except Exception:  # keep the loop alive; the next round retries
             log.exception("index background round failed")
+
+
+def seal_at_rest(store: IdentityStore) -> None:
+    """Seal rows and files left in plaintext by a version before sealing (migration 0320), then
+    VACUUM FULL so no dead tuple keeps the plaintext; tighten folder and file modes."""
+    tighten_data_dirs(store.settings)
+    sealed = seal_legacy_rows(store.sealer, store.settings)
+    if sealed:
+        log.info("sealed plaintext biometric rows from before sealing: %s", sealed)
+        vacuum(store.engine, mode="full")
 
 
 def create_app(
@@ -60,10 +73,15 @@ def create_app(
             upgrade(eng)
             store = IdentityStore(settings, eng, analyzer)
             app.state.store = store
+            seal_at_rest(store)
             app.state.keys = KeyStore(eng)
             removed = store.sweep_orphan_thumbnails()
             if removed:
                 log.info("removed %d orphan thumbnails", removed)
+            # jobs of dead processes end now, not when the first job request builds the runner;
+            # their uploaded archives (original photos) go with them
+            app.state.gallery = GalleryStore(store)
+            sweep_job_leftovers(app.state.gallery)
             store.indexes.warm()
             if warm_models:
                 store.analyzer.detector  # noqa: B018 - loads and times the models once

@@ -1,7 +1,8 @@
 """SQLAlchemy model of ``body_templates`` (migration 0201_body), on the service's one ``Base``.
 
 One row per enrolled person crop and body model: the re-ID embedding (raw little-endian float32,
-L2-normalised) of an identity that also has (or may have) face templates. ``id`` is the FAISS id
+L2-normalised, sealed with
+the collection's data key: ``key_id``) of an identity that also has (or may have) face templates. ``id`` is the FAISS id
 in the (collection, body model) index. Rows go with their identity (``ON DELETE CASCADE``).
 """
 
@@ -23,7 +24,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.schema import Base, collection_id_column, created_at_column, identity_id_column
+from services.schema import (
+    Base,
+    collection_id_column,
+    created_at_column,
+    identity_id_column,
+    key_id_column,
+)
 
 
 class BodyTemplate(Base):
@@ -48,3 +55,4 @@ class BodyTemplate(Base):
     # a duplicate, two people of one group photo are not.
     source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = created_at_column()
+    key_id: Mapped[int | None] = key_id_column()

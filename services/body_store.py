@@ -30,29 +30,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from identity.body import Bodies, BodyAnalyzer
+from identity.body.rerank import RerankParams
 from identity.errors import BadImage, CalibrationError, InvalidInput, NoPersonFound
 from identity.image import decode_image
-from identity.index import FaceIndex, index_for
-from identity.settings import Settings
+from services.body_index import BodyIndexes
 from services.body_schema import BodyTemplate
 from services.errors import DuplicateImage
-from services.indexes import embedding_from_bytes, embedding_to_bytes
+from services.indexes import embedding_to_bytes
 from services.schema import FaceTemplate, IdentityRow
+from services.sealed import EMBEDDING
 from services.store import MAX_TOP_K, IdentityStore
 
 FACE_WEIGHT = 2.0
 BODY_WEIGHT = 1.0
+# k-reciprocal re-ranking of a body shortlist: the setting bench/reid.py chose on cuhk01's
+# train half (docs/body.md)
+BODY_RERANK = RerankParams(k1=3, k2=1, lambda_value=0.3)
 
 
 def margin(similarity: float, threshold: float) -> float:
@@ -77,69 +79,6 @@ def fuse(
     if not terms:
         return None
     return sum(w * m for w, m in terms) / sum(w for w, _ in terms)
-
-
-@dataclass
-class _BodyIndex:
-    index: FaceIndex | None
-    watermark: tuple[int, int]
-
-
-class BodyIndexes:
-    """FAISS indexes of body templates, one per (collection, model), derived from Postgres."""
-
-    def __init__(self, settings: Settings, engine: Engine) -> None:
-        self.settings = settings
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[int, str], _BodyIndex] = {}
-
-    def _watermark(self, collection_id: int, model: str) -> tuple[int, int]:
-        with self.engine.connect() as conn:
-            count, max_id = conn.execute(
-                select(func.count(BodyTemplate.id), func.coalesce(func.max(BodyTemplate.id), 0)).where(
-                    BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model
-                )
-            ).one()
-        return int(count), int(max_id)
-
-    def rebuild(self, collection_id: int, model: str) -> _BodyIndex:
-        """Build the index from the table (always correct; what a changed watermark triggers)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(BodyTemplate.id, BodyTemplate.dim, BodyTemplate.embedding)
-                .where(BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model)
-                .order_by(BodyTemplate.id)
-            ).all()
-        index = None
-        if rows:
-            index = index_for(int(rows[0][1]), self.settings)
-            index.add(
-                np.array([r[0] for r in rows], np.int64),
-                np.stack([embedding_from_bytes(r[2], r[1]) for r in rows]),
-            )
-        max_id = max((int(r[0]) for r in rows), default=0)
-        entry = _BodyIndex(index, (len(rows), max_id))
-        with self._lock:
-            self._entries[(collection_id, model)] = entry
-        return entry
-
-    def search(
-        self, collection_id: int, model: str, queries: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities (Q, k), template ids (Q, k)); empty (Q, 0) arrays for an empty gallery."""
-        with self._lock:
-            entry = self._entries.get((collection_id, model))
-        if entry is None or entry.watermark != self._watermark(collection_id, model):
-            entry = self.rebuild(collection_id, model)
-        if entry.index is None or not len(entry.index):
-            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        return entry.index.search(queries, min(k, len(entry.index)))
-
-    def size(self, collection_id: int, model: str) -> int:
-        with self._lock:
-            entry = self._entries.get((collection_id, model))
-        return 0 if entry is None or entry.index is None else len(entry.index)
 
 
 def _source_sha256(data: bytes, bbox: Sequence[float] | None) -> str:
@@ -167,7 +106,7 @@ class BodyStore:
         self.store = store
         self.settings = store.settings
         self.analyzer = analyzer or BodyAnalyzer(store.settings)
-        self.indexes = indexes or BodyIndexes(store.settings, store.engine)
+        self.indexes = indexes or BodyIndexes(store.settings, store.engine, store.sealer)
 
     @property
     def model_name(self) -> str:
@@ -178,7 +117,9 @@ class BodyStore:
             raise BadImage(f"{what} image is empty")
         return decode_image(bytes(data), self.settings)
 
-    def body_threshold(self, far: float | None, threshold: float | None) -> tuple[float, float | None]:
+    def body_threshold(
+        self, far: float | None, threshold: float | None, model: str | None = None
+    ) -> tuple[float, float | None]:
         if threshold is not None:
             if not -1.0 <= threshold < 1.0:
                 raise InvalidInput("threshold is a cosine similarity in [-1, 1)", threshold=threshold)
@@ -186,7 +127,56 @@ class BodyStore:
         far = self.settings.default_far if far is None else far
         from identity.calibration import threshold_for
 
-        return float(threshold_for(self.model_name, far, self.settings)), float(far)
+        return float(threshold_for(model or self.model_name, far, self.settings)), float(far)
+
+    def _body_models(self, collection_id: int) -> list[str]:
+        """The configured body model first, then every other model that has templates here:
+        templates enrolled before a model change stay searchable with the model that made them
+        (the source images are not kept, so they cannot be re-embedded)."""
+        with self.store.sessions() as s:
+            found = s.execute(
+                select(BodyTemplate.model_name)
+                .where(BodyTemplate.collection_id == collection_id)
+                .distinct()
+            ).scalars()
+            return [self.model_name] + sorted(m for m in found if m != self.model_name)
+
+    def _reranked(
+        self, collection_id: int, model: str, query: np.ndarray, template_ids: np.ndarray
+    ) -> dict[uuid.UUID, float]:
+        """Each shortlisted identity's best k-reciprocal re-ranked similarity (Zhong et al. 2017)
+        to the query, over the shortlist's own templates (the gallery-gallery neighbourhoods)."""
+        from identity.body.rerank import k_reciprocal_rerank
+
+        wanted = [int(t) for t in template_ids if t >= 0]
+        if not wanted:
+            return {}
+        with self.store.sessions() as s:
+            rows = s.execute(
+                select(
+                    BodyTemplate.identity_id, BodyTemplate.dim, BodyTemplate.embedding, BodyTemplate.key_id
+                ).where(
+                    BodyTemplate.id.in_(wanted), BodyTemplate.collection_id == collection_id,
+                    BodyTemplate.model_name == model,
+                )
+            ).all()
+        if not rows:
+            return {}
+        g = np.stack([self.store.sealer.embedding(blob, key_id, dim) for _, dim, blob, key_id in rows])
+        q = query[None, :].astype(np.float32)
+        sims = k_reciprocal_rerank(q @ g.T, q @ q.T, g @ g.T, BODY_RERANK)[0]
+        best: dict[uuid.UUID, float] = {}
+        for (iid, _, _, _), sim in zip(rows, sims, strict=True):
+            best[iid] = max(best.get(iid, -2.0), float(sim))
+        return best
+
+    def _probe(self, image: np.ndarray, person: Bodies, model: str) -> np.ndarray:
+        """The probe person's (1, D) embedding by ``model`` (the configured one is already done)."""
+        if model == self.model_name:
+            assert person.embeddings is not None
+            return person.embeddings
+        other = BodyAnalyzer(self.settings, self.analyzer.detector_name, model)
+        return other.analyze([image], Bodies.from_boxes(person.boxes[:1])).embeddings  # type: ignore[return-value]
 
     # enrollment -----------------------------------------------------------------------------
     def enroll_images(
@@ -238,13 +228,17 @@ class BodyStore:
                         "this person in this image is already enrolled for this identity",
                         template_id=dup[0],
                     )
+                key_id, sealed = self.store.sealer.seal(
+                    c.id, embedding_to_bytes(bodies.embeddings[0]), EMBEDDING
+                )
                 t = BodyTemplate(
                     identity_id=row.id,
                     collection_id=c.id,
                     model_name=self.model_name,
                     model_version=get_manifest(self.model_name).version,
                     dim=int(bodies.embeddings.shape[1]),
-                    embedding=embedding_to_bytes(bodies.embeddings[0]),
+                    embedding=sealed,
+                    key_id=key_id,
                     det_score=float(bodies.scores[0]),
                     bbox=[round(float(v), 2) for v in bodies.boxes[0]],
                     source_sha256=sha,
@@ -265,13 +259,13 @@ class BodyStore:
             return {}
         with self.store.sessions() as s:
             rows = s.execute(
-                select(table.identity_id, table.id, table.dim, table.embedding).where(
+                select(table.identity_id, table.id, table.dim, table.embedding, table.key_id).where(
                     table.identity_id.in_(identity_ids), table.model_name == model
                 )
             ).all()
         best: dict[uuid.UUID, tuple[float, int]] = {}
-        for iid, tid, dim, blob in rows:
-            sim = float(embedding_from_bytes(blob, dim) @ query)
+        for iid, tid, dim, blob, key_id in rows:
+            sim = float(self.store.sealer.embedding(blob, key_id, dim) @ query)
             if iid not in best or sim > best[iid][0]:
                 best[iid] = (sim, int(tid))
         return best
@@ -303,19 +297,33 @@ class BodyStore:
         threshold: float | None = None,
         use_face: bool = True,
         actor: int | None = None,
+        rerank: bool | None = None,
     ) -> dict[str, Any]:
-        """1:N by body, fused with the face inside the person box when there is one."""
+        """1:N by body, fused with the face inside the person box when there is one.
+
+        ``rerank`` (default ``Settings.body_rerank``) orders the body-only candidates by
+        k-reciprocal re-ranking over the shortlist's templates (``_reranked``); the match
+        decision stays the calibrated cosine threshold."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
         cid = self.store.collection_id(collection)
         body_thr, far_used = self.body_threshold(far, threshold)
         image = self._decode(probe, "probe")
         person = self.analyzer.analyze_one(image, bbox)
-        assert person.embeddings is not None
-        q_body = person.embeddings[0]
         k = max(top_k * 5, 20)
-        _, body_tids = self.indexes.search(cid, self.model_name, person.embeddings, k)
-        candidates = self._owners(BodyTemplate, body_tids)
+        # per body model: (probe embedding, threshold); candidates from each model's index
+        probes: dict[str, tuple[np.ndarray, float]] = {}
+        candidates: set[uuid.UUID] = set()
+        order: dict[uuid.UUID, float] = {}
+        models = self._body_models(cid)
+        for model in models:
+            q = self._probe(image, person, model)
+            probes[model] = (q[0], self.body_threshold(far, threshold, model)[0])
+            _, tids = self.indexes.search(cid, model, q, k)
+            candidates |= self._owners(BodyTemplate, tids)
+            # re-ranking needs one embedding space: not with older models' templates around
+            if len(models) == 1 and (self.settings.body_rerank if rerank is None else rerank):
+                order = self._reranked(cid, model, q[0], tids[0])
 
         face_info: dict[str, Any] | None = None
         face_thr: float | None = None
@@ -338,7 +346,12 @@ class BodyStore:
                     )
                     candidates |= self._owners(FaceTemplate, face_tids)
 
-        body_best = self._best_per_identity(BodyTemplate, self.model_name, candidates, q_body)
+        # each identity's body score: its best template's margin over that model's threshold
+        body_best: dict[uuid.UUID, tuple[float, int, str, float]] = {}
+        for model, (q, thr) in probes.items():
+            for iid, (sim, tid) in self._best_per_identity(BodyTemplate, model, candidates, q).items():
+                if iid not in body_best or margin(sim, thr) > margin(body_best[iid][0], body_best[iid][3]):
+                    body_best[iid] = (sim, tid, model, thr)
         face_best = (
             self._best_per_identity(FaceTemplate, self.store.model_name, candidates, q_face)
             if q_face is not None
@@ -361,7 +374,7 @@ class BodyStore:
             f = face_best.get(iid)
             score = fuse(
                 None if f is None or face_thr is None else (f[0], face_thr),
-                None if b is None else (b[0], body_thr),
+                None if b is None else (b[0], b[3]),
             )
             if score is None:
                 continue
@@ -372,13 +385,17 @@ class BodyStore:
                     "display_name": names[iid][1],
                     "body_similarity": None if b is None else round(b[0], 6),
                     "body_template_id": None if b is None else b[1],
+                    "body_model": None if b is None else b[2],
                     "face_similarity": None if f is None else round(f[0], 6),
                     "face_template_id": None if f is None else f[1],
                     "fused_score": round(score, 6),
                     "match": bool(score >= 0),
                 }
             )
-        rows.sort(key=lambda r: (-r["fused_score"], r["identity_id"]))
+        if order and q_face is None:  # re-ranking orders body-only evidence
+            rows.sort(key=lambda r: (-order.get(uuid.UUID(r["identity_id"]), -2.0), r["identity_id"]))
+        else:
+            rows.sort(key=lambda r: (-r["fused_score"], r["identity_id"]))
         rows = rows[:top_k]
         self.store.audit(
             actor, "identify_body", "match" if rows and rows[0]["match"] else "no_match",
@@ -391,6 +408,7 @@ class BodyStore:
             "candidates": rows,
             "body_model": self.model_name,
             "body_threshold": round(body_thr, 6),
+            "reranked": bool(order) and q_face is None,
             "face_model": self.store.model_name if q_face is not None else None,
             "face_threshold": None if face_thr is None or q_face is None else round(face_thr, 6),
             "far": far_used,

@@ -4,6 +4,8 @@
   starts (or joins) the embedded Postgres in ``settings.data_dir`` and leaves it on exit.
 - ``make_engine(url)`` / ``make_sessionmaker(engine)``: SQLAlchemy 2 with psycopg 3.
 - ``upgrade(engine)``: applies the Alembic migrations in ``migrations/`` up to head.
+- ``vacuum(engine, tables, mode)``: VACUUM (FULL) tables outside a transaction, e.g. after an
+  erase, so dead tuples stop holding the deleted rows' bytes.
 """
 
 from __future__ import annotations
@@ -85,3 +87,43 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+# Tables whose rows hold biometric data (embeddings, face crops); what an erase vacuums.
+BIOMETRIC_TABLES = ("face_templates", "gallery_faces", "body_templates")
+
+
+def vacuum(engine: Engine, tables: tuple[str, ...] = BIOMETRIC_TABLES, mode: str = "full") -> None:
+    """VACUUM ``tables`` (their TOAST tables too) and CHECKPOINT so the files on disk change.
+
+    A DELETE leaves the row's bytes in its heap page (a dead tuple) until VACUUM; a plain VACUUM
+    frees the space but PostgreSQL does not zero it, so the bytes stay until a later row
+    overwrites them. ``full`` rewrites each table into new files and unlinks the old ones (an
+    ACCESS EXCLUSIVE lock per table while it copies). WAL segments still hold the rows (see
+    docs/security.md). ``off`` does nothing; a missing table is skipped. Never raises: the
+    erase it follows has committed; a failure is logged.
+    """
+    import logging
+
+    from sqlalchemy import text
+
+    if mode == "off":
+        return
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            present = set(
+                conn.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+                ).scalars()
+            )
+            names = [t for t in tables if t in present]
+            if names:
+                option = "(FULL) " if mode == "full" else ""
+                conn.execute(text(f"VACUUM {option}{', '.join(names)}"))
+            # CHECKPOINT needs a superuser (the embedded cluster's); elsewhere the next automatic
+            # checkpoint writes the pages
+            if conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar():
+                conn.execute(text("CHECKPOINT"))
+    except Exception:
+        logging.getLogger(__name__).exception("VACUUM %s after erase failed", tables)

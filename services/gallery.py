@@ -17,6 +17,8 @@ clustered into proposed identities (``gallery_clusters``) that an operator names
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -24,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from sqlalchemy import (
@@ -49,11 +51,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from identity.errors import CodedError, InvalidInput
+from identity.errors import CodedError, InvalidInput, JobCancelled
+from identity.gallery.limits import JobGuard, JobLimits
 from identity.gallery.sources import GalleryItem, GallerySource, LabelMode, open_source
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
 from services.errors import Conflict, NotFound
-from services.indexes import embedding_from_bytes, embedding_to_bytes
+from services.indexes import embedding_to_bytes
 from services.schema import (
     Base,
     Collection,
@@ -61,13 +64,20 @@ from services.schema import (
     IdentityRow,
     collection_id_column,
     created_at_column,
+    key_id_column,
 )
+from services.sealed import EMBEDDING, THUMBNAIL
 from services.store import IdentityStore, NewTemplate
 
 log = logging.getLogger(__name__)
 
 # unreadable files listed in a report (the counts are always complete)
 MAX_LISTED_ERRORS = 1000
+# job statuses: a live job is one of LIVE_STATUSES; every job ends in one of the others
+LIVE_STATUSES = ("queued", "running", "cancelling")
+# what a client sees when a job fails for a reason that is not a typed CodedError: the
+# exception itself (a database error quotes its SQL and parameters) goes to the server log only
+INTERNAL_JOB_ERROR = "internal error while indexing; the server log has the details (job {job})"
 
 
 # --- tables (migration 0101_gallery) -----------------------------------------------------------
@@ -102,8 +112,9 @@ class GalleryCluster(Base):
     collection_id: Mapped[int] = collection_id_column()
     model_name: Mapped[str] = mapped_column(String(128), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="proposed")
+    # CASCADE since 0320: erasing the identity drops its named clusters with it.
     identity_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="SET NULL")
+        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE")
     )
     method: Mapped[str] = mapped_column(String(32), nullable=False, default="")
     created_at: Mapped[datetime] = created_at_column()
@@ -136,13 +147,16 @@ class GalleryFace(Base):
     cluster_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("gallery_clusters.id", ondelete="SET NULL")
     )
+    # CASCADE since 0320: a named face goes with its template (erase, remove face), so a
+    # recluster can never bring an erased person back.
     template_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("face_templates.id", ondelete="SET NULL")
+        BigInteger, ForeignKey("face_templates.id", ondelete="CASCADE")
     )
     job_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = created_at_column()
+    key_id: Mapped[int | None] = key_id_column()
 
 
 class GalleryImage(Base):
@@ -411,6 +425,22 @@ class GalleryStore:
         with self.store.read(collection) as (s, c):
             return self._job_dict(self._job_row(s, c, job_id), collection)
 
+    def job_collection(self, job_id: str) -> str:
+        """The name of the collection a job belongs to (the CLI takes a bare job id)."""
+        try:
+            jid = uuid.UUID(str(job_id))
+        except ValueError:
+            raise NotFound(f"job '{job_id}' not found", job_id=str(job_id)) from None
+        with self.sessions() as s:
+            name = s.execute(
+                select(Collection.name)
+                .join(GalleryJob, GalleryJob.collection_id == Collection.id)
+                .where(GalleryJob.id == jid)
+            ).scalar_one_or_none()
+        if name is None:
+            raise NotFound(f"job '{job_id}' not found", job_id=str(job_id))
+        return str(name)
+
     def list_jobs(self, collection: str, limit: int = 50) -> list[dict[str, Any]]:
         with self.store.read(collection) as (s, c):
             rows = s.execute(
@@ -421,13 +451,45 @@ class GalleryStore:
             ).scalars()
             return [self._job_dict(j, collection) for j in rows]
 
-    def start_job(self, job_id: str, total: int | None) -> None:
+    def start_job(self, job_id: str, total: int | None) -> bool:
+        """``queued`` -> ``running``; False when the job is no longer queued (cancelled)."""
         with self.sessions.begin() as s:
-            s.execute(
+            result = s.execute(
                 update(GalleryJob)
-                .where(GalleryJob.id == uuid.UUID(job_id))
+                .where(GalleryJob.id == uuid.UUID(job_id), GalleryJob.status == "queued")
                 .values(status="running", started_at=_now(), total=total)
             )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked this job to stop (polled by the running job's ``JobGuard``)."""
+        with self.sessions() as s:
+            status = s.execute(
+                select(GalleryJob.status).where(GalleryJob.id == uuid.UUID(job_id))
+            ).scalar_one_or_none()
+        return status in ("cancelling", "cancelled")
+
+    def cancel_job(self, collection: str, job_id: str, actor: int | None = None) -> dict[str, Any]:
+        """Ask a job to stop. A queued job ends ``cancelled`` at once (the runner skips it); a
+        running one becomes ``cancelling`` and stops at its next check (between members and
+        batches, and inside a long decompression), keeping the batches it committed. An ended
+        job is a 409."""
+        with self.store.write(collection, actor, lock=False) as w:
+            job = self._job_row(w.session, w.collection, job_id)
+            w.session.refresh(job, with_for_update=True)  # against the runner starting it now
+            before = job.status
+            if before == "queued":
+                job.status, job.finished_at = "cancelled", _now()
+            elif before == "running":
+                job.status = "cancelling"
+            elif before != "cancelling":
+                raise Conflict(
+                    f"job '{job_id}' already ended ({before}); nothing to cancel",
+                    job_id=str(job_id), status=before,
+                )
+            w.audit("gallery.job.cancel", "ok", job=str(job.id), was=before)
+            w.session.flush()
+            return self._job_dict(job, collection)
 
     def finish_job(
         self, job_id: str, status: str, report: IndexReport | None, error: str | None = None
@@ -447,10 +509,11 @@ class GalleryStore:
 
     def mark_interrupted_jobs(self) -> int:
         """Mark 'interrupted' the 'running' or 'queued' jobs whose owning process is gone (their
-        ``JobLease`` lock is free); jobs alive in another process are left alone."""
+        ``JobLease`` lock is free), and 'cancelled' the 'cancelling' ones; jobs alive in another
+        process are left alone."""
         with self.store.engine.connect() as conn:
             candidates = conn.execute(
-                select(GalleryJob.id).where(GalleryJob.status.in_(("running", "queued")))
+                select(GalleryJob.id).where(GalleryJob.status.in_(LIVE_STATUSES))
             ).scalars().all()
             orphans = []
             for jid in candidates:
@@ -467,7 +530,12 @@ class GalleryStore:
                 .where(GalleryJob.id.in_(orphans), GalleryJob.status.in_(("running", "queued")))
                 .values(status="interrupted", finished_at=_now())
             )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            stopped = s.execute(
+                update(GalleryJob)
+                .where(GalleryJob.id.in_(orphans), GalleryJob.status == "cancelling")
+                .values(status="cancelled", finished_at=_now())
+            )
+            return int(result.rowcount or 0) + int(stopped.rowcount or 0)  # type: ignore[attr-defined]
 
     # dedupe -------------------------------------------------------------------------------
     def known_shas(self, collection_id: int, shas: Iterable[str]) -> set[str]:
@@ -578,11 +646,16 @@ class GalleryStore:
                             )
                         )
                     else:
+                        key_id, sealed = store.sealer.seal(cid, common.pop("embedding"), EMBEDDING)
+                        thumb = face.thumbnail_jpeg
                         s.add(
                             GalleryFace(
                                 collection_id=cid,
                                 rel_path=r.rel_path,
-                                thumbnail_jpeg=face.thumbnail_jpeg,
+                                embedding=sealed,
+                                thumbnail_jpeg=None if thumb is None
+                                else store.sealer.seal(cid, thumb, THUMBNAIL)[1],
+                                key_id=key_id,
                                 job_id=None if job_id is None else uuid.UUID(job_id),
                                 **common,
                             )
@@ -652,7 +725,7 @@ class GalleryStore:
         with self.store.write(collection) as w:
             s, c = w.session, w.collection
             rows = s.execute(
-                select(GalleryFace.id, GalleryFace.dim, GalleryFace.embedding)
+                select(GalleryFace.id, GalleryFace.dim, GalleryFace.embedding, GalleryFace.key_id)
                 .where(
                     GalleryFace.collection_id == c.id,
                     GalleryFace.model_name == model,
@@ -674,7 +747,7 @@ class GalleryStore:
             )
             if not rows:
                 return {"clusters": 0, "clustered_faces": 0, "unclustered_faces": 0}
-            x = np.stack([embedding_from_bytes(r[2], r[1]) for r in rows])
+            x = np.stack([self.store.sealer.embedding(r[2], r[3], r[1]) for r in rows])
             result = cluster_embeddings(x, method=method, threshold=threshold, min_size=min_size)
             face_ids = np.array([r[0] for r in rows], dtype=np.int64)
             for members in result.members():
@@ -827,6 +900,7 @@ class GalleryStore:
             faces = s.execute(
                 select(GalleryFace).where(GalleryFace.cluster_id == cl.id)
             ).scalars().all()
+            opened = self.store.sealer.open_row
             templates = w.add_templates(
                 [
                     NewTemplate(
@@ -834,14 +908,15 @@ class GalleryStore:
                         model_name=f.model_name,
                         model_version=f.model_version,
                         dim=f.dim,
-                        embedding=f.embedding,
+                        embedding=opened(f.embedding, f.key_id, EMBEDDING),
                         quality=f.quality,
                         quality_reasons=f.quality_reasons,
                         det_score=f.det_score,
                         bbox=f.bbox,
                         landmarks=f.landmarks,
                         source_sha256=f.source_sha256,
-                        thumbnail_jpeg=f.thumbnail_jpeg,
+                        thumbnail_jpeg=None if f.thumbnail_jpeg is None
+                        else opened(f.thumbnail_jpeg, f.key_id, THUMBNAIL),
                     )
                     for f in faces
                 ]
@@ -862,7 +937,7 @@ class GalleryStore:
             f = s.get(GalleryFace, int(face_id))
             if f is None or f.collection_id != c.id or not f.thumbnail_jpeg:
                 raise NotFound(f"no thumbnail for gallery face {face_id}")
-            return f.thumbnail_jpeg
+            return self.store.sealer.open_row(f.thumbnail_jpeg, f.key_id, THUMBNAIL)
 
 
 # --- the job ----------------------------------------------------------------------------------
@@ -877,6 +952,7 @@ def _prepared_batches(
     labelled: bool,
     batch_size: int,
     read_bytes: bool = True,
+    guard: JobGuard | None = None,
 ) -> Iterator[list[WorkItem]]:
     """Read, hash and dedupe source items; yield batches of work that is actually new.
 
@@ -901,6 +977,8 @@ def _prepared_batches(
         return fresh
 
     for item in items:
+        if guard is not None:
+            guard.check()
         report.images_seen += 1
         if labelled and not item.label:
             report.add_unreadable(item.rel_path, "no_label", "no identity label for this image")
@@ -914,6 +992,8 @@ def _prepared_batches(
                 report.add_unreadable(item.rel_path, code, str(exc))
                 report.done += 1
                 continue
+            if guard is not None and item.path is not None:
+                guard.add_bytes(len(data))  # archive members are counted by their source
             digest = sha256_hex(data)
             if digest in seen_in_run:
                 report.duplicates += 1
@@ -948,14 +1028,18 @@ def run_index(
 ) -> IndexReport:
     """Index a gallery into ``collection`` (see module docstring); returns the report.
 
-    ``on_progress(n_images_done, report)`` is called after each committed batch.
+    ``on_progress(n_images_done, report)`` is called after each committed batch. Without
+    ``job_id`` (the CLI) a bad source raises before any job row exists; with one (a queued API
+    job) every failure, a bad source included, ends the job ``failed`` with a message a person
+    can act on. A cancelled job raises ``JobCancelled`` after recording ``cancelled``.
     """
     started = time.perf_counter()
-    source = open_source(
-        Path(path), options.labels, options.labels_csv, gallery.settings.max_image_bytes,
-        allowed_roots=options.allowed_roots,
-    )
-    labelled = source.label_mode != "none"
+    source = None
+    if job_id is None:
+        source = open_source(
+            Path(path), options.labels, options.labels_csv, gallery.settings.max_image_bytes,
+            allowed_roots=options.allowed_roots,
+        )
     lease = None
     if job_id is None:
         lease = JobLease(gallery.store.engine)
@@ -965,8 +1049,8 @@ def run_index(
             lease.release()
             raise
     try:
-        return _run_job(gallery, collection, path, options, job_id, source, labelled, on_progress,
-                        actor, started)
+        return _run_job(gallery, collection, path, options, job_id, source, on_progress, actor,
+                        started)
     finally:
         if lease is not None:
             lease.release()
@@ -978,20 +1062,35 @@ def _run_job(
     path: Path,
     options: IndexOptions,
     job_id: str,
-    source: GallerySource,
-    labelled: bool,
+    source: GallerySource | None,
     on_progress: ProgressHook | None,
     actor: int | None,
     started: float,
 ) -> IndexReport:
-    report = IndexReport(job_id, collection, str(path), source.label_mode)
-    report.total = source.expected_count()
-    gallery.start_job(job_id, report.total)
-    cid = gallery.store.collection_id(collection)
+    report = IndexReport(job_id, collection, str(path), options.labels)
+    problems_added = False
+    guard = JobGuard(
+        JobLimits.from_settings(gallery.settings),
+        cancelled=lambda: gallery.cancel_requested(job_id),
+    )
     try:
+        if gallery.cancel_requested(job_id):
+            raise JobCancelled("the job was cancelled before it started")
+        if source is None:
+            source = open_source(
+                Path(path), options.labels, options.labels_csv, gallery.settings.max_image_bytes,
+                allowed_roots=options.allowed_roots, guard=guard,
+            )
+        source.guard = guard
+        labelled = source.label_mode != "none"
+        report.label_mode = source.label_mode
+        report.total = source.expected_count()
+        if not gallery.start_job(job_id, report.total):
+            raise JobCancelled("the job was cancelled before it started")
+        cid = gallery.store.collection_id(collection)
         batches = _prepared_batches(
             gallery, cid, iter(source), report, labelled, options.batch_size,
-            read_bytes=options.engine == "local",
+            read_bytes=options.engine == "local", guard=guard,
         )
         if options.engine == "ray":
             from identity.gallery.ray_engine import analyze_batches_ray
@@ -1003,6 +1102,8 @@ def _run_job(
             gallery.write_batch(collection, job_id, results, labelled, report, actor=actor)
             if on_progress is not None:
                 on_progress(report.done, report)
+            guard.check()
+        problems_added = True
         for problem in source.problems:
             report.images_seen += 1
             report.done += 1
@@ -1026,13 +1127,32 @@ def _run_job(
         gallery.finish_job(job_id, "done", report)
     except BaseException as exc:
         report.seconds = time.perf_counter() - started
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        if source is not None and not problems_added:
+            for problem in source.problems:  # what the source refused before it stopped
+                report.add_unreadable(problem.rel_path, problem.code, problem.message)
+            report.skipped_non_images = source.skipped_non_images
+        status, error = _job_end(job_id, exc)
         try:
-            gallery.finish_job(job_id, status, report, error=f"{type(exc).__name__}: {exc}")
+            gallery.finish_job(job_id, status, report, error=error)
         except Exception:  # the database may be what failed; keep the first error
             log.exception("could not record the end of gallery job %s", job_id)
         raise
     return report
+
+
+def _job_end(job_id: str, exc: BaseException) -> tuple[str, str | None]:
+    """(status, the error a client may see) for a job that raised ``exc``. Only typed errors,
+    whose messages this code wrote, reach clients; anything else is logged with its details."""
+    if isinstance(exc, JobCancelled):
+        log.info("gallery job %s cancelled", job_id)
+        return "cancelled", None
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "interrupted (Ctrl-C or SIGTERM); rerun the same source to resume"
+    if isinstance(exc, CodedError):
+        log.warning("gallery job %s failed: %s [%s]", job_id, exc.message, exc.code)
+        return "failed", f"{exc.message} [{exc.code}]"
+    log.error("gallery job %s failed", job_id, exc_info=exc)
+    return "failed", INTERNAL_JOB_ERROR.format(job=job_id)
 
 
 # --- background jobs for the API ----------------------------------------------------------------
@@ -1082,6 +1202,38 @@ class GalleryJobRunner:
         self._queue.put((job_id, collection, path, options, cleanup, actor, lease))
         return self.gallery.get_job(collection, job_id)
 
+    def submit_upload(
+        self,
+        collection: str,
+        upload: BinaryIO,
+        suffix: str,
+        options: IndexOptions,
+        actor: int | None = None,
+        source_label: str | None = None,
+    ) -> dict[str, Any]:
+        """Save an uploaded archive as ``uploads/<job id><suffix>`` (0600) and queue its job.
+
+        The job's lease is taken before the file exists, so the start-up sweep
+        (``sweep_job_leftovers``) can tell a live job's upload (lease held) from a dead one's.
+        """
+        uploads = self.gallery.settings.data_dir / "uploads"
+        uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lease = JobLease(self.gallery.store.engine)
+        path = uploads / f"{lease.job_id}{suffix}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(upload, out)
+            job_id = self.gallery.create_job(
+                collection, source_label or path.name, options, actor, lease=lease
+            )
+        except BaseException:
+            path.unlink(missing_ok=True)
+            lease.release()
+            raise
+        self._queue.put((job_id, collection, path, options, path, actor, lease))
+        return self.gallery.get_job(collection, job_id)
+
     def _loop(self) -> None:
         while True:
             task = self._queue.get()
@@ -1090,6 +1242,8 @@ class GalleryJobRunner:
             job_id, collection, path, options, cleanup, actor, lease = task
             try:
                 run_index(self.gallery, collection, path, options, job_id=job_id, actor=actor)
+            except JobCancelled:
+                pass  # recorded on the job row; the next job runs
             except Exception:  # recorded on the job row by run_index; keep serving
                 log.exception("gallery job %s failed", job_id)
             finally:
@@ -1100,6 +1254,48 @@ class GalleryJobRunner:
     def stop(self, timeout: float = 5.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+def sweep_job_leftovers(gallery: GalleryStore) -> dict[str, int]:
+    """At service start: end the jobs of dead owners (``interrupted``, or ``cancelled`` when a
+    cancel was pending) and delete uploaded archives (original photos) no live job owns.
+
+    An upload is named after its job, whose ``JobLease`` is held from before the file exists
+    until after it is removed, so a free lease means nobody will read the file again. Files
+    with other names (older versions, a crash mid-save) go once they are an hour old.
+    """
+    ended = gallery.mark_interrupted_jobs()
+    removed = 0
+    uploads = gallery.settings.data_dir / "uploads"
+    if uploads.is_dir():
+        engine = gallery.store.engine
+        with engine.connect() as conn:
+            for f in sorted(uploads.iterdir()):
+                try:
+                    jid: uuid.UUID | None = uuid.UUID(f.name[:36])
+                except ValueError:
+                    jid = None
+                if jid is None:
+                    try:
+                        stale = time.time() - f.lstat().st_mtime > 3600
+                    except OSError:
+                        continue
+                    if not stale:
+                        continue
+                else:
+                    key = _job_lock_key(jid)
+                    if not conn.execute(
+                        text("SELECT pg_try_advisory_lock(:space, :key)"), key
+                    ).scalar():
+                        continue  # a live job (here or in another process) still reads it
+                    conn.execute(text("SELECT pg_advisory_unlock(:space, :key)"), key)
+                if f.is_file() or f.is_symlink():
+                    f.unlink(missing_ok=True)
+                    removed += 1
+            conn.commit()
+    if ended or removed:
+        log.info("gallery jobs at start: %d dead jobs ended, %d uploads removed", ended, removed)
+    return {"jobs_ended": ended, "uploads_removed": removed}
 
 
 def gallery_roots(settings: Any) -> list[Path]:

@@ -11,7 +11,11 @@ embedding model, keyed by template id, and is kept in step through the ``index_c
   writer's own and those of other processes, e.g. the batch indexer). Searches call it too, so a
   read always sees every committed write, whichever process made it.
 - **snapshots**: every ``settings.index_snapshot_every`` applied changes, and on clean shutdown.
-  A crash loses nothing: the next start replays the log from the snapshot's ``seq``.
+  A crash loses nothing: the next start replays the log from the snapshot's ``seq``. Snapshots
+  are sealed with the collection's data key (``services.sealed``), 0600 in a 0700 folder.
+- **erasure** (``purge``): the snapshot is deleted at once, so no file keeps an erased vector; the
+  next save writes a fresh one. A save never writes tombstoned (removed but not yet compacted)
+  vectors: it compacts first and, where the index cannot, writes nothing (start rebuilds).
 - ``rebuild`` drops and rebuilds from the templates table (``identity db reindex``).
 
 Why replaying by ``seq`` is exact: writers lock the collection (``pg_advisory_xact_lock``) before
@@ -36,6 +40,7 @@ from identity.index import FaceIndex, index_for
 from identity.registry import get_manifest
 from identity.settings import Settings
 from services.schema import Collection, FaceTemplate, IndexChange
+from services.sealed import SNAPSHOT, DataKeys
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ def embedding_to_bytes(vec: np.ndarray) -> bytes:
 
 
 def embedding_from_bytes(data: bytes, dim: int) -> np.ndarray:
+    """Plaintext bytes -> float32 (dim,); sealed columns go through ``DataKeys.embedding``."""
     return np.frombuffer(data, dtype="<f4", count=dim)
 
 
@@ -74,9 +80,10 @@ def check_index_settings(settings: Settings) -> None:
 class IndexRegistry:
     """All (collection, model) indexes of one process; thread-safe."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, sealer: DataKeys | None = None) -> None:
         self.settings = settings
         self.engine = engine
+        self.sealer = sealer or DataKeys(settings, engine)
         self._lock = threading.Lock()
         self._entries: dict[tuple[int, str], _Entry] = {}
 
@@ -117,10 +124,14 @@ class IndexRegistry:
         if not path.exists():
             return None
         try:
-            index = FaceIndex.load(path, use_gpu=self.settings.use_gpu_index)
+            index = FaceIndex.load(
+                path, use_gpu=self.settings.use_gpu_index, unseal=self.sealer.opener(SNAPSHOT)
+            )
             watermark = index.watermark
         except Exception as exc:  # noqa: BLE001 - a torn or foreign file: rebuilding is always correct
             log.warning("index snapshot %s unusable (%s); rebuilding", path, exc)
+            # e.g. a plaintext snapshot from before sealing: it must not stay on disk
+            path.unlink(missing_ok=True)
             return None
         if (
             watermark.get("collection_name") != info[0]
@@ -159,7 +170,7 @@ class IndexRegistry:
                 {"c": collection_id},
             ).scalar()
             rows = conn.execute(
-                select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding)
+                select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding, FaceTemplate.key_id)
                 .where(FaceTemplate.collection_id == collection_id)
                 .where(FaceTemplate.model_name == model)
                 .order_by(FaceTemplate.id)
@@ -169,7 +180,7 @@ class IndexRegistry:
             dim = rows[0][1]
             entry.index = self._new_index(dim)
             ids = np.array([r[0] for r in rows], dtype=np.int64)
-            vecs = np.stack([embedding_from_bytes(r[2], dim) for r in rows])
+            vecs = np.stack([self.sealer.embedding(r[2], r[3], dim) for r in rows])
             entry.index.add(ids, vecs)
         entry.unsaved = len(rows)
         log.info("index %s/%s built from %d templates", info[0], model, len(rows))
@@ -196,9 +207,10 @@ class IndexRegistry:
                 if to_add:
                     # A template added then erased before we got here is simply absent.
                     rows = conn.execute(
-                        select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding).where(
-                            FaceTemplate.id.in_(to_add)
-                        )
+                        select(
+                            FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding,
+                            FaceTemplate.key_id,
+                        ).where(FaceTemplate.id.in_(to_add))
                     ).all()
             index = entry.index
             remove = [t for t, op in last_op.items() if op == "remove"]
@@ -212,7 +224,7 @@ class IndexRegistry:
                     entry.index = self._new_index(dim)
                 entry.index.add(
                     np.array([r[0] for r in rows], dtype=np.int64),
-                    np.stack([embedding_from_bytes(r[2], dim) for r in rows]),
+                    np.stack([self.sealer.embedding(r[2], r[3], dim) for r in rows]),
                 )
             entry.seq = int(changes[-1][0])
             entry.unsaved += len(changes)
@@ -223,10 +235,13 @@ class IndexRegistry:
     def _save(self, entry: _Entry) -> None:
         with entry.lock:
             path = self._snapshot_path(entry.collection_id, entry.model)
-            if entry.index is None:
+            if entry.index is not None and entry.index.tombstones:
+                entry.index.compact()
+            if entry.index is None or entry.index.tombstones:
+                # Removed vectors the index cannot drop (see identity.index) must not reach the
+                # disk: no snapshot, the next start rebuilds from Postgres.
                 path.unlink(missing_ok=True)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 entry.index.save(
                     path,
                     watermark={
@@ -235,6 +250,7 @@ class IndexRegistry:
                         "collection_created": entry.collection_created,
                         "model": entry.model,
                     },
+                    seal=self.sealer.sealer(entry.collection_id, SNAPSHOT),
                 )
             entry.unsaved = 0
 
@@ -261,7 +277,10 @@ class IndexRegistry:
                 select(FaceTemplate.collection_id, FaceTemplate.model_name).distinct()
             ).all()
         for collection_id, model in pairs:
-            self.catch_up(collection_id, model)
+            try:
+                self.catch_up(collection_id, model)
+            except Exception:  # e.g. a data key this KEK cannot open: the others still serve
+                log.exception("index of collection %d / %s not loaded", collection_id, model)
 
     def search(
         self, collection_id: int, model: str, queries: np.ndarray, k: int
@@ -310,6 +329,18 @@ class IndexRegistry:
                 del self._entries[key]
         shutil.rmtree(self.settings.index_dir / str(collection_id), ignore_errors=True)
 
+    def purge(self, collection_id: int, model: str) -> None:
+        """After an erasure: delete the snapshot now (it may hold the erased vectors); the
+        in-memory index already dropped them, and the next save writes a snapshot without them."""
+        with self._lock:
+            entry = self._entries.get((collection_id, model))
+        if entry is None:
+            self._snapshot_path(collection_id, model).unlink(missing_ok=True)
+            return
+        with entry.lock:
+            self._snapshot_path(collection_id, model).unlink(missing_ok=True)
+            entry.unsaved = max(entry.unsaved, 1)
+
     def snapshot_all(self) -> None:
         with self._lock:
             entries = list(self._entries.values())
@@ -344,6 +375,6 @@ class IndexRegistry:
         ]
 
 
-def watermark_json(path: Path) -> dict[str, Any]:
-    """The watermark stored beside a snapshot (for tests and `identity db reindex` output)."""
-    return dict(json.loads(json.dumps(FaceIndex.load(path).watermark)))
+def watermark_json(path: Path, sealer: DataKeys) -> dict[str, Any]:
+    """The watermark stored in a sealed snapshot (for tests and `identity db reindex` output)."""
+    return dict(json.loads(json.dumps(FaceIndex.load(path, unseal=sealer.opener(SNAPSHOT)).watermark)))

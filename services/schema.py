@@ -13,6 +13,10 @@ Tables:
   before writing a change, so ``seq`` order equals commit order within a collection.
 - ``api_keys``: sha256 of the key (never the key), a short public prefix to find the row, scope
   ``admin|enroll|verify`` and an optional collection.
+- ``data_keys``: one AES-256 data key per collection, wrapped by the key-encryption key
+  (``identity.sealing``); ``kek_id`` names the KEK. Embeddings (``face_templates``,
+  ``gallery_faces``, ``body_templates``), face crops and index snapshots are sealed with it and
+  carry its ``key_id``. The row goes with its collection, which shreds what it sealed.
 - ``audit_events``: who (key id), what, which collection/identity, outcome and scores; never
   embeddings, images or thumbnails. Ids are plain columns, not foreign keys, so an erased
   identity's events survive the erasure.
@@ -66,6 +70,12 @@ def identity_id_column() -> MappedColumn[Any]:
     return mapped_column(
         UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE"), nullable=False
     )
+
+
+def key_id_column() -> MappedColumn[Any]:
+    """The ``data_keys`` row that sealed the row's biometric columns (NULL = plaintext from
+    before migration 0320, sealed by the start-up pass)."""
+    return mapped_column(BigInteger)
 
 
 SCOPES = ("admin", "enroll", "verify")
@@ -138,8 +148,22 @@ class FaceTemplate(Base):
     # bytea, and keep the table small for the index scan.
     thumbnail: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = created_at_column()
+    key_id: Mapped[int | None] = key_id_column()
 
     identity: Mapped[IdentityRow] = relationship(back_populates="templates")
+
+
+class DataKey(Base):
+    __tablename__ = "data_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("collections.id", ondelete="CASCADE"), unique=True, nullable=False
+    )
+    kek_id: Mapped[str] = mapped_column(String(16), nullable=False)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+    rewrapped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class IndexChange(Base):

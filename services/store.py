@@ -15,8 +15,9 @@ Identities (addressed by UUID ``identity_id`` within a collection):
 - ``list_identities(collection, q=None, limit=50, offset=0)``: paged, ``q`` searches display
   name and external id (case-insensitive substring).
 - ``get_identity(collection, identity_id)``: with its templates (no embeddings).
-- ``erase_identity(collection, identity_id)``: templates, thumbnails and index entries in one
-  operation; the audit log keeps that it happened (never what was erased).
+- ``erase_identity(collection, identity_id)``: templates (face, body, the gallery faces named
+  into it), thumbnails, index entries and snapshot, then VACUUM (docs/security.md); the audit
+  log keeps that it happened (never what was erased).
 - ``remove_face(collection, identity_id, template_id)``: one template, the same way.
 
 Faces:
@@ -62,13 +63,15 @@ from sqlalchemy.orm import Session
 from identity.errors import BadImage, CodedError, InvalidInput, MultipleFaces, NoFaceFound
 from identity.faces import Faces, check_bbox_xyxy
 from identity.pipeline import FaceAnalyzer
+from identity.sealing import write_private
 from identity.settings import Settings
-from services.db import make_sessionmaker
+from services.db import make_sessionmaker, vacuum
 from services.errors import Conflict, DuplicateImage, NoTemplates, NotFound
-from services.indexes import IndexRegistry, embedding_from_bytes, embedding_to_bytes
+from services.indexes import IndexRegistry, embedding_to_bytes
 from services.liveness import audit_fields, check_policy, refusal, verdicts, wanted
 from services.metrics import record_stages
 from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
+from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,9 @@ def face_summary(faces: Faces, i: int) -> dict[str, Any]:
 class NewTemplate:
     """One analysed face to store as a template of ``identity_id`` (``CollectionWrite.add_templates``).
 
-    ``embedding`` is already ``embedding_to_bytes``; ``thumbnail_jpeg`` becomes a file under
-    ``thumbnails_dir`` when the settings keep thumbnails.
+    ``embedding`` is already ``embedding_to_bytes`` (plaintext: ``add_templates`` seals it);
+    ``thumbnail_jpeg`` becomes a sealed file under ``thumbnails_dir`` when the settings keep
+    thumbnails.
     """
 
     identity_id: uuid.UUID
@@ -138,7 +142,9 @@ class CollectionWrite:
     ``index_changes`` 'add' rows and thumbnail files; templates removed here their 'remove'
     rows. After the commit the store deletes the removed templates' thumbnails and brings the
     FAISS index of every touched model up to date; if the transaction fails, the thumbnail files
-    it wrote are deleted instead, so a failed write leaves no files behind.
+    it wrote are deleted instead, so a failed write leaves no files behind. A write that removed
+    templates is an erasure: the store also rewrites the touched index snapshots and VACUUMs the
+    biometric tables (``settings.erase_vacuum``), so no file keeps the removed bytes.
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class CollectionWrite:
         self.models: set[str] = set()  # models whose index must catch up after the commit
         self.written_thumbnails: list[str] = []
         self.dropped_thumbnails: list[str] = []
+        self.erased = False  # templates (or rows cascading from them) deleted here
 
     def identity(self, identity_id: uuid.UUID | str) -> IdentityRow:
         """The identity in this collection, or NotFound."""
@@ -205,14 +212,17 @@ class CollectionWrite:
         Flushes, so the returned rows have their ids.
         """
         rows = []
+        sealer = self.store.sealer
         for r in records:
+            key_id, sealed = sealer.seal(self.collection_id, r.embedding, EMBEDDING)
             t = FaceTemplate(
                 identity_id=r.identity_id,
                 collection_id=self.collection_id,
                 model_name=r.model_name,
                 model_version=r.model_version,
                 dim=r.dim,
-                embedding=r.embedding,
+                embedding=sealed,
+                key_id=key_id,
                 quality=r.quality,
                 quality_reasons=r.quality_reasons,
                 det_score=r.det_score,
@@ -242,18 +252,18 @@ class CollectionWrite:
             )
         )
         self.models.add(model_name)
+        self.erased = True
         if thumbnail:
             self.dropped_thumbnails.append(thumbnail)
 
     def _save_thumbnail(self, jpeg: bytes | None) -> str | None:
         if not jpeg or not self.store.settings.store_thumbnails:
             return None
-        name = f"{uuid.uuid4().hex}.jpg"
-        path = self.store._thumb_path(self.collection_id, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        name = f"{uuid.uuid4().hex}.sealed"
+        sealed = self.store.sealer.seal(self.collection_id, jpeg, THUMBNAIL)[1]
         # recorded before the write, so a half-written file is deleted too if anything fails
         self.written_thumbnails.append(name)
-        path.write_bytes(jpeg)
+        write_private(self.store._thumb_path(self.collection_id, name), sealed)
         return name
 
 
@@ -271,7 +281,8 @@ class IdentityStore:
         self.engine = engine
         self.sessions = make_sessionmaker(engine)
         self.analyzer = analyzer or FaceAnalyzer(settings)
-        self.indexes = indexes or IndexRegistry(settings, engine)
+        self.sealer = indexes.sealer if indexes is not None else DataKeys(settings, engine)
+        self.indexes = indexes or IndexRegistry(settings, engine, self.sealer)
 
     # model ----------------------------------------------------------------------------------
     @property
@@ -411,11 +422,15 @@ class IdentityStore:
         for model in sorted(w.models):
             try:
                 self.indexes.catch_up(w.collection_id, model)
+                if w.erased:
+                    self.indexes.purge(w.collection_id, model)
             except Exception:
                 log.exception(
                     "index catch-up after commit failed (collection %d, model %s); "
                     "the next search or background round retries it", w.collection_id, model,
                 )
+        if w.erased:
+            vacuum(self.engine, mode=self.settings.erase_vacuum)
 
     @staticmethod
     def _collection_dict(c: Collection, identities: int = 0, templates: int = 0) -> dict[str, Any]:
@@ -553,6 +568,7 @@ class IdentityStore:
             cid = c.id
         self._remove_thumbnails(cid, [t for t in thumbs if t])
         self.indexes.drop(cid)
+        vacuum(self.engine, mode=self.settings.erase_vacuum)
         return {"deleted": name, "identities": n_ident, "templates": len(thumbs)}
 
     # identities -----------------------------------------------------------------------------
@@ -691,13 +707,22 @@ class IdentityStore:
             self._thumb_path(collection_id, name).unlink(missing_ok=True)
 
     def thumbnail_path(self, collection: str, template_id: int) -> Any:
-        """Path of a template's thumbnail JPEG (for the dashboard); NotFound if none."""
+        """Path of a template's sealed thumbnail file; NotFound if none."""
         with self.sessions() as s:
             c = self._collection(s, collection)
             t = s.get(FaceTemplate, template_id)
             if t is None or t.collection_id != c.id or not t.thumbnail:
                 raise NotFound(f"no thumbnail for template {template_id}")
             return self._thumb_path(c.id, t.thumbnail)
+
+    def thumbnail_jpeg(self, collection: str, template_id: int) -> bytes:
+        """A template's thumbnail JPEG, unsealed (for the dashboard); NotFound if none."""
+        path = self.thumbnail_path(collection, template_id)
+        try:
+            blob = path.read_bytes()
+        except OSError:
+            raise NotFound(f"no thumbnail for template {template_id}") from None
+        return self.sealer.open(blob, THUMBNAIL) if path.suffix == ".sealed" else blob
 
     def _thumbnail_jpeg(self, faces: Faces, i: int) -> bytes | None:
         if not self.settings.store_thumbnails or faces.crops is None:
@@ -911,7 +936,9 @@ class IdentityStore:
             if identity_id is not None:
                 row = self._identity(s, c, identity_id)
                 templates = s.execute(
-                    select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding).where(
+                    select(
+                        FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding, FaceTemplate.key_id
+                    ).where(
                         FaceTemplate.identity_id == row.id,
                         FaceTemplate.model_name == self.model_name,
                     )
@@ -929,7 +956,7 @@ class IdentityStore:
             )
         out: dict[str, Any] = {"faces_in_probe": len(probe_faces)}
         if identity_id is not None:
-            gallery = np.stack([embedding_from_bytes(t[2], t[1]) for t in templates])
+            gallery = np.stack([self.sealer.embedding(t[2], t[3], t[1]) for t in templates])
             sims = probe_faces.embeddings @ gallery.T  # (faces, templates)
             face, best = np.unravel_index(int(np.argmax(sims)), sims.shape)
             similarity = float(sims[face, best])
@@ -1091,8 +1118,8 @@ class IdentityStore:
                 ).all()
             }
         removed = 0
-        for path in root.glob("*/*.jpg"):
-            if (path.parent.name, path.name) not in known:
+        for path in root.glob("*/*"):
+            if path.is_file() and (path.parent.name, path.name) not in known:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed

@@ -4,12 +4,15 @@ engine, the real face pipeline (loaded once), the store and API keys."""
 
 from __future__ import annotations
 
+import base64
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from shared_data import SHARED_DIR, missing_test_data
 from sqlalchemy import Engine
 
@@ -48,6 +51,10 @@ def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         database_url=pg_url,
         models_dir=SHARED / "models",
         index_snapshot_every=5,
+        # One KEK for the session's database: tests that copy these settings with another
+        # data_dir must still open the data keys (tests/services/test_sealing.py covers the
+        # KEK file the embedded default makes).
+        kek=SecretStr(base64.b64encode(secrets.token_bytes(32)).decode()),
     )
 
 

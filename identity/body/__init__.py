@@ -61,9 +61,11 @@ class DenseDescriptor(Protocol):
 # runner name (manifest ``runner``) -> "module:Class", built as Class(resolved, settings)
 EMBEDDER_RUNNERS: dict[str, str] = {
     "reid_onnx": "identity.body.reid:ReIDONNX",
+    "reid_openvino": "identity.body.reid:ReIDOpenVINO",  # needs the `body` extra
     "dino_vit": "identity.body.vit:DinoViTDescriptor",  # needs the `torch` extra
 }
 DETECTOR_RUNNERS: dict[str, str] = {
+    "ssd_openvino": "identity.body.detect:SSDPersonDetector",  # needs the `body` extra
     "scrfd_person": "identity.body.detect:SCRFDPersonDetector",
     "mediapipe_pose": "identity.body.detect:MediaPipePoseDetector",
 }
@@ -115,6 +117,9 @@ class BodyAnalyzer:
         ``bodies`` gives the person boxes (a tracker's or an upstream detector's; the common case)
         and skips detection; without it the configured person detector runs.
         """
+        from identity.body.detect import check_person_images
+
+        check_person_images(images_bgr)  # before any detector or resize sees a bad image
         if bodies is None:
             bodies = self.detector.detect(images_bgr)
         if not len(bodies):

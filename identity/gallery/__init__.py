@@ -2,10 +2,13 @@
 processes, and enroll or cluster the faces.
 
 - ``sources``: walk the input safely and lazily (archives are read into memory, never extracted).
+- ``files``: reading without blocking on a FIFO, storable names and labels, the labels CSV.
+- ``limits``: a job's bounds (bytes decompressed, time) and its cancel flag, checked as it reads.
 - ``worker``: batched decode -> detect -> embed -> quality in a pool of processes.
 - ``cluster``: group unlabelled face embeddings into proposed identities.
 - ``ray_engine``: the same batches on Ray Data (``--engine ray``).
-- ``cli``: ``identity index PATH --collection C`` with a progress bar.
+The commands (``identity index PATH --collection C``, ``identity jobs cancel|list``) live in
+``services/cli/ingest.py``.
 
 The job itself (dedupe by image SHA-256, one transaction per batch, the report) needs the store,
 so it lives in the service layer: ``services.gallery.run_index``.

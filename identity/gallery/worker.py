@@ -18,12 +18,14 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from identity.errors import IdentityError
 from identity.faces import Faces
+from identity.gallery.files import read_regular_file
 from identity.settings import Settings
 
 # Faces smaller than this fraction of the largest face's area do not make an image ambiguous in
@@ -166,8 +168,7 @@ class BatchAnalyzer:
         data = item.data
         if data is None:
             try:
-                with open(item.path or "", "rb") as fh:
-                    data = fh.read(self.settings.max_image_bytes + 1)
+                data = read_regular_file(Path(item.path or ""), self.settings.max_image_bytes)
             except OSError as exc:
                 result.error_code, result.error_message = "unreadable", str(exc.strerror or exc)
                 return None, result

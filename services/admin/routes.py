@@ -45,6 +45,7 @@ from services.deps import get_keys as _keys
 from services.deps import get_settings as _settings
 from services.deps import get_store as _store
 from services.errors import NotFound, Unauthorized
+from services.gallery import LIVE_STATUSES
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -533,12 +534,10 @@ def thumbnail(request: Request, cid: str, tid: int, admin: AdminDep) -> Response
     try:
         if not admin.may_see(cid):
             raise NotFound("no such thumbnail")
-        path = Path(_store(request).thumbnail_path(cid, tid))
+        jpeg = _store(request).thumbnail_jpeg(cid, tid)
     except CodedError:
         raise HTTPException(status_code=404, detail="no such thumbnail")
-    if not path.is_file():
-        raise HTTPException(status_code=404, detail="no such thumbnail")
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
 # search by photo -----------------------------------------------------------------------------
@@ -735,7 +734,7 @@ def _visible_names(request: Request, admin: Admin) -> list[str]:
 
 
 def _any_running(jobs: list[dict[str, Any]]) -> bool:
-    return any(j["status"] in ("queued", "running") for j in jobs)
+    return any(j["status"] in LIVE_STATUSES for j in jobs)
 
 
 @router.get("/jobs")
@@ -767,6 +766,25 @@ def job_page(request: Request, cid: str, jid: str, admin: AdminDep) -> HTMLRespo
     return render(
         request, "job.html", admin, collection=collection, tab="jobs", job=job,
         refresh=_any_running([job]),
+    )
+
+
+@router.post("/collections/{cid}/jobs/{jid}/cancel")
+def cancel_job(request: Request, cid: str, jid: str, admin: CheckedAdminDep) -> Response:
+    """The API's cancel: a queued job ends at once, a running one at its next check."""
+    target = _redirect(f"/admin/collections/{quote(cid)}/jobs/{quote(jid)}")
+    try:
+        _collection_or_404(request, admin, cid)
+        job = _gallery(request).cancel_job(cid, jid, actor=admin.actor)
+    except NotFound as exc:
+        return _error_page(request, admin, exc)
+    except CodedError as exc:
+        return _flash(request, target, exc.message, kind="error")
+    if job["status"] == "cancelled":
+        return _flash(request, target, f"Job {jid[:8]} cancelled before it started.")
+    return _flash(
+        request, target,
+        f"Job {jid[:8]} is stopping; what it committed stays. This page updates when it has.",
     )
 
 

@@ -1,4 +1,5 @@
-"""``identity index PATH --collection C``: index a gallery into the store, with a progress bar.
+"""``identity index PATH --collection C``: index a gallery into the store, with a progress bar;
+``identity jobs cancel ID`` and ``identity jobs list -c C``.
 
 Registered on the ``identity`` command by ``services.cli``. The service layer (Postgres, FAISS) is imported
 inside the command, so ``identity analyze`` never pays for it.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -159,11 +162,63 @@ def run_cli_index(
         return out
 
 
+jobs_app = typer.Typer(help="Gallery indexing jobs (API and CLI alike).", no_args_is_help=True)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: Annotated[str, typer.Argument(help="The job's id (GET .../jobs, identity jobs list).")],
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Its collection (found if omitted).")
+    ] = None,
+) -> None:
+    """Stop a job: queued ones end at once, a running one at its next check (seconds), in
+    whichever process runs it; what it committed stays."""
+    with _gallery_store() as gallery:
+        name = collection or gallery.job_collection(job_id)
+        job = gallery.cancel_job(name, job_id)
+    typer.echo(f"job {job['id']}: {job['status']}")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection.")],
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The collection's newest jobs: id, status, counts, source."""
+    with _gallery_store() as gallery:
+        jobs = gallery.list_jobs(collection, limit)
+    if as_json:
+        typer.echo(json.dumps(jobs, indent=2))
+        return
+    for j in jobs:
+        c = j["counts"]
+        typer.echo(
+            f"{j['id']}  {j['status']:11}  seen {c['seen']:>6}  enrolled {c['enrolled']:>6}  "
+            f"{j['source']}"
+        )
+
+
+@contextmanager
+def _gallery_store() -> Iterator[Any]:
+    from identity.settings import Settings
+    from services.db import open_database, upgrade
+    from services.gallery import GalleryStore
+    from services.store import IdentityStore
+
+    settings = Settings()
+    with open_database(settings) as eng:
+        upgrade(eng)
+        yield GalleryStore(IdentityStore(settings, eng))
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``identity index`` to the main CLI."""
+    """Add ``identity index`` and ``identity jobs cancel|list`` to the main CLI."""
     app.command("index")(index)
+    app.add_typer(jobs_app, name="jobs")

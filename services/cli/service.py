@@ -1,4 +1,4 @@
-"""Service commands: ``serve``, ``db upgrade|reindex``, ``keys create|list|revoke``.
+"""Service commands: ``serve``, ``db upgrade|reindex``, ``keys create|list|revoke|rotate-kek``.
 
 Registered on the ``identity`` command by ``services.cli``. Every command opens the database
 the same way as the server: ``DATABASE_URL`` if set, else the embedded Postgres in
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from identity.errors import CodedError
+from identity.errors import CodedError, InvalidInput
 
 db_app = typer.Typer(help="Database: migrations and index rebuilds.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; a new key is printed once).", no_args_is_help=True)
@@ -109,11 +109,15 @@ def serve(
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply Alembic migrations up to head."""
+    """Apply Alembic migrations up to head and seal rows stored before sealing existed."""
+    from services.app import seal_at_rest
     from services.db import current_revision, open_database, upgrade
+    from services.store import IdentityStore
 
-    with open_database(_settings()) as engine:
+    settings = _settings()
+    with open_database(settings) as engine:
         upgrade(engine)
+        seal_at_rest(IdentityStore(settings, engine))  # rows older than sealing (0320)
         typer.echo(f"database at revision {current_revision(engine)}")
 
 
@@ -187,6 +191,71 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id, prefix or the k
         except CodedError as exc:
             _fail(exc)
     typer.echo(f"revoked key {row['id']} ({row['prefix']})")
+
+
+@keys_app.command("rotate-kek")
+def keys_rotate_kek(
+    new_kek_file: Annotated[
+        str | None,
+        typer.Option(help="File holding the new KEK (base64); default: generate one."),
+    ] = None,
+) -> None:
+    """Re-wrap every data key under a new key-encryption key, beside a running service.
+
+    With the KEK in a file (the embedded default), the new KEK is installed in that file once
+    every data key is re-wrapped. With IDENTITY_KEK, set it to the new key (keeping the old one
+    in IDENTITY_KEK_PREVIOUS until every process has restarted); see docs/security.md.
+    """
+    from pathlib import Path
+
+    from identity.sealing import (
+        decode_key,
+        encode_key,
+        kek_path,
+        new_key,
+        pending_kek_path,
+        write_private,
+    )
+    from services.db import open_database, upgrade
+    from services.store import IdentityStore
+
+    settings = _settings()
+    try:
+        if new_kek_file is not None:
+            try:
+                text = Path(new_kek_file).read_text()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {new_kek_file}: {exc.strerror}") from None
+            kek = decode_key(text, new_kek_file)
+        else:
+            kek = new_key()
+        pending = pending_kek_path(settings)
+        in_file = settings.kek is None
+
+        def install() -> None:
+            if in_file:
+                pending.replace(kek_path(settings))
+
+        with open_database(settings) as engine:
+            upgrade(engine)
+            store = IdentityStore(settings, engine)
+            if in_file:
+                # Readable by running services from here on (identity.sealing). Kept if anything
+                # below fails: once re-wrapped rows are committed it is the only key to them.
+                write_private(pending, encode_key(kek).encode())
+            result = store.sealer.rotate_kek(kek, install)
+            store.audit(None, "keys.rotate_kek", "ok", **result)
+    except CodedError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result, indent=2))
+    if not in_file:
+        typer.echo(
+            "# data keys re-wrapped: set IDENTITY_KEK to the new key, which is "
+            + ("the one in " + new_kek_file if new_kek_file else "printed below (store it now)"),
+            err=True,
+        )
+        if new_kek_file is None:
+            typer.echo(encode_key(kek).strip(), err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -61,3 +61,44 @@ def write_bad_files(folder: Path) -> dict[str, str]:
         "huge.png": "image_too_large",
         "empty.jpg": "bad_image",
     }
+
+
+# --- hostile archives for the job-limit tests -------------------------------------------------
+ZERO_UNIT = 8 * 1024 * 1024  # zeros per bz2 stream; streams concatenate into one stream of bytes
+_ZERO_STREAM: list[bytes] = []
+
+
+def _zero_stream() -> bytes:
+    """bz2 of ``ZERO_UNIT`` zero bytes (about 50 bytes), made once: repeating it writes gigabytes
+    of decompressed zeros for kilobytes of archive, the way a real bomb is built."""
+    if not _ZERO_STREAM:
+        import bz2
+
+        _ZERO_STREAM.append(bz2.compress(b"\0" * ZERO_UNIT, 9))
+    return _ZERO_STREAM[0]
+
+
+def write_bz2_tar(
+    dest: Path, members: list[tuple[str, bytes | int]], declared: dict[str, int] | None = None
+) -> Path:
+    """A ``.tar.bz2`` of ``members`` (name, bytes, or a count of ``ZERO_UNIT`` zero blocks),
+    written as concatenated bz2 streams so zero members cost ~50 bytes per 8 MiB. ``declared``
+    overrides a member's header size (a header declaring 2 TB over fewer real bytes: the reader
+    must still refuse it from the header alone)."""
+    import bz2
+    import tarfile
+
+    declared = declared or {}
+    with open(dest, "wb") as out:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            size = len(data) if isinstance(data, bytes) else data * ZERO_UNIT
+            info.size = declared.get(name, size)
+            out.write(bz2.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+            if isinstance(data, bytes):
+                pad = (-len(data)) % 512
+                out.write(bz2.compress(data + b"\0" * pad))
+            else:
+                out.write(_zero_stream() * data)
+        out.write(bz2.compress(b"\0" * 1024))  # end-of-archive blocks
+    return dest

@@ -90,7 +90,7 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
     assert sorted(matched) == ["biden", "obama"]
 
     # erase: templates, thumbnails, index entries; audit keeps the event
-    thumbs = list((settings.thumbnails_dir).glob("*/*.jpg"))
+    thumbs = list((settings.thumbnails_dir).glob("*/*.sealed"))
     assert thumbs, "thumbnails were stored"
     r = client.delete(f"/v1/collections/{cid}/identities/{obama}", headers=admin)
     assert r.status_code == 200 and r.json()["templates"] == 2
@@ -98,7 +98,7 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
     res = identify(client, cid, admin, probe, top_k=5)
     assert all(c["identity_id"] != obama for c in res["faces"][0]["candidates"])
     assert res["faces"][0]["candidates"][0]["match"] is False
-    still = {p.name for p in settings.thumbnails_dir.glob("*/*.jpg")}
+    still = {p.name for p in settings.thumbnails_dir.glob("*/*.sealed")}
     assert len(still) == len(thumbs) - 2
     events = client.app.state.store.audit_events(50)
     erase = [e for e in events if e["action"] == "identity.erase" and e["identity_id"] == obama]

@@ -78,7 +78,7 @@ def test_enroll_and_identify_pedestrians_across_frames(
         )
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["body_model"] == "osnet_x0_25_msmt17"
+        assert body["body_model"] == "reid_intel_0287"  # the default (Settings.body_embedder)
         top = body["candidates"][0]
         assert top["identity_id"] == ids[t] and top["match"] is True
         assert top["body_similarity"] > body["body_threshold"]
@@ -216,3 +216,95 @@ def test_bad_inputs_are_typed_4xx(client: TestClient, admin: dict[str, str], col
                     files={"file": ("f.jpg", _frame(1), "image/jpeg")}),
         401,
     )
+
+
+def _png(w: int, h: int) -> bytes:
+    ok, data = cv2.imencode(".png", np.full((h, w, 3), 127, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("wh", [(1, 1), (64, 64), (3, 5000), (60, 30)])
+def test_images_that_crashed_the_person_detector_are_4xx(
+    client: TestClient, admin: dict[str, str], collection: str, wh: tuple[int, int]
+) -> None:
+    # OpenCV's HOG segfaulted the whole process on 1x1, 64x64 and 3x5000 (issue 10), and 60x30
+    # was a 500. Now each is a typed 4xx problem, and the service (this process) still answers.
+    iid = _identity(client, admin, collection, f"tiny-{wh[0]}x{wh[1]}")
+    r = client.post(f"/v1/collections/{collection}/identify-body",
+                    files={"file": ("t.png", _png(*wh), "image/png")}, headers=admin)
+    code = "no_person_found" if wh == (64, 64) else "unsuitable_person_image"
+    assert_problem(r, 422, code)
+    err = assert_problem(
+        client.post(f"/v1/collections/{collection}/identities/{iid}/bodies",
+                    files=[("files", ("t.png", _png(*wh), "image/png"))], headers=admin),
+        422, "enrollment_rejected",
+    )
+    assert err["details"]["rejected"][0]["code"] == code
+    assert client.get(f"/v1/collections/{collection}/identities/{iid}", headers=admin).status_code == 200
+
+
+def test_reranking_orders_a_one_model_gallery(
+    client: TestClient, admin: dict[str, str], collection: str
+) -> None:
+    first, later = _gt(1), _gt(4)
+    tracks = sorted(set(first) & set(later))[:4]
+    ids = {}
+    for t in tracks:
+        ids[t] = _identity(client, admin, collection, f"rr-{t}")
+        for frame, boxes in ((1, first), (4, later)):
+            r = client.post(
+                f"/v1/collections/{collection}/identities/{ids[t]}/bodies",
+                files=[("files", ("f.jpg", _frame(frame), "image/jpeg"))],
+                data={"bbox": _bbox(boxes[t])}, headers=admin,
+            )
+            assert r.status_code == 201, r.text
+    probe_frame = 2
+    probe = _gt(probe_frame)
+    for t in tracks:
+        if t not in probe:
+            continue
+        r = client.post(
+            f"/v1/collections/{collection}/identify-body",
+            files={"file": ("f.jpg", _frame(probe_frame), "image/jpeg")},
+            data={"bbox": _bbox(probe[t]), "rerank": "true", "use_face": "false"}, headers=admin,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["reranked"] is True
+        assert r.json()["candidates"][0]["identity_id"] == ids[t]
+
+
+def test_templates_of_an_older_body_model_stay_searchable(
+    client: TestClient, admin: dict[str, str], collection: str
+) -> None:
+    """Body templates enrolled with OSNet before the default became Intel 0287 are still matched
+    (with OSNet's own embedding of the probe and OSNet's threshold); new ones use 0287."""
+    from identity.body import BodyAnalyzer
+    from services.body_store import BodyStore
+
+    first, later = _gt(1), _gt(4)
+    old, new = sorted(set(first) & set(later))[:2]
+    store = client.app.state.store  # type: ignore[attr-defined]
+    legacy = BodyStore(store, BodyAnalyzer(store.settings, embedder="osnet_x0_25_msmt17"))
+    ids = {t: _identity(client, admin, collection, f"gen-{t}") for t in (old, new)}
+    legacy.enroll_images(collection, ids[old], [("f1.jpg", _frame(1))], first[old])
+    r = client.post(
+        f"/v1/collections/{collection}/identities/{ids[new]}/bodies",
+        files=[("files", ("f1.jpg", _frame(1), "image/jpeg"))], data={"bbox": _bbox(first[new])},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    for t, model in ((old, "osnet_x0_25_msmt17"), (new, "reid_intel_0287")):
+        for rerank in ("false", "true"):
+            r = client.post(
+                f"/v1/collections/{collection}/identify-body",
+                files={"file": ("f4.jpg", _frame(4), "image/jpeg")},
+                data={"bbox": _bbox(later[t]), "rerank": rerank, "use_face": "false"},
+                headers=admin,
+            )
+            assert r.status_code == 200, r.text
+            top = r.json()["candidates"][0]
+            assert top["identity_id"] == ids[t] and top["match"] is True, (rerank, r.json())
+            assert top["body_model"] == model
+            # re-ranking needs one embedding space; with OSNet templates present it stands aside
+            assert r.json()["reranked"] is False

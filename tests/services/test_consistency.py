@@ -22,8 +22,9 @@ import numpy as np
 from sqlalchemy import func, select
 from svc_helpers import DATA, PROBES, REPO, TRAIN
 
-from services.indexes import embedding_from_bytes, watermark_json
+from services.indexes import watermark_json
 from services.schema import Collection, FaceTemplate, IdentityRow, IndexChange
+from services.sealed import DataKeys
 
 
 def _free_port() -> int:
@@ -151,7 +152,10 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
         with engine.connect() as conn:
             coll_id = conn.execute(select(Collection.id).where(Collection.name == cid)).scalar_one()
             rows = conn.execute(
-                select(FaceTemplate.id, FaceTemplate.identity_id, FaceTemplate.dim, FaceTemplate.embedding)
+                select(
+                    FaceTemplate.id, FaceTemplate.identity_id, FaceTemplate.dim,
+                    FaceTemplate.embedding, FaceTemplate.key_id,
+                )
                 .where(FaceTemplate.collection_id == coll_id)
             ).all()
             n_identities = len(conn.execute(select(IdentityRow.id).where(IdentityRow.collection_id == coll_id)).all())
@@ -167,7 +171,10 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
             np.testing.assert_allclose([s for _, s in kept], [s for _, s in cands], atol=1e-5)
 
         # and exactly what an exhaustive search over Postgres gives, late enrollments included
-        gallery = np.stack([embedding_from_bytes(r[3], r[2]) for r in rows])
+        # the server's KEK: the file its data dir made (not the session's IDENTITY_KEK)
+        server_settings = settings.model_copy(update={"data_dir": tmp_path / "data", "kek": None})
+        sealer = DataKeys(server_settings, engine)
+        gallery = np.stack([sealer.embedding(r[3], r[4], r[2]) for r in rows])
         owners = np.array([str(r[1]) for r in rows])
         for p in probes:
             q = analyzer.analyze_bytes(p.read_bytes()).faces.largest().embeddings[0]
@@ -188,4 +195,4 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
             select(func.max(IndexChange.seq)).where(IndexChange.collection_id == coll_id)
         ).scalar_one()
     snapshot = tmp_path / "data" / "indexes" / str(coll_id) / f"{status['model']}.faiss"
-    assert watermark_json(snapshot)["seq"] == last_seq
+    assert watermark_json(snapshot, sealer)["seq"] == last_seq

@@ -12,6 +12,7 @@ from svc_helpers import PROBES, TRAIN
 
 from identity.index import FaceIndex
 from services.app import create_app
+from services.sealed import SNAPSHOT, DataKeys
 
 REBUILD = "rebuilding from Postgres"
 
@@ -19,6 +20,10 @@ REBUILD = "rebuilding from Postgres"
 def _restart(settings, engine, analyzer, data_dir: Path, factory: str) -> TestClient:
     changed = settings.model_copy(update={"data_dir": data_dir, "index_factory": factory})
     return TestClient(create_app(changed, engine=engine, analyzer=analyzer, warm_models=False))
+
+
+def _unseal(settings, engine):  # type: ignore[no-untyped-def]
+    return DataKeys(settings, engine).opener(SNAPSHOT)
 
 
 def test_snapshot_of_another_factory_is_rebuilt(
@@ -41,7 +46,7 @@ def test_snapshot_of_another_factory_is_rebuilt(
     with _restart(settings, engine, analyzer, tmp_path, "Flat") as c:
         status = c.get(f"/v1/collections/{cid}/index", headers=admin).json()
         assert status["index_factory"] == "Flat" and status["consistent"] and status["index_size"] == 2
-    assert FaceIndex.load(snapshot).factory == "Flat"  # written on shutdown
+    assert FaceIndex.load(snapshot, unseal=_unseal(settings, engine)).factory == "Flat"  # written on shutdown
 
     caplog.set_level(logging.INFO, logger="services.indexes")
     with _restart(settings, engine, analyzer, tmp_path, "HNSW32") as c:
@@ -56,7 +61,7 @@ def test_snapshot_of_another_factory_is_rebuilt(
         assert best["identity_id"] == iid and best["match"] is True
     mismatch = [m for m in caplog.messages if REBUILD in m and str(snapshot) in m]
     assert mismatch and "'Flat'" in mismatch[0] and "'HNSW32'" in mismatch[0], caplog.messages
-    assert FaceIndex.load(snapshot).factory == "HNSW32"
+    assert FaceIndex.load(snapshot, unseal=_unseal(settings, engine)).factory == "HNSW32"
 
     # the same factory again: the snapshot is used as it is
     caplog.clear()

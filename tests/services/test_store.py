@@ -11,6 +11,7 @@ from svc_helpers import TRAIN
 
 from services.errors import NotFound
 from services.schema import FaceTemplate
+from services.sealed import EMBEDDING
 from services.store import IdentityStore, NewTemplate
 
 
@@ -57,8 +58,8 @@ def test_write_adds_templates_for_many_identities(store: IdentityStore, obama: t
     with store.read(collection) as (s, c):
         src = s.query(FaceTemplate).filter_by(collection_id=c.id).first()
         assert src is not None
-        emb, dim = src.embedding, src.dim
-    jpeg = store.thumbnail_path(collection, src.id).read_bytes()
+        emb, dim = store.sealer.open_row(src.embedding, src.key_id, EMBEDDING), src.dim
+    jpeg = store.thumbnail_jpeg(collection, src.id)
 
     def record(identity_id: uuid.UUID, sha: str) -> NewTemplate:
         return NewTemplate(

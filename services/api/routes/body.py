@@ -57,6 +57,9 @@ class BodyCandidate(BaseModel):
     display_name: str
     body_similarity: float | None
     body_template_id: int | None
+    body_model: str | None = Field(
+        default=None, description="body model of that template (older models stay searchable)"
+    )
     face_similarity: float | None
     face_template_id: int | None
     fused_score: float = Field(description="weighted mean of calibrated margins; >= 0 is a match")
@@ -69,6 +72,10 @@ class BodyIdentifyResult(BaseModel):
     candidates: list[BodyCandidate]
     body_model: str
     body_threshold: float
+    reranked: bool = Field(
+        default=False, description="candidates ordered by k-reciprocal re-ranking (body only, "
+        "one body model in the collection)",
+    )
     face_model: str | None
     face_threshold: float | None
     far: float | None
@@ -107,9 +114,12 @@ def identify_body(
     far: Annotated[float | None, Form(gt=0, lt=1)] = None,
     threshold: Annotated[float | None, Form(ge=-1, lt=1, description="body threshold")] = None,
     use_face: Annotated[bool, Form(description="fuse with the face inside the person box")] = True,
+    rerank: Annotated[
+        bool | None, Form(description="k-reciprocal re-ranking of body-only candidates")
+    ] = None,
 ) -> dict:
     """1:N by body appearance; fused with the face score when the person's face is visible."""
     return bodies.identify(
         cid, file.file.read(), parse_bbox(bbox), top_k=top_k, far=far, threshold=threshold,
-        use_face=use_face, actor=p.key_id,
+        use_face=use_face, actor=p.key_id, rerank=rerank,
     )

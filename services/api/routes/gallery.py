@@ -3,7 +3,8 @@
 - ``POST /v1/collections/{cid}/jobs``: JSON ``{"path": ..., "labels": ...}`` (a folder, archive or
   CSV inside ``IDENTITY_GALLERY_ROOTS``) or multipart with ``file`` (a zip or tar archive) and form
   fields ``labels``/``cluster``; 202 with the job. ``GET .../jobs`` and ``GET .../jobs/{jid}``:
-  status, progress and counts, the full report when done.
+  status, progress and counts, the full report when done. ``POST .../jobs/{jid}/cancel`` stops a
+  job (queued: at once; running: at its next check), keeping what it committed.
 - ``GET .../clusters``: proposed identities with sample faces; ``POST .../clusters/{id}/name``
   makes one an identity; ``POST .../clusters/{id}/merge`` merges others into it;
   ``POST .../clusters/recluster`` recomputes; ``GET .../gallery-faces/{id}/thumbnail``.
@@ -11,10 +12,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,6 +21,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from identity.errors import InvalidInput
+from identity.gallery.sources import open_source
 from services.api.schemas import BIGINT_MAX, MAX_OFFSET, Text
 from services.auth import Principal
 from services.deps import StoreDep, collection_access, get_gallery, get_job_runner
@@ -107,25 +105,11 @@ async def create_job(
             cluster=_form_bool(form.get("cluster"), True),
         )
         # the archive is kept as one file (never extracted) until the job ends
-        uploads = settings.data_dir / "uploads"
-        uploads.mkdir(parents=True, exist_ok=True)
         suffix = next(s for s in ARCHIVE_SUFFIXES if name.endswith(s))
-        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=uploads)
-        path = Path(tmp)
-
-        def save_and_submit() -> dict[str, Any]:
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(upload.file, out)
-            return runner.submit(
-                cid, path, options, cleanup=path, actor=p.key_id,
-                source_label=f"upload:{upload.filename}",
-            )
-
-        try:
-            return await run_in_threadpool(save_and_submit)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        return await run_in_threadpool(
+            runner.submit_upload, cid, upload.file, suffix, options, p.key_id,
+            f"upload:{upload.filename}",
+        )
     try:
         body = JobCreate.model_validate(await request.json())
     except (ValueError, ValidationError) as exc:
@@ -145,7 +129,17 @@ async def create_job(
         cluster_method=body.cluster_method,
         allowed_roots=gallery_roots(settings),  # every CSV row, not just the CSV itself
     )
-    return await run_in_threadpool(runner.submit, cid, path, options, None, p.key_id)
+
+    def check_and_submit() -> dict[str, Any]:
+        # what can be told now (a single image, a FIFO, an empty or non-UTF-8 CSV) is a 422
+        # now; the job itself still fails with the same message if the source changes meanwhile
+        open_source(
+            path, options.labels, labels_csv, settings.max_image_bytes,
+            allowed_roots=options.allowed_roots,
+        )
+        return runner.submit(cid, path, options, None, p.key_id)
+
+    return await run_in_threadpool(check_and_submit)
 
 
 @router.get("/jobs")
@@ -166,6 +160,18 @@ def get_job(
     p: Annotated[Principal, Depends(collection_access("read"))],
 ) -> dict[str, Any]:
     return gallery.get_job(cid, jid)
+
+
+@router.post("/jobs/{jid}/cancel")
+def cancel_job(
+    cid: str,
+    jid: Text,
+    gallery: GalleryDep,
+    p: Annotated[Principal, Depends(collection_access("enroll"))],
+) -> dict[str, Any]:
+    """Stop a job: ``cancelled`` at once when queued, ``cancelling`` until a running job reaches
+    its next check; 409 when it already ended."""
+    return gallery.cancel_job(cid, jid, actor=p.key_id)
 
 
 @router.get("/clusters")
