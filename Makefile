@@ -11,8 +11,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# scripts/one-opencv.sh after every install: the packages below pull two more OpenCV wheels
+# that overwrite our cv2 (see the script).
 install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[mesh]'
+	sh scripts/one-opencv.sh $(BIN)/python
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,mesh,torch,ray]'
@@ -22,6 +25,7 @@ install-dev: $(BIN)/python
 	# timm is only the reference for our ViT in tests; torchvision from the index does not import
 	# beside the pinned CPU torch, and timm's ViT code never uses it.
 	$(BIN)/pip install -q --no-deps timm==1.0.31
+	sh scripts/one-opencv.sh $(BIN)/python
 	bash scripts/install-test-deps.sh
 
 serve: install

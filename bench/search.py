@@ -18,6 +18,11 @@ real probes whose top-1 is a template of the right person (same for every exact 
     .venv/bin/python bench/search.py --quick              # 10k x 128 and 512, fewer probes
     .venv/bin/python bench/search.py --sizes 100000 --dims 512
     .venv/bin/python bench/search.py --sizes 1000000 --hnsw-max 1000000   # HNSW at 1M too (slow)
+    .venv/bin/python bench/search.py --store milvus --sizes 100000 1000000 --dims 512
+
+``--store milvus`` adds the same rows for Milvus (bench/milvus_search.py: HNSW and IVF_FLAT with the
+service's defaults, on the embedded Milvus server unless ``--milvus-uri``) beside FAISS's, whose
+sweeps shrink to the service defaults (HNSW efSearch 256, IVF nprobe = half of the lists).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import command_line, deepface_labels, print_table
+from bench.milvus_search import milvus_server
 from identity.index import FaceIndex
 
 NOISE = 0.65  # genuine cosine 1/(1+0.65^2) ~ 0.70
@@ -219,11 +226,21 @@ def main() -> None:
         "Single queries always run on one thread: on a 2-core machine OpenMP's spin-waiting cost "
         "more than the second thread gave there (10k x 512 Flat: 60 vs 400 single-query QPS).",
     )
+    ap.add_argument("--store", choices=["faiss", "milvus"], default="faiss")
+    ap.add_argument("--milvus-uri", default=None, help="a running Milvus (default: embedded)")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.probes, args.budget = [10_000], 200, 2.0
     real = real_embeddings()
     rows: list[list[object]] = []
+    with ExitStack() as stack:
+        milvus = stack.enter_context(milvus_server(args.milvus_uri)) if args.store == "milvus" else None
+        run_sizes(args, real, rows, milvus)
+    print_table(HEADERS, rows, title=title(args))
+    print(f"\n{command_line()}")
+
+
+def run_sizes(args: argparse.Namespace, real, rows: list[list[object]], milvus) -> None:  # type: ignore[no-untyped-def]
     for dim in args.dims:
         for n in args.sizes:
             gallery, probes, real_truth = make_data(n, dim, args.probes, real)
@@ -283,6 +300,7 @@ def main() -> None:
             configs: list[tuple[str, dict, list[dict]]] = []
             if n <= args.hnsw_max:
                 efs = (32, 128) if args.quick else (16, 32, 64, 128, 256)
+                efs = (256,) if args.store == "milvus" else efs
                 configs.append(("HNSW32", {"efConstruction": 80}, [{"efSearch": e} for e in efs]))
             nl = nlist_for(n)
             # 4-bit codes of 16-d sub-vectors (8-d below 256-d: a 128-d template in 4 bytes is too
@@ -292,6 +310,7 @@ def main() -> None:
             # uniformly on the sphere (that is what ArcFace-type losses train for), the hardest
             # case for a partition, so the useful range reaches a large share of the lists
             shares = (16, 4) if args.quick else (64, 16, 8, 4, 3, 2)
+            shares = (2,) if args.store == "milvus" else shares
             nprobes = sorted({max(1, nl // d) for d in shares})
             configs.append(
                 (
@@ -301,7 +320,8 @@ def main() -> None:
                 )
             )
             # the same codes for every template, no partition: nothing to miss
-            configs.append((f"PQ{m}x4fs,RFlat", {}, [{"k_factor": 8}]))
+            if args.store == "faiss":
+                configs.append((f"PQ{m}x4fs,RFlat", {}, [{"k_factor": 8}]))
             for factory, build_params, sweep in configs:
                 index, t_build = build(dim, factory, gallery, build_params, args.threads)
                 nbytes = index.memory_bytes() / n
@@ -333,12 +353,32 @@ def main() -> None:
             if hit is not None:
                 print(f"#   real probes: exact top-1 is the right person for {hit:.3f}")
             # this size's rows at once: the 1M runs take long, and an interrupted run keeps them
+            if milvus is not None:
+                milvus_rows_for(args, milvus, n, dim, gallery, probes, exact, fd_qps, rows)
             print_table(HEADERS, [r for r in rows if r[:2] == [n, dim]], title=title(args))
             print(flush=True)
             del gallery, probes
             gc.collect()
-    print_table(HEADERS, rows, title=title(args))
-    print(f"\n{command_line()}")
+
+
+def milvus_rows_for(args, milvus, n, dim, gallery, probes, exact, fd_qps, rows) -> None:  # type: ignore[no-untyped-def]
+    from bench import milvus_search
+
+    kinds = (["HNSW"] if n <= args.hnsw_max else []) + ["IVF_FLAT"]
+    for kind in kinds:
+        for r in milvus_search.run(*milvus, kind, nlist_for(n), gallery, probes, args.budget):
+            per = r["server_bytes_per_template"]
+            rows.append(
+                [n, dim, r["label"], r["params"], r["build_s"], "-" if per is None else per,
+                 recall(r["ids"], exact, 1), recall(r["ids"], exact, 10), r["qps_single"],
+                 r["qps_batch"], r["qps_single"] / fd_qps]
+            )
+            print(
+                f"#   {r['label']} {r['params']}: r@1 {rows[-1][6]:.4f} single "
+                f"{r['qps_single']:.0f} qps batch {r['qps_batch']:.0f} qps; bench process grew "
+                f"{r['client_growth_mb']:.0f} MB while searching",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

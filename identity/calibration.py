@@ -1,16 +1,24 @@
 """Threshold calibration on labelled faces: ROC, EER, TAR at FAR, and the threshold per FAR.
 
-Verification decides by a named false-accept rate, never by a magic similarity: a threshold for a
-FAR is read from ``<data_dir>/calibration/<model>.json`` (written by ``identity calibrate``) or,
-failing that, from the model manifest's ``thresholds`` table.
+Verification decides by a named false-accept rate, never by a magic similarity. Thresholds depend
+on the whole pipeline (detector and alignment as much as embedder), so a calibration record
+belongs to a ``<detector>+<embedder>`` pair. A threshold for a FAR is read, first found wins, from
+1. ``<data_dir>/calibration/<detector>+<embedder>.json`` (written by ``identity calibrate``, or
+   the older ``<embedder>.json``);
+2. the record shipped for that pipeline, ``models/calibration/<detector>+<embedder>.json``
+   (celeba500, ``bench/calibrate.py``), or else the one shipped for the embedder with another
+   detector;
+3. the model manifest's ``thresholds`` table.
 
-A FAR below ``1 / n_impostor_pairs`` cannot be measured on the data at hand; such rows are
-reported with ``reliable: false`` instead of pretending to a precision the data lacks.
+Every record carries its evidence: the set it was measured on, identities, genuine and impostor
+pair counts and, per FAR, the impostors above the threshold and the upper limit of the 95%
+Clopper-Pearson interval of the FAR. A FAR is offered only where at least
+``MIN_IMPOSTORS_PER_FAR / FAR`` impostor pairs stand behind it (``reliable``); a stricter one is
+refused with ``CalibrationError`` rather than extrapolated.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -20,11 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from identity.errors import CalibrationError, InvalidInput
+from identity.errors import CalibrationError, InvalidInput, LooserThanPolicy
 from identity.settings import Settings
 
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# FARs a large calibration set (millions of impostor pairs) can stand behind.
+WIDE_FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+# A FAR needs this many expected impostor accepts behind it: with 3/FAR pairs the threshold sits
+# above the 3rd highest impostor and the 95% upper bound of the FAR stays within ~2.5x of it.
+MIN_IMPOSTORS_PER_FAR = 3
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models" / "calibration"
 
 
 def far_key(far: float) -> str:
@@ -32,12 +45,20 @@ def far_key(far: float) -> str:
     return f"{far:.0e}"
 
 
+def enough_impostors(far: float, n_impostor: int) -> bool:
+    """The 3/FAR rule: may a FAR be offered from ``n_impostor`` impostor pairs?"""
+    return n_impostor * far >= MIN_IMPOSTORS_PER_FAR * (1 - 1e-9)
+
+
 @dataclass
 class FarPoint:
     far: float
     threshold: float
     tar: float
-    reliable: bool  # enough impostor pairs to measure this FAR
+    reliable: bool  # at least MIN_IMPOSTORS_PER_FAR / far impostor pairs behind it
+    impostors_above: int = 0  # impostor pairs scoring >= threshold
+    far_upper_95: float | None = None  # upper limit of the 95% Clopper-Pearson interval
+    tar_ci_95: tuple[float, float] | None = None
 
 
 @dataclass
@@ -54,9 +75,18 @@ class CalibrationReport:
     # A compact impostor-score distribution for estimating the FAR of any similarity later.
     impostor_quantiles: list[float] = field(default_factory=list)
     failed_images: list[str] = field(default_factory=list)
+    detector: str | None = None
+    set: str = "unnamed"  # what the pairs came from, e.g. "celeba500"
+    # (FAR, threshold) down to the smallest FAR the 3/FAR rule allows: the tail the quantiles miss
+    impostor_tail: list[tuple[float, float]] = field(default_factory=list)
 
     def thresholds(self) -> dict[str, float]:
-        return {far_key(p.far): p.threshold for p in self.points}
+        """Thresholds of the FARs the data can stand behind (the 3/FAR rule)."""
+        return {far_key(p.far): p.threshold for p in self.points if p.reliable}
+
+    @property
+    def pipeline(self) -> str:
+        return f"{self.detector}+{self.model}" if self.detector else self.model
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,13 +140,20 @@ def threshold_at_far(
     A threshold just above the k-th highest impostor score, with k = floor(far * n_impostor),
     so that at most k impostors pass.
     """
-    imp = np.sort(np.asarray(impostor))[::-1]
-    k = math.floor(far * len(imp))
-    if len(imp) == 0:
+    if len(impostor) == 0:
         raise CalibrationError("no impostor pairs: need at least two identities")
-    t = float(np.nextafter(imp[k], np.inf)) if k < len(imp) else float(imp[-1])
+    t = threshold_in_sorted(np.sort(np.asarray(impostor))[::-1], far)
     tar = float(np.mean(np.asarray(genuine) >= t)) if len(genuine) else float("nan")
     return t, tar
+
+
+def threshold_in_sorted(impostor_desc: np.ndarray, far: float) -> float:
+    """``threshold_at_far`` on impostor scores already sorted high to low (sorted once for
+    the many FARs of a large set)."""
+    k = math.floor(far * len(impostor_desc))
+    if k < len(impostor_desc):
+        return float(np.nextafter(impostor_desc[k], np.inf))
+    return float(impostor_desc[-1])
 
 
 def evaluate(
@@ -126,125 +163,101 @@ def evaluate(
     fars: Sequence[float] = DEFAULT_FARS,
     n_images: int = 0,
     n_identities: int = 0,
+    detector: str | None = None,
+    set_name: str = "unnamed",
 ) -> CalibrationReport:
+    from identity.binomial import clopper_pearson
+
     if len(genuine) == 0:
         raise CalibrationError("no genuine pairs: need at least one identity with two images")
     if len(impostor) == 0:
         raise CalibrationError("no impostor pairs: need at least two identities")
+    genuine = np.asarray(genuine, np.float64)
+    impostor = np.asarray(impostor, np.float64)
     far, tar, thr = roc_curve(genuine, impostor)
     eer, eer_thr = eer_of(far, tar, thr)
+    n_imp, n_gen = len(impostor), len(genuine)
+    desc = np.sort(impostor)[::-1]
     points = []
     for f in fars:
-        t, t_tar = threshold_at_far(genuine, impostor, f)
-        points.append(FarPoint(far=f, threshold=t, tar=t_tar, reliable=f * len(impostor) >= 1))
-    quantiles = np.quantile(impostor, np.linspace(0, 1, 201)).tolist()
+        t = threshold_in_sorted(desc, f)
+        t_tar = float(np.mean(genuine >= t))
+        k = int(np.searchsorted(-desc, -t, side="right"))  # impostors scoring >= t
+        points.append(FarPoint(
+            far=f, threshold=t, tar=t_tar, reliable=enough_impostors(f, n_imp),
+            impostors_above=k, far_upper_95=clopper_pearson(k, n_imp)[1],
+            tar_ci_95=clopper_pearson(round(t_tar * n_gen), n_gen),
+        ))
+    tail_fars = [10 ** (-i / 4) for i in range(4, 40) if enough_impostors(10 ** (-i / 4), n_imp)]
+    tail = [(f, threshold_in_sorted(desc, f)) for f in tail_fars]
     return CalibrationReport(
         model=model,
         n_images=n_images,
         n_identities=n_identities,
-        n_genuine=len(genuine),
-        n_impostor=len(impostor),
+        n_genuine=n_gen,
+        n_impostor=n_imp,
         auc=auc_of(far, tar),
         eer=eer,
         eer_threshold=eer_thr,
         points=points,
-        impostor_quantiles=quantiles,
+        impostor_quantiles=np.quantile(impostor, np.linspace(0, 1, 201)).tolist(),
+        detector=detector,
+        set=set_name,
+        impostor_tail=tail,
     )
 
 
 # ---------------------------------------------------------------------------------------------
-# labelled data
+# stored thresholds and the evidence behind them
 # ---------------------------------------------------------------------------------------------
-def read_labelled(path: Path, csv_file: Path | None = None) -> list[tuple[Path, str]]:
-    """(image path, identity) from a folder per identity, or a CSV of path,identity."""
-    if csv_file is not None:
-        if not csv_file.is_file():
-            raise InvalidInput(f"labels CSV not found: {csv_file}")
-        rows: list[tuple[Path, str]] = []
-        try:
-            with csv_file.open(newline="", encoding="utf-8-sig") as fh:
-                for row in csv.reader(fh):
-                    if len(row) < 2 or row[0].strip().lower() == "path":
-                        continue
-                    p = Path(row[0].strip())
-                    rows.append(((p if p.is_absolute() else path / p), row[1].strip()))
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(
-                f"labels CSV {csv_file} is not UTF-8 text (byte {exc.start}): save it as UTF-8",
-                path=str(csv_file),
-            ) from exc
-        except csv.Error as exc:
-            raise InvalidInput(f"labels CSV {csv_file} is not valid CSV: {exc}") from exc
-        return rows
-    if not path.is_dir():
-        raise InvalidInput(f"not a folder of identities: {path}")
-    return [
-        (img, person.name)
-        for person in sorted(p for p in path.iterdir() if p.is_dir())
-        for img in sorted(person.rglob("*"))
-        if img.suffix.lower() in IMAGE_SUFFIXES
-    ]
+@dataclass(frozen=True)
+class Calibration:
+    """The thresholds one pipeline decides with, where they came from and what stands behind them."""
+
+    pipeline: str  # "<detector>+<embedder>" (or the embedder alone for older records)
+    source: str  # "calibrated" (this install's own data), "shipped" or "manifest"
+    set: str
+    n_identities: int | None
+    n_genuine: int | None
+    n_impostor: int | None
+    thresholds: dict[float, float]  # only FARs the 3/FAR rule allows
+    record: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def evidence(self, far: float) -> dict[str, Any]:
+        """``{set, impostor_pairs, far_upper_95, pipeline, source}`` of a decision at ``far``."""
+        from identity.binomial import clopper_pearson
+
+        upper = None
+        if self.n_impostor:
+            k = next((int(p["impostors_above"]) for p in self.record.get("points", [])
+                      if math.isclose(float(p["far"]), far) and "impostors_above" in p),
+                     math.floor(far * self.n_impostor))
+            upper = clopper_pearson(min(k, self.n_impostor), self.n_impostor)[1]
+        return {"set": self.set, "impostor_pairs": self.n_impostor,
+                "far_upper_95": None if upper is None else float(f"{upper:.3g}"),
+                "pipeline": self.pipeline, "source": self.source}
 
 
-def embed_labelled(
-    items: Sequence[tuple[Path, str]], analyzer: Any, settings: Settings
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Embeddings of the largest face of each image; returns (embeddings, labels, failures)."""
-    from identity.errors import IdentityError
-    from identity.image import load_image
-
-    embs, labels, failed = [], [], []
-    for path, label in items:
-        try:
-            image = load_image(path, settings)
-        except (IdentityError, OSError) as exc:
-            failed.append(f"{path}: {exc}")
-            continue
-        faces = analyzer.analyze([image])
-        if not len(faces):
-            failed.append(f"{path}: no face found")
-            continue
-        faces = faces.largest()
-        embs.append(faces.embeddings[0])
-        labels.append(label)
-    dim = embs[0].shape[0] if embs else 0
-    return np.asarray(embs, np.float32).reshape(-1, dim), labels, failed
-
-
-def calibrate_from_labelled(
-    items: Sequence[tuple[Path, str]],
-    analyzer: Any,
-    settings: Settings,
-    fars: Sequence[float] = DEFAULT_FARS,
-) -> tuple[CalibrationReport, np.ndarray, np.ndarray]:
-    """Report plus the genuine and impostor scores it came from (for plots)."""
-    embs, labels, failed = embed_labelled(items, analyzer, settings)
-    genuine, impostor = pair_scores(embs, labels)
-    report = evaluate(
-        analyzer.embedder_name, genuine, impostor, fars, len(labels), len(set(labels))
-    )
-    report.failed_images = failed
-    return report, genuine, impostor
-
-
-# ---------------------------------------------------------------------------------------------
-# stored thresholds
-# ---------------------------------------------------------------------------------------------
-def calibration_path(model: str, settings: Settings) -> Path:
-    return settings.calibration_dir / f"{model}.json"
+def calibration_path(model: str, settings: Settings, detector: str | None = None) -> Path:
+    name = f"{detector}+{model}" if detector else model
+    return settings.calibration_dir / f"{name}.json"
 
 
 def save_calibration(report: CalibrationReport, settings: Settings) -> Path:
-    path = calibration_path(report.model, settings)
+    path = calibration_path(report.model, settings, report.detector)
+    return write_record(report, path)
+
+
+def write_record(report: CalibrationReport, path: Path) -> Path:
+    """The record as JSON, written atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**report.to_dict(), "thresholds": report.thresholds()}, indent=2))
+    tmp.write_text(json.dumps({**report.to_dict(), "thresholds": report.thresholds()}, indent=1))
     tmp.replace(path)
     return path
 
 
-def load_calibration(model: str, settings: Settings) -> dict[str, Any] | None:
-    path = calibration_path(model, settings)
+def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
@@ -254,18 +267,72 @@ def load_calibration(model: str, settings: Settings) -> dict[str, Any] | None:
     return data
 
 
-def known_thresholds(model: str, settings: Settings) -> tuple[dict[float, float], str]:
-    """FAR -> threshold for a model, and where they came from ('calibrated' or 'manifest')."""
+def load_calibration(
+    model: str, settings: Settings, detector: str | None = None
+) -> dict[str, Any] | None:
+    """This install's own record for the pipeline (or, older, for the embedder alone)."""
+    detector = detector or settings.detector
+    return _read_json(calibration_path(model, settings, detector)) or _read_json(
+        calibration_path(model, settings)
+    )
+
+
+def shipped_calibration(model: str, detector: str) -> dict[str, Any] | None:
+    """The record shipped for ``detector+model``, else one shipped for the embedder with
+    another detector (the record names its own pipeline, so the answer says which)."""
+    exact = _read_json(SHIPPED_DIR / f"{detector}+{model}.json")
+    if exact is not None:
+        return exact
+    for path in sorted(SHIPPED_DIR.glob(f"*+{model}.json")):
+        data = _read_json(path)
+        if data is not None:
+            return data
+    return None
+
+
+def _from_record(data: dict[str, Any], source: str) -> Calibration:
+    n_imp = int(data.get("n_impostor") or 0) or None
+    table = {float(k): float(v) for k, v in (data.get("thresholds") or {}).items()}
+    if n_imp:  # older records kept FARs the data could not stand behind: drop them here
+        table = {f: t for f, t in table.items() if enough_impostors(f, n_imp)}
+    detector, model = data.get("detector"), data.get("model", "")
+    return Calibration(
+        pipeline=f"{detector}+{model}" if detector else model, source=source,
+        set=str(data.get("set", "unnamed")), n_identities=data.get("n_identities"),
+        n_genuine=data.get("n_genuine"), n_impostor=n_imp, thresholds=table, record=data,
+    )
+
+
+def pipeline_calibration(model: str, settings: Settings, detector: str | None = None) -> Calibration:
+    """The calibration a decision of ``detector+model`` uses (see the module docstring)."""
     from identity.registry import get_manifest
 
-    data = load_calibration(model, settings)
+    detector = detector or settings.detector
+    data = load_calibration(model, settings, detector)
     if data and data.get("thresholds"):
-        return {float(k): float(v) for k, v in data["thresholds"].items()}, "calibrated"
+        return _from_record(data, "calibrated")
+    data = shipped_calibration(model, detector)
+    if data and data.get("thresholds"):
+        return _from_record(data, "shipped")
     manifest = get_manifest(model)
-    return {float(k): float(v) for k, v in manifest.thresholds.items()}, "manifest"
+    extra = manifest.extra
+    return _from_record({
+        "model": model, "set": extra.get("calibration_set", "manifest"),
+        "n_impostor": extra.get("calibration_impostor_pairs"), "thresholds": manifest.thresholds,
+    }, "manifest")
 
 
-def threshold_for(model: str, far: float, settings: Settings) -> float:
+def known_thresholds(
+    model: str, settings: Settings, detector: str | None = None
+) -> tuple[dict[float, float], str]:
+    """FAR -> threshold for a pipeline, and where they came from."""
+    cal = pipeline_calibration(model, settings, detector)
+    return cal.thresholds, cal.source
+
+
+def threshold_for(
+    model: str, far: float, settings: Settings, detector: str | None = None
+) -> float:
     """Similarity threshold that keeps the false-accept rate at ``far`` for ``model``.
 
     Between calibrated FARs the threshold is interpolated linearly in log10(FAR). A FAR looser
@@ -273,9 +340,17 @@ def threshold_for(model: str, far: float, settings: Settings) -> float:
     promise still holds). A FAR stricter than any calibrated one is refused: the strictest known
     threshold would accept more impostors than asked while the answer claimed the stricter FAR.
     """
+    return calibrated_threshold(model, far, settings, detector)[0]
+
+
+def calibrated_threshold(
+    model: str, far: float, settings: Settings, detector: str | None = None
+) -> tuple[float, Calibration]:
+    """(threshold, the calibration behind it) for a decision at ``far``."""
     if not 0 < far < 1:
         raise InvalidInput(f"far must be between 0 and 1, got {far}")
-    table, source = known_thresholds(model, settings)
+    cal = pipeline_calibration(model, settings, detector)
+    table = cal.thresholds
     if not table:
         raise CalibrationError(
             f"model '{model}' has no calibrated thresholds: run `identity calibrate` on labelled "
@@ -286,57 +361,87 @@ def threshold_for(model: str, far: float, settings: Settings) -> float:
     if far < fars[0] * (1 - 1e-9):
         raise CalibrationError(
             f"FAR {far:g} is stricter than any threshold known for model '{model}' "
-            f"({source}: strictest FAR {fars[0]:g}); run `identity calibrate --far {far:g}` on "
-            "enough labelled identities, or ask for a looser FAR",
+            f"({cal.source}, {cal.set}: strictest FAR {fars[0]:g}, which needs "
+            f"{MIN_IMPOSTORS_PER_FAR}/FAR impostor pairs); run `identity calibrate --far {far:g}` "
+            "on enough labelled identities, or ask for a looser FAR",
             model=model,
             far=far,
             strictest_far=fars[0],
-            source=source,
+            source=cal.source,
+            impostor_pairs=cal.n_impostor,
         )
     if far <= fars[0]:
-        return table[fars[0]]
+        return table[fars[0]], cal
     if far >= fars[-1]:
-        return table[fars[-1]]
+        return table[fars[-1]], cal
     x = [math.log10(f) for f in fars]
     y = [table[f] for f in fars]
-    return float(np.interp(math.log10(far), x, y))
+    return float(np.interp(math.log10(far), x, y)), cal
 
 
-def far_at(model: str, similarity: float, settings: Settings) -> float | None:
+def decision_threshold(
+    model: str,
+    settings: Settings,
+    far: float | None = None,
+    threshold: float | None = None,
+    detector: str | None = None,
+) -> tuple[float, float | None]:
+    """(similarity threshold, FAR) to decide a match at: the policy's, or a stricter one asked for.
+
+    The policy is ``settings.default_far``. A caller may ask for a stricter decision (a lower
+    FAR, a higher threshold), never a looser one: a FAR above the policy's or a threshold below
+    the policy's threshold is refused with ``LooserThanPolicy``, so a client cannot turn a
+    non-match into a match (or list near misses as matches) by asking. An explicit threshold has
+    no FAR to report (None).
+    """
+    policy_far = settings.default_far
+    if threshold is not None:
+        if not -1.0 <= threshold <= 1.0:  # also refuses NaN
+            raise InvalidInput("threshold is a cosine similarity in [-1, 1]", threshold=threshold)
+        policy = threshold_for(model, policy_far, settings, detector)
+        if threshold < policy - 1e-9:
+            raise LooserThanPolicy(
+                f"threshold {threshold:g} is looser than this service's policy: ask for "
+                f"{policy:.4f} (FAR {policy_far:g}) or higher",
+                threshold=threshold, policy_threshold=round(policy, 6), policy_far=policy_far,
+            )
+        return float(threshold), None
+    far = policy_far if far is None else far
+    if not 0.0 < far < 1.0:
+        raise InvalidInput("far must be in (0, 1)", far=far)
+    if far > policy_far * (1 + 1e-9):
+        raise LooserThanPolicy(
+            f"FAR {far:g} is looser than this service's policy: ask for {policy_far:g} or lower",
+            far=far, policy_far=policy_far,
+        )
+    return float(threshold_for(model, far, settings, detector)), float(far)
+
+
+def far_at(
+    model: str, similarity: float, settings: Settings, detector: str | None = None
+) -> float | None:
     """Estimated FAR of accepting at ``similarity``, from the stored impostor distribution or
     by inverting the threshold table; None when nothing is known."""
-    data = load_calibration(model, settings)
-    if data and data.get("impostor_quantiles"):
+    cal = pipeline_calibration(model, settings, detector)
+    data = cal.record
+    n = max(int(data.get("n_impostor") or 1), 1)
+    tail = data.get("impostor_tail") or []
+    if tail and similarity >= float(tail[0][1]):
+        # log-linear in FAR over the tail; past its strictest point the data cannot tell
+        ts = [float(t) for _, t in tail]
+        logf = [math.log10(float(f)) for f, _ in tail]
+        if similarity >= ts[-1]:
+            return float(tail[-1][0])
+        return float(10 ** np.interp(similarity, ts, logf))
+    if data.get("impostor_quantiles"):
         q = np.asarray(data["impostor_quantiles"])
         frac_above = 1.0 - float(np.interp(similarity, q, np.linspace(0, 1, len(q))))
         # below one impostor pair the data cannot tell, so the estimate floors at 1/n
-        return max(frac_above, 1.0 / max(int(data.get("n_impostor") or 1), 1))
-    table, _ = known_thresholds(model, settings)
+        return max(frac_above, 1.0 / n)
+    table = cal.thresholds
     if not table:
         return None
     fars = sorted(table, key=lambda f: table[f])  # ascending threshold = descending FAR
     ts = [table[f] for f in fars]
     logf = [math.log10(f) for f in fars]
     return float(10 ** np.interp(similarity, ts, logf))
-
-
-def save_roc_plot(genuine: np.ndarray, impostor: np.ndarray, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    far, tar, _ = roc_curve(genuine, impostor)
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
-    positive = far > 0
-    ax.semilogx(far[positive], tar[positive], lw=2)
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("true accept rate")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_ylim(0, 1.01)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

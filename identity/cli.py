@@ -287,7 +287,7 @@ def compare(
     embedder: EmbedderOpt = None,
 ) -> None:
     """Compare the largest face of two images: similarity, threshold, FAR and decision."""
-    from identity.calibration import far_at, threshold_for
+    from identity.calibration import calibrated_threshold, far_at
     from identity.errors import NoFaceFound
     from identity.image import load_image
     from identity.pipeline import FaceAnalyzer
@@ -303,14 +303,19 @@ def compare(
         embs.append(faces.largest().embeddings[0])
     similarity = float(embs[0] @ embs[1])
     decision_far = far if far is not None else settings.default_far
-    threshold = threshold_for(analyzer.embedder_name, decision_far, settings)
+    threshold, calibration = calibrated_threshold(
+        analyzer.embedder_name, decision_far, settings, analyzer.detector_name
+    )
     result = {
         "similarity": round(similarity, 4),
         "threshold": round(threshold, 4),
         "far": decision_far,
-        "estimated_far_at_similarity": far_at(analyzer.embedder_name, similarity, settings),
+        "estimated_far_at_similarity": far_at(
+            analyzer.embedder_name, similarity, settings, analyzer.detector_name
+        ),
         "match": similarity >= threshold,
         "embedder": analyzer.embedder_name,
+        "calibration": calibration.evidence(decision_far),
     }
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -331,17 +336,19 @@ def calibrate(
     plot: Annotated[Path | None, typer.Option(help="Save the ROC curve as a PNG here.")] = None,
     save: Annotated[bool, typer.Option(help="Store thresholds for the model.")] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    set_name: Annotated[str | None, typer.Option(
+        "--set", help="Name of the labelled set, recorded as the thresholds' evidence "
+                      "(default: the folder's name).")] = None,
     detector: DetectorOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
-    """Compute ROC, EER and TAR at FAR on labelled faces and store the thresholds per FAR."""
-    from identity.calibration import (
-        DEFAULT_FARS,
-        calibrate_from_labelled,
-        read_labelled,
-        save_calibration,
-        save_roc_plot,
-    )
+    """Compute ROC, EER and TAR at FAR on labelled faces and store the thresholds per FAR.
+
+    The record names its evidence (set, identities, genuine and impostor pairs, the 95%
+    Clopper-Pearson upper bound of each FAR) and keeps only FARs with at least 3/FAR impostor
+    pairs behind them; it is stored per detector + embedder pipeline."""
+    from identity.calibration import DEFAULT_FARS, save_calibration
+    from identity.labelled import calibrate_from_labelled, read_labelled, save_roc_plot
     from identity.pipeline import FaceAnalyzer
 
     for value in far or []:
@@ -354,25 +361,31 @@ def calibrate(
     if not items:
         fail(f"no labelled images found under {data}")
     analyzer = FaceAnalyzer(settings)
-    report, genuine, impostor = calibrate_from_labelled(items, analyzer, settings, far or DEFAULT_FARS)
+    report, genuine, impostor = calibrate_from_labelled(
+        items, analyzer, settings, far or DEFAULT_FARS, set_name or data.resolve().name
+    )
     saved = save_calibration(report, settings) if save else None
     if plot is not None:
         save_roc_plot(genuine, impostor, plot, f"{report.model}: AUC {report.auc:.4f}")
     if as_json:
         out = report.to_dict()
         out.pop("impostor_quantiles")
+        out.pop("impostor_tail")
         out["saved_to"] = str(saved) if saved else None
         typer.echo(json.dumps(out, indent=2))
         return
     typer.echo(
-        f"model {report.model}: {report.n_images} images, {report.n_identities} identities, "
-        f"{report.n_genuine} genuine / {report.n_impostor} impostor pairs"
+        f"pipeline {report.pipeline} on {report.set}: {report.n_images} images, "
+        f"{report.n_identities} identities, {report.n_genuine} genuine / {report.n_impostor} "
+        "impostor pairs"
     )
     typer.echo(f"AUC {report.auc:.4f}  EER {report.eer:.4f} (threshold {report.eer_threshold:.4f})")
-    typer.echo(f"{'FAR':>8} {'threshold':>10} {'TAR':>7}  note")
+    typer.echo(f"{'FAR':>8} {'threshold':>10} {'TAR':>7} {'FAR 95% upper':>14}  note")
     for p in report.points:
-        note = "" if p.reliable else f"unreliable: fewer than {1 / p.far:.0f} impostor pairs"
-        typer.echo(f"{p.far:>8.0e} {p.threshold:>10.4f} {p.tar:>7.4f}  {note}")
+        note = "" if p.reliable else (
+            f"not offered: needs {3 / p.far:.0f} impostor pairs (3/FAR), has {report.n_impostor}")
+        upper = f"{p.far_upper_95:.2e}" if p.far_upper_95 is not None else "-"
+        typer.echo(f"{p.far:>8.0e} {p.threshold:>10.4f} {p.tar:>7.4f} {upper:>14}  {note}")
     for f in report.failed_images:
         typer.echo(f"skipped {f}", err=True)
     if saved:

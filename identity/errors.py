@@ -76,6 +76,13 @@ class FeatureUnavailable(InvalidInput):
     http_status = 422
 
 
+class LooserThanPolicy(InvalidInput):
+    """A decision asked for at a FAR above, or a threshold below, the service's policy."""
+
+    code = "looser_than_policy"
+    http_status = 422
+
+
 class ModelError(IdentityError):
     """A model is missing, fails its checksum, or cannot be loaded."""
 

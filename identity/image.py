@@ -4,6 +4,12 @@ Order matters for safety: the byte size is checked before anything is parsed, an
 count is read from the header (Pillow's ``Image.open`` parses headers only) before a single
 pixel is decoded, so a decompression bomb costs a few bytes of parsing, never gigabytes of RAM.
 
+Large pictures are decoded small: a JPEG whose long side is over ``decode_max_side`` is decoded at
+a reduced DCT scale (libjpeg's 1/2, 1/4, 1/8 IDCT, Pillow's ``draft``), so a 7000x7000 upload
+costs the 1750x1750 pixels the detector can use (it sees 640 px) instead of 49 megapixels; other
+formats are decoded whole within ``max_image_pixels`` and then shrunk to the same bound.
+``decode_image_bounded`` says by how much, so callers report coordinates in the upload's pixels.
+
 Then the pixels are normalised to what every detector expects:
 
 - EXIF orientation applied (phones store portraits sideways and set a tag);
@@ -19,6 +25,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -60,12 +67,37 @@ def load_image(path: str | Path, settings: Settings) -> np.ndarray:
     return decode_image(data, settings)
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright BGR image and how it relates to the upload's own (upright) pixels."""
+
+    image_bgr: np.ndarray  # (H, W, 3) uint8
+    scale_xy: tuple[float, float]  # decoded / original pixels along x and y (1.0 = full size)
+
+    @property
+    def reduced(self) -> bool:
+        return self.scale_xy != (1.0, 1.0)
+
+
 def decode_image(data: bytes, settings: Settings) -> np.ndarray:
-    """Decode image bytes to an HxWx3 uint8 BGR array, upright per EXIF.
+    """Decode image bytes to an HxWx3 uint8 BGR array at full size, upright per EXIF.
 
     Raises ``ImageTooLarge`` (bytes or pixels over the settings' limits, checked before decoding)
     or ``BadImage`` (empty, not an image, truncated, unsupported pixel format).
     """
+    return _decode(data, settings, max_side=0).image_bgr
+
+
+def decode_image_bounded(data: bytes, settings: Settings) -> DecodedImage:
+    """Like ``decode_image``, with the long side at most ``settings.decode_max_side`` pixels.
+
+    What a request handler should call: the pixels held per request stay bounded whatever the
+    upload declares. ``scale_xy`` maps coordinates back (``x_original = x / scale_x``).
+    """
+    return _decode(data, settings, max_side=settings.decode_max_side)
+
+
+def _decode(data: bytes, settings: Settings, max_side: int) -> DecodedImage:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadImage(f"image data must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -96,12 +128,33 @@ def decode_image(data: bytes, settings: Settings) -> np.ndarray:
         # without inflating them, so a corrupted upload is refused instead of decoded as noise.
         _verify_png(data)
     orientation = _exif_orientation(im)
+    if max_side > 0 and im.format == "JPEG":
+        _draft(im, max_side)
     if im.format == "PNG" and _png_is_16bit_colour(data):
         rgb = _decode_png16_colour(data, width, height)
     else:
         rgb = _pillow_to_rgb(im)
     rgb = _apply_orientation(rgb, orientation)
-    return np.ascontiguousarray(rgb[..., ::-1])
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    del rgb
+    if max_side > 0 and max(bgr.shape[:2]) > max_side:
+        f = max_side / max(bgr.shape[:2])
+        size = (max(1, round(bgr.shape[1] * f)), max(1, round(bgr.shape[0] * f)))
+        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+    upright_w, upright_h = (height, width) if orientation >= 5 else (width, height)
+    return DecodedImage(bgr, (bgr.shape[1] / upright_w, bgr.shape[0] / upright_h))
+
+
+def _draft(im: Image.Image, max_side: int) -> None:
+    """Ask libjpeg for the smallest of 1/2, 1/4, 1/8 scale that brings the long side within
+    ``max_side`` (1/8 at most: beyond that the remaining shrink is a resize)."""
+    long_side = max(im.size)
+    factor = 1
+    while factor < 8 and long_side / factor > max_side:
+        factor *= 2
+    if factor > 1:
+        # Pillow picks the largest scale whose result is still at least the size asked for.
+        im.draft(None, (im.size[0] // factor, im.size[1] // factor))
 
 
 # header -------------------------------------------------------------------------------------
@@ -143,7 +196,7 @@ def _exif_orientation(im: Image.Image) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data" and carries on
             value = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - malformed EXIF comes in many exception types
+    except Exception:
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 

@@ -18,7 +18,7 @@ from identity.align import align_faces
 from identity.detect import Detector, load_detector
 from identity.embed import Embedder, load_embedder
 from identity.faces import Faces
-from identity.image import decode_image
+from identity.image import decode_image_bounded
 from identity.mesh import add_mesh_signals
 from identity.quality import assess_quality
 from identity.rows import merge_timings
@@ -37,8 +37,8 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 @dataclass
 class AnalyzedImage:
-    image_bgr: np.ndarray
-    faces: Faces
+    image_bgr: np.ndarray  # as decoded: at most ``decode_max_side`` on the long side
+    faces: Faces  # coordinates in the upload's own pixels
 
 
 class FaceAnalyzer:
@@ -108,8 +108,18 @@ class FaceAnalyzer:
         return faces
 
     def analyze_bytes(self, data: bytes, embed: bool = True, liveness: bool = False) -> AnalyzedImage:
+        """Decode (bounded, ``decode_image_bounded``) and analyse one image. Boxes and landmarks
+        come back in the upload's pixels; quality's and liveness's pixel measures stay those of
+        the decoded image, the detail the models really saw."""
         timings: dict[str, float] = {}
         with timed(timings, "decode"):
-            image = decode_image(data, self.settings)
-        faces = self.analyze([image], embed=embed, liveness=liveness)
-        return AnalyzedImage(image, faces.with_(timings=merge_timings([timings, faces.timings])))
+            decoded = decode_image_bounded(data, self.settings)
+        faces = self.analyze([decoded.image_bgr], embed=embed, liveness=liveness)
+        if decoded.reduced and len(faces):
+            sx, sy = decoded.scale_xy
+            faces = faces.with_(
+                boxes=faces.boxes / np.float32([sx, sy, sx, sy]),
+                landmarks=faces.landmarks / np.float32([sx, sy]),
+            )
+        faces = faces.with_(timings=merge_timings([timings, faces.timings]))
+        return AnalyzedImage(decoded.image_bgr, faces)

@@ -111,6 +111,33 @@ def crop_sharpness(crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return var, var / (var + SHARPNESS_HALF_VAR)
 
 
+def native_sharpness(
+    crops_bgr: np.ndarray, inter_ocular_px: np.ndarray, template: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(variance of the Laplacian, normalised sharpness) at the face's own resolution.
+
+    Alignment upsamples a small face to the template's size, which smooths it: measured on the
+    crop, a small sharp face reads as blurry. Here each crop (at 112 px, as ``crop_sharpness``)
+    is first shrunk back by the ratio of the face's eye distance in the photo to the template's,
+    so only faces that are blurry at the resolution they have read blurry; size is its own signal.
+    """
+    from identity.align import get_template
+
+    tpl = get_template(template)
+    tpl_iod = float(np.linalg.norm(tpl.points[1] - tpl.points[0])) * 112.0 / tpl.size
+    var = np.zeros(len(crops_bgr))
+    for i, crop in enumerate(crops_bgr):
+        grey = cv2.cvtColor(np.asarray(crop, np.uint8), cv2.COLOR_BGR2GRAY)
+        if grey.shape != (112, 112):
+            grey = cv2.resize(grey, (112, 112), interpolation=cv2.INTER_AREA)
+        scale = min(1.0, float(inter_ocular_px[i]) / tpl_iod)
+        side = max(16, round(112 * scale))
+        if side < 112:
+            grey = cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA)
+        var[i] = cv2.Laplacian(grey, cv2.CV_64F).var()
+    return var, var / (var + SHARPNESS_HALF_VAR)
+
+
 def _feature_norm_range(embedder_name: str | None) -> tuple[float, float] | None:
     """(lo, hi) when the embedder's norm is a quality signal (AdaFace), else None."""
     if not embedder_name:

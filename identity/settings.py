@@ -203,6 +203,89 @@ class Settings(BaseSettings):
         description="k-reciprocal re-ranking (Zhong et al. 2017) of the body identify shortlist.",
     )
 
+    # vector store: where 1:N search runs (issue 15; docs/search.md) -------------------------
+    vector_store: Literal["faiss", "milvus"] = Field(
+        default="faiss",
+        description="faiss: an in-process FAISS copy per worker (index_* settings); milvus: one "
+        "shared Milvus collection per (collection, model), the milvus_* settings (`milvus` extra).",
+    )
+    milvus_uri: str = Field(
+        default="http://127.0.0.1:19530",
+        description="Milvus server (http://host:19530) or a milvus-lite file path (one process).",
+    )
+    milvus_token: str | None = Field(default=None, description="user:password or an API token.")
+    milvus_database: str | None = Field(
+        default=None, description="Milvus database; unset = default."
+    )
+    milvus_collection_prefix: str = Field(
+        default="identity",
+        description="Milvus collection names are <prefix>_<collection id>_<model>.",
+    )
+    milvus_index_type: str = Field(
+        default="HNSW", description="HNSW, IVF_FLAT, IVF_PQ, FLAT, or a GPU_* type the server has."
+    )
+    milvus_index_params: dict[str, int | float | str] = Field(
+        default_factory=dict,
+        description='Build params as JSON, e.g. {"M": 32, "efConstruction": 200} or {"nlist": 1024}; '
+        "unset ones take services.milvus_index defaults.",
+    )
+    milvus_search_params: dict[str, int | float | str] = Field(
+        default_factory=dict,
+        description='Search params as JSON, e.g. {"ef": 256} or {"nprobe": 64}; unset = ef 256 '
+        "(HNSW) or half of the lists (IVF), as for FAISS.",
+    )
+    milvus_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        default="Strong",
+        description="Search consistency; Strong = a decision sees every write acknowledged before it.",
+    )
+    milvus_graceful_time_s: float = Field(
+        default=5.0,
+        description="The server's common.gracefulTime: Strong searches switch to Bounded (no wait "
+        "for the next time tick) once the collection's last change is older than this; 0 = never.",
+    )
+
+    # sign-in throttle and /metrics access (docs/security.md) -----------------------------------
+    auth_fail_burst: int = Field(
+        default=20,
+        description="Failed API-key checks one client address or one key prefix may make before "
+        "further attempts get 429 (per worker process; 0 = no throttle).",
+    )
+    auth_fail_per_minute: float = Field(
+        default=10.0, description="Failed checks the throttle forgives per minute after the burst."
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token for /metrics (Prometheus `authorization`); unset = an admin "
+        "API key is needed (as a Bearer token or X-API-Key).",
+    )
+
+    # request hardening: bounded memory and work per request (docs/security.md) ----------------
+    decode_max_side: int = Field(
+        default=2560,
+        description="Request images are decoded with the long side at most this many pixels "
+        "(JPEG at a reduced DCT scale, others shrunk after decoding); 4x the detector's input, so "
+        "faces keep their detail for the embedder. 0 = full size.",
+        ge=0,
+    )
+    inference_workers: int = Field(
+        default=2, ge=1,
+        description="Image requests (multipart uploads) analysed at once per process; each holds "
+        "one decoded image and the models' working memory.",
+    )
+    inference_queue: int = Field(
+        default=16, ge=0,
+        description="Image requests that may wait for a worker; beyond that the service answers "
+        "503 with Retry-After instead of queueing more.",
+    )
+    inference_queue_timeout_s: float = Field(
+        default=30.0, gt=0, description="A queued request waiting longer than this gets the 503."
+    )
+    enroll_max_files: int = Field(
+        default=20, ge=1,
+        description="Images per enrollment request (API and dashboard); more is a 413 naming the "
+        "cap. Larger sets go through a batch job (docs/batch.md).",
+    )
+
     @property
     def calibration_dir(self) -> Path:
         return self.data_dir / "calibration"

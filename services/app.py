@@ -25,10 +25,12 @@ from services.auth import KeyStore
 from services.db import open_database, upgrade, vacuum
 from services.errors import RequestSizeLimit, install_error_handlers
 from services.gallery import GalleryStore, sweep_job_leftovers
-from services.indexes import check_index_settings
+from services.limits import InferenceLimit
 from services.metrics import Metrics, MetricsMiddleware
 from services.sealed import seal_legacy_rows, tighten_data_dirs
 from services.store import IdentityStore
+from services.throttle import FailureThrottle
+from services.vector_store import check_vector_store_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def create_app(
 ) -> FastAPI:
     """The service. ``engine``/``analyzer`` may be passed in (tests share them across apps)."""
     settings = settings or get_settings()
-    check_index_settings(settings)
+    check_vector_store_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,7 +76,9 @@ def create_app(
             store = IdentityStore(settings, eng, analyzer)
             app.state.store = store
             seal_at_rest(store)
-            app.state.keys = KeyStore(eng)
+            app.state.keys = KeyStore(
+                eng, FailureThrottle(settings.auth_fail_burst, settings.auth_fail_per_minute)
+            )
             removed = store.sweep_orphan_thumbnails()
             if removed:
                 log.info("removed %d orphan thumbnails", removed)
@@ -115,7 +119,14 @@ def create_app(
     for module in (collections, identities, decisions, health, body, gallery):
         app.include_router(module.router)
     app.include_router(admin_routes.router)  # the dashboard at /admin
-    # Outermost first: size limit before anything reads the body; metrics see every response.
+    # Added innermost first: the size limit runs before anything reads the body, metrics see
+    # every response (503s from the inference queue too), the queue admits image requests.
+    app.add_middleware(
+        InferenceLimit,
+        workers=settings.inference_workers,
+        queue=settings.inference_queue,
+        timeout_s=settings.inference_queue_timeout_s,
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -8,6 +8,11 @@ stored in clear as ``prefix`` to find the row without scanning; the hash is comp
 Scopes: ``admin`` may do everything; ``enroll`` may create identities, add faces and read
 identities; ``verify`` may only verify and identify. A key bound to a collection is refused
 (403) anywhere else.
+
+Every check reads the key row, so a revoked key stops working at once in every process. Failed
+checks are audited (the client address and, when the prefix names a real key, that key's id;
+never the key) and throttled per client address and key prefix (``services/throttle.py``).
+Creating and revoking a key are audited; revoking also ends the key's dashboard sessions.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +30,11 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from identity.errors import InvalidInput
+from services.audit import record
 from services.db import make_sessionmaker
-from services.errors import Forbidden, NotFound, Unauthorized
-from services.schema import SCOPES, ApiKey, Collection
+from services.errors import Forbidden, NotFound, TooManyAttempts, Unauthorized
+from services.schema import SCOPES, ApiKey, Collection, DashboardSession
+from services.throttle import FailureThrottle
 
 KEY_PREFIX = "idk_"
 PREFIX_LEN = 12
@@ -67,12 +75,15 @@ class Principal:
 
 
 class KeyStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, throttle: FailureThrottle | None = None) -> None:
         self.sessions = make_sessionmaker(engine)
+        self.throttle = throttle or FailureThrottle(0, 0)  # none: the CLI checks no keys
         self._last_used: dict[int, float] = {}
         self._lock = threading.Lock()
 
-    def create(self, scope: str, collection: str | None = None, name: str = "") -> tuple[str, dict[str, Any]]:
+    def create(
+        self, scope: str, collection: str | None = None, name: str = "", actor: int | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """A new key; returns ``(key, row)``. The key is not stored and cannot be shown again."""
         if scope not in SCOPES:
             raise InvalidInput(f"scope must be one of {list(SCOPES)}", scope=scope)
@@ -91,6 +102,10 @@ class KeyStore:
             s.flush()
             s.refresh(row)
             out = self._row(row, collection)
+            record(
+                s, actor, "key.create", "ok", collection=collection,
+                key_id=row.id, prefix=row.prefix, scope=scope, name=name,
+            )
         return key, out
 
     @staticmethod
@@ -111,7 +126,7 @@ class KeyStore:
             rows = s.execute(select(ApiKey).order_by(ApiKey.id)).scalars().all()
             return [self._row(r, r.collection.name if r.collection else None) for r in rows]
 
-    def revoke(self, key_id_or_prefix: str) -> dict[str, Any]:
+    def revoke(self, key_id_or_prefix: str, actor: int | None = None) -> dict[str, Any]:
         with self.sessions.begin() as s:
             q = select(ApiKey)
             q = q.where(ApiKey.id == int(key_id_or_prefix)) if key_id_or_prefix.isdigit() else q.where(
@@ -120,28 +135,68 @@ class KeyStore:
             row = s.execute(q).scalar_one_or_none()
             if row is None:
                 raise NotFound(f"no API key '{key_id_or_prefix}'")
+            collection = row.collection.name if row.collection else None
             if row.revoked_at is None:
                 row.revoked_at = datetime.now(UTC)
+                # The dashboard checks revoked_at too; ending the sessions keeps the table true.
+                s.execute(
+                    update(DashboardSession)
+                    .where(DashboardSession.key_id == row.id, DashboardSession.ended_at.is_(None))
+                    .values(ended_at=row.revoked_at)
+                )
+                record(
+                    s, actor, "key.revoke", "ok", collection=collection,
+                    key_id=row.id, prefix=row.prefix, scope=row.scope,
+                )
             s.flush()
-            return self._row(row, row.collection.name if row.collection else None)
+            return self._row(row, collection)
 
-    def authenticate(self, key: str | None) -> Principal:
+    def authenticate(
+        self, key: str | None, client: str | None = None, action: str = "auth.refused"
+    ) -> Principal:
+        """The key's principal, or Unauthorized (audited as ``action``) / TooManyAttempts.
+
+        ``client`` is the caller's address for the throttle and the audit row.
+        """
         if not key:
             raise Unauthorized("missing X-API-Key header")
-        if not key.startswith(KEY_PREFIX) or len(key) < PREFIX_LEN + 8:
-            raise Unauthorized("invalid API key")
+        names = [f"client:{client}"] if client else []
+        if key.startswith(KEY_PREFIX):
+            names.append(f"prefix:{key[:PREFIX_LEN]}")
+        wait = self.throttle.retry_after(names)
+        if wait is not None:
+            raise TooManyAttempts(
+                f"too many failed sign-ins from this client or for this key; try again in {wait} s",
+                retry_after_s=wait,
+            )
+        row: ApiKey | None = None
         with self.sessions() as s:
-            row = s.execute(
-                select(ApiKey).where(ApiKey.prefix == key[:PREFIX_LEN])
-            ).scalar_one_or_none()
+            if key.startswith(KEY_PREFIX) and len(key) >= PREFIX_LEN + 8:
+                row = s.execute(
+                    select(ApiKey).where(ApiKey.prefix == key[:PREFIX_LEN])
+                ).scalar_one_or_none()
             # Compare even when no row matched, so timing does not tell whether a prefix exists.
             expected = row.key_sha256 if row is not None else "0" * 64
             ok = hmac.compare_digest(expected, _sha256(key))
-            if row is None or not ok or row.revoked_at is not None:
+            if row is not None and ok and row.revoked_at is None:
+                principal = Principal(row.id, row.scope, row.collection.name if row.collection else None)
+            else:
+                reason = "revoked" if row is not None and ok else "wrong_key"
+                self._refused(action, reason, client, row.id if row is not None else None, names)
                 raise Unauthorized("invalid or revoked API key")
-            principal = Principal(row.id, row.scope, row.collection.name if row.collection else None)
         self._touch(principal.key_id)
         return principal
+
+    def _refused(
+        self, action: str, reason: str, client: str | None, key_id: int | None, names: Sequence[str]
+    ) -> None:
+        """Count a failed check and audit it (never the key; ``key_id`` when the prefix matched)."""
+        throttled = self.throttle.failed(list(names))
+        target: dict[str, Any] = {} if key_id is None else {"key_id": key_id}
+        with self.sessions.begin() as s:
+            record(s, None, action, "refused", reason=reason, client=client, **target)
+            if throttled:
+                record(s, None, action, "throttled", client=client, **target)
 
     def _touch(self, key_id: int) -> None:
         now = time.monotonic()

@@ -120,14 +120,13 @@ class BodyStore:
     def body_threshold(
         self, far: float | None, threshold: float | None, model: str | None = None
     ) -> tuple[float, float | None]:
-        if threshold is not None:
-            if not -1.0 <= threshold < 1.0:
-                raise InvalidInput("threshold is a cosine similarity in [-1, 1)", threshold=threshold)
-            return float(threshold), None
-        far = self.settings.default_far if far is None else far
-        from identity.calibration import threshold_for
+        """The policy's body threshold or a stricter one (``decision_threshold``); below 1, as
+        the fusion margin divides by ``1 - threshold``."""
+        from identity.calibration import decision_threshold
 
-        return float(threshold_for(model or self.model_name, far, self.settings)), float(far)
+        if threshold is not None and threshold >= 1.0:
+            raise InvalidInput("threshold is a cosine similarity in [-1, 1)", threshold=threshold)
+        return decision_threshold(model or self.model_name, self.settings, far, threshold)
 
     def _body_models(self, collection_id: int) -> list[str]:
         """The configured body model first, then every other model that has templates here:
@@ -298,12 +297,14 @@ class BodyStore:
         use_face: bool = True,
         actor: int | None = None,
         rerank: bool | None = None,
+        matches_only: bool = False,
     ) -> dict[str, Any]:
         """1:N by body, fused with the face inside the person box when there is one.
 
         ``rerank`` (default ``Settings.body_rerank``) orders the body-only candidates by
         k-reciprocal re-ranking over the shortlist's templates (``_reranked``); the match
-        decision stays the calibrated cosine threshold."""
+        decision stays the calibrated cosine threshold. ``matches_only`` drops non-matching
+        candidates (verify-scoped keys, as ``IdentityStore.identify``)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
         cid = self.store.collection_id(collection)
@@ -402,6 +403,8 @@ class BodyStore:
             collection=collection, best=rows[0]["fused_score"] if rows else None,
             fused_with_face=q_face is not None,
         )
+        if matches_only:
+            rows = [r for r in rows if r["match"]]
         return {
             "person": _person(person),
             "face": face_info,

@@ -62,11 +62,18 @@ def get_session(store: Annotated[IdentityStore, Depends(get_store)]) -> Iterator
         yield session
 
 
+def client_address(request: Request) -> str | None:
+    """The caller's address as uvicorn reports it (behind a proxy, with ``--forwarded-allow-ips``
+    it is the X-Forwarded-For client): what the sign-in throttle counts per."""
+    return request.client.host if request.client else None
+
+
 def get_principal(
+    request: Request,
     keys: Annotated[KeyStore, Depends(get_keys)],
     x_api_key: Annotated[str | None, Header(description="API key (identity keys create)")] = None,
 ) -> Principal:
-    return keys.authenticate(x_api_key)
+    return keys.authenticate(x_api_key, client=client_address(request))
 
 
 def access(action: str) -> Callable[..., Principal]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,6 +66,14 @@ class Forbidden(ServiceError):
     http_status = 403
 
 
+class TooManyAttempts(ServiceError):
+    """Too many failed key checks from one client or for one key prefix; ``retry_after_s``
+    says when to try again (sent as Retry-After)."""
+
+    code = "too_many_attempts"
+    http_status = 429
+
+
 class RequestTooLarge(ServiceError):
     code = "request_too_large"
     http_status = 413
@@ -75,6 +84,39 @@ class EnrollmentRejected(ServiceError):
 
     code = "enrollment_rejected"
     http_status = 422
+
+
+class VectorStoreUnavailable(ServiceError):
+    """The external vector store (Milvus) did not answer; Postgres holds every write, so a retry
+    after it is back gives the right answer."""
+
+    code = "vector_store_unavailable"
+    http_status = 503
+
+
+class TooManyFiles(ServiceError):
+    """More images in one enrollment request than ``enroll_max_files``; the cap is in details."""
+
+    code = "too_many_files"
+    http_status = 413
+
+
+def check_file_count(count: int, max_files: int) -> None:
+    """Refuse an enrollment request with more than ``max_files`` images before reading any: each
+    costs a full analysis, so one request could otherwise hold a worker for minutes."""
+    if count > max_files:
+        raise TooManyFiles(
+            f"{count} files in one request, over the limit of {max_files} per request; send them "
+            "in several requests or as a batch job",
+            files=count, max_files=max_files,
+        )
+
+
+class ServiceBusy(ServiceError):
+    """Every inference worker is busy and the queue is full (services.limits)."""
+
+    code = "busy"
+    http_status = 503
 
 
 def problem(status: int, code: str, message: str, **details: Any) -> JSONResponse:
@@ -97,7 +139,11 @@ _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CodedError)
     async def coded_error(request: Request, exc: CodedError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+        response = JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+        retry_after = exc.details.get("retry_after_s")
+        if isinstance(retry_after, int | float):  # a 429/503 that says when to come back
+            response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -39,19 +39,16 @@ from sqlalchemy import Engine, select, text
 from identity.index import FaceIndex, index_for
 from identity.registry import get_manifest
 from identity.settings import Settings
-from services.schema import Collection, FaceTemplate, IndexChange
+from services.change_log import (  # noqa: F401 - the embedding codec is re-exported
+    embedding_from_bytes,
+    embedding_to_bytes,
+    read_changes,
+    templates_at_seq,
+)
+from services.schema import Collection, FaceTemplate
 from services.sealed import SNAPSHOT, DataKeys
 
 log = logging.getLogger(__name__)
-
-
-def embedding_to_bytes(vec: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
-
-
-def embedding_from_bytes(data: bytes, dim: int) -> np.ndarray:
-    """Plaintext bytes -> float32 (dim,); sealed columns go through ``DataKeys.embedding``."""
-    return np.frombuffer(data, dtype="<f4", count=dim)
 
 
 @dataclass
@@ -128,7 +125,7 @@ class IndexRegistry:
                 path, use_gpu=self.settings.use_gpu_index, unseal=self.sealer.opener(SNAPSHOT)
             )
             watermark = index.watermark
-        except Exception as exc:  # noqa: BLE001 - a torn or foreign file: rebuilding is always correct
+        except Exception as exc:
             log.warning("index snapshot %s unusable (%s); rebuilding", path, exc)
             # e.g. a plaintext snapshot from before sealing: it must not stay on disk
             path.unlink(missing_ok=True)
@@ -161,76 +158,36 @@ class IndexRegistry:
         return entry
 
     def _build(self, collection_id: int, model: str, info: tuple[str, str]) -> _Entry:
-        with self.engine.connect() as conn:
-            # Read the log position first, in the same snapshot as the rows, so replaying after
-            # it neither misses nor double-applies anything.
-            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-            seq = conn.execute(
-                text("SELECT coalesce(max(seq), 0) FROM index_changes WHERE collection_id = :c"),
-                {"c": collection_id},
-            ).scalar()
-            rows = conn.execute(
-                select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding, FaceTemplate.key_id)
-                .where(FaceTemplate.collection_id == collection_id)
-                .where(FaceTemplate.model_name == model)
-                .order_by(FaceTemplate.id)
-            ).all()
-        entry = _Entry(collection_id, info[0], info[1], model, None, seq=int(seq or 0))
-        if rows:
-            dim = rows[0][1]
-            entry.index = self._new_index(dim)
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            vecs = np.stack([self.sealer.embedding(r[2], r[3], dim) for r in rows])
-            entry.index.add(ids, vecs)
-        entry.unsaved = len(rows)
-        log.info("index %s/%s built from %d templates", info[0], model, len(rows))
+        with templates_at_seq(self.engine, self.sealer, collection_id, model) as (seq, chunks):
+            parts = list(chunks)
+        entry = _Entry(collection_id, info[0], info[1], model, None, seq=seq)
+        if parts:
+            entry.index = self._new_index(parts[0][1].shape[1])
+            entry.index.add(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        entry.unsaved = sum(len(p[0]) for p in parts)
+        log.info("index %s/%s built from %d templates", info[0], model, entry.unsaved)
         return entry
 
     def _replay(self, entry: _Entry) -> int:
         """Apply changes after ``entry.seq``; returns how many were read. Caller holds no lock."""
         with entry.lock:
-            with self.engine.connect() as conn:
-                changes = conn.execute(
-                    select(IndexChange.seq, IndexChange.template_id, IndexChange.op)
-                    .where(IndexChange.collection_id == entry.collection_id)
-                    .where(IndexChange.model_name == entry.model)
-                    .where(IndexChange.seq > entry.seq)
-                    .order_by(IndexChange.seq)
-                ).all()
-                if not changes:
-                    return 0
-                last_op: dict[int, str] = {}
-                for _, template_id, op in changes:
-                    last_op[template_id] = op
-                to_add = [t for t, op in last_op.items() if op == "add"]
-                rows = []
-                if to_add:
-                    # A template added then erased before we got here is simply absent.
-                    rows = conn.execute(
-                        select(
-                            FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding,
-                            FaceTemplate.key_id,
-                        ).where(FaceTemplate.id.in_(to_add))
-                    ).all()
+            batch = read_changes(self.engine, self.sealer, entry.collection_id, entry.model, entry.seq)
+            if batch is None:
+                return 0
             index = entry.index
-            remove = [t for t, op in last_op.items() if op == "remove"]
-            if remove and index is not None:
-                index.remove(np.array(remove, dtype=np.int64))  # unknown ids are ignored
+            if len(batch.remove_ids) and index is not None:
+                index.remove(batch.remove_ids)  # unknown ids are ignored
             # Replaying over a snapshot may meet adds it already holds.
-            rows = [r for r in rows if index is None or not index.contains(r[0])]
-            if rows:
-                dim = rows[0][1]
+            keep = [i for i, t in enumerate(batch.add_ids) if index is None or not index.contains(t)]
+            if keep:
                 if entry.index is None:
-                    entry.index = self._new_index(dim)
-                entry.index.add(
-                    np.array([r[0] for r in rows], dtype=np.int64),
-                    np.stack([self.sealer.embedding(r[2], r[3], dim) for r in rows]),
-                )
-            entry.seq = int(changes[-1][0])
-            entry.unsaved += len(changes)
+                    entry.index = self._new_index(batch.add_vectors.shape[1])
+                entry.index.add(batch.add_ids[keep], batch.add_vectors[keep])
+            entry.seq = batch.last_seq
+            entry.unsaved += batch.n_changes
             if entry.unsaved >= self.settings.index_snapshot_every:
                 self._save(entry)
-            return len(changes)
+            return batch.n_changes
 
     def _save(self, entry: _Entry) -> None:
         with entry.lock:

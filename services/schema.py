@@ -17,9 +17,13 @@ Tables:
   (``identity.sealing``); ``kek_id`` names the KEK. Embeddings (``face_templates``,
   ``gallery_faces``, ``body_templates``), face crops and index snapshots are sealed with it and
   carry its ``key_id``. The row goes with its collection, which shreds what it sealed.
+- ``admin_sessions``: one row per dashboard sign-in (sha256 of the cookie's session token, the
+  key, expiry, end). Sign-out and key revocation set ``ended_at``, which every dashboard
+  request checks, so a copied cookie dies with the session in every worker.
 - ``audit_events``: who (key id), what, which collection/identity, outcome and scores; never
   embeddings, images or thumbnails. Ids are plain columns, not foreign keys, so an erased
-  identity's events survive the erasure.
+  identity's events survive the erasure. ``prev_hash``/``row_hash`` chain every row to the one
+  before it (``services/audit.py``).
 """
 
 from __future__ import annotations
@@ -200,6 +204,19 @@ class ApiKey(Base):
     collection: Mapped[Collection | None] = relationship()
 
 
+class DashboardSession(Base):
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    key_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = created_at_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_at", "at"),)
@@ -213,3 +230,5 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(32), nullable=False)
     # Scores, counts and error codes only: never embeddings, images or thumbnails.
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    row_hash: Mapped[str] = mapped_column(String(64), nullable=False)

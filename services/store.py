@@ -29,8 +29,8 @@ Faces:
   decided.
 - ``verify(collection, probe, identity_id=None, other=None, far=None, threshold=None)``: probe
   bytes against every template of an identity (max similarity), or against a second image.
-- ``identify(collection, probe, top_k=5, far=None, threshold=None, all_faces=False)`` and
-  ``identify_faces(collection, faces, ...)`` for already-analysed probes.
+- ``identify(collection, probe, top_k=5, far=None, threshold=None, all_faces=False,
+  matches_only=False)`` and ``identify_faces(collection, faces, ...)`` for already-analysed probes.
 
 Other modules' transactions (the gallery indexer, body templates): ``write(collection)`` is one
 locked transaction yielding a ``CollectionWrite`` (``identity``, ``ensure_identities``,
@@ -38,7 +38,8 @@ locked transaction yielding a ``CollectionWrite`` (``identity``, ``ensure_identi
 handles thumbnails and index catch-up around it. ``read(collection)`` yields a session and the
 collection row; ``require_identity`` fails fast on an unknown identity.
 
-Decisions use ``identity.calibration.threshold_for(model, far)`` unless a threshold is given.
+Decisions use ``identity.calibration.decision_threshold``: the policy (``default_far``) or a
+stricter FAR/threshold asked for; a looser one is refused (``LooserThanPolicy``, 422).
 Every method takes ``actor`` (the API key id, or None for the CLI) for the audit log.
 Housekeeping: ``audit_events(limit)``, ``sweep_orphan_thumbnails()``, ``reindex()``.
 """
@@ -65,13 +66,15 @@ from identity.faces import Faces, check_bbox_xyxy
 from identity.pipeline import FaceAnalyzer
 from identity.sealing import write_private
 from identity.settings import Settings
+from services import audit as audit_log
 from services.db import make_sessionmaker, vacuum
 from services.errors import Conflict, DuplicateImage, NoTemplates, NotFound
-from services.indexes import IndexRegistry, embedding_to_bytes
+from services.indexes import embedding_to_bytes
 from services.liveness import audit_fields, check_policy, refusal, verdicts, wanted
 from services.metrics import record_stages
 from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
 from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
+from services.vector_store import VectorStore, make_vector_store
 
 log = logging.getLogger(__name__)
 
@@ -275,14 +278,14 @@ class IdentityStore:
         settings: Settings,
         engine: Engine,
         analyzer: FaceAnalyzer | None = None,
-        indexes: IndexRegistry | None = None,
+        indexes: VectorStore | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = make_sessionmaker(engine)
         self.analyzer = analyzer or FaceAnalyzer(settings)
         self.sealer = indexes.sealer if indexes is not None else DataKeys(settings, engine)
-        self.indexes = indexes or IndexRegistry(settings, engine, self.sealer)
+        self.indexes = indexes or make_vector_store(settings, engine, self.sealer)
 
     # model ----------------------------------------------------------------------------------
     @property
@@ -296,17 +299,22 @@ class IdentityStore:
         return get_manifest(self.model_name).version
 
     def threshold(self, far: float | None, threshold: float | None) -> tuple[float, float | None]:
-        """(threshold, far): an explicit threshold wins (far unknown), else the calibrated one."""
-        if threshold is not None:
-            if not -1.0 <= threshold <= 1.0:
-                raise InvalidInput("threshold is a cosine similarity in [-1, 1]", threshold=threshold)
-            return float(threshold), None
-        far = self.settings.default_far if far is None else far
-        if not 0.0 < far < 1.0:
-            raise InvalidInput("far must be in (0, 1)", far=far)
-        from identity.calibration import threshold_for
+        """(threshold, far) of the policy or a stricter one asked for (``decision_threshold``)."""
+        from identity.calibration import decision_threshold
 
-        return float(threshold_for(self.model_name, far, self.settings)), float(far)
+        return decision_threshold(self.model_name, self.settings, far, threshold, self.detector_name)
+
+    @property
+    def detector_name(self) -> str:
+        return self.analyzer.detector_name
+
+    def calibration_evidence(self, far: float | None) -> dict[str, Any] | None:
+        """Which calibration a decision at ``far`` used (None for a caller's own threshold)."""
+        if far is None:
+            return None
+        from identity.calibration import pipeline_calibration
+
+        return pipeline_calibration(self.model_name, self.settings, self.detector_name).evidence(far)
 
     # helpers --------------------------------------------------------------------------------
     @staticmethod
@@ -319,16 +327,7 @@ class IdentityStore:
         identity_id: uuid.UUID | None = None,
         **details: Any,
     ) -> None:
-        s.add(
-            AuditEvent(
-                actor_key_id=actor,
-                action=action,
-                outcome=outcome,
-                collection=collection,
-                identity_id=identity_id,
-                details=details,
-            )
-        )
+        audit_log.record(s, actor, action, outcome, collection, identity_id, **details)
 
     def audit(self, actor: int | None, action: str, outcome: str, **kw: Any) -> None:
         with self.sessions.begin() as s:
@@ -986,6 +985,7 @@ class IdentityStore:
             "similarity": round(similarity, 6),
             "threshold": round(thr, 6),
             "far": far_used,
+            "calibration": self.calibration_evidence(far_used),
             "match": bool(match),
             "model": self.model_name,
             "probe_face": face_summary(probe_faces, int(face)),
@@ -1003,6 +1003,7 @@ class IdentityStore:
         all_faces: bool = False,
         actor: int | None = None,
         liveness: bool = False,
+        matches_only: bool = False,
     ) -> dict[str, Any]:
         """1:N: the largest face (or every face) of a probe image against the collection.
 
@@ -1014,11 +1015,14 @@ class IdentityStore:
         faces = self._probe(probe, liveness=live_check)
         faces = faces.sorted_by_area() if all_faces else faces.largest()
         if not live_check:
-            return self.identify_faces(collection, faces, top_k, far, threshold, actor, cid)
+            return self.identify_faces(
+                collection, faces, top_k, far, threshold, actor, cid, matches_only=matches_only
+            )
         found = self._liveness_gate(faces, policy, "identify", actor, collection)
         result = self.identify_faces(
             collection, faces, top_k, far, threshold, actor, cid,
             audit_extra={"liveness": [audit_fields(v)["liveness"] for v in found]},
+            matches_only=matches_only,
         )
         for face, verdict in zip(result["faces"], found, strict=True):
             face["liveness"] = verdict
@@ -1034,7 +1038,11 @@ class IdentityStore:
         actor: int | None = None,
         collection_id: int | None = None,
         audit_extra: dict[str, Any] | None = None,
+        matches_only: bool = False,
     ) -> dict[str, Any]:
+        """1:N for analysed faces. ``matches_only`` drops the candidates below the threshold:
+        a verify-scoped key learns who matched, never who came close (the names of near
+        misses would let it enumerate the collection)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
         if faces.embeddings is None:
@@ -1056,7 +1064,7 @@ class IdentityStore:
                     .where(FaceTemplate.id.in_(wanted))
                 ).all():
                     owners[tid] = (iid, ext, name)
-        results = []
+        results, top = [], []
         for f in range(len(faces)):
             best: dict[uuid.UUID, dict[str, Any]] = {}
             for sim, tid in zip(sims[f] if sims.size else [], tids[f] if tids.size else []):
@@ -1071,8 +1079,11 @@ class IdentityStore:
                     "template_id": int(tid),
                     "match": bool(float(sim) >= thr),
                 }
-            results.append({**face_summary(faces, f), "candidates": list(best.values())[:top_k]})
-        top = [r["candidates"][0] for r in results if r["candidates"]]
+            candidates = list(best.values())[:top_k]
+            top.extend(candidates[:1])  # the audit keeps the best score, shown or not
+            if matches_only:
+                candidates = [c for c in candidates if c["match"]]
+            results.append({**face_summary(faces, f), "candidates": candidates})
         self.audit(
             actor, "identify", "match" if any(c["match"] for c in top) else "no_match",
             collection=collection, faces=len(results),
@@ -1082,6 +1093,7 @@ class IdentityStore:
             "faces": results,
             "threshold": round(thr, 6),
             "far": far_used,
+            "calibration": self.calibration_evidence(far_used),
             "model": self.model_name,
         }
 
@@ -1089,19 +1101,7 @@ class IdentityStore:
     def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
         with self.sessions() as s:
             rows = s.execute(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)).scalars()
-            return [
-                {
-                    "id": e.id,
-                    "at": e.at.isoformat(),
-                    "actor_key_id": e.actor_key_id,
-                    "action": e.action,
-                    "collection": e.collection,
-                    "identity_id": None if e.identity_id is None else str(e.identity_id),
-                    "outcome": e.outcome,
-                    "details": e.details,
-                }
-                for e in rows
-            ]
+            return [audit_log.event_dict(e) for e in rows]
 
     def sweep_orphan_thumbnails(self) -> int:
         """Delete thumbnail files no template references (left by a crash mid-erase/enroll)."""

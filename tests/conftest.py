@@ -55,6 +55,9 @@ def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         # data_dir must still open the data keys (tests/services/test_sealing.py covers the
         # KEK file the embedded default makes).
         kek=SecretStr(base64.b64encode(secrets.token_bytes(32)).decode()),
+        # Tests that send wrong keys on purpose must not throttle the shared client for the
+        # rest of the run; tests/services/test_signin_sessions.py sets a small burst itself.
+        auth_fail_burst=10_000,
     )
 
 
@@ -88,3 +91,19 @@ def store(settings: Settings, engine: Engine):  # type: ignore[no-untyped-def]
     from services.store import IdentityStore
 
     return IdentityStore(settings, engine)
+
+
+@pytest.fixture(scope="session")
+def milvus_server():  # type: ignore[no-untyped-def]
+    """ONE real Milvus server for the session (tests marked ``milvus``); skipped only when the
+    ``milvus`` extra (pymilvus + the embedded server) is not installed."""
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'")
+    pytest.importorskip("milvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'")
+    from services.embedded_milvus import EmbeddedMilvus
+
+    root = Path(tempfile.mkdtemp(prefix="identity-test-milvus-"))
+    server = EmbeddedMilvus(root)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

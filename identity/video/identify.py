@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from identity.calibration import decision_threshold
 from identity.errors import InvalidInput, NoFaceFound
 from identity.faces import Faces
 from identity.settings import Settings
@@ -53,18 +54,6 @@ class Identifier(Protocol):
     def identify(self, embeddings: np.ndarray) -> list[Match]:
         """(N, D) L2-normalised embeddings -> one Match per row."""
         ...
-
-
-def decision_threshold(
-    model: str, settings: Settings, far: float | None, threshold: float | None
-) -> float:
-    if threshold is not None:
-        if not -1.0 <= threshold <= 1.0:
-            raise InvalidInput("threshold is a cosine similarity in [-1, 1]", threshold=threshold)
-        return float(threshold)
-    from identity.calibration import threshold_for
-
-    return float(threshold_for(model, settings.default_far if far is None else far, settings))
 
 
 class GalleryIdentifier:
@@ -120,7 +109,7 @@ class GalleryIdentifier:
                 vectors.append(vec[0])
         if not labels:
             raise NoFaceFound(f"no face found in any photo under {folder}/<label>/")
-        thr = decision_threshold(emb_name, settings, far, threshold)
+        thr, _ = decision_threshold(emb_name, settings, far, threshold)
         return cls(labels, np.stack(vectors), emb_name, thr)
 
     def identify(self, embeddings: np.ndarray) -> list[Match]:

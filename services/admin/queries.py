@@ -2,7 +2,7 @@
 
 Kept beside the dashboard (not in ``services/store.py``) because only the dashboard asks for
 them: a filtered, paged audit log, one thumbnail per identity for list pages, the newest gallery
-jobs across collections, and re-checking a signed-in key. Writes (removing a single face, naming
+jobs across collections. Writes (removing a single face, naming
 a cluster) are ``IdentityStore`` / ``GalleryStore`` methods.
 """
 
@@ -10,41 +10,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
+from services.audit import event_dict
 from services.gallery import GalleryStore
-from services.schema import ApiKey, AuditEvent, FaceTemplate
+from services.schema import AuditEvent, FaceTemplate
 from services.store import IdentityStore
 
 AUDIT_PAGE = 50
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    id: int
-    prefix: str
-    scope: str
-    collection: str | None
-    name: str
-
-
-def active_key(store: IdentityStore, key_id: int) -> KeyInfo | None:
-    """The key behind a session, or None once it is revoked or deleted (ends the session)."""
-    with store.sessions() as s:
-        row = s.get(ApiKey, key_id)
-        if row is None or row.revoked_at is not None:
-            return None
-        return KeyInfo(
-            id=row.id,
-            prefix=row.prefix,
-            scope=row.scope,
-            collection=row.collection.name if row.collection is not None else None,
-            name=row.name,
-        )
 
 
 def first_template_ids(store: IdentityStore, identity_ids: Sequence[str]) -> dict[str, int]:
@@ -96,19 +72,7 @@ def audit_page(
         actions = s.execute(
             select(AuditEvent.action).distinct().order_by(AuditEvent.action)
         ).scalars().all()
-        items = [
-            {
-                "id": e.id,
-                "at": e.at,
-                "actor_key_id": e.actor_key_id,
-                "action": e.action,
-                "collection": e.collection,
-                "identity_id": None if e.identity_id is None else str(e.identity_id),
-                "outcome": e.outcome,
-                "details": e.details,
-            }
-            for e in rows
-        ]
+        items = [event_dict(e) for e in rows]
     return {"items": items, "total": total, "actions": list(actions), "limit": limit, "offset": offset}
 
 

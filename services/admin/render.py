@@ -25,20 +25,23 @@ PROBE_MAX_SIDE = 960
 def annotated_probe(data: bytes, settings: Settings, faces: list[dict[str, Any]]) -> dict[str, Any]:
     import cv2
 
-    from identity.image import decode_image
+    from identity.image import decode_image_bounded
 
-    # Decoded exactly as the pipeline does (EXIF upright), so the boxes land on the right pixels.
-    image = decode_image(data, settings)
+    # Decoded as the pipeline does (EXIF upright, bounded), so the boxes land on the right pixels.
+    decoded = decode_image_bounded(data, settings)
+    image = decoded.image_bgr
     h, w = image.shape[:2]
     scale = min(1.0, PROBE_MAX_SIDE / max(h, w))
     if scale < 1.0:
         image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    # face boxes are in the upload's pixels: through the decode's reduction, then the preview's
+    fx, fy = decoded.scale_xy[0] * scale, decoded.scale_xy[1] * scale
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:  # cv2 only fails here on an empty array, which decode_image never returns
         raise RuntimeError("could not encode the probe preview")
     boxes = []
     for n, face in enumerate(faces, start=1):
-        x1, y1, x2, y2 = (float(v) * scale for v in face["bbox"])
+        x1, y1, x2, y2 = (float(v) * f for v, f in zip(face["bbox"], (fx, fy, fx, fy), strict=True))
         top = face["candidates"][0] if face["candidates"] else None
         boxes.append(
             {
@@ -121,15 +124,19 @@ def system_models(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def thresholds_table(model: str, settings: Settings) -> dict[str, Any]:
-    from identity.calibration import known_thresholds
+def thresholds_table(model: str, settings: Settings, detector: str | None = None) -> dict[str, Any]:
+    """The decision thresholds of a pipeline with their evidence (set, pairs, FAR upper bound)."""
+    from identity.calibration import pipeline_calibration
 
     try:
-        table, source = known_thresholds(model, settings)
+        cal = pipeline_calibration(model, settings, detector)
     except CodedError as exc:
         return {"model": model, "rows": [], "source": "none", "error": exc.message}
-    rows = [{"far": far, "threshold": thr} for far, thr in sorted(table.items(), reverse=True)]
-    return {"model": model, "rows": rows, "source": source}
+    rows = [{"far": far, "threshold": thr, "far_upper_95": cal.evidence(far)["far_upper_95"]}
+            for far, thr in sorted(cal.thresholds.items(), reverse=True)]
+    return {"model": model, "rows": rows, "source": cal.source, "set": cal.set,
+            "pipeline": cal.pipeline, "impostor_pairs": cal.n_impostor,
+            "genuine_pairs": cal.n_genuine, "identities": cal.n_identities}
 
 
 def _quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float | None:

@@ -1,9 +1,9 @@
 """The admin dashboard at ``/admin``: server-rendered pages over the identity store.
 
 Routes stay thin: read the form, call one store (or ``queries``) function, render a template.
-Sign-in takes an admin API key once; after that a signed, http-only cookie carries the key's id
-(see ``session.py``) and every POST carries the session's CSRF token. Errors from the store
-(``CodedError``) are shown on the page instead of the API's JSON problem body. Gallery jobs
+Sign-in takes an admin API key once; after that a signed, http-only cookie carries a server-side
+session's token (see ``session.py``) and every POST carries the session's CSRF token. Errors
+from the store (``CodedError``) are shown on the page instead of the API's JSON problem body. Gallery jobs
 and their proposed clusters (docs/batch.md) go through the same ``GalleryStore`` as the API.
 """
 
@@ -37,14 +37,19 @@ from services.admin.session import (
     AdminSession,
     SessionCodec,
     csrf_ok,
+    end_session,
     load_or_create_secret,
+    session_key,
+    start_session,
 )
+from services.audit import verify_chain
 from services.auth import Principal
+from services.deps import client_address
 from services.deps import get_gallery as _gallery
 from services.deps import get_keys as _keys
 from services.deps import get_settings as _settings
 from services.deps import get_store as _store
-from services.errors import NotFound, Unauthorized
+from services.errors import NotFound, TooManyAttempts, Unauthorized, check_file_count
 from services.gallery import LIVE_STATUSES
 
 HERE = Path(__file__).resolve().parent
@@ -52,7 +57,6 @@ STATIC_DIR = HERE / "static"
 LOGIN_COOKIE = "identity_admin_login"
 FLASH_COOKIE = "identity_admin_flash"
 PAGE_SIZE = 24
-MAX_UPLOAD_FILES = 20
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["when"] = format_when
@@ -150,7 +154,7 @@ def current_admin(request: Request) -> Admin:
     session = _codec(request).read(request.cookies.get(COOKIE_NAME))
     if session is None:
         raise _login_redirect(request)
-    key = queries.active_key(_store(request), session.key_id)
+    key = session_key(_store(request).sessions, session)  # ended, expired or key revoked: None
     if key is None or key.scope != "admin":
         raise _login_redirect(request)
     return Admin(session, Principal(key.id, key.scope, key.collection), key.prefix)
@@ -254,42 +258,62 @@ def login(
     next: Annotated[str, Form()] = "",
 ) -> Response:
     expected = request.cookies.get(LOGIN_COOKIE, "")
-    if not expected or not csrf_ok(AdminSession(0, "", expected), login_token):
+    if not expected or not csrf_ok(AdminSession("", expected), login_token):
         return _login_failed(request, next, "Your sign-in form expired; please try again.")
+    client = client_address(request)
     try:
-        principal = _keys(request).authenticate(api_key.strip())
+        principal = _keys(request).authenticate(api_key.strip(), client=client, action="admin.login")
+    except TooManyAttempts as exc:
+        return _login_failed(
+            request, next,
+            f"Too many failed sign-ins from this computer or for this key. Wait "
+            f"{exc.details['retry_after_s']} seconds, then try again.",
+            status_code=429, retry_after=exc.details["retry_after_s"],
+        )
     except Unauthorized:
         return _login_failed(request, next, "That API key is not valid or has been revoked.")
     if principal.scope != "admin":
+        _store(request).audit(
+            principal.key_id, "admin.login", "refused", reason="not_admin", client=client
+        )
         return _login_failed(
             request, next, f"That is a '{principal.scope}' key; the dashboard needs an admin key."
         )
-    _store(request).audit(principal.key_id, "admin.login", "ok", collection=principal.collection)
-    _, token = _codec(request).new(principal.key_id, api_key.strip()[:12])
+    codec = _codec(request)
+    session, cookie = codec.new()
+    start_session(_store(request).sessions, session, principal.key_id, codec.max_age_s)
+    _store(request).audit(
+        principal.key_id, "admin.login", "ok", collection=principal.collection, client=client
+    )
     response = _redirect(_safe_next(next))
-    _set_cookie(request, response, COOKIE_NAME, token, max_age=_codec(request).max_age_s)
+    _set_cookie(request, response, COOKIE_NAME, cookie, max_age=codec.max_age_s)
     response.delete_cookie(LOGIN_COOKIE, path="/admin")
     return response
 
 
-def _login_failed(request: Request, next: str, message: str) -> HTMLResponse:
+def _login_failed(
+    request: Request, next: str, message: str, status_code: int = 401, retry_after: int | None = None
+) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     response = render(
         request,
         "login.html",
         None,
-        status_code=401,
+        status_code=status_code,
         login_token=token,
         next=_safe_next(next),
         insecure=not _secure_cookie(request),
         flash={"kind": "error", "message": message},
     )
     _set_cookie(request, response, LOGIN_COOKIE, token, max_age=1800)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, admin: CheckedAdminDep) -> Response:
+    end_session(_store(request).sessions, admin.session)  # the cookie is dead, wherever copied
     _store(request).audit(admin.actor, "admin.logout", "ok")
     response = _redirect("/admin/login")
     response.delete_cookie(COOKIE_NAME, path="/admin")
@@ -473,8 +497,7 @@ async def upload_faces(
         chosen = [f for f in files if f.filename]
         if not chosen:
             raise InvalidInput("choose one or more photos to enroll")
-        if len(chosen) > MAX_UPLOAD_FILES:
-            raise InvalidInput(f"at most {MAX_UPLOAD_FILES} photos at a time")
+        check_file_count(len(chosen), _settings(request).enroll_max_files)
         images = [(f.filename or "photo", await f.read()) for f in chosen]
         store = _store(request)
         from starlette.concurrency import run_in_threadpool
@@ -674,9 +697,12 @@ def audit_page(
     since: str = "",
     until: str = "",
     page: int = 1,
+    check: bool = False,
 ) -> HTMLResponse:
     page = max(page, 1)
     filters = {"action": action, "collection": collection, "since": since, "until": until}
+    # The whole chain is read to check it (seconds for millions of rows): on request only.
+    chain = verify_chain(_store(request).sessions) if check else None
     if admin.principal.collection is not None:
         collection = admin.principal.collection
     flash = None
@@ -697,7 +723,7 @@ def audit_page(
     query = urlencode({k: v for k, v in filters.items() if v})
     return render(
         request, "audit.html", admin, result=result, filters=filters, page=page, pages=pages,
-        collections=collections, query=query, flash=flash,
+        collections=collections, query=query, flash=flash, chain=chain,
         last_day=(datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
     )
 
@@ -719,7 +745,7 @@ def system_page(request: Request, admin: AdminDep) -> HTMLResponse:
         models=system_models(settings),
         indexes=indexes,
         index_factory=settings.index_factory,
-        thresholds=thresholds_table(store.model_name, settings),
+        thresholds=thresholds_table(store.model_name, settings, store.detector_name),
         default_far=settings.default_far,
         metrics=human_metrics(registry) if registry is not None else None,
     )

@@ -167,10 +167,23 @@ class EnrollResult(BaseModel):
     rejected: list[Rejected]
 
 
+class CalibrationOut(BaseModel):
+    """The evidence behind a decision's FAR (None when the caller gave its own threshold)."""
+
+    set: str = Field(description="labelled set the threshold was calibrated on, e.g. celeba500")
+    impostor_pairs: int | None = Field(description="impostor pairs behind the threshold")
+    far_upper_95: float | None = Field(
+        description="upper limit of the 95% Clopper-Pearson interval of the FAR"
+    )
+    pipeline: str = Field(description="detector+embedder the calibration was measured with")
+    source: str = Field(description="calibrated (this install), shipped or manifest")
+
+
 class VerifyResult(BaseModel):
     similarity: float = Field(description="cosine similarity, higher = more alike")
     threshold: float
     far: float | None = Field(description="false-accept rate the threshold was calibrated for")
+    calibration: CalibrationOut | None = None
     match: bool
     model: str
     probe_face: FaceOut = Field(description="the probe face that was compared (the best one)")
@@ -201,6 +214,7 @@ class IdentifyResult(BaseModel):
     faces: list[IdentifiedFace]
     threshold: float
     far: float | None
+    calibration: CalibrationOut | None = None
     model: str
 
 
@@ -213,3 +227,43 @@ class CollectionDeleted(BaseModel):
     deleted: str
     identities: int
     templates: int
+
+
+# error answers, for the OpenAPI schema ---------------------------------------------------------
+class ProblemDetail(BaseModel):
+    code: str = Field(description="machine-readable, e.g. not_found, too_many_files, busy")
+    message: str = Field(description="for a person: what went wrong and what to do")
+    details: dict[str, Any] = Field(description="structured context (limits, rejected files...)")
+
+
+class Problem(BaseModel):
+    """The one error shape of every 4xx/5xx answer (services/errors.py)."""
+
+    error: ProblemDetail
+
+
+_PROBLEM_TEXT = {
+    400: "Malformed request (an unreadable Content-Length or multipart body).",
+    401: "No API key, or an unknown or revoked one.",
+    403: "The key's scope or collection does not allow this.",
+    404: "No such collection, identity, job, cluster or face.",
+    409: "Conflicts with what exists (a name or image already there, nothing enrolled yet).",
+    413: "Request body, image bytes or pixels, or files per request over a limit; the problem "
+    "names the limit.",
+    422: "Invalid input: a field out of range, an unreadable image, no usable face.",
+    429: "Too many attempts from this client or key; Retry-After says when to try again.",
+    503: "At capacity: every inference worker busy and the queue full (Retry-After says when to "
+    "retry), or a model cannot be loaded.",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a router or route: these statuses answer with a ``Problem``."""
+    return {s: {"model": Problem, "description": _PROBLEM_TEXT[s]} for s in statuses}
+
+
+# Every /v1 route: the key checks, the collection lookup, validation, the body size limit.
+V1_PROBLEMS = problems(400, 401, 403, 404, 413, 422)
+# Routes that take uploads also pass the inference queue (services/limits.py).
+UPLOAD_PROBLEMS = problems(503)
+CONFLICT_PROBLEMS = problems(409)

@@ -1,6 +1,6 @@
 """The ``identity`` command: the library's commands (``identity.cli``) plus the service's.
 
-Assembled here because only the service side may see both: ``serve``, ``db``, ``keys``
+Assembled here because only the service side may see both: ``serve``, ``db``, ``keys``, ``audit``
 (``service.py``), ``index`` (``ingest.py``: batch gallery ingestion into the store) and ``watch``
 (``watch.py``). Service modules are imported inside each command, so ``identity analyze`` never
 loads FastAPI or SQLAlchemy.

@@ -1,4 +1,5 @@
-"""Service commands: ``serve``, ``db upgrade|reindex``, ``keys create|list|revoke|rotate-kek``.
+"""Service commands: ``serve``, ``db upgrade|reindex``, ``keys create|list|revoke|rotate-kek``,
+``audit verify``.
 
 Registered on the ``identity`` command by ``services.cli``. Every command opens the database
 the same way as the server: ``DATABASE_URL`` if set, else the embedded Postgres in
@@ -17,6 +18,7 @@ from identity.errors import CodedError, InvalidInput
 
 db_app = typer.Typer(help="Database: migrations and index rebuilds.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; a new key is printed once).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log (hash-chained).", no_args_is_help=True)
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -77,10 +79,10 @@ def serve(
     from services.app import create_app
     from services.db import open_database
     from services.embedded_pg import exit_on_sigterm
-    from services.indexes import check_index_settings
+    from services.vector_store import check_vector_store_settings
 
     settings = _settings()
-    check_index_settings(settings)  # before the database starts: a typo fails in a second
+    check_vector_store_settings(settings)  # before the database starts: a typo fails in a second
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     quiet_third_party_loggers()
     exit_on_sigterm()
@@ -258,8 +260,30 @@ def keys_rotate_kek(
             typer.echo(encode_key(kek).strip(), err=True)
 
 
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain from the first row; exit 1 naming the first broken row."""
+    from services.audit import verify_chain
+    from services.db import make_sessionmaker, open_database, upgrade
+
+    with open_database(_settings()) as engine:
+        upgrade(engine)
+        report = verify_chain(make_sessionmaker(engine))
+    if not report.ok:
+        typer.echo(
+            f"error: {report.problem} (the {report.rows} rows before it hold; last good row "
+            f"{report.head_id if report.head_id is not None else '-'})",
+            err=True,
+        )
+        raise typer.Exit(1)
+    # The head is what to keep elsewhere: deleting the newest rows, or recomputing the whole
+    # chain, is only evident against a head recorded outside the database.
+    typer.echo(f"audit chain ok: {report.rows} rows; head row {report.head_id or '-'} {report.head_hash}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the service commands to the main ``identity`` CLI."""
     app.command("serve")(serve)
     app.add_typer(db_app, name="db")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(audit_app, name="audit")

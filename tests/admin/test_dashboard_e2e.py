@@ -223,6 +223,8 @@ def test_enroll_search_verify_erase_audit(
     expect(page.locator("#flash")).to_contain_text("not a date and time")
     page.goto(f"{url}/admin/audit?collection={name}")
     expect(page.locator("#audit tbody tr[data-action='face.enroll']")).to_have_count(5)
+    page.click("#check-chain")  # the hash chain over every audit row holds
+    expect(page.locator("#chain-status")).to_contain_text("Chain intact")
     shoot(page, "audit")
 
     # system: models with licence and checksum state, the index of this collection, counters
@@ -234,6 +236,10 @@ def test_enroll_search_verify_erase_audit(
     row = page.locator("#indexes tbody tr", has_text=name)
     expect(row).to_contain_text("Flat")  # the index's real type, not just the setting
     expect(page.locator("#thresholds tbody tr").first).to_be_visible()
+    # which calibration the decisions use, with its evidence
+    expect(page.locator("#calibration-evidence")).to_contain_text("celeba500")
+    expect(page.locator("#calibration-evidence")).to_contain_text("impostor pairs")
+    expect(page.locator("#thresholds thead")).to_contain_text("FAR 95% upper bound")
     expect(page.locator("#requests")).to_contain_text("/admin/collections/{cid}/search")
     shoot(page, "system")
 
@@ -249,9 +255,13 @@ def test_enroll_search_verify_erase_audit(
     expect(page.locator("#flash")).to_contain_text(f"Collection '{name}' deleted")
     expect(page.locator(f"tr[data-collection='{name}']")).to_have_count(0)
 
-    # sign out: the dashboard is closed again
+    # sign out: the dashboard is closed again, even to a copy of the old cookie
+    old_cookie = next(c for c in page.context.cookies() if c["name"] == "identity_admin")
     page.click("#logout")
     assert "/admin/login" in page.url
+    page.goto(f"{url}/admin/collections")
+    assert "/admin/login" in page.url
+    page.context.add_cookies([old_cookie])
     page.goto(f"{url}/admin/collections")
     assert "/admin/login" in page.url
 

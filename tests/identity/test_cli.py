@@ -112,10 +112,18 @@ def test_calibrate_writes_thresholds_used_by_compare(runner, tmp_path) -> None:
     assert report["auc"] > 0.9
     saved = json.loads(Path(report["saved_to"]).read_text())
     assert set(saved["thresholds"]) == {"1e-01"}
+    # the record is the pipeline's and carries its evidence: 32 impostor pairs stand behind FAR
+    # 0.1 (3/FAR = 30), with the FAR's 95% Clopper-Pearson upper bound
+    assert Path(report["saved_to"]).name == f"{saved['detector']}+{saved['model']}.json"
+    assert saved["set"] == "people" and saved["n_impostor"] >= 30
+    point = saved["points"][0]
+    assert point["reliable"] and point["far_upper_95"] > point["impostors_above"] / saved["n_impostor"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
     compare = runner.invoke(app, ["compare", "--json", "--far", "0.1",
                                   str(TRAIN / "obama/obama.jpg"), str(TRAIN / "obama/obama2.jpg")])
-    assert json.loads(compare.output)["threshold"] == pytest.approx(saved["thresholds"]["1e-01"], abs=1e-4)
+    result = json.loads(compare.output)
+    assert result["threshold"] == pytest.approx(saved["thresholds"]["1e-01"], abs=1e-4)
+    assert result["calibration"]["set"] == "people" and result["calibration"]["source"] == "calibrated"
 
 
 @pytest.mark.parametrize("far", ["0", "1", "1.5", "-0.01"])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.align import align_faces
 from identity.detect import load_detector
 from identity.faces import Faces
 from identity.quality import assess_quality, enrollment_rejections, pose_from_landmarks
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 DATA = SHARED_DIR / "data"
 PHOTO = DATA / "deepface" / "img1.jpg"
@@ -132,3 +133,26 @@ def test_adaface_feature_norm_is_a_signal(detector, settings, photo):
 def test_empty_faces(settings):
     q = assess_quality(Faces.empty(), settings)
     assert len(q) == 0 and q.quality.shape == (0,)
+
+
+def test_native_sharpness_reads_a_small_sharp_face_as_sharp(detector, settings, photo):
+    """A real face shrunk to eyes 12 px apart is small, not blurry: measured on the upsampled
+    crop it loses most of its sharpness, measured at its own resolution it keeps it; a real blur
+    at full size still reads blurry there."""
+    from identity.quality import crop_sharpness, native_sharpness
+
+    def measure(image: np.ndarray) -> tuple[float, float]:
+        faces = detector.detect([image]).largest()
+        crops = align_faces([image], faces, "arcface_112")
+        return (float(crop_sharpness(crops)[1][0]),
+                float(native_sharpness(crops, faces.inter_ocular, "arcface_112")[1][0]))
+
+    big_crop, big_native = measure(photo)
+    iod = float(detector.detect([photo]).largest().inter_ocular[0])
+    small = cv2.resize(photo, None, fx=12.0 / iod, fy=12.0 / iod, interpolation=cv2.INTER_AREA)
+    small_crop, small_native = measure(cv2.copyMakeBorder(small, 40, 40, 40, 40, cv2.BORDER_REPLICATE))
+    _, blur_native = measure(cv2.GaussianBlur(photo, (0, 0), iod / 15))
+    # the crop-based signal calls the small face blurry (< 0.4), the native one sharp
+    assert small_crop < 0.4 and small_crop < big_crop - 0.3
+    assert small_native > 0.6 and small_native > small_crop + 0.3
+    assert blur_native < 0.4 and blur_native < big_native - 0.3

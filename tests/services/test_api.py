@@ -68,6 +68,13 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
     same = same.json()
     assert same["match"] is True and same["templates_compared"] == 2
     assert same["similarity"] >= same["threshold"] and same["far"] == settings.default_far
+    # the answer names the calibration behind its FAR: the shipped celeba500 record of this
+    # pipeline, with at least 3/FAR impostor pairs and the FAR's 95% upper bound
+    cal = same["calibration"]
+    assert cal["set"].startswith("celeba500") and cal["source"] == "shipped"
+    assert cal["pipeline"] == f"{settings.detector}+{settings.embedder}"
+    assert cal["impostor_pairs"] >= 3 / settings.default_far
+    assert settings.default_far <= cal["far_upper_95"] < 2 * settings.default_far
     other = client.post(f"/v1/collections/{cid}/verify", files=body, data={"identity_id": biden}, headers=admin).json()
     assert other["match"] is False and other["similarity"] < same["similarity"]
     # two images
@@ -80,7 +87,10 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
 
     # 1:N, largest face and every face
     res = identify(client, cid, admin, probe, top_k=2)
-    assert len(res["faces"]) == 1
+    assert len(res["faces"]) == 1 and res["calibration"] == cal
+    # a caller's own threshold has no calibration behind it
+    own = identify(client, cid, admin, probe, threshold="0.5")
+    assert own["far"] is None and own["calibration"] is None
     cands = res["faces"][0]["candidates"]
     assert cands[0]["identity_id"] == obama and cands[0]["match"] is True
     assert [c["similarity"] for c in cands] == sorted((c["similarity"] for c in cands), reverse=True)
@@ -217,11 +227,11 @@ def test_collections_lifecycle(client: TestClient, admin: dict, new_collection) 
     assert_problem(client.get(f"/v1/collections/{cid}/identities", headers=admin), 404, "not_found")
 
 
-def test_health_and_metrics(client: TestClient) -> None:
+def test_health_and_metrics(client: TestClient, admin: dict) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready"
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=admin).text
     assert 'identity_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert "identity_http_request_seconds_bucket" in text
     assert "identity_model_load_seconds{" in text

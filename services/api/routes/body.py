@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from services.api.schemas import IdentityRef, parse_bbox
+from services.api.schemas import UPLOAD_PROBLEMS, V1_PROBLEMS, IdentityRef, parse_bbox
 from services.auth import Principal
 from services.body_store import BodyStore
 from services.deps import collection_access, lazy_state
-from services.errors import EnrollmentRejected
+from services.errors import EnrollmentRejected, check_file_count
 
-router = APIRouter(prefix="/v1/collections/{cid}", tags=["bodies"])
+router = APIRouter(prefix="/v1/collections/{cid}", tags=["bodies"], responses=V1_PROBLEMS)
 
 
 def get_body_store(request: Request) -> BodyStore:
@@ -83,7 +83,8 @@ class BodyIdentifyResult(BaseModel):
 
 
 @router.post(
-    "/identities/{iid}/bodies", status_code=201, response_model=BodyEnrollResult
+    "/identities/{iid}/bodies", status_code=201, response_model=BodyEnrollResult,
+    responses=UPLOAD_PROBLEMS,
 )
 def enroll_bodies(
     cid: str,
@@ -95,7 +96,9 @@ def enroll_bodies(
         str | None, Form(description="x1,y1,x2,y2 of the person (default: largest detected)")
     ] = None,
 ) -> dict:
-    """Enroll the person of each image as a body template; 422 when none was accepted."""
+    """Enroll the person of each image as a body template; 422 when none was accepted, 413
+    when over ``enroll_max_files`` images."""
+    check_file_count(len(files), bodies.settings.enroll_max_files)
     images = [(f.filename or f"file{i}", f.file.read()) for i, f in enumerate(files)]
     result = bodies.enroll_images(cid, iid, images, parse_bbox(bbox), actor=p.key_id)
     if not result["accepted"]:
@@ -103,7 +106,7 @@ def enroll_bodies(
     return result
 
 
-@router.post("/identify-body", response_model=BodyIdentifyResult)
+@router.post("/identify-body", response_model=BodyIdentifyResult, responses=UPLOAD_PROBLEMS)
 def identify_body(
     cid: str,
     bodies: BodyStoreDep,
@@ -121,5 +124,5 @@ def identify_body(
     """1:N by body appearance; fused with the face score when the person's face is visible."""
     return bodies.identify(
         cid, file.file.read(), parse_bbox(bbox), top_k=top_k, far=far, threshold=threshold,
-        use_face=use_face, actor=p.key_id, rerank=rerank,
+        use_face=use_face, actor=p.key_id, rerank=rerank, matches_only=p.scope == "verify",
     )

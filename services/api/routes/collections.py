@@ -5,6 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from services.api.schemas import (
+    CONFLICT_PROBLEMS,
+    V1_PROBLEMS,
     CollectionCreate,
     CollectionDeleted,
     CollectionList,
@@ -14,10 +16,10 @@ from services.api.schemas import (
 from services.auth import Principal
 from services.deps import StoreDep, access, collection_access
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=V1_PROBLEMS)
 
 
-@router.post("", status_code=201, response_model=CollectionOut)
+@router.post("", status_code=201, response_model=CollectionOut, responses=CONFLICT_PROBLEMS)
 def create_collection(
     body: CollectionCreate, store: StoreDep, p: Annotated[Principal, Depends(access("admin"))]
 ) -> dict:

@@ -22,7 +22,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from identity.errors import InvalidInput
 from identity.gallery.sources import open_source
-from services.api.schemas import BIGINT_MAX, MAX_OFFSET, Text
+from services.api.schemas import (
+    BIGINT_MAX,
+    CONFLICT_PROBLEMS,
+    MAX_OFFSET,
+    UPLOAD_PROBLEMS,
+    V1_PROBLEMS,
+    Text,
+)
 from services.auth import Principal
 from services.deps import StoreDep, collection_access, get_gallery, get_job_runner
 from services.gallery import (
@@ -33,7 +40,7 @@ from services.gallery import (
     resolve_server_path,
 )
 
-router = APIRouter(prefix="/v1/collections/{cid}", tags=["gallery"])
+router = APIRouter(prefix="/v1/collections/{cid}", tags=["gallery"], responses=V1_PROBLEMS)
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
@@ -75,7 +82,7 @@ def _form_bool(value: Any, default: bool) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-@router.post("/jobs", status_code=202)
+@router.post("/jobs", status_code=202, responses=UPLOAD_PROBLEMS)
 async def create_job(
     cid: str,
     request: Request,
@@ -196,7 +203,7 @@ def recluster(
     return gallery.recluster(cid, body.method, body.threshold, body.min_size)
 
 
-@router.post("/clusters/{clid}/name", status_code=201)
+@router.post("/clusters/{clid}/name", status_code=201, responses=CONFLICT_PROBLEMS)
 def name_cluster(
     cid: str,
     clid: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)],
@@ -215,7 +222,7 @@ def name_cluster(
     )
 
 
-@router.post("/clusters/{clid}/merge")
+@router.post("/clusters/{clid}/merge", responses=CONFLICT_PROBLEMS)
 def merge_clusters(
     cid: str,
     clid: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)],

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+
+from services.auth import KEY_PREFIX
+from services.deps import client_address, get_keys
+from services.errors import Unauthorized
 
 router = APIRouter(tags=["health"])
 
@@ -32,6 +39,22 @@ def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
-def metrics(request: Request) -> Response:
+@router.get("/metrics", responses={401: {"description": "no or wrong credentials"}, 403: {}})
+def metrics(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Prometheus metrics. They name collections, so they need credentials: the
+    ``IDENTITY_METRICS_TOKEN`` as a Bearer token (Prometheus ``authorization``), or an admin
+    API key for every collection (as a Bearer token or X-API-Key)."""
+    scheme, _, bearer = (authorization or "").partition(" ")
+    bearer = bearer.strip() if scheme.lower() == "bearer" else ""
+    token = request.app.state.settings.metrics_token
+    if not (token and bearer and hmac.compare_digest(bearer.encode(), token.encode())):
+        key = bearer if bearer.startswith(KEY_PREFIX) else x_api_key
+        if not key and not bearer:
+            raise Unauthorized("/metrics needs the metrics token or an admin API key")
+        principal = get_keys(request).authenticate(key or bearer, client=client_address(request))
+        principal.require("admin")
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,7 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
 from services.api.schemas import (
+    CONFLICT_PROBLEMS,
     MAX_OFFSET,
+    UPLOAD_PROBLEMS,
+    V1_PROBLEMS,
     EnrollResult,
     Erased,
     IdentityCreate,
@@ -17,12 +20,14 @@ from services.api.schemas import (
 )
 from services.auth import Principal
 from services.deps import StoreDep, collection_access
-from services.errors import EnrollmentRejected
+from services.errors import EnrollmentRejected, check_file_count
 
-router = APIRouter(prefix="/v1/collections/{cid}/identities", tags=["identities"])
+router = APIRouter(
+    prefix="/v1/collections/{cid}/identities", tags=["identities"], responses=V1_PROBLEMS
+)
 
 
-@router.post("", status_code=201, response_model=IdentityOut)
+@router.post("", status_code=201, response_model=IdentityOut, responses=CONFLICT_PROBLEMS)
 def create_identity(
     cid: str,
     body: IdentityCreate,
@@ -65,7 +70,9 @@ def erase_identity(
     return store.erase_identity(cid, iid, actor=p.key_id)
 
 
-@router.post("/{iid}/faces", status_code=201, response_model=EnrollResult)
+@router.post(
+    "/{iid}/faces", status_code=201, response_model=EnrollResult, responses=UPLOAD_PROBLEMS
+)
 def enroll_faces(
     cid: str,
     iid: IdentityRef,
@@ -80,7 +87,9 @@ def enroll_faces(
         bool, Form(description="check liveness even when the collection's policy is off")
     ] = False,
 ) -> dict:
-    """Enroll each image or reject it with reasons; 422 when none was accepted."""
+    """Enroll each image or reject it with reasons; 422 when none was accepted, 413 when over
+    ``enroll_max_files`` images."""
+    check_file_count(len(files), store.settings.enroll_max_files)
     images = [(f.filename or f"file{i}", f.file.read()) for i, f in enumerate(files)]
     result = store.enroll_images(
         cid, iid, images, face_index, parse_bbox(bbox), actor=p.key_id, liveness=liveness
