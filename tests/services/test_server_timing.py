@@ -28,8 +28,8 @@ def server_timing(r: object) -> dict[str, float]:
     return out
 
 
-def stage_counts(client: TestClient) -> dict[str, float]:
-    text = client.get("/metrics").text
+def stage_counts(client: TestClient, admin: dict) -> dict[str, float]:
+    text = client.get("/metrics", headers=admin).text  # /metrics needs an admin key
     return {
         m.group(1): float(m.group(2))
         for m in re.finditer(r'^identity_stage_seconds_count\{stage="(\w+)"\} (\S+)$', text, re.M)
@@ -40,7 +40,7 @@ def test_server_timing_and_stage_histograms(
     client: TestClient, admin: dict, collection: str
 ) -> None:
     cid = collection
-    before = stage_counts(client)
+    before = stage_counts(client, admin)
     iid = client.post(
         f"/v1/collections/{cid}/identities", json={"external_id": "obama"}, headers=admin
     ).json()["id"]
@@ -80,11 +80,11 @@ def test_server_timing_and_stage_histograms(
     assert r.status_code == 422 and r.json()["error"]["code"] == "no_face_found", r.text
     assert set(server_timing(r)) == {"decode", "detect", "total"}
 
-    after = stage_counts(client)
+    after = stage_counts(client, admin)
     for stage in stages - {"decode", "detect"}:  # enroll, verify, identify: one observation each
         assert after[stage] - before.get(stage, 0) == 3, (stage, before, after)
     for stage in ("decode", "detect"):  # and the refused probe
         assert after[stage] - before.get(stage, 0) == 4, (stage, before, after)
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=admin).text
     assert 'identity_stage_seconds_bucket{le="0.001",stage="embed"}' in text
     assert 'identity_stage_seconds_bucket{le="5.0",stage="embed"}' in text
