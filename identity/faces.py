@@ -53,6 +53,9 @@ class Faces(Rows):
     liveness: np.ndarray | None = None  # (N,) float32 probability of a live face, NaN = not judged
     liveness_reasons: list[str | None] | None = None  # why a face was not judged (None = judged)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # per-face arrays of other stages
+    # Seconds per pipeline stage (decode, detect, mesh, align, embed, quality, liveness) spent on
+    # the images these faces came from; not per face (see ``Rows``).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)

@@ -5,15 +5,28 @@ entry per detection, or None when a stage has not run) or listed in ``_shared_fi
 for every row, such as a descriptor grid). ``boxes`` (N, 4) xyxy and ``image_index`` (N,) are
 always there. Slicing, concatenation and per-image selection are written once here so the two
 result types cannot drift apart.
+
+A subclass may also have a ``timings`` field (stage name -> seconds spent producing the rows):
+slicing keeps it whole (the work was done for every row), concatenation sums it over every part,
+empty parts included (a probe with no face still cost its decode and detect).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any, ClassVar, Self
 
 import numpy as np
+
+
+def merge_timings(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Seconds per stage summed over ``parts`` (stages keep their first-seen order)."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for stage, seconds in part.items():
+            out[stage] = out.get(stage, 0.0) + float(seconds)
+    return out
 
 
 class Rows:
@@ -35,13 +48,17 @@ class Rows:
 
     @classmethod
     def concatenate(cls, parts: Sequence[Self]) -> Self:
+        timings = merge_timings(getattr(p, "timings", None) or {} for p in parts)
         parts = [p for p in parts if len(p)]
         if not parts:
-            return cls.empty()
+            out = cls.empty()
+            return out.with_(timings=timings) if hasattr(out, "timings") else out
         kwargs: dict[str, Any] = {}
         for f in fields(cls):  # type: ignore[arg-type]
             values = [getattr(p, f.name) for p in parts]
-            if f.name == "extra":
+            if f.name == "timings":
+                kwargs["timings"] = timings
+            elif f.name == "extra":
                 keys = set.intersection(*(set(v) for v in values))
                 kwargs["extra"] = {k: np.concatenate([v[k] for v in values]) for k in keys}
             elif f.name in cls._shared_fields:
@@ -74,7 +91,9 @@ class Rows:
         kwargs: dict[str, Any] = {}
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if f.name == "extra":
+            if f.name == "timings":
+                kwargs["timings"] = dict(value)
+            elif f.name == "extra":
                 kwargs["extra"] = {k: v[idx] for k, v in value.items()}
             elif value is None or f.name in self._shared_fields:
                 kwargs[f.name] = value

@@ -71,6 +71,7 @@ from services.db import make_sessionmaker, vacuum
 from services.errors import Conflict, DuplicateImage, NoTemplates, NotFound
 from services.indexes import embedding_to_bytes
 from services.liveness import audit_fields, check_policy, refusal, verdicts, wanted
+from services.metrics import record_stages
 from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
 from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
 from services.vector_store import VectorStore, make_vector_store
@@ -855,6 +856,7 @@ class IdentityStore:
                     raise DuplicateImage("the same image was sent twice in this request")
                 seen.add(digest)
                 analyzed = self.analyzer.analyze_bytes(data, liveness=live_check)
+                record_stages(analyzed.faces.timings)
                 face = self._choose_face(analyzed.faces, face_index, bbox)
                 extra: dict[str, Any] = {}
                 if live_check:
@@ -899,6 +901,7 @@ class IdentityStore:
         if not isinstance(data, (bytes, bytearray)) or not data:
             raise BadImage(f"{what} image is empty")
         faces = self.analyzer.analyze_bytes(bytes(data), liveness=liveness).faces
+        record_stages(faces.timings)
         if not len(faces):
             raise NoFaceFound(f"no face found in the {what} image")
         return faces

@@ -58,3 +58,16 @@ def test_bodies_rows_and_descriptor_grid() -> None:
     assert len(mixed) == 3 and mixed.descriptors is None and mixed.descriptor_grid is None
     with pytest.raises(IndexError, match="for 2 bodies"):
         people[np.array([True])]
+
+
+def test_timings_survive_slicing_and_sum_on_concatenation() -> None:
+    faces = _faces().with_(timings={"detect": 0.5, "embed": 0.25})
+    part = faces[1:]
+    assert part.timings == {"detect": 0.5, "embed": 0.25}  # the work was done for every row
+    part.timings["detect"] = 9.0
+    assert faces.timings["detect"] == 0.5  # a slice's dict is its own
+    no_face = Faces.empty().with_(timings={"decode": 0.125, "detect": 0.25})
+    both = Faces.concatenate([faces, no_face, faces.with_(timings={"embed": 1.0})])
+    assert both.timings == {"detect": 0.75, "embed": 1.25, "decode": 0.125}
+    # only empty parts: their cost is still reported
+    assert Faces.concatenate([no_face, no_face]).timings == {"decode": 0.25, "detect": 0.5}
