@@ -93,7 +93,7 @@ def main() -> None:
     probes = [PROBES / n for n in ("obama1.jpg", "johnsnow_test1.jpg", "alex_lacamoire1.jpg")]
     probes += [TRAIN / "biden" / "biden2.jpg"]
     claims = ["obama", "kit_harington", "alex_lacamoire", "biden"]
-    verify_forms = [(p.read_bytes(), {"identity_id": ids[w]}) for p, w in zip(probes, claims)]
+    verify_forms = [(p.read_bytes(), {"identity_id": ids[w]}) for p, w in zip(probes, claims, strict=False)]
     identify_forms = [(p.read_bytes(), {"top_k": "5"}) for p in probes]
 
     rows = []
@@ -124,7 +124,7 @@ def main() -> None:
                      1000 * np.percentile(lat_a, 50), 1000 * np.percentile(lat_a, 99),
                      len(lat_a) / (time.perf_counter() - t0)))
 
-    argv = ["***" if prev == "--key" else a for prev, a in zip(["", *sys.argv], sys.argv)]
+    argv = ["***" if prev == "--key" else a for prev, a in zip(["", *sys.argv], sys.argv, strict=False)]
     print(f"# {' '.join(['python', *argv])}")
     print(f"# {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
           f"gallery {len(ids)} identities")
