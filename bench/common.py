@@ -76,10 +76,10 @@ def print_table(headers: list[str], rows: list[list[object]], title: str = "") -
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     if title:
         print(f"\n{title}\n")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in cells:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |")
 
 
 def command_line() -> str:

@@ -16,13 +16,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS, command_line, deepface_pairs, print_table  # noqa: E402
-from identity.embed.dlib_resnet import DlibResNetEmbedder  # noqa: E402
-from identity.image import load_image  # noqa: E402
-from identity.pipeline import FaceAnalyzer  # noqa: E402
-from identity.registry import get_manifest  # noqa: E402
-from identity.runtime import resolve_model  # noqa: E402
-from identity.settings import Settings  # noqa: E402
+from bench.common import MODELS, command_line, deepface_pairs, print_table
+from identity.embed.dlib_resnet import DlibResNetEmbedder
+from identity.image import load_image
+from identity.pipeline import FaceAnalyzer
+from identity.registry import get_manifest
+from identity.runtime import resolve_model
+from identity.settings import Settings
 
 
 def per_face_ms(runner: DlibResNetEmbedder, chips: np.ndarray, batch: int, repeat: int = 2) -> float:

@@ -67,7 +67,7 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray] | None:
             embs.append(faces.largest().embeddings[0])
             people.append(names.setdefault(person, len(names)))
         return np.asarray(embs, np.float32), np.asarray(people)
-    except Exception as exc:  # noqa: BLE001 - the benchmark still runs on synthetic data
+    except Exception as exc:
         print(f"# real embeddings unavailable ({type(exc).__name__}: {exc}); synthetic only")
         return None
 
@@ -107,7 +107,7 @@ def make_data(n: int, dim: int, n_probes: int, real, seed: int = 0):
             enrolled.setdefault(int(p), i)
         rows = rng.choice(n, len(enrolled), replace=False)  # overwrite random gallery rows
         row_of = {}
-        for (p, i), r in zip(enrolled.items(), rows):
+        for (p, i), r in zip(enrolled.items(), rows, strict=False):
             gallery[r] = lifted[i]
             row_of[p] = int(r)
         probe_idx = [i for i in range(len(person)) if enrolled[int(person[i])] != i]
@@ -139,7 +139,7 @@ def numpy_matmul_batch_qps(gallery: np.ndarray, probes: np.ndarray) -> float:
 
 
 def recall(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
-    hits = sum(len(set(a[:k]) & set(e[:k])) for a, e in zip(approx, exact))
+    hits = sum(len(set(a[:k]) & set(e[:k])) for a, e in zip(approx, exact, strict=False))
     return hits / (k * len(exact))
 
 

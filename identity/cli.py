@@ -189,7 +189,7 @@ def guard_commands(typer_app: typer.Typer) -> None:
 
 
 def settings_with(detector: str | None = None, embedder: str | None = None) -> Settings:
-    overrides = {k: v for k, v in (("detector", detector), ("embedder", embedder)) if v}
+    overrides: dict[str, Any] = {k: v for k, v in (("detector", detector), ("embedder", embedder)) if v}
     return Settings(**overrides)
 
 
@@ -300,7 +300,9 @@ def compare(
         faces = analyzer.analyze([load_image(path, settings)])
         if not len(faces):
             raise NoFaceFound(f"no face found in {path}", image=str(path))
-        embs.append(faces.largest().embeddings[0])
+        best = faces.largest()
+        assert best.embeddings is not None  # analyze embeds by default
+        embs.append(best.embeddings[0])
     similarity = float(embs[0] @ embs[1])
     decision_far = far if far is not None else settings.default_far
     threshold, calibration = calibrated_threshold(

@@ -133,6 +133,7 @@ def _stored_ids(index: faiss.Index) -> np.ndarray:
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     ivf = faiss.extract_index_ivf(index)
     invlists = ivf.invlists
+    assert invlists is not None  # a trained or empty IVF always has its lists
     parts = [np.zeros(0, np.int64)]
     for lst in range(ivf.nlist):
         size = invlists.list_size(lst)
@@ -227,7 +228,7 @@ class FaceIndex:
     ) -> None:
         if not isinstance(dim, int) or dim <= 0:
             raise InvalidInput(f"dim must be a positive integer, got {dim!r}")
-        if not 0 < compact_fraction:
+        if not compact_fraction > 0:
             raise InvalidInput("compact_fraction must be positive")
         try:
             base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -294,7 +295,7 @@ class FaceIndex:
         """Serialized size of the FAISS index (codes, graph, id map) plus the exact buffer."""
         with self._lock.read():
             return int(faiss.serialize_index(self._cpu_index()).nbytes) + sum(
-                v.nbytes + i.nbytes for v, i in zip(self._pending_vecs, self._pending_ids)
+                v.nbytes + i.nbytes for v, i in zip(self._pending_vecs, self._pending_ids, strict=False)
             )
 
     def set_params(self, **params: float) -> None:
@@ -399,7 +400,8 @@ class FaceIndex:
             if len(in_faiss):
                 if self._supports_remove is not False:
                     try:
-                        self._index.remove_ids(np.asarray(in_faiss, dtype=np.int64))
+                        # the SWIG wrapper takes an id array as well as an IDSelector
+                        self._index.remove_ids(np.asarray(in_faiss, dtype=np.int64))  # type: ignore[arg-type]
                         self._supports_remove = True
                     except RuntimeError:
                         self._supports_remove = False
@@ -453,7 +455,7 @@ class FaceIndex:
             s, i = self._index.search(q[rows], fetch)
             i = np.where(np.isin(i, dead), -1, i)
             done = []
-            for r, (srow, irow) in enumerate(zip(s, i)):
+            for r, (srow, irow) in enumerate(zip(s, i, strict=False)):
                 keep = irow >= 0
                 hits = int(keep.sum())
                 if hits >= want or fetch >= ntotal:
@@ -520,7 +522,7 @@ class FaceIndex:
         dead = np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones))
         try:  # a GPU copy may refuse remove_ids where the CPU index accepts it
             if cpu is not self._index:
-                cpu.remove_ids(dead)
+                cpu.remove_ids(dead)  # type: ignore[arg-type]  # ids array, as above
                 self._replace_index(cpu)
                 self._tombstones.clear()
                 return
@@ -528,8 +530,8 @@ class FaceIndex:
             pass
         fresh = faiss.clone_index(cpu)
         fresh.reset()  # keeps the trained quantizer / codebooks, drops vectors and ids
-        inner = faiss.downcast_index(cpu.index)
-        id_map = faiss.vector_to_array(cpu.id_map).astype(np.int64)
+        inner = faiss.downcast_index(cpu.index)  # type: ignore[attr-defined]  # an IndexIDMap2
+        id_map = faiss.vector_to_array(cpu.id_map).astype(np.int64)  # type: ignore[attr-defined]
         step = 65536
         try:
             for start in range(0, len(id_map), step):

@@ -183,7 +183,7 @@ class FaceMeshRunner:
         scale = 1.0
         if s > self.crop_max_side:
             scale = s / self.crop_max_side
-            crop = cv2.resize(
+            crop = cv2.resize(  # type: ignore[assignment]  # cv2's stubs widen the dtype
                 crop, (self.crop_max_side, self.crop_max_side), interpolation=cv2.INTER_AREA
             )
         return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), float(x0), float(y0), scale

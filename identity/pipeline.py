@@ -118,8 +118,8 @@ class FaceAnalyzer:
         if decoded.reduced and len(faces):
             sx, sy = decoded.scale_xy
             faces = faces.with_(
-                boxes=faces.boxes / np.float32([sx, sy, sx, sy]),
-                landmarks=faces.landmarks / np.float32([sx, sy]),
+                boxes=faces.boxes / np.array([sx, sy, sx, sy], np.float32),
+                landmarks=faces.landmarks / np.array([sx, sy], np.float32),
             )
         faces = faces.with_(timings=merge_timings([timings, faces.timings]))
         return AnalyzedImage(decoded.image_bgr, faces)

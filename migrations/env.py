@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-import services.body_schema  # noqa: F401  (registers its tables on Base.metadata)
+import services.body_schema
 import services.gallery  # noqa: F401  (idem)
 from identity.settings import Settings
 from services.schema import Base

@@ -32,7 +32,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import select
@@ -394,9 +394,9 @@ class BodyStore:
                 }
             )
         if order and q_face is None:  # re-ranking orders body-only evidence
-            rows.sort(key=lambda r: (-order.get(uuid.UUID(r["identity_id"]), -2.0), r["identity_id"]))
+            rows.sort(key=lambda r: (-order.get(uuid.UUID(str(r["identity_id"])), -2.0), str(r["identity_id"])))
         else:
-            rows.sort(key=lambda r: (-r["fused_score"], r["identity_id"]))
+            rows.sort(key=lambda r: (-cast(float, r["fused_score"]), str(r["identity_id"])))
         rows = rows[:top_k]
         self.store.audit(
             actor, "identify_body", "match" if rows and rows[0]["match"] else "no_match",

@@ -60,7 +60,7 @@ def read_changes(
         for _, template_id, op in changes:
             last_op[template_id] = op
         to_add = [t for t, op in last_op.items() if op == "add"]
-        rows: Sequence[Row[int, int, bytes, str | None]] = []
+        rows: Sequence[Row[int, int, bytes, int | None]] = []
         if to_add:
             # A template added then erased before we got here is simply absent.
             rows = conn.execute(

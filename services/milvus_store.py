@@ -205,6 +205,10 @@ class MilvusIndexes:
             self._milvus("flush", name)
             self.last_compaction = self._milvus("compact", name)
 
+    def purge(self, collection_id: int, model: str) -> None:
+        """Nothing left to do after an erasure: applying its deletes (``_apply``, run by the
+        store's catch-up just before) already flushed them and started a compaction."""
+
     def _build(self, collection_id: int, model: str, info: tuple[str, str]) -> tuple[int, bool]:
         """Fill a new physical collection from the templates table, index it, swing the alias
         to it, drop the old one. Caller holds the applier lock. Returns (seq it reflects, whether

@@ -100,7 +100,7 @@ class DataKeys:
                 keyring = load_keyring(self.settings)  # afresh: the current KEK may be new
                 kek_id, wrapped = keyring.wrap(new_key())
                 conn.execute(
-                    pg_insert(DataKey.__table__)
+                    pg_insert(DataKey)
                     .values(collection_id=collection_id, kek_id=kek_id, wrapped=wrapped)
                     .on_conflict_do_nothing(index_elements=["collection_id"])
                 )

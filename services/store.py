@@ -207,7 +207,7 @@ class CollectionWrite:
                 IdentityRow.external_id.in_(external_ids),
             )
         ).all()
-        return {ext: iid for ext, iid in rows}, created
+        return dict(rows), created
 
     def add_templates(self, records: Sequence[NewTemplate]) -> list[FaceTemplate]:
         """Insert many templates (any identities of this collection) and log them for the index.
@@ -477,7 +477,7 @@ class IdentityStore:
                     liveness_policy=liveness_policy,
                 )
         except IntegrityError:
-            raise Conflict(f"collection '{name}' already exists", collection=name)
+            raise Conflict(f"collection '{name}' already exists", collection=name) from None
         return self._collection_dict(c)
 
     def list_collections(self, only: str | None = None) -> list[dict[str, Any]]:
@@ -600,7 +600,7 @@ class IdentityStore:
             raise Conflict(
                 f"external_id '{external_id}' already exists in '{collection}'",
                 external_id=external_id,
-            )
+            ) from None
         return self._identity_dict(row, templates=0)
 
     def list_identities(
@@ -785,7 +785,7 @@ class IdentityStore:
                     quality=[t.quality for t in new],
                 )
         except IntegrityError:
-            raise DuplicateImage("this image is already enrolled for this identity")
+            raise DuplicateImage("this image is already enrolled for this identity") from None
         return [t.id for t in new]
 
     def _choose_face(
@@ -957,7 +957,7 @@ class IdentityStore:
         if identity_id is not None:
             gallery = np.stack([self.sealer.embedding(t[2], t[3], t[1]) for t in templates])
             sims = probe_faces.embeddings @ gallery.T  # (faces, templates)
-            face, best = np.unravel_index(int(np.argmax(sims)), sims.shape)
+            face, best = (int(v) for v in np.unravel_index(int(np.argmax(sims)), sims.shape))
             similarity = float(sims[face, best])
             out.update(
                 identity_id=str(row.id),
@@ -967,6 +967,7 @@ class IdentityStore:
         else:
             face = 0
             other_faces = self._probe(other, "second").largest()  # type: ignore[arg-type]
+            assert other_faces.embeddings is not None and probe_faces.embeddings is not None
             similarity = float(other_faces.embeddings[0] @ probe_faces.embeddings[0])
             out["other_face"] = face_summary(other_faces, 0)
         if live_check:
@@ -1067,7 +1068,7 @@ class IdentityStore:
         results, top = [], []
         for f in range(len(faces)):
             best: dict[uuid.UUID, dict[str, Any]] = {}
-            for sim, tid in zip(sims[f] if sims.size else [], tids[f] if tids.size else []):
+            for sim, tid in zip(sims[f] if sims.size else [], tids[f] if tids.size else [], strict=False):
                 owner = owners.get(int(tid))
                 if owner is None or owner[0] in best:
                     continue  # results are sorted, so the first hit per identity is its max

@@ -28,6 +28,8 @@ from services.sealed import DataKeys
 class VectorStore(Protocol):
     """What ``IdentityStore``, the app's background round, the admin pages and the CLI call."""
 
+    sealer: DataKeys  # opens the sealed embeddings it reads from Postgres
+
     def catch_up(self, collection_id: int, model: str) -> None:
         """Apply every committed change of (collection, model) (after each write's commit)."""
 
@@ -51,6 +53,9 @@ class VectorStore(Protocol):
     def rebuild(self, collection_id: int, model: str) -> int:
         """Rebuild from the templates table (``identity db reindex``); returns the count."""
         ...
+
+    def purge(self, collection_id: int, model: str) -> None:
+        """After an erasure: keep no copy of the erased vectors at rest (a snapshot, a segment)."""
 
     def drop(self, collection_id: int) -> None:
         """Forget a deleted collection, every model."""

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from shared_data import SHARED_DIR, missing_test_data
 from sqlalchemy import Engine
 
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR, missing_test_data
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = SHARED_DIR

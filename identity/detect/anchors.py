@@ -43,7 +43,7 @@ def retinaface_priors(
 ) -> np.ndarray:
     """(N, 4) priors cx, cy, w, h in canvas pixels, levels concatenated in stride order."""
     levels = []
-    for stride, sizes in zip(strides, min_sizes):
+    for stride, sizes in zip(strides, min_sizes, strict=False):
         cols, rows = cell_grid(canvas_wh, stride, ceil=True)
         centres = grid_points(cols, rows, stride, per_cell=len(sizes), offset=0.5)
         wh = np.tile(np.asarray(sizes, np.float32)[:, None].repeat(2, axis=1), (rows * cols, 1))

@@ -57,7 +57,7 @@ class ScrfdLayout:
         scores_l, boxes_l = by_rows(self.groups[1]), by_rows(self.groups[4])
         kps_l = by_rows(self.groups[10]) if self.has_kps else [None] * len(self.strides)
         all_boxes, all_pts, all_scores = [], [], []
-        for stride, sc, bb, kp in zip(self.strides, scores_l, boxes_l, kps_l):
+        for stride, sc, bb, kp in zip(self.strides, scores_l, boxes_l, kps_l, strict=False):
             cols, rows = cell_grid(canvas_wh, stride)
             if sc.shape[0] != cols * rows * self.num_anchors:
                 raise ModelError(

@@ -84,7 +84,7 @@ def build_ir(arch: str, embedding_size: int = 512) -> Any:
             )
             blocks: list[Any] = []
             cin = 64
-            for depth, units in zip((64, 128, 256, 512), stages):
+            for depth, units in zip((64, 128, 256, 512), stages, strict=False):
                 for u in range(units):
                     blocks.append(BasicBlockIR(cin, depth, 2 if u == 0 else 1))
                     cin = depth

@@ -66,7 +66,7 @@ def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
             a = parent[a]
         return int(a)
 
-    for a, b in zip(i.tolist(), j.tolist()):
+    for a, b in zip(i.tolist(), j.tolist(), strict=False):
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
@@ -100,7 +100,7 @@ def chinese_whispers(
             if lo == hi:
                 continue
             votes: dict[int, float] = {}
-            for nb, wt in zip(dst[lo:hi].tolist(), w[lo:hi].tolist()):
+            for nb, wt in zip(dst[lo:hi].tolist(), w[lo:hi].tolist(), strict=False):
                 lab = int(labels[nb])
                 votes[lab] = votes.get(lab, 0.0) + wt
             # ties go to the smallest label so the result does not depend on dict order

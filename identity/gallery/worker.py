@@ -196,7 +196,7 @@ class BatchAnalyzer:
             except IdentityError as exc:
                 result.error_code, result.error_message = exc.code, exc.message
                 continue
-            except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill the gallery
+            except Exception as exc:
                 result.error_code, result.error_message = "bad_image", f"cannot decode: {exc}"
                 continue
             result.height, result.width = int(image.shape[0]), int(image.shape[1])
@@ -206,12 +206,12 @@ class BatchAnalyzer:
             return results
         try:
             per_image = self._analyze(images)
-        except Exception:  # noqa: BLE001 - retry one by one to find the image that fails
+        except Exception:
             per_image = []
             for k, image in enumerate(images):
                 try:
                     per_image.append(self._analyze([image])[0])
-                except Exception as exc:  # noqa: BLE001 - reported as that image's error
+                except Exception as exc:
                     res = results[decoded_at[k]]
                     res.error_code, res.error_message = "analysis_failed", str(exc)
                     per_image.append(None)

@@ -559,7 +559,7 @@ def thumbnail(request: Request, cid: str, tid: int, admin: AdminDep) -> Response
             raise NotFound("no such thumbnail")
         jpeg = _store(request).thumbnail_jpeg(cid, tid)
     except CodedError:
-        raise HTTPException(status_code=404, detail="no such thumbnail")
+        raise HTTPException(status_code=404, detail="no such thumbnail") from None
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
@@ -683,7 +683,7 @@ def _parse_when(value: str, field: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(f"{field}: not a date and time: '{value}'")
+        raise InvalidInput(f"{field}: not a date and time: '{value}'") from None
     # The form's datetime-local has no zone: read it as UTC, as the table shows.
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
@@ -908,5 +908,5 @@ def gallery_face_thumbnail(request: Request, cid: str, face_id: int, admin: Admi
             raise NotFound("no such thumbnail")
         jpeg = _gallery(request).face_thumbnail(cid, face_id)
     except CodedError:
-        raise HTTPException(status_code=404, detail="no such thumbnail")
+        raise HTTPException(status_code=404, detail="no such thumbnail") from None
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})

@@ -75,7 +75,8 @@ def watch(
     from identity.video.watch import open_source
 
     open_source(source).release()  # a bad source fails before the gallery is embedded
-    settings = Settings(**({"embedder": embedder} if embedder else {}))
+    overrides: dict[str, Any] = {"embedder": embedder} if embedder else {}
+    settings = Settings(**overrides)
     if gallery is not None:
         from identity.video.identify import GalleryIdentifier
 

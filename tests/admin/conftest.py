@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
-from admin_browser import CHROMIUM_ARGS, LiveService, PageErrors, find_chromium
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from sqlalchemy import Engine
 
@@ -19,6 +18,8 @@ from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
 from services.app import create_app
 from services.auth import KeyStore
+
+from admin_browser import CHROMIUM_ARGS, LiveService, PageErrors, find_chromium
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from admin_browser import PageErrors, screenshot
 from playwright.sync_api import Page
+
+from admin_browser import PageErrors, screenshot
 
 pytestmark = pytest.mark.browser
 

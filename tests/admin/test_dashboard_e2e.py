@@ -15,8 +15,9 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from admin_browser import LiveService, PageErrors, screenshot
 from playwright.sync_api import BrowserContext, Page, expect
+
+from admin_browser import LiveService, PageErrors, screenshot
 from shared_data import SHARED_DIR
 
 pytestmark = pytest.mark.browser
@@ -289,7 +290,7 @@ def _assert_box_on_face(page: Page) -> None:
     w, h = (float(v) for v in (svg.get_attribute("viewBox") or "").split()[2:])
     rect = page.locator("#probe-image rect.face-box").first
     x, y, bw, bh = (float(rect.get_attribute(a) or "nan") for a in ("x", "y", "width", "height"))
-    assert 0 <= x and 0 <= y and x + bw <= w + 1 and y + bh <= h + 1
+    assert x >= 0 and y >= 0 and x + bw <= w + 1 and y + bh <= h + 1
     assert 0.005 < (bw * bh) / (w * h) < 0.6
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from gallery_helpers import OBAMA_480P, TRAIN, write_bad_files, write_blurred
 
 

@@ -10,10 +10,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from gallery_helpers import TRAIN
 from typer.testing import CliRunner
 
 from services.cli import app
+
+from gallery_helpers import TRAIN
 
 REPO = Path(__file__).resolve().parents[2]
 # Port 1 refuses at once: a command that reached the database would fail with a database error.

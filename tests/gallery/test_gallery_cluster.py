@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gallery_helpers import DEEPFACE, SHARED, deepface_labels
 from sqlalchemy import func, select
 
 from identity.gallery.cluster import (
@@ -15,6 +14,8 @@ from identity.gallery.cluster import (
     pairwise_scores,
 )
 from identity.settings import Settings
+
+from gallery_helpers import DEEPFACE, SHARED, deepface_labels
 
 
 @pytest.fixture(scope="module")

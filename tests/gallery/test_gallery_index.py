@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from gallery_helpers import DEEPFACE, REPO, TRAIN, deepface_labels
 from sqlalchemy import func, select, text
 
 from services.gallery import GalleryImage, IndexOptions, JobLease, run_index
 from services.schema import FaceTemplate, IdentityRow
+
+from gallery_helpers import DEEPFACE, REPO, TRAIN, deepface_labels
 
 N_KILL = 13
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from gallery_helpers import TRAIN
 
 pytest.importorskip("ray.data", reason="ray[data] is the 'ray' extra")

@@ -9,10 +9,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.errors import InvalidInput
 from identity.gallery.sources import open_source, read_labels_csv, safe_member_name
+
+from shared_data import SHARED_DIR
 
 DATA = SHARED_DIR / "data"
 TRAIN = DATA / "face_recognition" / "knn_examples" / "train"

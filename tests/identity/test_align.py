@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.align import (
     TEMPLATES,
@@ -18,6 +17,8 @@ from identity.detect import load_detector
 from identity.errors import InvalidInput
 from identity.faces import Faces
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 DATA = SHARED_DIR / "data"
 PHOTO = DATA / "deepface" / "img1.jpg"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.body import Bodies, BodyAnalyzer, crop_bodies, load_person_detector
 from identity.body.detect import decode_scrfd_person
@@ -16,6 +15,8 @@ from identity.preprocess import to_tensor
 from identity.registry import get_manifest
 from identity.runtime import resolve_model
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 SHARED = SHARED_DIR
 SEQ = SHARED / "data" / "mot" / "MOT17-09-FRCNN"

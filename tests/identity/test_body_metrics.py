@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.body import load_body_embedder
 from identity.body.evaluation import (
@@ -16,6 +15,8 @@ from identity.body.evaluation import (
 )
 from identity.errors import InvalidInput
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 SHARED = SHARED_DIR
 MOT = SHARED / "data" / "mot"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from shared_data import SHARED_DIR
 
 torch = pytest.importorskip("torch")

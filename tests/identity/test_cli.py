@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from shared_data import SHARED_DIR
 from typer.testing import CliRunner
 
 from services.cli import app
+
+from shared_data import SHARED_DIR
 
 SHARED = SHARED_DIR
 FR = SHARED / "data" / "face_recognition"

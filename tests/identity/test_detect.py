@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.detect import RUNNERS
 from identity.detect.geometry import fit_size
@@ -21,6 +20,8 @@ from identity.image import load_image
 from identity.registry import ResolvedModel, get_manifest, resolve
 from identity.runtime import build_runner
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = SHARED_DIR / "data"
@@ -80,7 +81,7 @@ def match_error(ours: Faces, boxes: np.ndarray, points: np.ndarray) -> float:
 
 
 def assert_plausible_landmarks(faces: Faces) -> None:
-    for box, lm in zip(faces.boxes, faces.landmarks):
+    for box, lm in zip(faces.boxes, faces.landmarks, strict=False):
         left_eye, right_eye, nose, left_mouth, right_mouth = lm
         assert left_eye[0] < right_eye[0] and left_mouth[0] < right_mouth[0]  # image-left first
         assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])

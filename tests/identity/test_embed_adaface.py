@@ -7,11 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.errors import InvalidInput, ModelError
 from identity.registry import ResolvedModel, get_manifest
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 torch = pytest.importorskip("torch")
 

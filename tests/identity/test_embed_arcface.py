@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.align import align_faces
 from identity.detect import load_detector
@@ -17,6 +16,8 @@ from identity.embed.arcface import ArcFaceONNX
 from identity.errors import InvalidInput
 from identity.registry import Manifest, ResolvedModel, get_manifest
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 MODELS = SHARED_DIR / "models"
 DEEPFACE = SHARED_DIR / "data" / "deepface"
@@ -114,7 +115,7 @@ def _iresnet50():
             self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
             self.prelu = nn.PReLU(64)
             stages, inplanes = [], 64
-            for planes, n in zip((64, 128, 256, 512), layers):
+            for planes, n in zip((64, 128, 256, 512), layers, strict=False):
                 blocks = [IBasicBlock(inplanes, planes, 2)]
                 blocks += [IBasicBlock(planes, planes, 1) for _ in range(n - 1)]
                 stages.append(nn.Sequential(*blocks))

@@ -11,11 +11,12 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from shared_data import SHARED_DIR
 
 from identity.errors import BadImage, ImageTooLarge
 from identity.image import decode_image, load_image
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = SHARED_DIR / "data"

@@ -37,7 +37,7 @@ def brute_force(gallery: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: in
 
 
 def recall_at(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
-    hits = [len(set(a[:k]) & set(e[:k])) for a, e in zip(approx_ids, exact_ids)]
+    hits = [len(set(a[:k]) & set(e[:k])) for a, e in zip(approx_ids, exact_ids, strict=False)]
     return float(np.sum(hits)) / (k * len(exact_ids))
 
 
@@ -256,7 +256,7 @@ def test_concurrent_search_and_add_are_safe(data):
             for _ in range(30):
                 _s, i = index.search(q[:20], 5)
                 assert (i >= 0).all()
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
+        except BaseException as exc:
             errors.append(exc)
 
     def writer() -> None:
@@ -264,7 +264,7 @@ def test_concurrent_search_and_add_are_safe(data):
             for start in range(2000, 6000, 500):
                 index.add(ids[start : start + 500], x[start : start + 500])
                 index.remove(ids[start : start + 50])
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=searcher) for _ in range(3)] + [

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from shared_data import SHARED_DIR
 
 pytest.importorskip("mediapipe")

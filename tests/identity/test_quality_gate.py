@@ -15,12 +15,13 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.faces import Faces
 from identity.pipeline import FaceAnalyzer
 from identity.quality import enrollment_rejections
 from identity.settings import Settings
+
+from shared_data import SHARED_DIR
 
 DATA = SHARED_DIR / "data"
 PHOTOS = [

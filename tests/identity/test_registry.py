@@ -6,7 +6,6 @@ import hashlib
 import zipfile
 
 import pytest
-from shared_data import SHARED_DIR
 
 from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
 from identity.registry import (
@@ -18,6 +17,8 @@ from identity.registry import (
     pull_manifest,
     resolve,
 )
+
+from shared_data import SHARED_DIR
 
 SHARED_MODELS = SHARED_DIR / "models"
 

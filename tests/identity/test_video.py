@@ -14,8 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from shared_data import SHARED_DIR
 from typer.testing import CliRunner
+
+from shared_data import SHARED_DIR
 
 pytest.importorskip("mediapipe")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from fastapi.testclient import TestClient
-from svc_helpers import PROBES, TRAIN, assert_problem
 
 from services.app import create_app
+
+from svc_helpers import PROBES, TRAIN, assert_problem
 
 
 def files(*paths) -> list[tuple[str, tuple[str, bytes, str]]]:

@@ -6,10 +6,11 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import PROBES, TRAIN, assert_problem
 
 from identity.settings import Settings
 from services.app import create_app
+
+from svc_helpers import PROBES, TRAIN, assert_problem
 
 PROBE = ("p.jpg", (PROBES / "obama1.jpg").read_bytes(), "image/jpeg")
 

@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import DATA, TRAIN, assert_problem
 
 from services.body_store import BodyIndexes, fuse, margin
+
+from svc_helpers import DATA, TRAIN, assert_problem
 
 SEQ = DATA / "mot" / "MOT17-09-FRCNN"
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 from sqlalchemy import func, select
-from svc_helpers import DATA, PROBES, REPO, TRAIN
 
 from services.indexes import watermark_json
 from services.schema import Collection, FaceTemplate, IdentityRow, IndexChange
 from services.sealed import DataKeys
+
+from svc_helpers import DATA, PROBES, REPO, TRAIN
 
 
 def _free_port() -> int:
@@ -131,7 +132,7 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
         except httpx.HTTPError:
             outcomes.append("killed")
 
-    threads = [threading.Thread(target=post, args=(iid, p)) for iid, (_, p) in zip(late.values(), late_pool)]
+    threads = [threading.Thread(target=post, args=(iid, p)) for iid, (_, p) in zip(late.values(), late_pool, strict=False)]
     for t in threads:
         t.start()
     time.sleep(0.8)

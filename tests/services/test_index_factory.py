@@ -8,11 +8,12 @@ import logging
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from svc_helpers import PROBES, TRAIN
 
 from identity.index import FaceIndex
 from services.app import create_app
 from services.sealed import SNAPSHOT, DataKeys
+
+from svc_helpers import PROBES, TRAIN
 
 REBUILD = "rebuilding from Postgres"
 

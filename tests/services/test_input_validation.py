@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+
 from svc_helpers import PROBES, assert_problem
 
 PROBE = ("p.jpg", (PROBES / "obama1.jpg").read_bytes(), "image/jpeg")

@@ -7,12 +7,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from svc_helpers import TRAIN
 
 from services.errors import NotFound
 from services.schema import FaceTemplate
 from services.sealed import EMBEDDING
 from services.store import IdentityStore, NewTemplate
+
+from svc_helpers import TRAIN
 
 
 @pytest.fixture

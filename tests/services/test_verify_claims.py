@@ -4,6 +4,7 @@ external_id, and a group photo compared face by face instead of by its largest f
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+
 from svc_helpers import PROBES, TRAIN, assert_problem
 
 
