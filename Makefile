@@ -31,7 +31,8 @@ install-dev: $(BIN)/python
 serve: install
 	$(BIN)/identity serve
 
-test: install-dev
+# Lint first (ruff, formatting, mypy), then the whole suite: CI runs exactly this.
+test: install-dev lint
 	$(BIN)/pytest
 
 # Every benchmark in bench/, each printing its markdown table (tens of minutes on 2 cores; the
@@ -46,5 +47,6 @@ bench: install-dev
 	$(BIN)/python bench/search.py
 
 lint:
-	$(BIN)/ruff check identity services models bench tests
-	$(BIN)/mypy identity
+	$(BIN)/ruff check identity services models bench tests migrations scripts
+	$(BIN)/ruff format --check identity services models bench tests migrations scripts
+	$(BIN)/mypy identity services
