@@ -262,8 +262,9 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": Problem, "description": _PROBLEM_TEXT[s]} for s in statuses}
 
 
-# Every /v1 route: the key checks, the collection lookup, validation, the body size limit.
-V1_PROBLEMS = problems(400, 401, 403, 404, 413, 422)
+# Every /v1 route: the key checks (and their throttle, services/throttle.py), the collection
+# lookup, validation, the body size limit.
+V1_PROBLEMS = problems(400, 401, 403, 404, 413, 422, 429)
 # Routes that take uploads also pass the inference queue (services/limits.py).
 UPLOAD_PROBLEMS = problems(503)
 CONFLICT_PROBLEMS = problems(409)
