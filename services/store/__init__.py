@@ -1,0 +1,50 @@
+"""The identity store: the service layer's Python API (no HTTP needed).
+
+Routes, the admin dashboard, the batch gallery indexer and the CLI all call these methods on one
+``IdentityStore``. Every write is one Postgres transaction; the FAISS index (``IndexRegistry``)
+is brought up to date right after the commit, from the ``index_changes`` log the transaction
+wrote. Errors are ``identity.errors`` types (NotFound, Conflict, InvalidInput, NoFaceFound...),
+which the HTTP layer maps once.
+
+The methods live by resource, one module each: ``core`` (construction, ``read``/``write``
+transactions and ``CollectionWrite``, locks, audit), ``collections``, ``identities``,
+``enrollment`` (images and analysed faces, thumbnails), ``decisions`` (verify, identify, the
+threshold), ``liveness`` (a collection's policy and its gate) and ``housekeeping`` (audit log,
+index status, reindex, sweeps). ``IdentityStore`` composes them, so callers see one object.
+
+Decisions use ``identity.calibration.decision_threshold``: the policy (``default_far``) or a
+stricter FAR/threshold asked for; a looser one is refused (``LooserThanPolicy``, 422).
+Every method takes ``actor`` (the API key id, or None for the CLI) for the audit log.
+"""
+
+from __future__ import annotations
+
+from services.store.collections import CollectionsMixin
+from services.store.core import (
+    COLLECTION_NAME,
+    MAX_TOP_K,
+    CollectionWrite,
+    NewTemplate,
+    face_summary,
+    sha256_hex,
+)
+from services.store.decisions import DecisionsMixin
+from services.store.enrollment import EnrollmentMixin
+from services.store.housekeeping import HousekeepingMixin
+from services.store.identities import IdentitiesMixin
+
+__all__ = [
+    "COLLECTION_NAME",
+    "MAX_TOP_K",
+    "CollectionWrite",
+    "IdentityStore",
+    "NewTemplate",
+    "face_summary",
+    "sha256_hex",
+]
+
+
+class IdentityStore(
+    CollectionsMixin, IdentitiesMixin, EnrollmentMixin, DecisionsMixin, HousekeepingMixin
+):
+    """Postgres-backed identities and templates plus their FAISS indexes (see module docstring)."""

@@ -1,0 +1,230 @@
+"""Enrollment: images (face choice, quality gate) or analysed faces in, and their thumbnails."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from identity.errors import CodedError, InvalidInput, NoFaceFound
+from identity.faces import Faces, check_bbox_xyxy
+from services.errors import DuplicateImage, NotFound
+from services.indexes import embedding_to_bytes
+from services.liveness import wanted
+from services.metrics import record_stages
+from services.schema import FaceTemplate
+from services.sealed import THUMBNAIL
+from services.store.core import NewTemplate, _round, face_summary, sha256_hex
+from services.store.liveness import LivenessMixin
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of one box ``a`` (4,) with boxes ``b`` (N,4), xyxy."""
+    x1 = np.maximum(a[0], b[:, 0])
+    y1 = np.maximum(a[1], b[:, 1])
+    x2 = np.minimum(a[2], b[:, 2])
+    y2 = np.minimum(a[3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = max(float((a[2] - a[0]) * (a[3] - a[1])), 0.0)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+class EnrollmentMixin(LivenessMixin):
+    """Templates in: enroll images or analysed faces; the thumbnails they keep."""
+
+    def thumbnail_path(self, collection: str, template_id: int) -> Any:
+        """Path of a template's sealed thumbnail file; NotFound if none."""
+        with self.sessions() as s:
+            c = self._collection(s, collection)
+            t = s.get(FaceTemplate, template_id)
+            if t is None or t.collection_id != c.id or not t.thumbnail:
+                raise NotFound(f"no thumbnail for template {template_id}")
+            return self._thumb_path(c.id, t.thumbnail)
+
+    def thumbnail_jpeg(self, collection: str, template_id: int) -> bytes:
+        """A template's thumbnail JPEG, unsealed (for the dashboard); NotFound if none."""
+        path = self.thumbnail_path(collection, template_id)
+        try:
+            blob = path.read_bytes()
+        except OSError:
+            raise NotFound(f"no thumbnail for template {template_id}") from None
+        return self.sealer.open(blob, THUMBNAIL) if path.suffix == ".sealed" else blob
+
+    def _thumbnail_jpeg(self, faces: Faces, i: int) -> bytes | None:
+        if not self.settings.store_thumbnails or faces.crops is None:
+            return None
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", faces.crops[i], [cv2.IMWRITE_JPEG_QUALITY, 85])
+        return buf.tobytes() if ok else None
+
+    def enroll_faces(
+        self,
+        collection: str,
+        identity_id: uuid.UUID | str,
+        faces: Faces,
+        source_sha256: str,
+        actor: int | None = None,
+    ) -> list[int]:
+        """Store already-analysed faces as templates of one identity; returns template ids.
+
+        Raises Conflict if this image (by SHA-256) is already enrolled for the identity. No
+        quality gate: the caller decided.
+        """
+        if faces.embeddings is None or not len(faces):
+            raise InvalidInput("enroll_faces needs faces with embeddings")
+        thumbs = [self._thumbnail_jpeg(faces, i) for i in range(len(faces))]
+        try:
+            with self.write(collection, actor) as w:
+                row = w.identity(identity_id)
+                dup = w.session.execute(
+                    select(FaceTemplate.id).where(
+                        FaceTemplate.identity_id == row.id,
+                        FaceTemplate.model_name == self.model_name,
+                        FaceTemplate.source_sha256 == source_sha256,
+                    )
+                ).first()
+                if dup is not None:
+                    raise DuplicateImage(
+                        "this image is already enrolled for this identity", template_id=dup[0]
+                    )
+                new = w.add_templates(
+                    [
+                        NewTemplate(
+                            identity_id=row.id,
+                            model_name=self.model_name,
+                            model_version=self.model_version,
+                            dim=int(faces.embeddings.shape[1]),
+                            embedding=embedding_to_bytes(faces.embeddings[i]),
+                            quality=None if faces.quality is None else float(faces.quality[i]),
+                            quality_reasons=list(faces.quality_reasons[i]) if faces.quality_reasons else [],
+                            det_score=float(faces.scores[i]),
+                            bbox=_round(faces.boxes[i]),
+                            landmarks=[_round(p) for p in faces.landmarks[i]],
+                            source_sha256=source_sha256,
+                            thumbnail_jpeg=thumbs[i],
+                        )
+                        for i in range(len(faces))
+                    ]
+                )
+                w.audit(
+                    "face.enroll", "accepted", identity_id=row.id,
+                    templates=[t.id for t in new],
+                    quality=[t.quality for t in new],
+                )
+        except IntegrityError:
+            raise DuplicateImage("this image is already enrolled for this identity") from None
+        return [t.id for t in new]
+
+    def _choose_face(
+        self, faces: Faces, face_index: int | None, bbox: Sequence[float] | None
+    ) -> Faces:
+        if not len(faces):
+            raise NoFaceFound("no face found in the image")
+        faces = faces.sorted_by_area()
+        if face_index is not None:
+            if not 0 <= face_index < len(faces):
+                raise InvalidInput(
+                    f"face_index {face_index} out of range: the image has {len(faces)} faces",
+                    faces=[face_summary(faces, i) for i in range(len(faces))],
+                )
+            return faces[face_index]
+        if bbox is not None:
+            ious = _iou(np.asarray(bbox, dtype=np.float32), faces.boxes)
+            best = int(np.argmax(ious))
+            if ious[best] < 0.3:
+                raise NoFaceFound(
+                    "no detected face overlaps the given bbox",
+                    faces=[face_summary(faces, i) for i in range(len(faces))],
+                )
+            return faces[best]
+        if len(faces) > 1:
+            from identity.errors import MultipleFaces
+
+            raise MultipleFaces(
+                f"{len(faces)} faces found; choose one with face_index (largest first) or bbox",
+                faces=[face_summary(faces, i) for i in range(len(faces))],
+            )
+        return faces
+
+    def _quality_gate(self, face: Faces) -> list[str]:
+        from identity.quality import enrollment_rejections
+
+        return list(enrollment_rejections(face, self.settings)[0])
+
+    def enroll_images(
+        self,
+        collection: str,
+        identity_id: uuid.UUID | str,
+        images: Sequence[tuple[str, bytes]],
+        face_index: int | None = None,
+        bbox: Sequence[float] | None = None,
+        actor: int | None = None,
+        liveness: bool = False,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Analyse and enroll each ``(filename, bytes)``; every image is accepted or rejected.
+
+        ``liveness`` opts in to the presentation-attack score when the collection's policy is
+        ``off``; under ``require`` a spoof is rejected with code ``presentation_attack``.
+        """
+        if not images:
+            raise InvalidInput("no images given")
+        if bbox is not None:
+            bbox = check_bbox_xyxy(bbox)
+        identity_id = self.require_identity(collection, identity_id)  # fail fast; UUID or external id
+        policy = self.liveness_policy(collection)
+        live_check = wanted(policy, liveness)
+        accepted: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for filename, data in images:
+            digest = sha256_hex(data)
+            try:
+                if digest in seen:
+                    raise DuplicateImage("the same image was sent twice in this request")
+                seen.add(digest)
+                analyzed = self.analyzer.analyze_bytes(data, liveness=live_check)
+                record_stages(analyzed.faces.timings)
+                face = self._choose_face(analyzed.faces, face_index, bbox)
+                extra: dict[str, Any] = {}
+                if live_check:
+                    (extra["liveness"],) = self._liveness_gate(
+                        face, policy, "face.enroll", actor, collection, uuid.UUID(str(identity_id))
+                    )
+                reasons = self._quality_gate(face)
+                if reasons:
+                    from identity.errors import LowQuality
+
+                    raise LowQuality(
+                        "face below the enrollment quality gate: " + ", ".join(reasons),
+                        reasons=reasons,
+                        face=face_summary(face, 0),
+                    )
+                (tid,) = self.enroll_faces(collection, identity_id, face, digest, actor=actor)
+                accepted.append(
+                    {"filename": filename, "template_id": tid, **face_summary(face, 0), **extra}
+                )
+            except CodedError as exc:
+                if isinstance(exc, NotFound) or exc.http_status >= 500:
+                    # The identity vanished, or a model is broken: the request failed, not the image.
+                    raise
+                rejected.append(
+                    {
+                        "filename": filename,
+                        "code": exc.code,
+                        "message": exc.message,
+                        "reasons": exc.details.get("reasons", [exc.code]),
+                        "details": exc.details,
+                    }
+                )
+        if rejected:
+            self.audit(
+                actor, "face.enroll", "rejected", collection=collection,
+                identity_id=uuid.UUID(str(identity_id)), codes=[r["code"] for r in rejected],
+            )
+        return {"accepted": accepted, "rejected": rejected}
