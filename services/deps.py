@@ -97,3 +97,6 @@ def collection_access(action: str) -> Callable[..., Principal]:
 
 
 StoreDep = Annotated[IdentityStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+KeysDep = Annotated[KeyStore, Depends(get_keys)]
+GalleryDep = Annotated[GalleryStore, Depends(get_gallery)]
