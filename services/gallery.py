@@ -30,26 +30,15 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from sqlalchemy import (
-    BigInteger,
     Connection,
-    DateTime,
     Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
     delete,
     func,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from identity.errors import CodedError, InvalidInput, JobCancelled
 from identity.gallery.limits import JobGuard, JobLimits
@@ -57,17 +46,17 @@ from identity.gallery.sources import GalleryItem, GallerySource, LabelMode, open
 from identity.gallery.worker import ImageResult, WorkItem, analyze_batches, sha256_hex
 from services.errors import Conflict, NotFound
 from services.indexes import embedding_to_bytes
-from services.schema import (
-    Base,
-    Collection,
-    FaceTemplate,
-    IdentityRow,
-    collection_id_column,
-    created_at_column,
-    key_id_column,
-)
 from services.sealed import EMBEDDING, THUMBNAIL
 from services.store import IdentityStore, NewTemplate
+from services.tables import (
+    Collection,
+    FaceTemplate,
+    GalleryCluster,
+    GalleryFace,
+    GalleryImage,
+    GalleryJob,
+    IdentityRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,102 +67,6 @@ LIVE_STATUSES = ("queued", "running", "cancelling")
 # what a client sees when a job fails for a reason that is not a typed CodedError: the
 # exception itself (a database error quotes its SQL and parameters) goes to the server log only
 INTERNAL_JOB_ERROR = "internal error while indexing; the server log has the details (job {job})"
-
-
-# --- tables (migration 0101_gallery) -----------------------------------------------------------
-class GalleryJob(Base):
-    __tablename__ = "gallery_jobs"
-    __table_args__ = (Index("ix_gallery_jobs_collection", "collection_id", "created_at"),)
-
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    collection_id: Mapped[int] = collection_id_column()
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
-    source: Mapped[str] = mapped_column(Text, nullable=False)
-    label_mode: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
-    params: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
-    total: Mapped[int | None] = mapped_column(Integer)
-    seen: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    skipped_known: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    enrolled: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    rejected: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    unreadable: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    report: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = created_at_column()
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class GalleryCluster(Base):
-    __tablename__ = "gallery_clusters"
-    __table_args__ = (Index("ix_gallery_clusters_collection", "collection_id", "model_name"),)
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    collection_id: Mapped[int] = collection_id_column()
-    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="proposed")
-    # CASCADE since 0320: erasing the identity drops its named clusters with it.
-    identity_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE")
-    )
-    method: Mapped[str] = mapped_column(String(32), nullable=False, default="")
-    created_at: Mapped[datetime] = created_at_column()
-
-
-class GalleryFace(Base):
-    __tablename__ = "gallery_faces"
-    __table_args__ = (
-        UniqueConstraint(
-            "collection_id", "model_name", "source_sha256", "bbox", name="uq_gallery_faces_source"
-        ),
-        Index("ix_gallery_faces_cluster", "cluster_id"),
-        Index("ix_gallery_faces_template", "template_id"),
-        Index("ix_gallery_faces_collection_model", "collection_id", "model_name"),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    collection_id: Mapped[int] = collection_id_column()
-    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
-    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
-    dim: Mapped[int] = mapped_column(Integer, nullable=False)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    quality: Mapped[float | None] = mapped_column(Float)
-    quality_reasons: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
-    det_score: Mapped[float | None] = mapped_column(Float)
-    bbox: Mapped[list[float]] = mapped_column(JSONB, nullable=False)
-    landmarks: Mapped[list[list[float]]] = mapped_column(JSONB, nullable=False)
-    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
-    rel_path: Mapped[str] = mapped_column(Text, nullable=False, default="")
-    thumbnail_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
-    cluster_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("gallery_clusters.id", ondelete="SET NULL")
-    )
-    # CASCADE since 0320: a named face goes with its template (erase, remove face), so a
-    # recluster can never bring an erased person back.
-    template_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("face_templates.id", ondelete="CASCADE")
-    )
-    job_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
-    )
-    created_at: Mapped[datetime] = created_at_column()
-    key_id: Mapped[int | None] = key_id_column()
-
-
-class GalleryImage(Base):
-    __tablename__ = "gallery_images"
-
-    collection_id: Mapped[int] = collection_id_column(primary_key=True)
-    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    rel_path: Mapped[str] = mapped_column(Text, nullable=False)
-    label: Mapped[str | None] = mapped_column(String(256))
-    faces_found: Mapped[int] = mapped_column(Integer, nullable=False)
-    faces_enrolled: Mapped[int] = mapped_column(Integer, nullable=False)
-    job_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
-    )
-    created_at: Mapped[datetime] = created_at_column()
 
 
 # --- the report -------------------------------------------------------------------------------

@@ -72,8 +72,8 @@ from services.errors import Conflict, DuplicateImage, NoTemplates, NotFound
 from services.indexes import embedding_to_bytes
 from services.liveness import audit_fields, check_policy, refusal, verdicts, wanted
 from services.metrics import record_stages
-from services.schema import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
 from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
+from services.tables import AuditEvent, Collection, FaceTemplate, IdentityRow, IndexChange
 from services.vector_store import VectorStore, make_vector_store
 
 log = logging.getLogger(__name__)
