@@ -9,10 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-import services.body_schema
-import services.gallery  # noqa: F401  (idem)
 from identity.settings import Settings
-from services.schema import Base
+from services.tables import Base  # every table is defined there, on this one metadata
 
 config = context.config
 target_metadata = Base.metadata

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.schema import AuditEvent
+from services.tables import AuditEvent
 
 GENESIS = "0" * 64
 # Advisory-lock key of the chain (migrations take 727001; collections 727 << 40 and up).

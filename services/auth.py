@@ -33,7 +33,7 @@ from identity.errors import InvalidInput
 from services.audit import record
 from services.db import make_sessionmaker
 from services.errors import Forbidden, NotFound, TooManyAttempts, Unauthorized
-from services.schema import SCOPES, ApiKey, Collection, DashboardSession
+from services.tables import SCOPES, ApiKey, Collection, DashboardSession
 from services.throttle import FailureThrottle
 
 KEY_PREFIX = "idk_"

@@ -15,8 +15,8 @@ from sqlalchemy import Engine, func, select
 
 from identity.index import FaceIndex, index_for
 from identity.settings import Settings
-from services.body_schema import BodyTemplate
 from services.sealed import DataKeys
+from services.tables import BodyTemplate
 
 
 @dataclass

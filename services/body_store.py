@@ -43,12 +43,11 @@ from identity.body.rerank import RerankParams
 from identity.errors import BadImage, CalibrationError, InvalidInput, NoPersonFound
 from identity.image import decode_image
 from services.body_index import BodyIndexes
-from services.body_schema import BodyTemplate
 from services.errors import DuplicateImage
 from services.indexes import embedding_to_bytes
-from services.schema import FaceTemplate, IdentityRow
 from services.sealed import EMBEDDING
 from services.store import MAX_TOP_K, IdentityStore
+from services.tables import BodyTemplate, FaceTemplate, IdentityRow
 
 FACE_WEIGHT = 2.0
 BODY_WEIGHT = 1.0

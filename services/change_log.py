@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Engine, Row, select, text
 
-from services.schema import FaceTemplate, IndexChange
 from services.sealed import DataKeys
+from services.tables import FaceTemplate, IndexChange
 
 
 def embedding_to_bytes(vec: np.ndarray) -> bytes:

@@ -45,8 +45,8 @@ from services.change_log import (  # noqa: F401 - the embedding codec is re-expo
     read_changes,
     templates_at_seq,
 )
-from services.schema import Collection, FaceTemplate
 from services.sealed import SNAPSHOT, DataKeys
+from services.tables import Collection, FaceTemplate
 
 log = logging.getLogger(__name__)
 

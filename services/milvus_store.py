@@ -38,8 +38,8 @@ from identity.settings import Settings
 from services.change_log import read_changes, templates_at_seq
 from services.errors import VectorStoreUnavailable
 from services.milvus_index import index_spec, milvus_rows, unit_rows
-from services.schema import Collection, FaceTemplate
 from services.sealed import DataKeys
+from services.tables import Collection, FaceTemplate
 
 log = logging.getLogger(__name__)
 

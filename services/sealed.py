@@ -42,7 +42,7 @@ from identity.sealing import (
     write_private,
 )
 from identity.settings import Settings
-from services.schema import DataKey
+from services.tables import DataKey
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 
 from services.audit import event_dict
 from services.gallery import GalleryStore
-from services.schema import AuditEvent, FaceTemplate
 from services.store import IdentityStore
+from services.tables import AuditEvent, FaceTemplate
 
 AUDIT_PAGE = 50
 

@@ -24,7 +24,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from identity.settings import Settings
-from services.schema import ApiKey, DashboardSession
+from services.tables import ApiKey, DashboardSession
 
 COOKIE_NAME = "identity_admin"
 # A working day: an operator signs in in the morning; a cookie copied off a machine dies tonight.

@@ -11,8 +11,8 @@ from identity.errors import InvalidInput
 from services.db import vacuum
 from services.errors import Conflict
 from services.liveness import check_policy
-from services.schema import Collection, FaceTemplate, IdentityRow, IndexChange
 from services.store.core import COLLECTION_NAME, StoreCore
+from services.tables import Collection, FaceTemplate, IdentityRow, IndexChange
 
 
 class CollectionsMixin(StoreCore):

@@ -28,8 +28,8 @@ from identity.settings import Settings
 from services import audit as audit_log
 from services.db import make_sessionmaker, vacuum
 from services.errors import NotFound
-from services.schema import Collection, FaceTemplate, IdentityRow, IndexChange
 from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
+from services.tables import Collection, FaceTemplate, IdentityRow, IndexChange
 from services.vector_store import VectorStore, make_vector_store
 
 log = logging.getLogger(__name__)

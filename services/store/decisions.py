@@ -13,9 +13,9 @@ from identity.faces import Faces
 from services.errors import NoTemplates
 from services.liveness import audit_fields, wanted
 from services.metrics import record_stages
-from services.schema import FaceTemplate, IdentityRow
 from services.store.core import MAX_TOP_K, face_summary
 from services.store.liveness import LivenessMixin
+from services.tables import FaceTemplate, IdentityRow
 
 
 class DecisionsMixin(LivenessMixin):

@@ -16,10 +16,10 @@ from services.errors import DuplicateImage, NotFound
 from services.indexes import embedding_to_bytes
 from services.liveness import wanted
 from services.metrics import record_stages
-from services.schema import FaceTemplate
 from services.sealed import THUMBNAIL
 from services.store.core import NewTemplate, _round, face_summary, sha256_hex
 from services.store.liveness import LivenessMixin
+from services.tables import FaceTemplate
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

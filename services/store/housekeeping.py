@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 
 from services import audit as audit_log
-from services.schema import AuditEvent, Collection, FaceTemplate
 from services.store.core import StoreCore
+from services.tables import AuditEvent, Collection, FaceTemplate
 
 
 class HousekeepingMixin(StoreCore):

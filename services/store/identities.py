@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 
 from identity.errors import InvalidInput
 from services.errors import Conflict, NotFound
-from services.schema import FaceTemplate, IdentityRow
 from services.store.core import StoreCore
+from services.tables import FaceTemplate, IdentityRow
 
 
 class IdentitiesMixin(StoreCore):

@@ -81,8 +81,8 @@ def test_unlabelled_index_cluster_name_merge(gallery, store, new_collection, tmp
     """Index 3 people's photos without labels; clusters become identities an operator names."""
     import shutil
 
-    from services.gallery import GalleryFace, IndexOptions, run_index
-    from services.schema import FaceTemplate
+    from services.gallery import IndexOptions, run_index
+    from services.tables import FaceTemplate, GalleryFace
 
     wanted = {}
     for rel, who in deepface_labels():

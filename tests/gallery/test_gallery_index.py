@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from services.gallery import GalleryImage, IndexOptions, JobLease, run_index
-from services.schema import FaceTemplate, IdentityRow
+from services.gallery import IndexOptions, JobLease, run_index
+from services.tables import FaceTemplate, GalleryImage, IdentityRow
 
 from gallery_helpers import DEEPFACE, REPO, TRAIN, deepface_labels
 

@@ -235,7 +235,7 @@ def test_client_never_sees_sql(store, new_collection, caplog: pytest.LogCaptureF
     from sqlalchemy import insert
     from sqlalchemy.exc import DBAPIError
 
-    from services.gallery import GalleryImage
+    from services.tables import GalleryImage
 
     cid = store.collection_id(new_collection())
     with pytest.raises(DBAPIError) as info, store.sessions.begin() as s:

@@ -22,8 +22,8 @@ import numpy as np
 from sqlalchemy import func, select
 
 from services.indexes import watermark_json
-from services.schema import Collection, FaceTemplate, IdentityRow, IndexChange
 from services.sealed import DataKeys
+from services.tables import Collection, FaceTemplate, IdentityRow, IndexChange
 
 from svc_helpers import DATA, PROBES, REPO, TRAIN
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from services.schema import Collection
+from services.tables import Collection
 
 from svc_helpers import PROBES, REPO, TRAIN
 

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from identity.errors import IdentityError
 from services.change_log import embedding_to_bytes
-from services.schema import FaceTemplate
 from services.store import IdentityStore, NewTemplate
+from services.tables import FaceTemplate
 
 from svc_helpers import PROBES, REPO, TRAIN
 

@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from services.errors import NotFound
-from services.schema import FaceTemplate
 from services.sealed import EMBEDDING
 from services.store import IdentityStore, NewTemplate
+from services.tables import FaceTemplate
 
 from svc_helpers import TRAIN
 

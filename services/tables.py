@@ -1,4 +1,7 @@
-"""SQLAlchemy 2 models: the Postgres schema that is the truth for the service.
+"""Every SQLAlchemy table of the service on one ``Base``: the Postgres schema that is the truth.
+
+Alembic (``migrations/env.py``) autogenerates against ``Base.metadata``, so a table defined
+anywhere else would be one it proposes to drop: new tables go here.
 
 Tables:
 - ``collections``: galleries (one per tenant or use), addressed by a unique ``name``.
@@ -24,6 +27,14 @@ Tables:
   embeddings, images or thumbnails. Ids are plain columns, not foreign keys, so an erased
   identity's events survive the erasure. ``prev_hash``/``row_hash`` chain every row to the one
   before it (``services/audit.py``).
+- ``body_templates`` (migration 0201_body): one row per enrolled person crop and body model:
+  the re-ID embedding (raw little-endian float32, L2-normalised, sealed: ``key_id``) of an
+  identity that also has (or may have) face templates. ``id`` is the FAISS id in the
+  (collection, body model) index. Rows go with their identity.
+- ``gallery_jobs``, ``gallery_clusters``, ``gallery_faces``, ``gallery_images`` (migration
+  0101_gallery): batch indexing jobs, proposed identities, the unlabelled faces they group and
+  every analysed image keyed by (collection, model, sha256) so a rerun skips it
+  (``services.gallery``).
 """
 
 from __future__ import annotations
@@ -55,8 +66,8 @@ class Base(DeclarativeBase):
     pass
 
 
-# Column definitions several tables repeat (here and in body_schema.py, gallery.py). Functions,
-# not mixins: each table keeps its own column order, which is the order its migration created.
+# Column definitions several tables repeat. Functions, not mixins: each table keeps its own
+# column order, which is the order its migration created.
 def created_at_column() -> MappedColumn[Any]:
     return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
 
@@ -232,3 +243,125 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     row_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+# --- bodies (migration 0201_body) -------------------------------------------------------------
+class BodyTemplate(Base):
+    __tablename__ = "body_templates"
+    __table_args__ = (
+        UniqueConstraint(
+            "identity_id", "model_name", "source_sha256", name="uq_body_templates_identity_source"
+        ),
+        Index("ix_body_templates_collection_model", "collection_id", "model_name"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    identity_id: Mapped[uuid.UUID] = identity_id_column()
+    collection_id: Mapped[int] = collection_id_column()
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    det_score: Mapped[float | None] = mapped_column(Float)
+    bbox: Mapped[list[float]] = mapped_column(JSONB, nullable=False)
+    # SHA-256 of the image bytes and the person box: the same person of the same photo twice is
+    # a duplicate, two people of one group photo are not.
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+    key_id: Mapped[int | None] = key_id_column()
+
+
+# --- batch gallery indexing (migration 0101_gallery) ---------------------------------------
+class GalleryJob(Base):
+    __tablename__ = "gallery_jobs"
+    __table_args__ = (Index("ix_gallery_jobs_collection", "collection_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    collection_id: Mapped[int] = collection_id_column()
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    label_mode: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    total: Mapped[int | None] = mapped_column(Integer)
+    seen: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    skipped_known: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    enrolled: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    unreadable: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GalleryCluster(Base):
+    __tablename__ = "gallery_clusters"
+    __table_args__ = (Index("ix_gallery_clusters_collection", "collection_id", "model_name"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = collection_id_column()
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="proposed")
+    # CASCADE since 0320: erasing the identity drops its named clusters with it.
+    identity_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("identities.id", ondelete="CASCADE")
+    )
+    method: Mapped[str] = mapped_column(String(32), nullable=False, default="")
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class GalleryFace(Base):
+    __tablename__ = "gallery_faces"
+    __table_args__ = (
+        UniqueConstraint(
+            "collection_id", "model_name", "source_sha256", "bbox", name="uq_gallery_faces_source"
+        ),
+        Index("ix_gallery_faces_cluster", "cluster_id"),
+        Index("ix_gallery_faces_template", "template_id"),
+        Index("ix_gallery_faces_collection_model", "collection_id", "model_name"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = collection_id_column()
+    model_name: Mapped[str] = mapped_column(String(128), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    quality: Mapped[float | None] = mapped_column(Float)
+    quality_reasons: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
+    det_score: Mapped[float | None] = mapped_column(Float)
+    bbox: Mapped[list[float]] = mapped_column(JSONB, nullable=False)
+    landmarks: Mapped[list[list[float]]] = mapped_column(JSONB, nullable=False)
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    rel_path: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    thumbnail_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+    cluster_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("gallery_clusters.id", ondelete="SET NULL")
+    )
+    # CASCADE since 0320: a named face goes with its template (erase, remove face), so a
+    # recluster can never bring an erased person back.
+    template_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("face_templates.id", ondelete="CASCADE")
+    )
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = created_at_column()
+    key_id: Mapped[int | None] = key_id_column()
+
+
+class GalleryImage(Base):
+    __tablename__ = "gallery_images"
+
+    collection_id: Mapped[int] = collection_id_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rel_path: Mapped[str] = mapped_column(Text, nullable=False)
+    label: Mapped[str | None] = mapped_column(String(256))
+    faces_found: Mapped[int] = mapped_column(Integer, nullable=False)
+    faces_enrolled: Mapped[int] = mapped_column(Integer, nullable=False)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("gallery_jobs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = created_at_column()
