@@ -100,7 +100,9 @@ def face_recognition_peer() -> Embed:
     return embed
 
 
-def scores(pairs: list[Pair], emb: dict[Path, np.ndarray | None], distance: bool) -> tuple[np.ndarray, np.ndarray]:
+def scores(
+    pairs: list[Pair], emb: dict[Path, np.ndarray | None], distance: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Similarity (higher = same) of each pair with both faces found; misses score -inf."""
     sims, same = [], []
     for p in pairs:
@@ -128,13 +130,17 @@ def accuracy(sims: np.ndarray, same: np.ndarray, t: float) -> float:
     return float(np.mean((sims >= t) == same))
 
 
-def two_fold_accuracy(pairs: list[Pair], sims: np.ndarray, same: np.ndarray, labels: dict[Path, str]) -> float:
+def two_fold_accuracy(
+    pairs: list[Pair], sims: np.ndarray, same: np.ndarray, labels: dict[Path, str]
+) -> float:
     people = sorted(set(labels.values()))
     halves = [set(people[0::2]), set(people[1::2])]
     accs, weights = [], []
     for cal, rep in ((0, 1), (1, 0)):
+
         def in_half(p: Pair, h: int) -> bool:
             return labels[p.a] in halves[h] and labels[p.b] in halves[h]
+
         cal_idx = np.array([in_half(p, cal) for p in pairs])
         rep_idx = np.array([in_half(p, rep) for p in pairs])
         t = best_threshold(sims[cal_idx], same[cal_idx])
@@ -164,22 +170,35 @@ def evaluate(name: str, embed: Embed, distance: bool, default_t: float | None) -
     cal_sims, cal_same = scores(all_pairs(fr_labels), emb_fr, distance)
     t_cal = best_threshold(cal_sims, cal_same)
     row: list[object] = [
-        name, f"{found}/{len(df_labels)}", auc, eer, tar_1e2,
-        accuracy(sims, same, t_cal), two_fold_accuracy(pairs, sims, same, df_labels),
+        name,
+        f"{found}/{len(df_labels)}",
+        auc,
+        eer,
+        tar_1e2,
+        accuracy(sims, same, t_cal),
+        two_fold_accuracy(pairs, sims, same, df_labels),
     ]
     row.append(accuracy(sims, same, default_t) if default_t is not None else "-")
     row.append(round(elapsed, 1))
     return row
 
 
-def celeba_row(name: str, data: dict[str, np.ndarray], distance: bool, default: float | None,
-               ms_per_face: str, subset: np.ndarray) -> list[object]:
+def celeba_row(
+    name: str,
+    data: dict[str, np.ndarray],
+    distance: bool,
+    default: float | None,
+    ms_per_face: str,
+    subset: np.ndarray,
+) -> list[object]:
     from bench.celeba import celeba_labels
     from bench.heldout import held_out
 
     _, ids = celeba_labels()
     found = data["found"].astype(bool)
-    h = held_out(data["emb"][subset], found[subset], ids[subset], CELEBA_FARS, distance, default=default)
+    h = held_out(
+        data["emb"][subset], found[subset], ids[subset], CELEBA_FARS, distance, default=default
+    )
     row: list[object] = [name, f"{int(found[subset].sum())}/{int(subset.sum())}"]
     for f in CELEBA_FARS:
         tar, lo, hi = h.tar(f)
@@ -205,29 +224,54 @@ def celeba_table(combos: list[str], peer: bool, cache: Path) -> None:
         runs.append((f"ours {detector} + {embedder}", data, False, None, ms))
     if peer:
         data = peer_all(cache)
-        runs.append(("face_recognition 1.3 (HOG + dlib ResNet)", data, True, -0.6,
-                     f"{1000 * float(data['seconds_per_photo']):.0f} (all)"))
-    headers = ["pipeline", "faces", "TAR@FAR1e-3 (95% CI)", "FAR reached (95% upper)",
-               "TAR@FAR1e-4 (95% CI)", "FAR reached (95% upper)", "EER (mean of folds)",
-               "FNMR / FMR at default", "ms detect + embed"]
+        runs.append(
+            (
+                "face_recognition 1.3 (HOG + dlib ResNet)",
+                data,
+                True,
+                -0.6,
+                f"{1000 * float(data['seconds_per_photo']):.0f} (all)",
+            )
+        )
+    headers = [
+        "pipeline",
+        "faces",
+        "TAR@FAR1e-3 (95% CI)",
+        "FAR reached (95% upper)",
+        "TAR@FAR1e-4 (95% CI)",
+        "FAR reached (95% upper)",
+        "EER (mean of folds)",
+        "FNMR / FMR at default",
+        "ms detect + embed",
+    ]
     masks = [complete(r[1]) for r in runs]
     common = np.logical_and.reduce(masks)
 
     def people(subset: np.ndarray) -> int:
         return len(set(ids[subset].tolist()))
 
-    title = ("in 5 identity-disjoint folds: thresholds fitted on 4 folds, decisions counted on "
-             "the 5th, pooled")
+    title = (
+        "in 5 identity-disjoint folds: thresholds fitted on 4 folds, decisions counted on "
+        "the 5th, pooled"
+    )
     if not all(m.all() for m in masks):
         # each pipeline on every person it has embedded so far (resumable cache), then all of
         # them side by side on the people they share
-        rows = [[*celeba_row(r[0], r[1], r[2], r[3], r[4], m), people(m)]
-                for r, m in zip(runs, masks, strict=True) if not r[2]]
+        rows = [
+            [*celeba_row(r[0], r[1], r[2], r[3], r[4], m), people(m)]
+            for r, m in zip(runs, masks, strict=True)
+            if not r[2]
+        ]
         print_table([*headers, "people"], rows, title=f"Verification on celeba500 {title}")
-    rows = [celeba_row(name, data, dist, default, ms, common)
-            for name, data, dist, default, ms in runs]
-    print_table(headers, rows, title=f"Verification on celeba500, {people(common)} people "
-                                     f"({int(common.sum())} photos), side by side, {title}")
+    rows = [
+        celeba_row(name, data, dist, default, ms, common) for name, data, dist, default, ms in runs
+    ]
+    print_table(
+        headers,
+        rows,
+        title=f"Verification on celeba500, {people(common)} people "
+        f"({int(common.sum())} photos), side by side, {title}",
+    )
 
 
 def deepface_table(combos: list[str], models_dir: Path, peer: bool) -> None:
@@ -235,15 +279,34 @@ def deepface_table(combos: list[str], models_dir: Path, peer: bool) -> None:
     for combo in combos:
         detector, embedder = combo.split("+")
         try:
-            rows.append(evaluate(f"ours {detector} + {embedder}", ours(detector, embedder, models_dir),
-                                 False, default_threshold(embedder, models_dir)))
+            rows.append(
+                evaluate(
+                    f"ours {detector} + {embedder}",
+                    ours(detector, embedder, models_dir),
+                    False,
+                    default_threshold(embedder, models_dir),
+                )
+            )
         except Exception as exc:
             print(f"skipped {combo}: {exc}", file=sys.stderr)
     if peer:
-        rows.append(evaluate("face_recognition 1.3 (HOG + dlib ResNet)", face_recognition_peer(), True, -0.6))
+        rows.append(
+            evaluate(
+                "face_recognition 1.3 (HOG + dlib ResNet)", face_recognition_peer(), True, -0.6
+            )
+        )
     print_table(
-        ["pipeline", "faces", "AUC", "EER", "TAR@FAR1e-2", "acc (cal. on fr people)",
-         "acc (2-fold by id)", "acc @ default threshold", "embed s (61 photos)"],
+        [
+            "pipeline",
+            "faces",
+            "AUC",
+            "EER",
+            "TAR@FAR1e-2",
+            "acc (cal. on fr people)",
+            "acc (2-fold by id)",
+            "acc @ default threshold",
+            "embed s (61 photos)",
+        ],
         rows,
         title="Verification on deepface PAIRS.csv (520 pairs: 140 genuine, 380 impostor)",
     )
@@ -252,9 +315,13 @@ def deepface_table(combos: list[str], models_dir: Path, peer: bool) -> None:
 def main() -> None:
     from bench.celeba import CACHE
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--combos", default=",".join(DEFAULT_COMBOS))
-    parser.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "models")
+    parser.add_argument(
+        "--models-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "models"
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip face_recognition")
     parser.add_argument("--deepface", action="store_true", help="also the deepface PAIRS.csv table")
     parser.add_argument("--cache-dir", type=Path, default=CACHE)

@@ -38,10 +38,10 @@ def pair_scores_blocked(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     full 4,929 x 4,929 upper triangle with its index arrays would need several GB)."""
     gen, imp = [], []
     for s in range(0, len(emb), 512):
-        block = emb[s:s + 512] @ emb.T
+        block = emb[s : s + 512] @ emb.T
         for r in range(len(block)):
             i = s + r
-            row, same = block[r, i + 1:], labels[i + 1:] == labels[i]
+            row, same = block[r, i + 1 :], labels[i + 1 :] == labels[i]
             gen.append(row[same])
             imp.append(row[~same])
     return np.concatenate(gen).astype(np.float64), np.concatenate(imp).astype(np.float64)
@@ -57,12 +57,22 @@ def calibrate(combo: str, cache: Path, subset: np.ndarray | None = None) -> Cali
     genuine, impostor = pair_scores_blocked(data["emb"][keep], ids[keep])
     people = len(set(ids[done].tolist()))
     name = "celeba500" if done.all() else f"celeba500 (first {people} identities)"
-    return evaluate(embedder, genuine, impostor, WIDE_FARS, int(keep.sum()),
-                    len(set(ids[keep])), detector=detector, set_name=name)
+    return evaluate(
+        embedder,
+        genuine,
+        impostor,
+        WIDE_FARS,
+        int(keep.sum()),
+        len(set(ids[keep])),
+        detector=detector,
+        set_name=name,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pipelines", default=",".join(PIPELINES))
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
     parser.add_argument("--write", action="store_true", help=f"write records to {SHIPPED_DIR}")
@@ -70,19 +80,25 @@ def main() -> None:
     for combo in filter(None, args.pipelines.split(",")):
         report = calibrate(combo, args.cache_dir)
         rows: list[list[object]] = [
-            [f"{p.far:.0e}", f"{p.threshold:.4f}", p.impostors_above,
-             f"{p.far_upper_95:.2e}" if p.far_upper_95 is not None else "-",
-             f"{p.tar:.4f}",
-             f"{p.tar_ci_95[0]:.4f}-{p.tar_ci_95[1]:.4f}" if p.tar_ci_95 else "-",
-             "yes" if p.reliable else "no (fewer than 3/FAR impostor pairs)"]
+            [
+                f"{p.far:.0e}",
+                f"{p.threshold:.4f}",
+                p.impostors_above,
+                f"{p.far_upper_95:.2e}" if p.far_upper_95 is not None else "-",
+                f"{p.tar:.4f}",
+                f"{p.tar_ci_95[0]:.4f}-{p.tar_ci_95[1]:.4f}" if p.tar_ci_95 else "-",
+                "yes" if p.reliable else "no (fewer than 3/FAR impostor pairs)",
+            ]
             for p in report.points
         ]
         print_table(
             ["FAR", "threshold", "impostors >= t", "FAR 95% upper", "TAR", "TAR 95% CI", "offered"],
             rows,
-            title=(f"{combo} on celeba500: {report.n_images} faces, {report.n_identities} "
-                   f"identities, {report.n_genuine} genuine / {report.n_impostor} impostor pairs, "
-                   f"EER {report.eer:.4f}"),
+            title=(
+                f"{combo} on celeba500: {report.n_images} faces, {report.n_identities} "
+                f"identities, {report.n_genuine} genuine / {report.n_impostor} impostor pairs, "
+                f"EER {report.eer:.4f}"
+            ),
         )
         if args.write:
             print(f"wrote {write_record(report, SHIPPED_DIR / f'{combo}.json')}")

@@ -52,8 +52,13 @@ def celeba_labels() -> tuple[list[Path], np.ndarray]:
 def _settings(detector: str, embedder: str) -> Any:
     from identity.settings import Settings
 
-    return Settings(models_dir=MODELS, detector=detector, embedder=embedder,
-                    data_dir=Path("/nonexistent-no-calibration"), det_max_side=DET_MAX_SIDE)
+    return Settings(
+        models_dir=MODELS,
+        detector=detector,
+        embedder=embedder,
+        data_dir=Path("/nonexistent-no-calibration"),
+        det_max_side=DET_MAX_SIDE,
+    )
 
 
 def _resume(path: Path, fresh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -83,9 +88,15 @@ def detect_all(detector: str, cache: Path) -> dict[str, np.ndarray]:
     path = cache / f"{detector}.npz"
     paths, _ = celeba_labels()
     n = len(paths)
-    state = _resume(path, {"found": np.zeros(n, bool), "boxes": np.zeros((n, 4), np.float32),
-                           "landmarks": np.zeros((n, 5, 2), np.float32),
-                           "scores": np.zeros(n, np.float32)})
+    state = _resume(
+        path,
+        {
+            "found": np.zeros(n, bool),
+            "boxes": np.zeros((n, 4), np.float32),
+            "landmarks": np.zeros((n, 5, 2), np.float32),
+            "scores": np.zeros(n, np.float32),
+        },
+    )
     if int(state["done"]) >= n:
         return state
     from identity.pipeline import FaceAnalyzer
@@ -93,7 +104,7 @@ def detect_all(detector: str, cache: Path) -> dict[str, np.ndarray]:
     analyzer = FaceAnalyzer(_settings(detector, "dlib_resnet_v1"))
     for s in range(int(state["done"]), n, BATCH):
         start = time.perf_counter()
-        images = [cv2.imread(str(p)) for p in paths[s:s + BATCH]]
+        images = [cv2.imread(str(p)) for p in paths[s : s + BATCH]]
         faces = analyzer.detect(images)
         for j in range(len(images)):
             f = faces.for_image(j)
@@ -106,18 +117,23 @@ def detect_all(detector: str, cache: Path) -> dict[str, np.ndarray]:
         state["done"] = np.int64(min(s + BATCH, n))
         if int(state["done"]) % CHECKPOINT == 0 or int(state["done"]) == n:
             _save(path, state)
-            print(f"{detector}: {int(state['done'])}/{n} {float(state['seconds']):.0f} s", file=sys.stderr)
+            print(
+                f"{detector}: {int(state['done'])}/{n} {float(state['seconds']):.0f} s",
+                file=sys.stderr,
+            )
     return state
 
 
 def _shifted(crops: np.ndarray, dx: float, dy: float) -> np.ndarray:
     m = np.float32([[1, 0, dx], [0, 1, dy]])
-    return np.stack([cv2.warpAffine(c, m, c.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
-                     for c in crops])
+    return np.stack(
+        [cv2.warpAffine(c, m, c.shape[1::-1], borderMode=cv2.BORDER_REPLICATE) for c in crops]
+    )
 
 
-def embed_all(detector: str, embedder: str, cache: Path, perturb: bool = True,
-              wait: bool = False) -> dict[str, np.ndarray]:
+def embed_all(
+    detector: str, embedder: str, cache: Path, perturb: bool = True, wait: bool = False
+) -> dict[str, np.ndarray]:
     """Embeddings (plain, mirrored, shifted) and quality signals of every detected face.
 
     ``wait = False`` returns a partial checkpoint as it is (benchmarks use ``complete``)."""
@@ -136,26 +152,40 @@ def embed_all(detector: str, embedder: str, cache: Path, perturb: bool = True,
     model = load_embedder(embedder, settings)
     dim = model.dim
     fresh: dict[str, np.ndarray] = {
-        "emb": np.zeros((n, dim), np.float32), "norms": np.zeros(n, np.float32),
-        "quality": np.zeros(n, np.float32), "sharpness": np.zeros(n, np.float32),
-        "laplacian_var": np.zeros(n, np.float32), "box_side": np.zeros(n, np.float32),
+        "emb": np.zeros((n, dim), np.float32),
+        "norms": np.zeros(n, np.float32),
+        "quality": np.zeros(n, np.float32),
+        "sharpness": np.zeros(n, np.float32),
+        "laplacian_var": np.zeros(n, np.float32),
+        "box_side": np.zeros(n, np.float32),
         "embed_seconds": np.float64(0.0),
     }
     if perturb:
-        fresh.update(emb_flip=np.zeros((n, dim), np.float32), emb_shift=np.zeros((n, dim), np.float32))
+        fresh.update(
+            emb_flip=np.zeros((n, dim), np.float32), emb_shift=np.zeros((n, dim), np.float32)
+        )
     state = _resume(path, fresh)
-    state.update(found=det["found"], det_score=det["scores"],
-                 iod=np.linalg.norm(det["landmarks"][:, 1] - det["landmarks"][:, 0], axis=1).astype(np.float32),
-                 pose=pose_from_landmarks(det["landmarks"]).astype(np.float32),
-                 detect_s_per_photo=np.float64(det["seconds"] / n))
+    state.update(
+        found=det["found"],
+        det_score=det["scores"],
+        iod=np.linalg.norm(det["landmarks"][:, 1] - det["landmarks"][:, 0], axis=1).astype(
+            np.float32
+        ),
+        pose=pose_from_landmarks(det["landmarks"]).astype(np.float32),
+        detect_s_per_photo=np.float64(det["seconds"] / n),
+    )
     for s in range(int(state["done"]), n, BATCH):
         start = time.perf_counter()
         rows = np.arange(s, min(s + BATCH, n))
         rows = rows[det["found"][rows]]
         if len(rows):
             images = [cv2.imread(str(paths[i])) for i in rows]
-            faces = Faces(boxes=det["boxes"][rows], landmarks=det["landmarks"][rows],
-                          scores=det["scores"][rows], image_index=np.arange(len(rows)))
+            faces = Faces(
+                boxes=det["boxes"][rows],
+                landmarks=det["landmarks"][rows],
+                scores=det["scores"][rows],
+                image_index=np.arange(len(rows)),
+            )
             crops = align_faces(images, faces, model.template)
             t0 = time.perf_counter()
             e, nr = model.embed(crops)
@@ -164,21 +194,28 @@ def embed_all(detector: str, embedder: str, cache: Path, perturb: bool = True,
             if perturb:
                 state["emb_flip"][rows] = model.embed(np.ascontiguousarray(crops[:, :, ::-1]))[0]
                 state["emb_shift"][rows] = model.embed(_shifted(crops, SHIFT_PX, SHIFT_PX))[0]
-            q = assess_quality(faces.with_(crops=crops, embeddings=e, embedding_norms=nr),
-                               settings, embedder_name=embedder)
+            q = assess_quality(
+                faces.with_(crops=crops, embeddings=e, embedding_norms=nr),
+                settings,
+                embedder_name=embedder,
+            )
             assert q.quality_details is not None and q.quality is not None
             state["quality"][rows] = q.quality
             state["sharpness"][rows] = [d["sharpness"] for d in q.quality_details]
             state["laplacian_var"][rows] = [d["laplacian_var"] for d in q.quality_details]
-            state["box_side"][rows] = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0],
-                                                 faces.boxes[:, 3] - faces.boxes[:, 1])
+            state["box_side"][rows] = np.minimum(
+                faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
+            )
         state["seconds"] = np.float64(state["seconds"] + time.perf_counter() - start)
         state["done"] = np.int64(min(s + BATCH, n))
         if int(state["done"]) % CHECKPOINT == 0 or int(state["done"]) == n:
             found_done = max(int(det["found"][: int(state["done"])].sum()), 1)
             state["embed_s_per_face"] = np.float64(state["embed_seconds"] / found_done)
             _save(path, state)
-            print(f"{embedder}: {int(state['done'])}/{n} {float(state['seconds']):.0f} s", file=sys.stderr)
+            print(
+                f"{embedder}: {int(state['done'])}/{n} {float(state['seconds']):.0f} s",
+                file=sys.stderr,
+            )
     return state
 
 
@@ -210,10 +247,14 @@ def peer_all(cache: Path, wait: bool = False) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pipelines", default="")
     parser.add_argument("--peer", action="store_true")
-    parser.add_argument("--no-perturb", action="store_true", help="skip mirrored/shifted embeddings")
+    parser.add_argument(
+        "--no-perturb", action="store_true", help="skip mirrored/shifted embeddings"
+    )
     parser.add_argument("--cache-dir", type=Path, default=CACHE)
     args = parser.parse_args()
     for combo in filter(None, args.pipelines.split(",")):

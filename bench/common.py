@@ -48,8 +48,13 @@ def face_recognition_people() -> dict[Path, str]:
     people[test / "alex_lacamoire1.jpg"] = "alex_lacamoire"
     people[test / "johnsnow_test1.jpg"] = "kit_harington"
     people[test / "obama1.jpg"] = "obama"
-    for name in ("obama-240p.jpg", "obama-480p.jpg", "obama-720p.jpg", "obama-1080p.jpg",
-                 "obama_small.jpg"):
+    for name in (
+        "obama-240p.jpg",
+        "obama-480p.jpg",
+        "obama-720p.jpg",
+        "obama-1080p.jpg",
+        "obama_small.jpg",
+    ):
         people[FACE_RECOGNITION / name] = "obama"
     tests = FACE_RECOGNITION / "tests" / "test_images"
     for name in ("obama.jpg", "obama2.jpg", "obama3.jpg"):
@@ -60,20 +65,21 @@ def face_recognition_people() -> dict[Path, str]:
 
 def all_pairs(labels: dict[Path, str]) -> list[Pair]:
     paths = sorted(labels)
-    return [
-        Pair(a, b, labels[a] == labels[b]) for i, a in enumerate(paths) for b in paths[i + 1 :]
-    ]
+    return [Pair(a, b, labels[a] == labels[b]) for i, a in enumerate(paths) for b in paths[i + 1 :]]
 
 
 def print_table(headers: list[str], rows: list[list[object]], title: str = "") -> None:
     """A GitHub-markdown table, so it pastes into the README as is."""
+
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)
 
     cells = [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     if title:
         print(f"\n{title}\n")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)) + " |")

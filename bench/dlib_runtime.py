@@ -25,7 +25,9 @@ from identity.runtime import resolve_model
 from identity.settings import Settings
 
 
-def per_face_ms(runner: DlibResNetEmbedder, chips: np.ndarray, batch: int, repeat: int = 2) -> float:
+def per_face_ms(
+    runner: DlibResNetEmbedder, chips: np.ndarray, batch: int, repeat: int = 2
+) -> float:
     start = time.perf_counter()
     for _ in range(repeat):
         for i in range(0, len(chips), batch):
@@ -51,18 +53,35 @@ def main() -> None:
             results[runtime] = emb
             decisions = [
                 float(emb[row_of[p.a]] @ emb[row_of[p.b]]) >= threshold
-                for p in pairs if p.a in row_of and p.b in row_of
+                for p in pairs
+                if p.a in row_of and p.b in row_of
             ]
             errors = sum(d != p.same for d, p in zip(decisions, pairs, strict=True))
-            rows.append([runtime, len(chips), per_face_ms(runner, chips, 8), per_face_ms(runner, chips, 1),
-                         errors, np.array(decisions)])
+            rows.append(
+                [
+                    runtime,
+                    len(chips),
+                    per_face_ms(runner, chips, 8),
+                    per_face_ms(runner, chips, 1),
+                    errors,
+                    np.array(decisions),
+                ]
+            )
         diff = float(np.abs(results["dlib"] - results["onnxruntime"]).max())
         same = int((rows[0][5] == rows[1][5]).sum())
         table = [r[:5] + [f"{same}/{len(rows[0][5])}", f"{diff:.1e}"] for r in rows]
     print_table(
-        ["runtime", "faces", "ms/face (batch 8)", "ms/face (batch 1)", "errors (520 pairs)",
-         "same decisions", "max abs diff"],
-        table, title=f"dlib_resnet_v1 runtimes, FAR 1e-3 threshold {threshold}",
+        [
+            "runtime",
+            "faces",
+            "ms/face (batch 8)",
+            "ms/face (batch 1)",
+            "errors (520 pairs)",
+            "same decisions",
+            "max abs diff",
+        ],
+        table,
+        title=f"dlib_resnet_v1 runtimes, FAR 1e-3 threshold {threshold}",
     )
     print(f"\n`{command_line()}`")
 

@@ -54,10 +54,14 @@ def native_sharpness_of(detector: str, embedder: str, data: dict[str, np.ndarray
     out = np.zeros(len(paths), np.float32)
     idx = np.flatnonzero(data["found"])
     for s in range(0, len(idx), 64):
-        rows = idx[s:s + 64]
+        rows = idx[s : s + 64]
         images = [cv2.imread(str(paths[i])) for i in rows]
-        faces = Faces(boxes=det["boxes"][rows], landmarks=det["landmarks"][rows],
-                      scores=det["scores"][rows], image_index=np.arange(len(rows)))
+        faces = Faces(
+            boxes=det["boxes"][rows],
+            landmarks=det["landmarks"][rows],
+            scores=det["scores"][rows],
+            image_index=np.arange(len(rows)),
+        )
         crops = align_faces(images, faces, template)
         out[rows] = native_sharpness(crops, faces.inter_ocular, template)[1]
     return out
@@ -76,14 +80,23 @@ def signals(data: dict[str, np.ndarray], native: np.ndarray) -> dict[str, np.nda
     }
     if "emb_flip" in data:
         e = data["emb"]
-        out["stability (flip, 2 px shift)"] = ((e * data["emb_flip"]).sum(1) + (e * data["emb_shift"]).sum(1)) / 2
+        out["stability (flip, 2 px shift)"] = (
+            (e * data["emb_flip"]).sum(1) + (e * data["emb_shift"]).sum(1)
+        ) / 2
     return out
 
 
 def features(sig: dict[str, np.ndarray]) -> np.ndarray:
-    keys = ["detector score", "pose (-max |yaw|, |pitch|)", "sharpness at native resolution",
-            "embedding norm", "stability (flip, 2 px shift)"]
-    cols = [sig[k] for k in keys if k in sig] + [np.log(np.maximum(sig["size (eye distance)"], 1.0))]
+    keys = [
+        "detector score",
+        "pose (-max |yaw|, |pitch|)",
+        "sharpness at native resolution",
+        "embedding norm",
+        "stability (flip, 2 px shift)",
+    ]
+    cols = [sig[k] for k in keys if k in sig] + [
+        np.log(np.maximum(sig["size (eye distance)"], 1.0))
+    ]
     return np.stack(cols, axis=1).astype(np.float64)
 
 
@@ -99,8 +112,14 @@ def utility(emb: np.ndarray, ids: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return out
 
 
-def fitted_fusion(sig: dict[str, np.ndarray], emb: np.ndarray, ids: np.ndarray, found: np.ndarray,
-                  fold: np.ndarray, k: int) -> np.ndarray:
+def fitted_fusion(
+    sig: dict[str, np.ndarray],
+    emb: np.ndarray,
+    ids: np.ndarray,
+    found: np.ndarray,
+    fold: np.ndarray,
+    k: int,
+) -> np.ndarray:
     """Least-squares utility predictor fitted on the faces of folds != k, applied to all."""
     x = features(sig)
     train = np.flatnonzero(found & (fold != k))
@@ -112,8 +131,12 @@ def fitted_fusion(sig: dict[str, np.ndarray], emb: np.ndarray, ids: np.ndarray, 
     return np.c_[np.ones(len(x)), (x - mu) / sd] @ w
 
 
-def erc(emb: np.ndarray, ids: np.ndarray, found: np.ndarray,
-        quality_of_fold: Callable[[int], np.ndarray]) -> list[float]:
+def erc(
+    emb: np.ndarray,
+    ids: np.ndarray,
+    found: np.ndarray,
+    quality_of_fold: Callable[[int], np.ndarray],
+) -> list[float]:
     """FNMR at FMR 1e-3 (threshold from the other folds) after rejecting each fraction."""
     fold = folds_of(ids)
     errors = np.zeros(len(FRACTIONS))
@@ -135,7 +158,9 @@ def erc(emb: np.ndarray, ids: np.ndarray, found: np.ndarray,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pipeline", default="retinaface_mnet025+arcface_w600k_mbf_int8")
     args = parser.parse_args()
     detector, embedder = args.pipeline.split("+")
@@ -149,19 +174,24 @@ def main() -> None:
     rows: list[list[object]] = []
     curves = {name: erc(emb, ids, found, lambda k, v=v: v) for name, v in sig.items()}
     curves["fused (fitted on the other folds)"] = erc(
-        emb, ids, found, lambda k: fitted_fusion(sig, emb, ids, found, fold, k))
+        emb, ids, found, lambda k: fitted_fusion(sig, emb, ids, found, fold, k)
+    )
     for name, fnmr in curves.items():
         cut = 1 - fnmr[2] / fnmr[0] if fnmr[0] > 0 else 0.0
         rows.append([name, *[f"{v:.4f}" for v in fnmr], f"{100 * cut:.0f}%"])
-    print_table(["signal", *[f"FNMR, {int(100 * f)}% rejected" for f in FRACTIONS],
-                 "FNMR cut at 10%"], rows,
-                title=f"Error-versus-reject on celeba500 ({int(found.sum())} faces), {args.pipeline}, "
-                      f"FNMR at FMR {FMR:g} (threshold from the other folds), 5 held-out folds")
+    print_table(
+        ["signal", *[f"FNMR, {int(100 * f)}% rejected" for f in FRACTIONS], "FNMR cut at 10%"],
+        rows,
+        title=f"Error-versus-reject on celeba500 ({int(found.sum())} faces), {args.pipeline}, "
+        f"FNMR at FMR {FMR:g} (threshold from the other folds), 5 held-out folds",
+    )
     q = data["quality"][found]
-    print(f"\nProduct quality: the gate 0.4 refuses {100 * np.mean(q < 0.4):.1f}% of celeba500 faces; "
-          f"refusing at most 3% needs a gate <= {np.quantile(q, 0.03):.3f}. "
-          f"'blurry' (crop sharpness < 0.4) on {100 * np.mean(data['sharpness'][found] < 0.4):.1f}% "
-          f"of faces, at native resolution on {100 * np.mean(sig['sharpness at native resolution'][found] < 0.4):.1f}%.")
+    print(
+        f"\nProduct quality: the gate 0.4 refuses {100 * np.mean(q < 0.4):.1f}% of celeba500 faces; "
+        f"refusing at most 3% needs a gate <= {np.quantile(q, 0.03):.3f}. "
+        f"'blurry' (crop sharpness < 0.4) on {100 * np.mean(data['sharpness'][found] < 0.4):.1f}% "
+        f"of faces, at native resolution on {100 * np.mean(sig['sharpness at native resolution'][found] < 0.4):.1f}%."
+    )
     print(f"\n`{command_line()}`")
 
 

@@ -45,7 +45,11 @@ class PairSet:
 
 
 def pairs_within(
-    emb: np.ndarray, found: np.ndarray, ids: np.ndarray, photos: np.ndarray, distance: bool,
+    emb: np.ndarray,
+    found: np.ndarray,
+    ids: np.ndarray,
+    photos: np.ndarray,
+    distance: bool,
     found_only: bool = False,
 ) -> PairSet:
     """All pairs among ``photos`` (indices); a pair with a missed face scores -inf, so it is a
@@ -54,7 +58,7 @@ def pairs_within(
         photos = photos[found[photos]]
     scores, same, ii, jj = [], [], [], []
     for s in range(0, len(photos), 512):
-        rows = photos[s:s + 512]
+        rows = photos[s : s + 512]
         block = score_matrix(emb, rows, photos, distance)
         for r, i in enumerate(rows):
             start = s + r + 1
@@ -68,7 +72,9 @@ def pairs_within(
             same.append(ids[cols] == ids[i])
             ii.append(np.full(len(cols), i))
             jj.append(cols)
-    return PairSet(np.concatenate(scores), np.concatenate(same), np.concatenate(ii), np.concatenate(jj))
+    return PairSet(
+        np.concatenate(scores), np.concatenate(same), np.concatenate(ii), np.concatenate(jj)
+    )
 
 
 @dataclass
@@ -95,8 +101,13 @@ class HeldOut:
 
 
 def held_out(
-    emb: np.ndarray, found: np.ndarray, ids: np.ndarray, fars: tuple[float, ...], distance: bool,
-    default: float | None = None, default_far: float = 1e-3,
+    emb: np.ndarray,
+    found: np.ndarray,
+    ids: np.ndarray,
+    fars: tuple[float, ...],
+    distance: bool,
+    default: float | None = None,
+    default_far: float = 1e-3,
 ) -> HeldOut:
     """TAR / FAR at thresholds fitted on the other folds, pooled over 5 identity-disjoint folds.
 

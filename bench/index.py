@@ -47,7 +47,9 @@ def one_at_a_time(paths: list[Path], settings: Settings) -> tuple[float, int]:
     return time.perf_counter() - start, faces
 
 
-def batched(paths: list[Path], settings: Settings, workers: int, batch: int) -> tuple[float, int, int]:
+def batched(
+    paths: list[Path], settings: Settings, workers: int, batch: int
+) -> tuple[float, int, int]:
     """Steady-state time: from the first batch's result (pool started, every worker's models
     loading in parallel by then) to the last; returns (seconds, images timed, faces)."""
     items = [WorkItem(str(p), data=p.read_bytes()) for p in paths]
@@ -78,17 +80,25 @@ def main() -> None:
     loop_s, loop_faces = one_at_a_time(paths, settings)
     pool_s, _, pool_faces = batched(paths, settings, args.workers, args.batch)
     n = len(paths)
-    print(f"command: .venv/bin/python bench/index.py --images {n} --workers {args.workers} "
-          f"--batch {args.batch}")
-    print(f"machine: {platform.machine()}, {default_workers()} cores usable; "
-          f"detector {settings.detector}, embedder {settings.embedder}")
+    print(
+        f"command: .venv/bin/python bench/index.py --images {n} --workers {args.workers} "
+        f"--batch {args.batch}"
+    )
+    print(
+        f"machine: {platform.machine()}, {default_workers()} cores usable; "
+        f"detector {settings.detector}, embedder {settings.embedder}"
+    )
     print()
     print("| method | images | faces | seconds | images/s | speed-up |")
     print("|---|---|---|---|---|---|")
-    print(f"| one image at a time (1 process) | {n} | {loop_faces} | {loop_s:.1f} | "
-          f"{n / loop_s:.2f} | 1.00 |")
-    print(f"| batched indexer ({args.workers} processes, batch {args.batch}) | {n} | {pool_faces} "
-          f"| {pool_s:.1f} | {n / pool_s:.2f} | {loop_s / pool_s:.2f} |")
+    print(
+        f"| one image at a time (1 process) | {n} | {loop_faces} | {loop_s:.1f} | "
+        f"{n / loop_s:.2f} | 1.00 |"
+    )
+    print(
+        f"| batched indexer ({args.workers} processes, batch {args.batch}) | {n} | {pool_faces} "
+        f"| {pool_s:.1f} | {n / pool_s:.2f} | {loop_s / pool_s:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ CALIBRATION = REPO / "models" / "calibration" / "liveness.json"
 CALIBRATION_SUBJECTS = ("0001", "0002", "0003", "0004", "0005", "0006")
 
 
-def load_nuaa(settings: Settings, detector: str) -> tuple[list[np.ndarray], Faces, np.ndarray, np.ndarray, int]:
+def load_nuaa(
+    settings: Settings, detector: str
+) -> tuple[list[np.ndarray], Faces, np.ndarray, np.ndarray, int]:
     """Images, their judged largest faces, labels (1 = live) and subjects; and the count not judged."""
     with (NUAA / "LABELS.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -59,10 +61,17 @@ def load_nuaa(settings: Settings, detector: str) -> tuple[list[np.ndarray], Face
     for r in rows:
         image = cv2.imread(str(NUAA / r["path"]))
         faces = analyzer.detect([image]).largest() if image is not None else Faces.empty()
-        if not len(faces) or unfit_reasons(
-            [image.shape], faces.boxes, faces.image_index,
-            settings.liveness_min_face_px, settings.liveness_border_margin,
-        )[0] is not None:
+        if (
+            not len(faces)
+            or unfit_reasons(
+                [image.shape],
+                faces.boxes,
+                faces.image_index,
+                settings.liveness_min_face_px,
+                settings.liveness_border_margin,
+            )[0]
+            is not None
+        ):
             skipped += 1
             continue
         faces.image_index[:] = len(images)
@@ -84,7 +93,9 @@ def held_out(score: np.ndarray, live: np.ndarray, subjects: np.ndarray, bpcer: f
     return pad_errors(accept[live].astype(float), accept[~live].astype(float), 0.5)
 
 
-def timing(images: list[np.ndarray], faces: Faces, settings: Settings) -> dict[str, tuple[float, float]]:
+def timing(
+    images: list[np.ndarray], faces: Faces, settings: Settings
+) -> dict[str, tuple[float, float]]:
     """Per model: (ms per face, one face per call; images/s, 16 images per call)."""
     out = {}
     n1 = min(100, len(faces))
@@ -93,17 +104,23 @@ def timing(images: list[np.ndarray], faces: Faces, settings: Settings) -> dict[s
         model.live_probability(images, faces.boxes[:1], faces.image_index[:1])  # warm-up
         start = time.perf_counter()
         for i in range(n1):
-            model.live_probability(images, faces.boxes[i:i + 1], faces.image_index[i:i + 1])
+            model.live_probability(images, faces.boxes[i : i + 1], faces.image_index[i : i + 1])
         per_face = (time.perf_counter() - start) / n1 * 1000
         start = time.perf_counter()
         for lo in range(0, len(faces), 16):
-            model.live_probability(images, faces.boxes[lo:lo + 16], faces.image_index[lo:lo + 16])
+            model.live_probability(
+                images, faces.boxes[lo : lo + 16], faces.image_index[lo : lo + 16]
+            )
         out[name] = (per_face, len(faces) / (time.perf_counter() - start))
     return out
 
 
 def short(models: list[str]) -> str:
-    names = {SINGLE[0]: "MiniFASNetV2 2.7", SINGLE[1]: "MiniFASNetV1SE 4.0", SINGLE[2]: "CelebA-Spoof MiniFAS"}
+    names = {
+        SINGLE[0]: "MiniFASNetV2 2.7",
+        SINGLE[1]: "MiniFASNetV1SE 4.0",
+        SINGLE[2]: "CelebA-Spoof MiniFAS",
+    }
     return " + ".join(names[m] for m in models)
 
 
@@ -118,11 +135,15 @@ def main() -> None:
     probs = live_probabilities(images, faces, SINGLE, settings)
     speed = timing(images, faces, settings)
 
-    print(f"NUAA, {len(np.unique(subjects))} subjects, {int(live.sum())} live / {int((~live).sum())} "
-          f"spoof faces judged ({skipped} photos not judged), leave-one-subject-out; detector "
-          f"{args.detector}, {args.threads} threads\n")
-    print("| models (mean live probability) | APCER @ BPCER 1 % thr | BPCER | ACER | "
-          "APCER @ BPCER 5 % thr | BPCER | peer: p >= 0.5 APCER / BPCER / ACER | ms/face | images/s |")
+    print(
+        f"NUAA, {len(np.unique(subjects))} subjects, {int(live.sum())} live / {int((~live).sum())} "
+        f"spoof faces judged ({skipped} photos not judged), leave-one-subject-out; detector "
+        f"{args.detector}, {args.threads} threads\n"
+    )
+    print(
+        "| models (mean live probability) | APCER @ BPCER 1 % thr | BPCER | ACER | "
+        "APCER @ BPCER 5 % thr | BPCER | peer: p >= 0.5 APCER / BPCER / ACER | ms/face | images/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     calibration: dict[str, Any] = {}
     for models in SETS:
@@ -132,11 +153,15 @@ def main() -> None:
         peer = pad_errors(score[live], score[~live], 0.5)
         ms = sum(speed[m][0] for m in models)
         ips = 1 / sum(1 / speed[m][1] for m in models)
-        print(f"| {short(models)} | {r1.apcer:.2%} | {r1.bpcer:.2%} | {r1.acer:.2%} | {r5.apcer:.2%} "
-              f"| {r5.bpcer:.2%} | {peer.apcer:.2%} / {peer.bpcer:.2%} / {peer.acer:.2%} "
-              f"| {ms:.1f} | {ips:.0f} |")
+        print(
+            f"| {short(models)} | {r1.apcer:.2%} | {r1.bpcer:.2%} | {r1.acer:.2%} | {r5.apcer:.2%} "
+            f"| {r5.bpcer:.2%} | {peer.apcer:.2%} / {peer.bpcer:.2%} / {peer.acer:.2%} "
+            f"| {ms:.1f} | {ips:.0f} |"
+        )
         calibration[model_set_key(models)] = calibrate(score, live, subjects, {0.01: r1, 0.05: r5})
-    print(f"\nCommand: python -m bench.liveness --detector {args.detector} --threads {args.threads}")
+    print(
+        f"\nCommand: python -m bench.liveness --detector {args.detector} --threads {args.threads}"
+    )
     if args.write_calibration:
         CALIBRATION.parent.mkdir(parents=True, exist_ok=True)
         CALIBRATION.write_text(json.dumps(calibration, indent=2) + "\n")

@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings(models_dir=args.models_dir)
     data = frames(args.data)
-    print(f"$ python bench/person_detect.py {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    print(
+        f"$ python bench/person_detect.py {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
+    )
     targets = []
     for _image, rows, boxes in data:
         keep = (rows[:, 6] == 1) & (rows[:, 7] == PEDESTRIAN_CLASS)

@@ -102,7 +102,9 @@ def run_insightface(paths: list[Path]) -> tuple[int, Timer]:
 
     det = get_model(str(MODELS / "scrfd_2.5g_kps.onnx"), providers=["CPUExecutionProvider"])
     det.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5)
-    rec = get_model(str(MODELS / "arcface_mobilefacenet_128.onnx"), providers=["CPUExecutionProvider"])
+    rec = get_model(
+        str(MODELS / "arcface_mobilefacenet_128.onnx"), providers=["CPUExecutionProvider"]
+    )
     rec.prepare(ctx_id=-1)
     timer, n_faces = Timer(), 0
     for path in paths:
@@ -121,17 +123,25 @@ def run_insightface(paths: list[Path]) -> tuple[int, Timer]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--combos", default=",".join(DEFAULT_COMBOS))
-    parser.add_argument("--repeat", type=int, default=1, help="pass over the photos this many times")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="pass over the photos this many times"
+    )
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
 
     paths = sorted(DEEPFACE.glob("img*.jpg")) * args.repeat
-    runs: list[tuple[str, object]] = [(f"ours {c}", c) for c in filter(None, args.combos.split(","))]
+    runs: list[tuple[str, object]] = [
+        (f"ours {c}", c) for c in filter(None, args.combos.split(","))
+    ]
     if not args.no_peers:
-        runs += [("face_recognition 1.3 (HOG, upsample 1)", run_face_recognition),
-                 ("insightface model_zoo scrfd_2.5g + mobilefacenet", run_insightface)]
+        runs += [
+            ("face_recognition 1.3 (HOG, upsample 1)", run_face_recognition),
+            ("insightface model_zoo scrfd_2.5g + mobilefacenet", run_insightface),
+        ]
     rows, baseline = [], None
     for name, what in runs:
         try:
@@ -149,7 +159,15 @@ def main() -> None:
     for r in rows:
         r.append(f"{r[4] / baseline:.1f}x" if baseline else "-")
     print_table(
-        ["pipeline", "images", "faces", "seconds", "images/s", "ms per image by stage", "vs face_recognition"],
+        [
+            "pipeline",
+            "images",
+            "faces",
+            "seconds",
+            "images/s",
+            "ms per image by stage",
+            "vs face_recognition",
+        ],
         rows,
         title=f"detect + align + embed on deepface's photos, {len(paths)} images, 2-core CPU",
     )

@@ -72,6 +72,7 @@ Degrade = Callable[[Image, np.ndarray, float, np.random.Generator], Image]
 
 # --- degradations: (image BGR, clean face box xyxy, clean eye distance px, rng) -> image ---------
 
+
 def gaussian_blur(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) -> Image:
     """Out of focus: sigma 3% to 25% of the eye distance (1 to 9 px at the 35 px template)."""
     sigma = rng.uniform(0.03, 0.25) * iod
@@ -128,11 +129,11 @@ def cut_face(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) 
     lost = rng.uniform(0.25, 0.6)
     side = int(rng.integers(4))
     if side == 0:  # left part of the face cut away
-        return img[:, min(w - 1, max(0, x0 + int(lost * (x1 - x0)))):]
+        return img[:, min(w - 1, max(0, x0 + int(lost * (x1 - x0)))) :]
     if side == 1:  # right part
         return img[:, : max(1, x1 - int(lost * (x1 - x0)))]
     if side == 2:  # top
-        return img[min(h - 1, max(0, y0 + int(lost * (y1 - y0)))):, :]
+        return img[min(h - 1, max(0, y0 + int(lost * (y1 - y0)))) :, :]
     return img[: max(1, y1 - int(lost * (y1 - y0))), :]
 
 
@@ -149,6 +150,7 @@ CLEAN = "clean"
 
 
 # --- analysis ------------------------------------------------------------------------------------
+
 
 @dataclass
 class Face:
@@ -208,8 +210,13 @@ class Study:
         assert f.embeddings is not None and f.quality is not None and f.quality_reasons
         assert plain.quality is not None and plain.quality_reasons
         return Face(
-            f.embeddings[0], float(plain.quality[0]), float(f.quality[0]),
-            plain.quality_reasons[0], f.quality_reasons[0], f.boxes[0], float(f.inter_ocular[0]),
+            f.embeddings[0],
+            float(plain.quality[0]),
+            float(f.quality[0]),
+            plain.quality_reasons[0],
+            f.quality_reasons[0],
+            f.boxes[0],
+            float(f.inter_ocular[0]),
         )
 
     def run(self, photos: list[Path], conditions: list[str]) -> dict[Key, Face | None]:
@@ -233,6 +240,7 @@ class Study:
 
 
 # --- metrics -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -294,8 +302,12 @@ def fmt_tar(t: float | None) -> object:
 
 
 def sweep_table(
-    found: dict[Key, Face | None], probes: list[Probe], threshold: float, grid: list[float],
-    title: str, has_mesh: bool,
+    found: dict[Key, Face | None],
+    probes: list[Probe],
+    threshold: float,
+    grid: list[float],
+    title: str,
+    has_mesh: bool,
 ) -> None:
     rows = []
     for q in grid:
@@ -333,26 +345,42 @@ def per_degradation_table(
         faces = [found[k] for k in side_b]
         got = [f for f in faces if f is not None]
         qs = np.array([f.q_mesh if mesh else f.q_plain for f in got])
-        reasons = Counter(
-            r for f in got for r in (f.reasons_mesh if mesh else f.reasons_plain)
-        )
+        reasons = Counter(r for f in got for r in (f.reasons_mesh if mesh else f.reasons_plain))
         all_ = score(found, probes, threshold, 0.0, mesh)
         kept = score(found, probes, threshold, GATE, mesh)
-        rows.append([
-            name,
-            f"{len(got)}/{len(faces)}",
-            float(np.median(qs)) if len(qs) else float("nan"),
-            f"{int((qs < GATE).sum())}/{len(got)}",
-            ", ".join(f"{r} {c}" for r, c in reasons.most_common(3)) or "-",
-            all_.pairs, all_.accuracy, fmt_tar(all_.tar),
-            kept.pairs, kept.accuracy, fmt_tar(kept.tar),
-            verdict(all_, kept),
-        ])
+        rows.append(
+            [
+                name,
+                f"{len(got)}/{len(faces)}",
+                float(np.median(qs)) if len(qs) else float("nan"),
+                f"{int((qs < GATE).sum())}/{len(got)}",
+                ", ".join(f"{r} {c}" for r, c in reasons.most_common(3)) or "-",
+                all_.pairs,
+                all_.accuracy,
+                fmt_tar(all_.tar),
+                kept.pairs,
+                kept.accuracy,
+                fmt_tar(kept.tar),
+                verdict(all_, kept),
+            ]
+        )
     print_table(
-        ["degraded side", "faces found", "median quality", f"rejected < {GATE}",
-         "top reasons", "pairs", "accuracy", "TAR@FAR1e-2", f"pairs kept (q >= {GATE})",
-         "accuracy kept", "TAR kept", "gate"],
-        rows, title,
+        [
+            "degraded side",
+            "faces found",
+            "median quality",
+            f"rejected < {GATE}",
+            "top reasons",
+            "pairs",
+            "accuracy",
+            "TAR@FAR1e-2",
+            f"pairs kept (q >= {GATE})",
+            "accuracy kept",
+            "TAR kept",
+            "gate",
+        ],
+        rows,
+        title,
     )
 
 
@@ -365,17 +393,27 @@ def calibration_table(found: dict[Key, Face | None], people: list[Path], has_mes
         qp = np.array([f.q_plain for f in got])
         qm = np.array([f.q_mesh for f in got])
         reasons = Counter(r for f in got for r in (f.reasons_mesh if has_mesh else f.reasons_plain))
-        rows.append([
-            name, f"{len(got)}/{len(people)}",
-            float(np.median(qp)) if len(qp) else float("nan"),
-            float(np.median(qm)) if len(qm) else float("nan"),
-            f"{int((qm < GATE).sum())}/{len(got)}",
-            ", ".join(f"{r} {c}" for r, c in reasons.most_common(3)) or "-",
-        ])
+        rows.append(
+            [
+                name,
+                f"{len(got)}/{len(people)}",
+                float(np.median(qp)) if len(qp) else float("nan"),
+                float(np.median(qm)) if len(qm) else float("nan"),
+                f"{int((qm < GATE).sum())}/{len(got)}",
+                ", ".join(f"{r} {c}" for r, c in reasons.most_common(3)) or "-",
+            ]
+        )
     print_table(
-        ["condition", "faces found", "median quality (5-landmark)", "median quality (mesh)",
-         f"rejected < {GATE} (mesh)", "top reasons (mesh)"],
-        rows, "Calibration set: face_recognition people under the same degradations",
+        [
+            "condition",
+            "faces found",
+            "median quality (5-landmark)",
+            "median quality (mesh)",
+            f"rejected < {GATE} (mesh)",
+            "top reasons (mesh)",
+        ],
+        rows,
+        "Calibration set: face_recognition people under the same degradations",
     )
 
 
@@ -395,10 +433,16 @@ def main() -> None:
     parser.add_argument("--embedder", default="dlib_resnet_v1")
     parser.add_argument("--far", type=float, default=1e-3)
     parser.add_argument("--clean", action="store_true", help="Also the table on clean photos only.")
-    parser.add_argument("--alignment", action="store_true",
-                        help="Also detector vs mesh landmarks for alignment (clean photos).")
-    parser.add_argument("--calibration-only", action="store_true",
-                        help="Only the face_recognition calibration table.")
+    parser.add_argument(
+        "--alignment",
+        action="store_true",
+        help="Also detector vs mesh landmarks for alignment (clean photos).",
+    )
+    parser.add_argument(
+        "--calibration-only",
+        action="store_true",
+        help="Only the face_recognition calibration table.",
+    )
     args = parser.parse_args()
 
     from identity.calibration import threshold_for
@@ -407,7 +451,8 @@ def main() -> None:
     # The manifest's threshold (calibrated on the face_recognition people); no local
     # calibration file may stand in for it.
     threshold = threshold_for(
-        args.embedder, args.far,
+        args.embedder,
+        args.far,
         Settings(models_dir=MODELS, data_dir=Path("/nonexistent-no-calibration")),
     )
     study = Study(args.detector, args.embedder)
@@ -425,28 +470,44 @@ def main() -> None:
     study.seconds = 0.0
     found = study.run(photos, conditions)
     n_images = len(photos) * len(conditions)
-    where = f"{args.detector} + {args.embedder}, similarity threshold {threshold:.4f} " \
-            f"(FAR {args.far:g}, calibrated on the face_recognition people)"
+    where = (
+        f"{args.detector} + {args.embedder}, similarity threshold {threshold:.4f} "
+        f"(FAR {args.far:g}, calibrated on the face_recognition people)"
+    )
     probes = mixed_pairs(pairs)
     sweep_table(
-        found, probes, threshold, GRID,
+        found,
+        probes,
+        threshold,
+        GRID,
         f"Mixed degraded pairs (deepface's 520, every pair with one or both sides degraded), {where}",
         study.has_mesh,
     )
     print(f"\n`{command_line()}`")
     per_degradation_table(
-        found, pairs, threshold, study.has_mesh,
+        found,
+        pairs,
+        threshold,
+        study.has_mesh,
         f"Per degradation (clean first photo vs degraded second photo, 520 pairs), quality "
         f"{'with the mesh signals' if study.has_mesh else 'from 5 landmarks'}, gate {GATE}, {where}",
     )
     print(f"\n`{command_line()}`")
-    print(f"\n{n_images} deepface images analysed in {study.seconds:.0f} s; "
-          f"AUC of the mixed set (no gate) {auc(found, probes):.4f}")
+    print(
+        f"\n{n_images} deepface images analysed in {study.seconds:.0f} s; "
+        f"AUC of the mixed set (no gate) {auc(found, probes):.4f}"
+    )
 
     if args.clean:
         clean = one_sided_pairs(pairs, CLEAN)
-        sweep_table(found, clean, threshold, CLEAN_GRID,
-                    f"Clean photos only (deepface's 520 pairs), {where}", study.has_mesh)
+        sweep_table(
+            found,
+            clean,
+            threshold,
+            CLEAN_GRID,
+            f"Clean photos only (deepface's 520 pairs), {where}",
+            study.has_mesh,
+        )
         print(f"\n`{command_line()}`")
 
     if args.alignment:
@@ -454,10 +515,12 @@ def main() -> None:
         clean_probes = one_sided_pairs(pairs, CLEAN)
         variants: dict[str, Study] = {
             "detector 5 points": study,
-            "mesh: iris centres": Study(args.detector, args.embedder, mesh_landmarks=True,
-                                        mesh_landmark_eyes="iris"),
-            "mesh: eye-corner midpoints": Study(args.detector, args.embedder, mesh_landmarks=True,
-                                                mesh_landmark_eyes="corners"),
+            "mesh: iris centres": Study(
+                args.detector, args.embedder, mesh_landmarks=True, mesh_landmark_eyes="iris"
+            ),
+            "mesh: eye-corner midpoints": Study(
+                args.detector, args.embedder, mesh_landmarks=True, mesh_landmark_eyes="corners"
+            ),
         }
         for name, variant in variants.items():
             if variant is study:
@@ -469,11 +532,20 @@ def main() -> None:
                 secs = variant.seconds
             s = score(res, clean_probes, threshold, 0.0, True)
             n_found = sum(1 for k, v in res.items() if v is not None)
-            align_rows.append([name, f"{n_found}/{len(photos)}", s.pairs,
-                               auc(res, clean_probes), s.accuracy, secs])
+            align_rows.append(
+                [
+                    name,
+                    f"{n_found}/{len(photos)}",
+                    s.pairs,
+                    auc(res, clean_probes),
+                    s.accuracy,
+                    secs,
+                ]
+            )
         print_table(
             ["alignment landmarks", "faces", "pairs", "AUC", "accuracy", "seconds"],
-            align_rows, f"Alignment landmarks (clean photos), {args.detector} + {args.embedder}",
+            align_rows,
+            f"Alignment landmarks (clean photos), {args.detector} + {args.embedder}",
         )
         print(f"\n`{command_line()}`")
 

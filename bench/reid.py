@@ -83,7 +83,9 @@ def descriptor(model: str, settings: Settings, cache: dict[str, Any]) -> Any:
     return cache[model]
 
 
-def embed_crops(model: str, crops: np.ndarray, settings: Settings, cache: dict[str, Any]) -> np.ndarray:
+def embed_crops(
+    model: str, crops: np.ndarray, settings: Settings, cache: dict[str, Any]
+) -> np.ndarray:
     """Embeddings as each model's documentation feeds it: no flip averaging (a later step)."""
     if model == "colour_hist":
         return colour_histograms(crops)
@@ -106,7 +108,9 @@ def embed_with(model: str, data: ReIDSet, settings: Settings, cache: dict[str, A
 
 def eligible_queries(data: ReIDSet) -> np.ndarray:
     """Rows with at least one positive in their gallery (the queries the scores count)."""
-    valid = (data.sequence[:, None] == data.sequence[None, :]) & (data.frame[:, None] != data.frame[None, :])
+    valid = (data.sequence[:, None] == data.sequence[None, :]) & (
+        data.frame[:, None] != data.frame[None, :]
+    )
     return np.flatnonzero((valid & (data.track[:, None] == data.track[None, :])).any(axis=1))
 
 
@@ -115,17 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
     parser.add_argument(
-        "--models", default="osnet_x0_25,dino_vits16_random,dino_vits16_random_dense,colour_hist",
+        "--models",
+        default="osnet_x0_25,dino_vits16_random,dino_vits16_random_dense,colour_hist",
         help="comma-separated: osnet_x0_25, dino_vits16_random, dino_vitb16_random, colour_hist, "
         "any body embedder manifest name (dino_vits16 once pulled); a dino name + _dense for "
         "best-buddies matching of dense descriptors",
     )
     parser.add_argument(
-        "--dense-query-step", type=int, default=2,
+        "--dense-query-step",
+        type=int,
+        default=2,
         help="dense lines use every k-th eligible query (1 = all; about 0.6 s per query for ViT-S on 2 cores)",
     )
     parser.add_argument("--min-visibility", type=float, default=0.5)
-    parser.add_argument("--labels", default=str(DEFAULT_LABELS), help="path,person,camera CSV; none = skip")
+    parser.add_argument(
+        "--labels", default=str(DEFAULT_LABELS), help="path,person,camera CSV; none = skip"
+    )
     parser.add_argument("--crosscam-models", default=CROSSCAM_MODELS)
     parser.add_argument("--steps-model", default="reid_intel_0287")
     parser.add_argument("--fusion-partner", default="reid_intel_0288", help="none = no fusion step")
@@ -152,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             dense, _grid = descriptor(base, settings, cache).dense(data.crops)
             scores = dense_cross_frame_scores(dense, data, dense_queries)
             del dense
-            note = f"{int(scores['queries'])} of {len(eligible)} queries, 1 in {args.dense_query_step}"
+            note = (
+                f"{int(scores['queries'])} of {len(eligible)} queries, 1 in {args.dense_query_step}"
+            )
             if base in global_embeddings:
                 cls = cross_frame_scores(global_embeddings[base], data, dense_queries)
                 note += f"; CLS on them: rank-1 {cls['rank1']:.3f} mAP {cls['mAP']:.3f}"
@@ -171,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cross_camera(
-    labels: Path, args: argparse.Namespace, settings: Settings, cache: dict[str, Any],
-    mot: dict[str, np.ndarray], data: ReIDSet,
+    labels: Path,
+    args: argparse.Namespace,
+    settings: Settings,
+    cache: dict[str, Any],
+    mot: dict[str, np.ndarray],
+    data: ReIDSet,
 ) -> None:
     from reid_steps import Features, run_steps
 
@@ -187,7 +202,9 @@ def cross_camera(
     )
     print("| model | cuhk01 rank-1 | rank-5 | mAP | MOT cross-frame rank-1 | MOT mAP | s |")
     print("|---|---|---|---|---|---|---|")
-    steps = [args.steps_model] + ([] if args.fusion_partner.lower() == "none" else [args.fusion_partner])
+    steps = [args.steps_model] + (
+        [] if args.fusion_partner.lower() == "none" else [args.fusion_partner]
+    )
     plain: dict[str, np.ndarray] = {}
     for model in [m.strip() for m in args.crosscam_models.split(",") if m.strip()]:
         t = time.perf_counter()
@@ -213,7 +230,9 @@ def cross_camera(
         f"\nmatching steps on {args.steps_model}, cumulative; settings chosen on the train half "
         "(fitted maps: fitted on one part of it, chosen on the other), scores of the test half\n"
     )
-    print("| step | setting (from train) | train rank-1 / mAP | test rank-1 | rank-5 | mAP | kept |")
+    print(
+        "| step | setting (from train) | train rank-1 / mAP | test rank-1 | rank-5 | mAP | kept |"
+    )
     print("|---|---|---|---|---|---|---|")
 
     def report(step: str, setting: str, tr: dict, te: dict, kept: bool) -> None:

@@ -67,7 +67,10 @@ def rerank_scorer(params: RerankParams, qe_k: int = 0) -> Scorer:
 
 
 def run_steps(
-    f: Features, base: str, partner: str | None, report: Callable[[str, str, dict, dict, bool], None]
+    f: Features,
+    base: str,
+    partner: str | None,
+    report: Callable[[str, str, dict, dict, bool], None],
 ) -> None:
     """Greedy: each step with its best train-half setting; kept when train rank-1 + mAP rose.
     ``report(step, setting, train_scores, test_scores, kept)`` prints one table row."""
@@ -97,7 +100,9 @@ def run_steps(
     if partner is not None:
         other = normalise(f.plain[partner] + f.flipped[partner]) if use_flip else f.plain[partner]
         options = {w: normalise(np.hstack([emb, w * other])) for w in (0.25, 0.5, 0.75, 1.0)}
-        w, tried = max(((w, score(e, in_train)) for w, e in options.items()), key=lambda t: total(t[1]))
+        w, tried = max(
+            ((w, score(e, in_train)) for w, e in options.items()), key=lambda t: total(t[1])
+        )
         keep = total(tried) > total(best)
         report(f"+ fusion with {partner}", f"weight {w}", tried, score(options[w], in_test), keep)
         if keep:
@@ -110,8 +115,13 @@ def run_steps(
     centred_b = camera_centring(nested, f.camera, in_a)
     keep = total(score(centred_b, in_b)) > total(score(nested, in_b))
     centred = camera_centring(emb, f.camera, in_train)
-    report("+ camera-mean centring (fitted on train)", "per-camera mean", score(centred_b, in_b),
-           score(centred, in_test), keep)
+    report(
+        "+ camera-mean centring (fitted on train)",
+        "per-camera mean",
+        score(centred_b, in_b),
+        score(centred, in_test),
+        keep,
+    )
     if keep:
         emb, nested = centred, centred_b
     fitted = keep
@@ -121,8 +131,13 @@ def run_steps(
     )
     keep = total(score(whitened_b, in_b)) > total(score(nested, in_b))
     whitened = within_person_whitening(emb, f.person, in_train, reg)
-    report("+ within-person whitening (fitted on train)", f"ridge {reg}", score(whitened_b, in_b),
-           score(whitened, in_test), keep)
+    report(
+        "+ within-person whitening (fitted on train)",
+        f"ridge {reg}",
+        score(whitened_b, in_b),
+        score(whitened, in_test),
+        keep,
+    )
     if keep:
         emb, nested = whitened, whitened_b
     fitted = fitted or keep
@@ -130,15 +145,23 @@ def run_steps(
     best = score(tune, rows_tune)
     qe_k = 0
 
-    k, tried = max(((k, score(tune, rows_tune, qe_scorer(k))) for k in (1, 2, 3)),
-                   key=lambda t: total(t[1]))
+    k, tried = max(
+        ((k, score(tune, rows_tune, qe_scorer(k))) for k in (1, 2, 3)), key=lambda t: total(t[1])
+    )
     keep = total(tried) > total(best)
     report("+ average query expansion", f"top {k}", tried, score(emb, in_test, qe_scorer(k)), keep)
     if keep:
         qe_k, best = k, tried
     grid = [RerankParams(k1, k2, lam) for k1 in (2, 3, 4, 6) for k2 in (1, 2) for lam in (0.3, 0.6)]
-    params, tried = max(((p, score(tune, rows_tune, rerank_scorer(p, qe_k))) for p in grid),
-                        key=lambda t: total(t[1]))
+    params, tried = max(
+        ((p, score(tune, rows_tune, rerank_scorer(p, qe_k))) for p in grid),
+        key=lambda t: total(t[1]),
+    )
     keep = total(tried) > total(best)
-    report("+ k-reciprocal re-ranking", f"k1 {params.k1}, k2 {params.k2}, lambda {params.lambda_value}",
-           tried, score(emb, in_test, rerank_scorer(params, qe_k)), keep)
+    report(
+        "+ k-reciprocal re-ranking",
+        f"k1 {params.k1}, k2 {params.k2}, lambda {params.lambda_value}",
+        tried,
+        score(emb, in_test, rerank_scorer(params, qe_k)),
+        keep,
+    )

@@ -163,7 +163,9 @@ def measure(index: FaceIndex, probes: np.ndarray, budget_s: float, threads: int)
     return batch_ids, qps_single, qps_batch
 
 
-def build(dim: int, factory: str, gallery: np.ndarray, params: dict, threads: int) -> tuple[FaceIndex, float]:
+def build(
+    dim: int, factory: str, gallery: np.ndarray, params: dict, threads: int
+) -> tuple[FaceIndex, float]:
     import faiss
 
     faiss.omp_set_num_threads(threads)
@@ -234,7 +236,9 @@ def main() -> None:
     real = real_embeddings()
     rows: list[list[object]] = []
     with ExitStack() as stack:
-        milvus = stack.enter_context(milvus_server(args.milvus_uri)) if args.store == "milvus" else None
+        milvus = (
+            stack.enter_context(milvus_server(args.milvus_uri)) if args.store == "milvus" else None
+        )
         run_sizes(args, real, rows, milvus)
     print_table(HEADERS, rows, title=title(args))
     print(f"\n{command_line()}")
@@ -369,9 +373,19 @@ def milvus_rows_for(args, milvus, n, dim, gallery, probes, exact, fd_qps, rows) 
         for r in milvus_search.run(*milvus, kind, nlist_for(n), gallery, probes, args.budget):
             per = r["server_bytes_per_template"]
             rows.append(
-                [n, dim, r["label"], r["params"], r["build_s"], "-" if per is None else per,
-                 recall(r["ids"], exact, 1), recall(r["ids"], exact, 10), r["qps_single"],
-                 r["qps_batch"], r["qps_single"] / fd_qps]
+                [
+                    n,
+                    dim,
+                    r["label"],
+                    r["params"],
+                    r["build_s"],
+                    "-" if per is None else per,
+                    recall(r["ids"], exact, 1),
+                    recall(r["ids"], exact, 10),
+                    r["qps_single"],
+                    r["qps_batch"],
+                    r["qps_single"] / fd_qps,
+                ]
             )
             print(
                 f"#   {r['label']} {r['params']}: r@1 {rows[-1][6]:.4f} single "

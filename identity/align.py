@@ -120,9 +120,11 @@ def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 def alignment_matrices(faces: Faces, template: str) -> np.ndarray:
     """(N, 2, 3) source-image -> chip transforms for every face."""
     tpl = get_template(template)
-    return np.stack([estimate_similarity(lm, tpl.points) for lm in faces.landmarks]) if len(
-        faces
-    ) else np.zeros((0, 2, 3))
+    return (
+        np.stack([estimate_similarity(lm, tpl.points) for lm in faces.landmarks])
+        if len(faces)
+        else np.zeros((0, 2, 3))
+    )
 
 
 def _warp(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
@@ -153,7 +155,11 @@ def _warp(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
             m = np.hstack([lin @ to_src[:, :2], (lin @ to_src[:, 2] + m[:, 2])[:, None]])
             image = small
     return cv2.warpAffine(
-        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        image,
+        m,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
         borderValue=(0, 0, 0),
     )
 

@@ -106,7 +106,9 @@ def pair_scores(embeddings: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarr
     return values[same].astype(np.float64), values[~same].astype(np.float64)
 
 
-def roc_curve(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(
+    genuine: np.ndarray, impostor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(far, tar, threshold) at every distinct score, thresholds descending, decision sim >= t."""
     scores = np.concatenate([genuine, impostor])
     is_gen = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
@@ -132,9 +134,7 @@ def eer_of(far: np.ndarray, tar: np.ndarray, thr: np.ndarray) -> tuple[float, fl
     return float((far[i] + frr[i]) / 2), float(thr[i])
 
 
-def threshold_at_far(
-    genuine: np.ndarray, impostor: np.ndarray, far: float
-) -> tuple[float, float]:
+def threshold_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> tuple[float, float]:
     """Smallest threshold whose measured FAR does not exceed ``far``; returns (threshold, tar).
 
     A threshold just above the k-th highest impostor score, with k = floor(far * n_impostor),
@@ -183,11 +183,17 @@ def evaluate(
         t = threshold_in_sorted(desc, f)
         t_tar = float(np.mean(genuine >= t))
         k = int(np.searchsorted(-desc, -t, side="right"))  # impostors scoring >= t
-        points.append(FarPoint(
-            far=f, threshold=t, tar=t_tar, reliable=enough_impostors(f, n_imp),
-            impostors_above=k, far_upper_95=clopper_pearson(k, n_imp)[1],
-            tar_ci_95=clopper_pearson(round(t_tar * n_gen), n_gen),
-        ))
+        points.append(
+            FarPoint(
+                far=f,
+                threshold=t,
+                tar=t_tar,
+                reliable=enough_impostors(f, n_imp),
+                impostors_above=k,
+                far_upper_95=clopper_pearson(k, n_imp)[1],
+                tar_ci_95=clopper_pearson(round(t_tar * n_gen), n_gen),
+            )
+        )
     tail_fars = [10 ** (-i / 4) for i in range(4, 40) if enough_impostors(10 ** (-i / 4), n_imp)]
     tail = [(f, threshold_in_sorted(desc, f)) for f in tail_fars]
     return CalibrationReport(
@@ -229,13 +235,22 @@ class Calibration:
 
         upper = None
         if self.n_impostor:
-            k = next((int(p["impostors_above"]) for p in self.record.get("points", [])
-                      if math.isclose(float(p["far"]), far) and "impostors_above" in p),
-                     math.floor(far * self.n_impostor))
+            k = next(
+                (
+                    int(p["impostors_above"])
+                    for p in self.record.get("points", [])
+                    if math.isclose(float(p["far"]), far) and "impostors_above" in p
+                ),
+                math.floor(far * self.n_impostor),
+            )
             upper = clopper_pearson(min(k, self.n_impostor), self.n_impostor)[1]
-        return {"set": self.set, "impostor_pairs": self.n_impostor,
-                "far_upper_95": None if upper is None else float(f"{upper:.3g}"),
-                "pipeline": self.pipeline, "source": self.source}
+        return {
+            "set": self.set,
+            "impostor_pairs": self.n_impostor,
+            "far_upper_95": None if upper is None else float(f"{upper:.3g}"),
+            "pipeline": self.pipeline,
+            "source": self.source,
+        }
 
 
 def calibration_path(model: str, settings: Settings, detector: str | None = None) -> Path:
@@ -297,13 +312,20 @@ def _from_record(data: dict[str, Any], source: str) -> Calibration:
         table = {f: t for f, t in table.items() if enough_impostors(f, n_imp)}
     detector, model = data.get("detector"), data.get("model", "")
     return Calibration(
-        pipeline=f"{detector}+{model}" if detector else model, source=source,
-        set=str(data.get("set", "unnamed")), n_identities=data.get("n_identities"),
-        n_genuine=data.get("n_genuine"), n_impostor=n_imp, thresholds=table, record=data,
+        pipeline=f"{detector}+{model}" if detector else model,
+        source=source,
+        set=str(data.get("set", "unnamed")),
+        n_identities=data.get("n_identities"),
+        n_genuine=data.get("n_genuine"),
+        n_impostor=n_imp,
+        thresholds=table,
+        record=data,
     )
 
 
-def pipeline_calibration(model: str, settings: Settings, detector: str | None = None) -> Calibration:
+def pipeline_calibration(
+    model: str, settings: Settings, detector: str | None = None
+) -> Calibration:
     """The calibration a decision of ``detector+model`` uses (see the module docstring)."""
     from identity.registry import get_manifest
 
@@ -316,10 +338,15 @@ def pipeline_calibration(model: str, settings: Settings, detector: str | None = 
         return _from_record(data, "shipped")
     manifest = get_manifest(model)
     extra = manifest.extra
-    return _from_record({
-        "model": model, "set": extra.get("calibration_set", "manifest"),
-        "n_impostor": extra.get("calibration_impostor_pairs"), "thresholds": manifest.thresholds,
-    }, "manifest")
+    return _from_record(
+        {
+            "model": model,
+            "set": extra.get("calibration_set", "manifest"),
+            "n_impostor": extra.get("calibration_impostor_pairs"),
+            "thresholds": manifest.thresholds,
+        },
+        "manifest",
+    )
 
 
 def known_thresholds(
@@ -330,9 +357,7 @@ def known_thresholds(
     return cal.thresholds, cal.source
 
 
-def threshold_for(
-    model: str, far: float, settings: Settings, detector: str | None = None
-) -> float:
+def threshold_for(model: str, far: float, settings: Settings, detector: str | None = None) -> float:
     """Similarity threshold that keeps the false-accept rate at ``far`` for ``model``.
 
     Between calibrated FARs the threshold is interpolated linearly in log10(FAR). A FAR looser
@@ -403,7 +428,9 @@ def decision_threshold(
             raise LooserThanPolicy(
                 f"threshold {threshold:g} is looser than this service's policy: ask for "
                 f"{policy:.4f} (FAR {policy_far:g}) or higher",
-                threshold=threshold, policy_threshold=round(policy, 6), policy_far=policy_far,
+                threshold=threshold,
+                policy_threshold=round(policy, 6),
+                policy_far=policy_far,
             )
         return float(threshold), None
     far = policy_far if far is None else far
@@ -412,7 +439,8 @@ def decision_threshold(
     if far > policy_far * (1 + 1e-9):
         raise LooserThanPolicy(
             f"FAR {far:g} is looser than this service's policy: ask for {policy_far:g} or lower",
-            far=far, policy_far=policy_far,
+            far=far,
+            policy_far=policy_far,
         )
     return float(threshold_for(model, far, settings, detector)), float(far)
 

@@ -65,7 +65,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="Model registry: list, verify checksums, pull weights.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model registry: list, verify checksums, pull weights.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,7 +128,7 @@ def describe_error(exc: BaseException) -> str | None:
         name = _setting_name(found.group(1)) if found else "a setting"
         return (
             f"invalid setting {name}: cannot parse its value ({exc.__cause__ or exc}); "
-            'list settings are JSON, e.g. \'["CPUExecutionProvider"]\''
+            "list settings are JSON, e.g. '[\"CPUExecutionProvider\"]'"
         )
     if isinstance(exc, UnicodeDecodeError):
         return f"a text input is not UTF-8 ({exc.reason} at byte {exc.start}): save it as UTF-8"
@@ -189,12 +191,18 @@ def guard_commands(typer_app: typer.Typer) -> None:
 
 
 def settings_with(detector: str | None = None, embedder: str | None = None) -> Settings:
-    overrides: dict[str, Any] = {k: v for k, v in (("detector", detector), ("embedder", embedder)) if v}
+    overrides: dict[str, Any] = {
+        k: v for k, v in (("detector", detector), ("embedder", embedder)) if v
+    }
     return Settings(**overrides)
 
 
-DetectorOpt = Annotated[str | None, typer.Option(help="Detector model (default IDENTITY_DETECTOR).")]
-EmbedderOpt = Annotated[str | None, typer.Option(help="Embedder model (default IDENTITY_EMBEDDER).")]
+DetectorOpt = Annotated[
+    str | None, typer.Option(help="Detector model (default IDENTITY_DETECTOR).")
+]
+EmbedderOpt = Annotated[
+    str | None, typer.Option(help="Embedder model (default IDENTITY_EMBEDDER).")
+]
 FarOpt = Annotated[float | None, typer.Option(help="False accept rate that decides a match.")]
 
 
@@ -202,7 +210,9 @@ def _liveness_text(face: dict[str, Any], threshold: float) -> str:
     score = face.get("liveness")
     if score is None:
         return f" liveness=null ({face.get('liveness_reason')})"
-    return f" liveness={score:.3f} ({'live' if score >= threshold else 'SPOOF'} at >= {threshold:.3g})"
+    return (
+        f" liveness={score:.3f} ({'live' if score >= threshold else 'SPOOF'} at >= {threshold:.3g})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +224,8 @@ def analyze(
     detector: DetectorOpt = None,
     embedder: EmbedderOpt = None,
     liveness: Annotated[
-        bool, typer.Option("--liveness", help="Presentation-attack score per face (docs/liveness.md).")
+        bool,
+        typer.Option("--liveness", help="Presentation-attack score per face (docs/liveness.md)."),
     ] = False,
 ) -> None:
     """Detect faces and report boxes, landmarks, quality and embeddings for each image."""
@@ -331,16 +342,25 @@ def compare(
 
 @app.command()
 def calibrate(
-    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per identity, or the "
-                                               "base folder for --csv paths.")],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder with one sub-folder per identity, or the base folder for --csv paths."
+        ),
+    ],
     csv_file: Annotated[Path | None, typer.Option("--csv", help="CSV of path,identity.")] = None,
     far: Annotated[list[float] | None, typer.Option(help="FARs to report (repeatable).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Save the ROC curve as a PNG here.")] = None,
     save: Annotated[bool, typer.Option(help="Store thresholds for the model.")] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    set_name: Annotated[str | None, typer.Option(
-        "--set", help="Name of the labelled set, recorded as the thresholds' evidence "
-                      "(default: the folder's name).")] = None,
+    set_name: Annotated[
+        str | None,
+        typer.Option(
+            "--set",
+            help="Name of the labelled set, recorded as the thresholds' evidence "
+            "(default: the folder's name).",
+        ),
+    ] = None,
     detector: DetectorOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
@@ -384,8 +404,13 @@ def calibrate(
     typer.echo(f"AUC {report.auc:.4f}  EER {report.eer:.4f} (threshold {report.eer_threshold:.4f})")
     typer.echo(f"{'FAR':>8} {'threshold':>10} {'TAR':>7} {'FAR 95% upper':>14}  note")
     for p in report.points:
-        note = "" if p.reliable else (
-            f"not offered: needs {3 / p.far:.0f} impostor pairs (3/FAR), has {report.n_impostor}")
+        note = (
+            ""
+            if p.reliable
+            else (
+                f"not offered: needs {3 / p.far:.0f} impostor pairs (3/FAR), has {report.n_impostor}"
+            )
+        )
         upper = f"{p.far_upper_95:.2e}" if p.far_upper_95 is not None else "-"
         typer.echo(f"{p.far:>8.0e} {p.threshold:>10.4f} {p.tar:>7.4f} {upper:>14}  {note}")
     for f in report.failed_images:
@@ -401,7 +426,9 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     from identity.registry import load_manifests, model_status
 
     settings = Settings()
-    rows = [model_status(n, settings.models_dir, settings.model_cache_dir) for n in load_manifests()]
+    rows = [
+        model_status(n, settings.models_dir, settings.model_cache_dir) for n in load_manifests()
+    ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -439,8 +466,12 @@ def models_verify(names: Annotated[list[str] | None, typer.Argument()] = None) -
 @models_app.command("pull")
 def models_pull(
     name: str,
-    allow_unpinned: Annotated[bool, typer.Option(
-        help="Accept a model whose manifest has no SHA-256 and pin the downloaded file's.")] = False,
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option(
+            help="Accept a model whose manifest has no SHA-256 and pin the downloaded file's."
+        ),
+    ] = False,
 ) -> None:
     """Download a model's weights into the cache, verifying the SHA-256 before keeping them."""
     from identity.registry import pull

@@ -27,7 +27,9 @@ def check_bbox_xyxy(bbox: Sequence[float]) -> list[float]:
     """
     values = [float(v) for v in bbox]
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise InvalidInput("bbox must be four finite numbers: x1,y1,x2,y2", bbox=[str(v) for v in bbox])
+        raise InvalidInput(
+            "bbox must be four finite numbers: x1,y1,x2,y2", bbox=[str(v) for v in bbox]
+        )
     x1, y1, x2, y2 = values
     if not (x2 > x1 and y2 > y1):
         raise InvalidInput("bbox must have x2 > x1 and y2 > y1", bbox=values)
@@ -37,7 +39,11 @@ def check_bbox_xyxy(bbox: Sequence[float]) -> list[float]:
 @dataclass
 class Faces(Rows):
     # Per-face Python lists (not arrays) that slice together with the arrays.
-    _list_fields: ClassVar[tuple[str, ...]] = ("quality_reasons", "quality_details", "liveness_reasons")
+    _list_fields: ClassVar[tuple[str, ...]] = (
+        "quality_reasons",
+        "quality_details",
+        "liveness_reasons",
+    )
     _row_noun: ClassVar[str] = "faces"
 
     boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2 in source-image pixels
@@ -89,7 +95,9 @@ class Faces(Rows):
         for i in range(len(self)):
             row: dict[str, Any] = {
                 "bbox": [round(float(v), 2) for v in self.boxes[i]],
-                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks[i]],
+                "landmarks": [
+                    [round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks[i]
+                ],
                 "det_score": round(float(self.scores[i]), 4),
             }
             if self.quality is not None:

@@ -63,7 +63,6 @@ _POINTS_PER_CENTROID_MIN = 39
 _POINTS_PER_CENTROID_MAX = 64
 
 
-
 class _ReadWriteLock:
     """Many readers or one writer; a waiting writer blocks new readers so it cannot starve."""
 
@@ -295,7 +294,8 @@ class FaceIndex:
         """Serialized size of the FAISS index (codes, graph, id map) plus the exact buffer."""
         with self._lock.read():
             return int(faiss.serialize_index(self._cpu_index()).nbytes) + sum(
-                v.nbytes + i.nbytes for v, i in zip(self._pending_vecs, self._pending_ids, strict=False)
+                v.nbytes + i.nbytes
+                for v, i in zip(self._pending_vecs, self._pending_ids, strict=False)
             )
 
     def set_params(self, **params: float) -> None:
@@ -306,8 +306,10 @@ class FaceIndex:
             for name, value in params.items():
                 if name not in ("nprobe", "efSearch", "k_factor", "efConstruction"):
                     raise InvalidInput(f"unknown search parameter {name!r}")
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    1 <= value < 2**31
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not (1 <= value < 2**31)
                 ):
                     raise InvalidInput(f"{name} must be a number >= 1, got {value!r}")
                 if not _set_param(self._index, name, value):
@@ -646,7 +648,9 @@ class FaceIndex:
                     fh.write(_MAGIC + struct.pack("<Q", len(head)) + head)
                     fh.writelines(sections.values())
                 else:
-                    plain = b"".join([_MAGIC, struct.pack("<Q", len(head)), head, *sections.values()])
+                    plain = b"".join(
+                        [_MAGIC, struct.pack("<Q", len(head)), head, *sections.values()]
+                    )
                     fh.write(seal(plain))
                     del plain
                 fh.flush()

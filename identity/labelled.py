@@ -84,8 +84,14 @@ def calibrate_from_labelled(
     embs, labels, failed = embed_labelled(items, analyzer, settings)
     genuine, impostor = pair_scores(embs, labels)
     report = evaluate(
-        analyzer.embedder_name, genuine, impostor, fars, len(labels), len(set(labels)),
-        detector=analyzer.detector_name, set_name=set_name,
+        analyzer.embedder_name,
+        genuine,
+        impostor,
+        fars,
+        len(labels),
+        len(set(labels)),
+        detector=analyzer.detector_name,
+        set_name=set_name,
     )
     report.failed_images = failed
     return report, genuine, impostor

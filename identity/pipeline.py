@@ -62,12 +62,17 @@ class FaceAnalyzer:
     def detect(self, images_bgr: Sequence[np.ndarray]) -> Faces:
         faces = self.detector.detect(images_bgr)
         if len(faces) and self.settings.min_face_px > 0:
-            side = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
+            side = np.minimum(
+                faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
+            )
             faces = faces[side >= self.settings.min_face_px]
         return faces
 
     def analyze(
-        self, images_bgr: Sequence[np.ndarray], embed: bool = True, faces: Faces | None = None,
+        self,
+        images_bgr: Sequence[np.ndarray],
+        embed: bool = True,
+        faces: Faces | None = None,
         liveness: bool = False,
     ) -> Faces:
         """All faces of a batch of BGR images, with crops, embeddings and quality.
@@ -84,7 +89,11 @@ class FaceAnalyzer:
         return faces.with_(timings=merge_timings([faces.timings, timings]))
 
     def _analyze_found(
-        self, images_bgr: Sequence[np.ndarray], faces: Faces, embed: bool, liveness: bool,
+        self,
+        images_bgr: Sequence[np.ndarray],
+        faces: Faces,
+        embed: bool,
+        liveness: bool,
         timings: dict[str, float],
     ) -> Faces:
         # mesh extra: pose and eye signals for quality, optionally mesh landmarks (docs/mesh.md)
@@ -107,7 +116,9 @@ class FaceAnalyzer:
                 faces = assess_liveness(images_bgr, faces, self.settings)
         return faces
 
-    def analyze_bytes(self, data: bytes, embed: bool = True, liveness: bool = False) -> AnalyzedImage:
+    def analyze_bytes(
+        self, data: bytes, embed: bool = True, liveness: bool = False
+    ) -> AnalyzedImage:
         """Decode (bounded, ``decode_image_bounded``) and analyse one image. Boxes and landmarks
         come back in the upload's pixels; quality's and liveness's pixel measures stay those of
         the decoded image, the detail the models really saw."""

@@ -53,7 +53,9 @@ def to_tensor(images_bgr: Sequence[np.ndarray] | np.ndarray, manifest: Manifest)
             )
         if img.shape[0] != h or img.shape[1] != w:
             shrinking = img.shape[0] > h and img.shape[1] > w
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+            img = cv2.resize(
+                img, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+            )
         if manifest.colour == "rgb":
             img = img[:, :, ::-1]
         elif manifest.colour == "gray":

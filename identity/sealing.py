@@ -56,7 +56,11 @@ def decode_key(text: str, where: str) -> bytes:
     """A base64 (or 64-hex-char) 32-byte key; SealingError naming ``where`` otherwise."""
     text = text.strip()
     try:
-        raw = bytes.fromhex(text) if len(text) == 2 * KEY_BYTES else base64.b64decode(text, validate=True)
+        raw = (
+            bytes.fromhex(text)
+            if len(text) == 2 * KEY_BYTES
+            else base64.b64decode(text, validate=True)
+        )
     except (ValueError, binascii.Error):
         raise SealingError(f"{where}: not base64 or hex") from None
     if len(raw) != KEY_BYTES:
@@ -129,7 +133,9 @@ class Keyring:
         """(kek id, nonce | wrapped key) under the current KEK."""
         nonce = secrets.token_bytes(_NONCE)
         aad = _WRAP_AAD + self.current_id.encode()
-        return self.current_id, nonce + AESGCM(self._keks[self.current_id]).encrypt(nonce, data_key, aad)
+        return self.current_id, nonce + AESGCM(self._keks[self.current_id]).encrypt(
+            nonce, data_key, aad
+        )
 
     def unwrap(self, kid: str, wrapped: bytes) -> bytes:
         kek = self._keks.get(kid)
@@ -142,7 +148,9 @@ class Keyring:
         try:
             return AESGCM(kek).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], _WRAP_AAD + kid.encode())
         except InvalidTag:
-            raise SealingError(f"data key failed authentication under KEK {kid}", kek_id=kid) from None
+            raise SealingError(
+                f"data key failed authentication under KEK {kid}", kek_id=kid
+            ) from None
 
 
 def load_keyring(settings: Settings, create: bool = True) -> Keyring:
@@ -152,7 +160,9 @@ def load_keyring(settings: Settings, create: bool = True) -> Keyring:
     created (0600) when missing and ``create`` is true: the embedded default works out of the box,
     with the KEK on the same disk as the data (docs/security.md says what that protects).
     """
-    others = [decode_key(k.get_secret_value(), "IDENTITY_KEK_PREVIOUS") for k in settings.kek_previous]
+    others = [
+        decode_key(k.get_secret_value(), "IDENTITY_KEK_PREVIOUS") for k in settings.kek_previous
+    ]
     pending = pending_kek_path(settings)
     if pending.is_file():
         others.append(decode_key(pending.read_text(), str(pending)))
@@ -161,7 +171,9 @@ def load_keyring(settings: Settings, create: bool = True) -> Keyring:
     path = kek_path(settings)
     if not path.is_file():
         if settings.kek_file is not None or not create:
-            raise SealingError(f"no KEK: {path} does not exist (set IDENTITY_KEK or IDENTITY_KEK_FILE)")
+            raise SealingError(
+                f"no KEK: {path} does not exist (set IDENTITY_KEK or IDENTITY_KEK_FILE)"
+            )
         write_private(path, encode_key(new_key()).encode())
     return Keyring(decode_key(path.read_text(), str(path)), others)
 

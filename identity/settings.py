@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     det_threshold: float = 0.5
     det_nms_threshold: float = 0.4
     det_max_side: int = Field(default=640, description="Images are resized so the long side fits.")
-    min_face_px: float = Field(default=20.0, description="Faces with a smaller box side are dropped.")
+    min_face_px: float = Field(
+        default=20.0, description="Faces with a smaller box side are dropped."
+    )
 
     # images --------------------------------------------------------------------------------
     max_image_bytes: int = 20 * 1024 * 1024
@@ -82,10 +84,12 @@ class Settings(BaseSettings):
         "(5-landmark estimate stays) when mediapipe is not installed.",
     )
     mesh_landmarks: bool = Field(
-        default=False, description="Replace the detector's 5 landmarks with mesh points before alignment."
+        default=False,
+        description="Replace the detector's 5 landmarks with mesh points before alignment.",
     )
     mesh_landmark_eyes: str = Field(
-        default="iris", description="Eye points from the mesh: 'iris' centres or eye 'corners' midpoint."
+        default="iris",
+        description="Eye points from the mesh: 'iris' centres or eye 'corners' midpoint.",
     )
     eyes_closed_ear: float = Field(
         default=0.12, description="Both eyes' aspect ratio below this = eyes closed."
@@ -268,12 +272,14 @@ class Settings(BaseSettings):
         ge=0,
     )
     inference_workers: int = Field(
-        default=2, ge=1,
+        default=2,
+        ge=1,
         description="Image requests (multipart uploads) analysed at once per process; each holds "
         "one decoded image and the models' working memory.",
     )
     inference_queue: int = Field(
-        default=16, ge=0,
+        default=16,
+        ge=0,
         description="Image requests that may wait for a worker; beyond that the service answers "
         "503 with Retry-After instead of queueing more.",
     )
@@ -281,7 +287,8 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A queued request waiting longer than this gets the 503."
     )
     enroll_max_files: int = Field(
-        default=20, ge=1,
+        default=20,
+        ge=1,
         description="Images per enrollment request (API and dashboard); more is a 413 naming the "
         "cap. Larger sets go through a batch job (docs/batch.md).",
     )

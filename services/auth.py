@@ -91,20 +91,33 @@ class KeyStore:
         with self.sessions.begin() as s:
             cid = None
             if collection is not None:
-                c = s.execute(select(Collection).where(Collection.name == collection)).scalar_one_or_none()
+                c = s.execute(
+                    select(Collection).where(Collection.name == collection)
+                ).scalar_one_or_none()
                 if c is None:
                     raise NotFound(f"collection '{collection}' not found", collection=collection)
                 cid = c.id
             row = ApiKey(
-                prefix=key[:PREFIX_LEN], key_sha256=_sha256(key), scope=scope, collection_id=cid, name=name
+                prefix=key[:PREFIX_LEN],
+                key_sha256=_sha256(key),
+                scope=scope,
+                collection_id=cid,
+                name=name,
             )
             s.add(row)
             s.flush()
             s.refresh(row)
             out = self._row(row, collection)
             record(
-                s, actor, "key.create", "ok", collection=collection,
-                key_id=row.id, prefix=row.prefix, scope=scope, name=name,
+                s,
+                actor,
+                "key.create",
+                "ok",
+                collection=collection,
+                key_id=row.id,
+                prefix=row.prefix,
+                scope=scope,
+                name=name,
             )
         return key, out
 
@@ -129,8 +142,10 @@ class KeyStore:
     def revoke(self, key_id_or_prefix: str, actor: int | None = None) -> dict[str, Any]:
         with self.sessions.begin() as s:
             q = select(ApiKey)
-            q = q.where(ApiKey.id == int(key_id_or_prefix)) if key_id_or_prefix.isdigit() else q.where(
-                ApiKey.prefix == key_id_or_prefix[:PREFIX_LEN]
+            q = (
+                q.where(ApiKey.id == int(key_id_or_prefix))
+                if key_id_or_prefix.isdigit()
+                else q.where(ApiKey.prefix == key_id_or_prefix[:PREFIX_LEN])
             )
             row = s.execute(q).scalar_one_or_none()
             if row is None:
@@ -145,8 +160,14 @@ class KeyStore:
                     .values(ended_at=row.revoked_at)
                 )
                 record(
-                    s, actor, "key.revoke", "ok", collection=collection,
-                    key_id=row.id, prefix=row.prefix, scope=row.scope,
+                    s,
+                    actor,
+                    "key.revoke",
+                    "ok",
+                    collection=collection,
+                    key_id=row.id,
+                    prefix=row.prefix,
+                    scope=row.scope,
                 )
             s.flush()
             return self._row(row, collection)
@@ -179,7 +200,9 @@ class KeyStore:
             expected = row.key_sha256 if row is not None else "0" * 64
             ok = hmac.compare_digest(expected, _sha256(key))
             if row is not None and ok and row.revoked_at is None:
-                principal = Principal(row.id, row.scope, row.collection.name if row.collection else None)
+                principal = Principal(
+                    row.id, row.scope, row.collection.name if row.collection else None
+                )
             else:
                 reason = "revoked" if row is not None and ok else "wrong_key"
                 self._refused(action, reason, client, row.id if row is not None else None, names)
@@ -205,4 +228,6 @@ class KeyStore:
                 return
             self._last_used[key_id] = now
         with self.sessions.begin() as s:
-            s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC)))
+            s.execute(
+                update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC))
+            )

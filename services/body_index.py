@@ -38,7 +38,9 @@ class BodyIndexes:
     def _watermark(self, collection_id: int, model: str) -> tuple[int, int]:
         with self.engine.connect() as conn:
             count, max_id = conn.execute(
-                select(func.count(BodyTemplate.id), func.coalesce(func.max(BodyTemplate.id), 0)).where(
+                select(
+                    func.count(BodyTemplate.id), func.coalesce(func.max(BodyTemplate.id), 0)
+                ).where(
                     BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model
                 )
             ).one()
@@ -48,8 +50,12 @@ class BodyIndexes:
         """Build the index from the table (always correct; what a changed watermark triggers)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(BodyTemplate.id, BodyTemplate.dim, BodyTemplate.embedding, BodyTemplate.key_id)
-                .where(BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model)
+                select(
+                    BodyTemplate.id, BodyTemplate.dim, BodyTemplate.embedding, BodyTemplate.key_id
+                )
+                .where(
+                    BodyTemplate.collection_id == collection_id, BodyTemplate.model_name == model
+                )
                 .order_by(BodyTemplate.id)
             ).all()
         index = None

@@ -152,15 +152,21 @@ class BodyStore:
         with self.store.sessions() as s:
             rows = s.execute(
                 select(
-                    BodyTemplate.identity_id, BodyTemplate.dim, BodyTemplate.embedding, BodyTemplate.key_id
+                    BodyTemplate.identity_id,
+                    BodyTemplate.dim,
+                    BodyTemplate.embedding,
+                    BodyTemplate.key_id,
                 ).where(
-                    BodyTemplate.id.in_(wanted), BodyTemplate.collection_id == collection_id,
+                    BodyTemplate.id.in_(wanted),
+                    BodyTemplate.collection_id == collection_id,
                     BodyTemplate.model_name == model,
                 )
             ).all()
         if not rows:
             return {}
-        g = np.stack([self.store.sealer.embedding(blob, key_id, dim) for _, dim, blob, key_id in rows])
+        g = np.stack(
+            [self.store.sealer.embedding(blob, key_id, dim) for _, dim, blob, key_id in rows]
+        )
         q = query[None, :].astype(np.float32)
         sims = k_reciprocal_rerank(q @ g.T, q @ q.T, g @ g.T, BODY_RERANK)[0]
         best: dict[uuid.UUID, float] = {}
@@ -198,14 +204,21 @@ class BodyStore:
             try:
                 image = self._decode(data, filename or "uploaded")
                 bodies = self.analyzer.analyze_one(image, bbox)
-                tid = self._insert(collection, identity_id, bodies, _source_sha256(data, bbox), actor)
+                tid = self._insert(
+                    collection, identity_id, bodies, _source_sha256(data, bbox), actor
+                )
                 accepted.append({"filename": filename, "template_id": tid, **_person(bodies)})
             except (BadImage, NoPersonFound, InvalidInput, DuplicateImage) as exc:
                 rejected.append({"filename": filename, "code": exc.code, "message": exc.message})
         return {"accepted": accepted, "rejected": rejected}
 
     def _insert(
-        self, collection: str, identity_id: uuid.UUID | str, bodies: Bodies, sha: str, actor: int | None
+        self,
+        collection: str,
+        identity_id: uuid.UUID | str,
+        bodies: Bodies,
+        sha: str,
+        actor: int | None,
     ) -> int:
         assert bodies.embeddings is not None
         from identity.registry import get_manifest
@@ -282,7 +295,12 @@ class BodyStore:
             return None
         centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
         x1, y1, x2, y2 = person_box
-        inside = (centres[:, 0] >= x1) & (centres[:, 0] <= x2) & (centres[:, 1] >= y1) & (centres[:, 1] <= y2)
+        inside = (
+            (centres[:, 0] >= x1)
+            & (centres[:, 0] <= x2)
+            & (centres[:, 1] >= y1)
+            & (centres[:, 1] <= y2)
+        )
         return faces[inside].largest() if inside.any() else None
 
     def identify(
@@ -349,8 +367,12 @@ class BodyStore:
         # each identity's body score: its best template's margin over that model's threshold
         body_best: dict[uuid.UUID, tuple[float, int, str, float]] = {}
         for model, (q, thr) in probes.items():
-            for iid, (sim, tid) in self._best_per_identity(BodyTemplate, model, candidates, q).items():
-                if iid not in body_best or margin(sim, thr) > margin(body_best[iid][0], body_best[iid][3]):
+            for iid, (sim, tid) in self._best_per_identity(
+                BodyTemplate, model, candidates, q
+            ).items():
+                if iid not in body_best or margin(sim, thr) > margin(
+                    body_best[iid][0], body_best[iid][3]
+                ):
                     body_best[iid] = (sim, tid, model, thr)
         face_best = (
             self._best_per_identity(FaceTemplate, self.store.model_name, candidates, q_face)
@@ -393,13 +415,21 @@ class BodyStore:
                 }
             )
         if order and q_face is None:  # re-ranking orders body-only evidence
-            rows.sort(key=lambda r: (-order.get(uuid.UUID(str(r["identity_id"])), -2.0), str(r["identity_id"])))
+            rows.sort(
+                key=lambda r: (
+                    -order.get(uuid.UUID(str(r["identity_id"])), -2.0),
+                    str(r["identity_id"]),
+                )
+            )
         else:
             rows.sort(key=lambda r: (-cast(float, r["fused_score"]), str(r["identity_id"])))
         rows = rows[:top_k]
         self.store.audit(
-            actor, "identify_body", "match" if rows and rows[0]["match"] else "no_match",
-            collection=collection, best=rows[0]["fused_score"] if rows else None,
+            actor,
+            "identify_body",
+            "match" if rows and rows[0]["match"] else "no_match",
+            collection=collection,
+            best=rows[0]["fused_score"] if rows else None,
             fused_with_face=q_face is not None,
         )
         if matches_only:
@@ -414,8 +444,11 @@ class BodyStore:
             "face_model": self.store.model_name if q_face is not None else None,
             "face_threshold": None if face_thr is None or q_face is None else round(face_thr, 6),
             "far": far_used,
-            "fusion": {"face_weight": FACE_WEIGHT, "body_weight": BODY_WEIGHT,
-                       "rule": "weighted mean of (similarity - threshold) / (1 - threshold)"},
+            "fusion": {
+                "face_weight": FACE_WEIGHT,
+                "body_weight": BODY_WEIGHT,
+                "rule": "weighted mean of (similarity - threshold) / (1 - threshold)",
+            },
         }
 
 

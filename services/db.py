@@ -123,7 +123,9 @@ def vacuum(engine: Engine, tables: tuple[str, ...] = BIOMETRIC_TABLES, mode: str
                 conn.execute(text(f"VACUUM {option}{', '.join(names)}"))
             # CHECKPOINT needs a superuser (the embedded cluster's); elsewhere the next automatic
             # checkpoint writes the pages
-            if conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar():
+            if conn.execute(
+                text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            ).scalar():
                 conn.execute(text("CHECKPOINT"))
     except Exception:
         logging.getLogger(__name__).exception("VACUUM %s after erase failed", tables)

@@ -108,7 +108,8 @@ def check_file_count(count: int, max_files: int) -> None:
         raise TooManyFiles(
             f"{count} files in one request, over the limit of {max_files} per request; send them "
             "in several requests or as a batch job",
-            files=count, max_files=max_files,
+            files=count,
+            max_files=max_files,
         )
 
 
@@ -128,12 +129,21 @@ def problem(status: int, code: str, message: str, **details: Any) -> JSONRespons
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     # Drop ``input`` (it may be an uploaded image or a secret) and ``ctx`` (may hold exceptions).
     return [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg")),
+            "type": str(e.get("type")),
+        }
         for e in errors
     ]
 
 
-_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+_STATUS_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -166,7 +176,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # the client's value, not a server fault. Postgres's message may quote the value, so it
         # goes to the log, not the body; a warning, since it means a model check is missing.
         log.warning(
-            "database refused a value on %s %s: %s", request.method, request.url.path,
+            "database refused a value on %s %s: %s",
+            request.method,
+            request.url.path,
             str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__,
         )
         return problem(422, "invalid_input", "a value in the request cannot be stored or compared")
@@ -191,8 +203,10 @@ class RequestSizeLimit:
 
     def _refusal(self) -> JSONResponse:
         return problem(
-            413, RequestTooLarge.code,
-            f"request body over the limit of {self.max_bytes} bytes", limit=self.max_bytes,
+            413,
+            RequestTooLarge.code,
+            f"request body over the limit of {self.max_bytes} bytes",
+            limit=self.max_bytes,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -204,7 +218,9 @@ class RequestSizeLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await problem(400, "bad_request", "invalid Content-Length")(scope, receive, send)
+                    await problem(400, "bad_request", "invalid Content-Length")(
+                        scope, receive, send
+                    )
                     return
                 if declared > self.max_bytes:
                     await self._refusal()(scope, receive, send)
@@ -230,13 +246,24 @@ class RequestSizeLimit:
                 if not replaced and message["type"] == "http.response.start":
                     replaced = True
                     body = json.dumps(
-                        {"error": {"code": RequestTooLarge.code,
-                                   "message": f"request body over the limit of {self.max_bytes} bytes",
-                                   "details": {"limit": self.max_bytes}}}
+                        {
+                            "error": {
+                                "code": RequestTooLarge.code,
+                                "message": f"request body over the limit of {self.max_bytes} bytes",
+                                "details": {"limit": self.max_bytes},
+                            }
+                        }
                     ).encode()
-                    await send({"type": "http.response.start", "status": 413,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 413,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                            ],
+                        }
+                    )
                     await send({"type": "http.response.body", "body": body})
                 return
             await send(message)

@@ -116,7 +116,9 @@ class IndexRegistry:
             # Another thread may have won the race; keep the first one.
             return self._entries.setdefault(key, entry)
 
-    def _load_snapshot(self, collection_id: int, model: str, info: tuple[str, str]) -> _Entry | None:
+    def _load_snapshot(
+        self, collection_id: int, model: str, info: tuple[str, str]
+    ) -> _Entry | None:
         path = self._snapshot_path(collection_id, model)
         if not path.exists():
             return None
@@ -142,7 +144,9 @@ class IndexRegistry:
             # grew): serving the old type would silently ignore the operator's choice.
             log.warning(
                 "index snapshot %s is %r but IDENTITY_INDEX_FACTORY is %r; rebuilding from Postgres",
-                path, index.factory, self.settings.index_factory,
+                path,
+                index.factory,
+                self.settings.index_factory,
             )
             return None
         if self.settings.index_params:  # the knobs may have changed since the snapshot
@@ -163,7 +167,9 @@ class IndexRegistry:
         entry = _Entry(collection_id, info[0], info[1], model, None, seq=seq)
         if parts:
             entry.index = self._new_index(parts[0][1].shape[1])
-            entry.index.add(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+            entry.index.add(
+                np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            )
         entry.unsaved = sum(len(p[0]) for p in parts)
         log.info("index %s/%s built from %d templates", info[0], model, entry.unsaved)
         return entry
@@ -171,14 +177,18 @@ class IndexRegistry:
     def _replay(self, entry: _Entry) -> int:
         """Apply changes after ``entry.seq``; returns how many were read. Caller holds no lock."""
         with entry.lock:
-            batch = read_changes(self.engine, self.sealer, entry.collection_id, entry.model, entry.seq)
+            batch = read_changes(
+                self.engine, self.sealer, entry.collection_id, entry.model, entry.seq
+            )
             if batch is None:
                 return 0
             index = entry.index
             if len(batch.remove_ids) and index is not None:
                 index.remove(batch.remove_ids)  # unknown ids are ignored
             # Replaying over a snapshot may meet adds it already holds.
-            keep = [i for i, t in enumerate(batch.add_ids) if index is None or not index.contains(t)]
+            keep = [
+                i for i, t in enumerate(batch.add_ids) if index is None or not index.contains(t)
+            ]
             if keep:
                 if entry.index is None:
                     entry.index = self._new_index(batch.add_vectors.shape[1])
@@ -334,4 +344,6 @@ class IndexRegistry:
 
 def watermark_json(path: Path, sealer: DataKeys) -> dict[str, Any]:
     """The watermark stored in a sealed snapshot (for tests and `identity db reindex` output)."""
-    return dict(json.loads(json.dumps(FaceIndex.load(path, unseal=sealer.opener(SNAPSHOT)).watermark)))
+    return dict(
+        json.loads(json.dumps(FaceIndex.load(path, unseal=sealer.opener(SNAPSHOT)).watermark))
+    )

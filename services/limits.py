@@ -52,7 +52,9 @@ class InferenceLimit:
     def _refusal(self, why: str) -> ServiceBusy:
         return ServiceBusy(
             f"the service is at capacity ({why}); retry after {self.retry_after_s()} s",
-            workers=self.workers, queue=self.queue, retry_after_s=self.retry_after_s(),
+            workers=self.workers,
+            queue=self.queue,
+            retry_after_s=self.retry_after_s(),
         )
 
     async def _refuse(self, exc: ServiceBusy, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,7 +71,9 @@ class InferenceLimit:
             self._slots, self._loop = asyncio.Semaphore(self.workers), loop
         # Counted before the first await, so a burst arriving in one loop tick is counted whole.
         if self._busy + self._waiting >= self.workers + self.queue:
-            await self._refuse(self._refusal(f"{self.queue} requests already waiting"), scope, receive, send)
+            await self._refuse(
+                self._refusal(f"{self.queue} requests already waiting"), scope, receive, send
+            )
             return
         self._waiting += 1
         try:

@@ -26,7 +26,9 @@ POLICIES: tuple[str, ...] = get_args(LivenessPolicy)
 
 def check_policy(policy: str) -> str:
     if policy not in POLICIES:
-        raise InvalidInput(f"liveness_policy must be one of {', '.join(POLICIES)}", liveness_policy=policy)
+        raise InvalidInput(
+            f"liveness_policy must be one of {', '.join(POLICIES)}", liveness_policy=policy
+        )
     return policy
 
 
@@ -81,6 +83,7 @@ def audit_fields(verdict: dict[str, Any]) -> dict[str, Any]:
     """What the audit keeps of a verdict (not the evidence, which lives in the calibration file)."""
     return {
         "liveness": {
-            k: verdict[k] for k in ("policy", "score", "live", "reason", "threshold", "operating_point")
+            k: verdict[k]
+            for k in ("policy", "score", "live", "reason", "threshold", "operating_point")
         }
     }

@@ -42,7 +42,9 @@ def record_stages(timings: Mapping[str, float]) -> None:
 
 def server_timing(stages: Mapping[str, float], total: float) -> str:
     """``Server-Timing`` value: ``decode;dur=12.3, detect;dur=45.6, total;dur=80.1`` (ms)."""
-    return ", ".join(f"{name};dur={1000 * s:.1f}" for name, s in [*stages.items(), ("total", total)])
+    return ", ".join(
+        f"{name};dur={1000 * s:.1f}" for name, s in [*stages.items(), ("total", total)]
+    )
 
 
 class _StateCollector(Collector):
@@ -53,13 +55,17 @@ class _StateCollector(Collector):
         from identity.runtime import POOL
 
         sizes = GaugeMetricFamily(
-            "identity_index_templates", "Templates in each FAISS index", labels=["collection", "model"]
+            "identity_index_templates",
+            "Templates in each FAISS index",
+            labels=["collection", "model"],
         )
         for (collection, model), n in self.index_sizes().items():
             sizes.add_metric([collection, model], n)
         yield sizes
         loads = GaugeMetricFamily(
-            "identity_model_load_seconds", "Seconds the model took to load", labels=["kind", "model"]
+            "identity_model_load_seconds",
+            "Seconds the model took to load",
+            labels=["kind", "model"],
         )
         for (kind, name), seconds in dict(POOL.load_seconds).items():
             loads.add_metric([kind, name], seconds)
@@ -70,16 +76,24 @@ class Metrics:
     def __init__(self, index_sizes: Callable[[], dict[tuple[str, str], int]]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "identity_http_requests", "HTTP requests", ["method", "route", "status"],
+            "identity_http_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "identity_http_request_seconds", "HTTP request latency", ["method", "route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "identity_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.stages = Histogram(
-            "identity_stage_seconds", "Seconds per face-pipeline stage, summed per request",
-            ["stage"], buckets=STAGE_BUCKETS, registry=self.registry,
+            "identity_stage_seconds",
+            "Seconds per face-pipeline stage, summed per request",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_StateCollector(index_sizes))
 

@@ -194,7 +194,9 @@ def seal_legacy_rows(keys: DataKeys, settings: Settings) -> dict[str, int]:
     with keys.engine.connect() as conn:
         present = set(
             conn.execute(
-                text("SELECT table_name FROM information_schema.columns WHERE column_name = 'key_id'")
+                text(
+                    "SELECT table_name FROM information_schema.columns WHERE column_name = 'key_id'"
+                )
             ).scalars()
         )
     for table, blobs in (

@@ -198,7 +198,9 @@ class IndexChange(Base):
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
-    __table_args__ = (CheckConstraint("scope IN ('admin', 'enroll', 'verify')", name="ck_api_keys_scope"),)
+    __table_args__ = (
+        CheckConstraint("scope IN ('admin', 'enroll', 'verify')", name="ck_api_keys_scope"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     prefix: Mapped[str] = mapped_column(String(16), unique=True, nullable=False)

@@ -98,8 +98,12 @@ def store(settings: Settings, engine: Engine):  # type: ignore[no-untyped-def]
 def milvus_server():  # type: ignore[no-untyped-def]
     """ONE real Milvus server for the session (tests marked ``milvus``); skipped only when the
     ``milvus`` extra (pymilvus + the embedded server) is not installed."""
-    pytest.importorskip("pymilvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'")
-    pytest.importorskip("milvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'")
+    pytest.importorskip(
+        "pymilvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'"
+    )
+    pytest.importorskip(
+        "milvus", reason="the milvus extra is not installed: pip install -e '.[milvus]'"
+    )
     from services.embedded_milvus import EmbeddedMilvus
 
     root = Path(tempfile.mkdtemp(prefix="identity-test-milvus-"))

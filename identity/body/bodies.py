@@ -38,8 +38,14 @@ class Bodies(Rows):
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         self.image_index = np.asarray(self.image_index, dtype=np.int32).reshape(-1)
         n = len(self.boxes)
-        for name in ("scores", "image_index", "crops", "embeddings", "embedding_norms",
-                     "descriptors"):
+        for name in (
+            "scores",
+            "image_index",
+            "crops",
+            "embeddings",
+            "embedding_norms",
+            "descriptors",
+        ):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"Bodies.{name} has {len(value)} rows, boxes {n}")

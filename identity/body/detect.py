@@ -37,23 +37,33 @@ MIN_PERSON_IMAGE_SIDE = 32
 MAX_PERSON_IMAGE_ASPECT = 8.0
 
 
-def check_person_images(images_bgr: Sequence[np.ndarray], min_side: int = MIN_PERSON_IMAGE_SIDE) -> None:
+def check_person_images(
+    images_bgr: Sequence[np.ndarray], min_side: int = MIN_PERSON_IMAGE_SIDE
+) -> None:
     """Refuse, before any native code runs, what cannot hold a person: a wrong array, an image
     under ``min_side`` px on a side, or a strip more than ``MAX_PERSON_IMAGE_ASPECT`` : 1."""
     for i, img in enumerate(images_bgr):
-        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        if (
+            not isinstance(img, np.ndarray)
+            or img.ndim != 3
+            or img.shape[2] != 3
+            or img.dtype != np.uint8
+        ):
             raise InvalidInput(f"image {i} must be an HxWx3 uint8 BGR array")
         h, w = img.shape[:2]
         if min(h, w) < min_side:
             raise UnsuitablePersonImage(
                 f"image {i} is {w}x{h}: person images must be at least {min_side} px on a side",
-                width=w, height=h, min_side=min_side,
+                width=w,
+                height=h,
+                min_side=min_side,
             )
         if max(h, w) > MAX_PERSON_IMAGE_ASPECT * min(h, w):
             raise UnsuitablePersonImage(
                 f"image {i} is {w}x{h}: no person image is a strip longer than "
                 f"{MAX_PERSON_IMAGE_ASPECT:g}:1",
-                width=w, height=h,
+                width=w,
+                height=h,
             )
 
 
@@ -81,14 +91,17 @@ class HOGPersonDetector:
         parts = []
         for i, img in enumerate(images_bgr):
             scale = min(1.0, self.max_side / max(img.shape[:2]))
-            work = img if scale == 1.0 else cv2.resize(
-                img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
+            work = (
+                img
+                if scale == 1.0
+                else cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             )
             if work.shape[1] < self.min_size_wh[0] or work.shape[0] < self.min_size_wh[1]:
                 raise UnsuitablePersonImage(
                     f"image {i} is {img.shape[1]}x{img.shape[0]}: the hog person detector needs "
                     f"at least {self.min_size_wh[0]}x{self.min_size_wh[1]} px",
-                    width=img.shape[1], height=img.shape[0],
+                    width=img.shape[1],
+                    height=img.shape[0],
                 )
             rects, weights = self.hog.detectMultiScale(
                 work, winStride=(8, 8), padding=(8, 8), scale=1.05
@@ -112,7 +125,9 @@ class MediaPipePoseDetector:
 
     name = "mediapipe_pose"
 
-    def __init__(self, resolved: ResolvedModel | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self, resolved: ResolvedModel | None = None, settings: Settings | None = None
+    ) -> None:
         try:
             import mediapipe as mp
 
@@ -133,7 +148,9 @@ class MediaPipePoseDetector:
             result = self._pose.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
             if result.pose_landmarks is None:
                 continue
-            lm = np.array([[p.x * w, p.y * h, p.visibility] for p in result.pose_landmarks.landmark])
+            lm = np.array(
+                [[p.x * w, p.y * h, p.visibility] for p in result.pose_landmarks.landmark]
+            )
             seen = lm[lm[:, 2] > 0.5] if (lm[:, 2] > 0.5).sum() >= 4 else lm
             x1, y1 = seen[:, 0].min(), seen[:, 1].min()
             x2, y2 = seen[:, 0].max(), seen[:, 1].max()

@@ -41,7 +41,11 @@ class ReIDSet:
 
     def subset(self, rows: np.ndarray) -> ReIDSet:
         return ReIDSet(
-            self.crops[rows], self.track[rows], self.frame[rows], self.sequence[rows], self.sequences
+            self.crops[rows],
+            self.track[rows],
+            self.frame[rows],
+            self.sequence[rows],
+            self.sequences,
         )
 
 
@@ -50,7 +54,11 @@ def find_sequences(root: Path) -> list[Path]:
     root = Path(root)
     if (root / "gt" / "gt.txt").is_file():
         return [root]
-    seqs = sorted(p for p in root.iterdir() if (p / "gt" / "gt.txt").is_file()) if root.is_dir() else []
+    seqs = (
+        sorted(p for p in root.iterdir() if (p / "gt" / "gt.txt").is_file())
+        if root.is_dir()
+        else []
+    )
     if not seqs:
         raise InvalidInput(f"no MOTChallenge sequence (gt/gt.txt, img1/) under {root}")
     return seqs
@@ -97,8 +105,11 @@ def load_mot(
     if not crops:
         raise InvalidInput(f"no visible pedestrians in the frames under {root}")
     return ReIDSet(
-        np.concatenate(crops), np.concatenate(tracks), np.concatenate(frames),
-        np.concatenate(seq_ids), names,
+        np.concatenate(crops),
+        np.concatenate(tracks),
+        np.concatenate(frames),
+        np.concatenate(seq_ids),
+        names,
     )
 
 
@@ -114,8 +125,10 @@ def average_precision(similarity: np.ndarray, positive: np.ndarray) -> float:
 
 
 def retrieval_scores(
-    similarity: np.ndarray, query_labels: Sequence[int] | np.ndarray,
-    gallery_labels: Sequence[int] | np.ndarray, valid: np.ndarray | None = None,
+    similarity: np.ndarray,
+    query_labels: Sequence[int] | np.ndarray,
+    gallery_labels: Sequence[int] | np.ndarray,
+    valid: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Rank-1 and mAP of a (Q, G) similarity matrix (higher = more alike).
 
@@ -126,7 +139,9 @@ def retrieval_scores(
     q = np.asarray(query_labels)
     g = np.asarray(gallery_labels)
     if sim.shape != (len(q), len(g)):
-        raise InvalidInput(f"similarity {sim.shape} does not match {len(q)} queries, {len(g)} gallery")
+        raise InvalidInput(
+            f"similarity {sim.shape} does not match {len(q)} queries, {len(g)} gallery"
+        )
     mask = np.ones_like(sim, bool) if valid is None else np.asarray(valid, bool)
     rank1, aps = [], []
     for i in range(len(q)):
@@ -166,7 +181,9 @@ def best_buddies_to_gallery(query: np.ndarray, gallery: np.ndarray) -> np.ndarra
     q = np.asarray(query, np.float32)
     g = np.asarray(gallery, np.float32)
     if q.ndim != 2 or g.ndim != 3 or g.shape[2] != q.shape[1] or not len(q) or not g.shape[1]:
-        raise InvalidInput(f"best buddies need (P, C) and (G, Q, C) descriptors, got {q.shape}, {g.shape}")
+        raise InvalidInput(
+            f"best buddies need (P, C) and (G, Q, C) descriptors, got {q.shape}, {g.shape}"
+        )
     n, patches, c = g.shape
     sim = (g.reshape(-1, c) @ q.T).reshape(n, patches, len(q))  # (G, Q, P)
     q_to_g = sim.argmax(axis=1)  # (G, P): each query patch's nearest gallery patch
@@ -201,7 +218,9 @@ def dense_cross_frame_scores(
     return retrieval_scores(sim, data.track[rows], data.track, valid)
 
 
-def colour_histograms(crops_bgr: np.ndarray, stripes: int = 6, bins: tuple[int, int, int] = (8, 4, 4)) -> np.ndarray:
+def colour_histograms(
+    crops_bgr: np.ndarray, stripes: int = 6, bins: tuple[int, int, int] = (8, 4, 4)
+) -> np.ndarray:
     """The classic re-ID baseline: HSV histograms of horizontal stripes, concatenated.
 
     Stripes keep the coarse vertical layout (shirt above trousers); square-rooted counts

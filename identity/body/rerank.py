@@ -47,7 +47,9 @@ def k_reciprocal_rerank(
     q_g, q_q, g_g = (np.asarray(a, np.float32) for a in (q_g, q_q, g_g))
     nq, ng = q_g.shape
     if q_q.shape != (nq, nq) or g_g.shape != (ng, ng):
-        raise InvalidInput(f"re-ranking needs (Q,G), (Q,Q), (G,G); got {q_g.shape}, {q_q.shape}, {g_g.shape}")
+        raise InvalidInput(
+            f"re-ranking needs (Q,G), (Q,Q), (G,G); got {q_g.shape}, {q_q.shape}, {g_g.shape}"
+        )
     if params.k1 < 1 or params.k2 < 1 or not 0 <= params.lambda_value <= 1:
         raise InvalidInput("re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda <= 1")
     sim = np.block([[q_q, q_g], [q_g.T, g_g]])
@@ -79,9 +81,7 @@ def k_reciprocal_rerank(
     return 1.0 - final[:, nq:]
 
 
-def average_query_expansion(
-    queries: np.ndarray, gallery: np.ndarray, top_k: int
-) -> np.ndarray:
+def average_query_expansion(queries: np.ndarray, gallery: np.ndarray, top_k: int) -> np.ndarray:
     """Each L2-normalised query averaged with its ``top_k`` most similar gallery embeddings
     (Chum et al. 2007's average query expansion), renormalised; ``top_k`` 0 returns the queries."""
     q = np.asarray(queries, np.float32)

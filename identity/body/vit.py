@@ -63,7 +63,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (output tokens, keys (B, N, dim) with heads concatenated)."""
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = (
+            self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        )
         q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(b, n, c)
@@ -139,11 +141,15 @@ class VisionTransformer(nn.Module):
         # largest value. The 0.1 only keeps floor(side * factor) == n (DINO issue #8).
         grid = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(
-            grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic",
+            grid,
+            scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
+            mode="bicubic",
             align_corners=False,
         )
         if grid.shape[-2:] != (rows, cols):  # DINO asserts the same
-            raise ModelError(f"position embeddings resampled to {tuple(grid.shape[-2:])}, not {(rows, cols)}")
+            raise ModelError(
+                f"position embeddings resampled to {tuple(grid.shape[-2:])}, not {(rows, cols)}"
+            )
         return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)], dim=1)
 
     def forward_tokens(
@@ -160,7 +166,9 @@ class VisionTransformer(nn.Module):
         proj = self.patch_embed.proj
         patches = F.conv2d(x, proj.weight, proj.bias, stride=s)
         b, _d, rows, cols = patches.shape
-        tokens = torch.cat([self.cls_token.expand(b, -1, -1), patches.flatten(2).transpose(1, 2)], 1)
+        tokens = torch.cat(
+            [self.cls_token.expand(b, -1, -1), patches.flatten(2).transpose(1, 2)], 1
+        )
         tokens = tokens + self._pos_embed(rows, cols)
         keys = None
         for i, block in enumerate(self.blocks):
@@ -201,8 +209,10 @@ def log_bin(features: torch.Tensor, hierarchy: int = 2) -> torch.Tensor:
     _, _, h, w = features.shape
     for k in range(hierarchy):
         win = 3**k
-        pooled = features if win == 1 else F.avg_pool2d(
-            features, win, stride=1, padding=win // 2, count_include_pad=False
+        pooled = (
+            features
+            if win == 1
+            else F.avg_pool2d(features, win, stride=1, padding=win // 2, count_include_pad=False)
         )
         # Replicate-pad by the offset so every shifted read stays on the grid (clamped index).
         padded = F.pad(pooled, (win, win, win, win), mode="replicate")
@@ -225,7 +235,9 @@ def best_buddies(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or not len(a) or not len(b):
-        raise InvalidInput(f"best_buddies needs (P, C) and (Q, C) descriptors, got {a.shape}, {b.shape}")
+        raise InvalidInput(
+            f"best_buddies needs (P, C) and (Q, C) descriptors, got {a.shape}, {b.shape}"
+        )
     sim = a @ b.T
     ab = sim.argmax(axis=1)
     ba = sim.argmax(axis=0)
@@ -331,4 +343,3 @@ def timm_name(config: ViTConfig) -> str:
     if size is None:
         raise ModelError(f"no timm name for a ViT of width {config.embed_dim}")
     return f"vit_{size}_patch{config.patch_size}_{config.pretrain_size}"
-

@@ -13,7 +13,9 @@ def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     iy2 = np.minimum(box[3], others[:, 3])
     inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
     area = max(float(box[2] - box[0]), 0.0) * max(float(box[3] - box[1]), 0.0)
-    areas = np.clip(others[:, 2] - others[:, 0], 0, None) * np.clip(others[:, 3] - others[:, 1], 0, None)
+    areas = np.clip(others[:, 2] - others[:, 0], 0, None) * np.clip(
+        others[:, 3] - others[:, 1], 0, None
+    )
     union = area + areas - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 

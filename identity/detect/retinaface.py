@@ -46,7 +46,9 @@ def mxnet_base_anchors(scales: tuple[float, ...], base_size: int = MXNET_BASE_SI
     out = []
     for s in scales:
         size = base_size * s
-        out.append([ctr - (size - 1) / 2, ctr - (size - 1) / 2, ctr + (size - 1) / 2, ctr + (size - 1) / 2])
+        out.append(
+            [ctr - (size - 1) / 2, ctr - (size - 1) / 2, ctr + (size - 1) / 2, ctr + (size - 1) / 2]
+        )
     return np.asarray(out, np.float32)
 
 
@@ -71,13 +73,21 @@ def mxnet_decode(
     pw = np.exp(deltas[:, 2]) * widths
     ph = np.exp(deltas[:, 3]) * heights
     boxes = np.stack(
-        [pcx - 0.5 * (pw - 1.0), pcy - 0.5 * (ph - 1.0), pcx + 0.5 * (pw - 1.0), pcy + 0.5 * (ph - 1.0)],
+        [
+            pcx - 0.5 * (pw - 1.0),
+            pcy - 0.5 * (ph - 1.0),
+            pcx + 0.5 * (pw - 1.0),
+            pcy + 0.5 * (ph - 1.0),
+        ],
         axis=1,
     ).astype(np.float32)
     if landmark_deltas is None:
         return boxes, None
     ld = landmark_deltas.reshape(len(anchors), -1, 2)
-    pts = np.stack([ld[..., 0] * widths[:, None] + cx[:, None], ld[..., 1] * heights[:, None] + cy[:, None]], axis=2)
+    pts = np.stack(
+        [ld[..., 0] * widths[:, None] + cx[:, None], ld[..., 1] * heights[:, None] + cy[:, None]],
+        axis=2,
+    )
     return boxes, pts.astype(np.float32)
 
 
@@ -150,7 +160,9 @@ class RetinaFaceDetector(OnnxDetector):
             a = len(scales)
             cols, rows = cell_grid(self.canvas_wh, stride)
             anchors = mxnet_anchors(cols, rows, stride, scales)
-            scores = maps["cls"][a:].transpose(1, 2, 0).reshape(-1)  # face channels follow background
+            scores = (
+                maps["cls"][a:].transpose(1, 2, 0).reshape(-1)
+            )  # face channels follow background
             deltas = maps["box"].transpose(1, 2, 0).reshape(-1, 4)
             ldm = maps["ldm"].transpose(1, 2, 0).reshape(-1, 10) if "ldm" in maps else None
             boxes, pts = mxnet_decode(anchors, deltas, ldm)
@@ -158,4 +170,3 @@ class RetinaFaceDetector(OnnxDetector):
             scores_l.append(scores.astype(np.float32))
             pts_l.append(pts if pts is not None else template_points(boxes))
         return Candidates(np.concatenate(boxes_l), np.concatenate(pts_l), np.concatenate(scores_l))
-

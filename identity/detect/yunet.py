@@ -28,7 +28,10 @@ class YuNetDetector(OnnxDetector):
                 index[(m.group(1), int(m.group(2)))] = i
         self.strides = sorted({s for _, s in index})
         missing = [
-            f"{k}_{s}" for s in self.strides for k in ("cls", "obj", "bbox", "kps") if (k, s) not in index
+            f"{k}_{s}"
+            for s in self.strides
+            for k in ("cls", "obj", "bbox", "kps")
+            if (k, s) not in index
         ]
         if not self.strides or missing:
             raise ModelError(

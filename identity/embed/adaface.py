@@ -112,7 +112,7 @@ def backbone_state_dict(checkpoint: Any) -> dict[str, Any]:
     if not isinstance(sd, dict):
         raise ModelError("AdaFace checkpoint is not a state dict")
     if any(k.startswith("model.") for k in sd):
-        return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+        return {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
     return {k: v for k, v in sd.items() if not k.startswith("head.")}
 
 
@@ -150,7 +150,9 @@ class AdaFaceEmbedder:
         try:
             # weights_only: a checkpoint is data; refuse pickled code.
             ckpt = torch.load(str(resolved.path), map_location="cpu", weights_only=True)
-            missing, unexpected = self.model.load_state_dict(backbone_state_dict(ckpt), strict=False)
+            missing, unexpected = self.model.load_state_dict(
+                backbone_state_dict(ckpt), strict=False
+            )
         except pickle.UnpicklingError as exc:
             # weights_only refuses anything but tensors and plain containers: a Lightning
             # checkpoint with pickled objects (hyper-parameters, callbacks) fails here, and so
@@ -182,7 +184,11 @@ class AdaFaceEmbedder:
         crops = np.asarray(crops_bgr)
         if crops.ndim == 3:
             crops = crops[None]
-        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
+        if (
+            crops.ndim != 4
+            or crops.shape[1:] != (self.size, self.size, 3)
+            or crops.dtype != np.uint8
+        ):
             raise InvalidInput(
                 f"{self.name} needs (N, {self.size}, {self.size}, 3) uint8 BGR crops, "
                 f"got {crops.shape} {crops.dtype}"
@@ -193,7 +199,7 @@ class AdaFaceEmbedder:
         embs, norms = [], []
         with self._lock, torch.inference_mode():
             for start in range(0, len(blob), self.batch_size):
-                e, n = self.model(torch.from_numpy(blob[start:start + self.batch_size]))
+                e, n = self.model(torch.from_numpy(blob[start : start + self.batch_size]))
                 embs.append(e.numpy())
                 norms.append(n.numpy().reshape(-1))
         return np.concatenate(embs).astype(np.float32), np.concatenate(norms).astype(np.float32)

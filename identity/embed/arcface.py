@@ -24,8 +24,9 @@ class ArcFaceONNX:
         try:
             self.session = onnx_session(resolved, settings)
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
-            raise ModelError(f"could not load '{m.name}' from {resolved.location}: {exc}",
-                             model=m.name) from exc
+            raise ModelError(
+                f"could not load '{m.name}' from {resolved.location}: {exc}", model=m.name
+            ) from exc
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
@@ -68,7 +69,7 @@ class ArcFaceONNX:
         step = self.batch or n
         outs = []
         for start in range(0, n, step):
-            chunk = blob[start:start + step]
+            chunk = blob[start : start + step]
             real = len(chunk)
             if self.batch and real < self.batch:
                 pad = np.zeros((self.batch - real, *chunk.shape[1:]), dtype=chunk.dtype)

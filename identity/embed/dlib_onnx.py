@@ -136,8 +136,12 @@ class _Graph:
         b_t = layer.params[weight_count : weight_count + filters]
         shape = (filters, (h + 2 * py - rows) // sy + 1, (w + 2 * px - cols) // sx + 1)
         return self.node(
-            "Conv", [x, self.const(w_t, "w"), self.const(b_t, "b")], shape,
-            kernel_shape=[rows, cols], strides=[sy, sx], pads=[py, px, py, px],
+            "Conv",
+            [x, self.const(w_t, "w"), self.const(b_t, "b")],
+            shape,
+            kernel_shape=[rows, cols],
+            strides=[sy, sx],
+            pads=[py, px, py, px],
         )
 
     def affine(self, x: str, layer: _Layer) -> str:
@@ -154,8 +158,9 @@ class _Graph:
         rows, cols, sy, sx, py, px = layer.ints
         c, h, w = self.shapes[x]
         shape = (c, (h + 2 * py - rows) // sy + 1, (w + 2 * px - cols) // sx + 1)
-        return self.node(op, [x], shape, kernel_shape=[rows, cols], strides=[sy, sx],
-                         pads=[py, px, py, px])
+        return self.node(
+            op, [x], shape, kernel_shape=[rows, cols], strides=[sy, sx], pads=[py, px, py, px]
+        )
 
     def pad_to(self, x: str, shape: tuple[int, int, int]) -> str:
         have = self.shapes[x]
@@ -175,7 +180,9 @@ def convert(dat: bytes) -> bytes:
     try:
         from onnx import TensorProto, helper
     except ImportError as exc:
-        raise ModelError("converting the dlib model needs the onnx package: pip install onnx") from exc
+        raise ModelError(
+            "converting the dlib model needs the onnx package: pip install onnx"
+        ) from exc
     try:
         means, layers = parse_layers(dat)
     except (ValueError, IndexError) as exc:
@@ -197,7 +204,9 @@ def convert(dat: bytes) -> bytes:
         take("relu_")
         return g.relu(x)
 
-    x = g.pool(relu(g.affine(g.conv(x, take("con_4")), take("affine_"))), take("max_pool_2"), "MaxPool")
+    x = g.pool(
+        relu(g.affine(g.conv(x, take("con_4")), take("affine_"))), take("max_pool_2"), "MaxPool"
+    )
     for _channels, down in _BLOCKS:
         shortcut = x
         y = relu(g.affine(g.conv(x, take("con_4")), take("affine_")))
@@ -216,7 +225,8 @@ def convert(dat: bytes) -> bytes:
     out = g.node("MatMul", [flat, g.const(weights, "fc")], (outputs, 1, 1))
     g.nodes.append(helper.make_node("Identity", [out], ["descriptor"]))
     graph = helper.make_graph(
-        g.nodes, "dlib_resnet_v1",
+        g.nodes,
+        "dlib_resnet_v1",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 150, 150, 3])],
         [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", outputs])],
         g.inits,

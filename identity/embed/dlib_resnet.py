@@ -63,7 +63,11 @@ class DlibResNetEmbedder:
         crops = np.asarray(crops_bgr)
         if crops.ndim == 3:
             crops = crops[None]
-        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
+        if (
+            crops.ndim != 4
+            or crops.shape[1:] != (self.size, self.size, 3)
+            or crops.dtype != np.uint8
+        ):
             raise InvalidInput(
                 f"{self.name} needs (N, {self.size}, {self.size}, 3) uint8 BGR chips aligned with "
                 f"template '{self.template}', got {crops.shape} {crops.dtype}"

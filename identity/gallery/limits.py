@@ -125,7 +125,11 @@ class GuardedStream(io.RawIOBase):
     """
 
     def __init__(
-        self, inner: io.BufferedIOBase, guard: JobGuard, limit: int | None, compressed: bool,
+        self,
+        inner: io.BufferedIOBase,
+        guard: JobGuard,
+        limit: int | None,
+        compressed: bool,
         raw: io.BufferedIOBase | None = None,
     ) -> None:
         super().__init__()

@@ -69,8 +69,12 @@ def ensure_ray(settings: Settings, workers: int) -> Any:
         if settings.ray_address:
             ray.init(address=settings.ray_address, log_to_driver=False)
         else:
-            ray.init(address="local", num_cpus=max(1, workers), include_dashboard=False,
-                     log_to_driver=False)
+            ray.init(
+                address="local",
+                num_cpus=max(1, workers),
+                include_dashboard=False,
+                log_to_driver=False,
+            )
     return ray
 
 

@@ -38,6 +38,8 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
 )
 LabelMode = Literal["none", "folders", "csv"]
+
+
 @dataclass
 class SourceProblem:
     """An entry the source refused before any decoding (the report lists these)."""
@@ -142,7 +144,9 @@ class GallerySource:
         if self.kind == "zip":
             try:
                 with zipfile.ZipFile(self.location) as zf:
-                    return sum(1 for i in zf.infolist() if not i.is_dir() and is_image_name(i.filename))
+                    return sum(
+                        1 for i in zf.infolist() if not i.is_dir() and is_image_name(i.filename)
+                    )
             except (OSError, zipfile.BadZipFile):
                 return None
         return None  # a tar.gz would have to be decompressed once just to count
@@ -302,7 +306,9 @@ class GallerySource:
             tf = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115
         except (OSError, tarfile.TarError, EOFError) as exc:
             stream.close()
-            raise InvalidInput(f"{self.location.name} is not a readable tar archive: {exc}") from None
+            raise InvalidInput(
+                f"{self.location.name} is not a readable tar archive: {exc}"
+            ) from None
         with stream, tf:
             try:
                 yield from self._tar_members(tf, guard, compression is not None)
@@ -401,9 +407,7 @@ def open_source(
             path=str(path),
         )
     else:
-        raise InvalidInput(
-            f"{path.name} is not a folder, zip, tar archive or CSV", path=str(path)
-        )
+        raise InvalidInput(f"{path.name} is not a folder, zip, tar archive or CSV", path=str(path))
     roots = None if allowed_roots is None else tuple(Path(r).resolve() for r in allowed_roots)
     return GallerySource(path, kind, labels, labels_csv, max_bytes, roots, guard)
 

@@ -251,7 +251,9 @@ def _run_batch(items: list[WorkItem]) -> list[ImageResult]:
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def analyze_batches(
@@ -272,9 +274,7 @@ def analyze_batches(
     # locks in other threads (Postgres pool, onnxruntime) can deadlock the child.
     ctx = mp.get_context("spawn")
     wsettings = worker_settings(settings)
-    with ctx.Pool(
-        workers, initializer=_init_worker, initargs=(wsettings, labelled)
-    ) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(wsettings, labelled)) as pool:
         pending: deque[tuple[list[WorkItem], Any]] = deque()
         for batch in batches:
             if on_start is not None:

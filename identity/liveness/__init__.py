@@ -44,14 +44,19 @@ def live_probabilities(
 
 
 def assess_liveness(
-    images_bgr: Sequence[np.ndarray], faces: Faces, settings: Settings,
+    images_bgr: Sequence[np.ndarray],
+    faces: Faces,
+    settings: Settings,
     models: Sequence[str] | None = None,
 ) -> Faces:
     """``faces`` with ``liveness`` and ``liveness_reasons`` filled in (one row per face)."""
     models = list(models or settings.liveness_models)
     reasons = unfit_reasons(
-        [im.shape for im in images_bgr], faces.boxes, faces.image_index,
-        settings.liveness_min_face_px, settings.liveness_border_margin,
+        [im.shape for im in images_bgr],
+        faces.boxes,
+        faces.image_index,
+        settings.liveness_min_face_px,
+        settings.liveness_border_margin,
     )
     scores = np.full(len(faces), np.nan, np.float32)
     fit = np.array([r is None for r in reasons], dtype=bool)
@@ -60,5 +65,9 @@ def assess_liveness(
     return faces.with_(liveness=scores, liveness_reasons=reasons)
 
 
-def liveness_threshold(settings: Settings, models: Sequence[str] | None = None) -> LivenessThreshold:
-    return load_threshold(list(models or settings.liveness_models), settings.liveness_bpcer, settings)
+def liveness_threshold(
+    settings: Settings, models: Sequence[str] | None = None
+) -> LivenessThreshold:
+    return load_threshold(
+        list(models or settings.liveness_models), settings.liveness_bpcer, settings
+    )

@@ -57,11 +57,13 @@ def minifasnet_box(
     return int(left), int(top), int(right), int(bottom)
 
 
-def minifasnet_crop(image_bgr: np.ndarray, box_xyxy: Sequence[float], scale: float, size: int) -> np.ndarray:
+def minifasnet_crop(
+    image_bgr: np.ndarray, box_xyxy: Sequence[float], scale: float, size: int
+) -> np.ndarray:
     h, w = image_bgr.shape[:2]
     x1, y1, x2, y2 = minifasnet_box((w, h), box_xyxy, scale)
     # cv2.resize's default (bilinear), as upstream calls it.
-    return cv2.resize(image_bgr[y1:y2 + 1, x1:x2 + 1], (size, size))
+    return cv2.resize(image_bgr[y1 : y2 + 1, x1 : x2 + 1], (size, size))
 
 
 def square_box(box_xyxy: Sequence[float], scale: float) -> tuple[int, int, int]:

@@ -108,7 +108,8 @@ def upgrade() -> None:
             sa.ForeignKey("face_templates.id", ondelete="SET NULL"),
         ),
         sa.Column(
-            "job_id", postgresql.UUID(as_uuid=True),
+            "job_id",
+            postgresql.UUID(as_uuid=True),
             sa.ForeignKey("gallery_jobs.id", ondelete="SET NULL"),
         ),
         sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
@@ -130,7 +131,8 @@ def upgrade() -> None:
         sa.Column("faces_found", sa.Integer(), nullable=False),
         sa.Column("faces_enrolled", sa.Integer(), nullable=False),
         sa.Column(
-            "job_id", postgresql.UUID(as_uuid=True),
+            "job_id",
+            postgresql.UUID(as_uuid=True),
             sa.ForeignKey("gallery_jobs.id", ondelete="SET NULL"),
         ),
         sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),

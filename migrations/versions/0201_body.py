@@ -45,7 +45,9 @@ def upgrade() -> None:
         sa.Column("det_score", sa.Float()),
         sa.Column("bbox", postgresql.JSONB(), nullable=False),
         sa.Column("source_sha256", sa.String(64), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.UniqueConstraint(
             "identity_id", "model_name", "source_sha256", name="uq_body_templates_identity_source"
         ),

@@ -25,7 +25,8 @@ def upgrade() -> None:
         sa.Column("liveness_policy", sa.String(16), nullable=False, server_default="off"),
     )
     op.create_check_constraint(
-        "ck_collections_liveness_policy", "collections",
+        "ck_collections_liveness_policy",
+        "collections",
         "liveness_policy IN ('off', 'report', 'require')",
     )
 

@@ -62,15 +62,23 @@ def upgrade() -> None:
 
     op.drop_constraint("gallery_faces_template_id_fkey", "gallery_faces", type_="foreignkey")
     op.create_foreign_key(
-        "gallery_faces_template_id_fkey", "gallery_faces", "face_templates",
-        ["template_id"], ["id"], ondelete="CASCADE",
+        "gallery_faces_template_id_fkey",
+        "gallery_faces",
+        "face_templates",
+        ["template_id"],
+        ["id"],
+        ondelete="CASCADE",
     )
     # the cascade from face_templates looks faces up by template id
     op.create_index("ix_gallery_faces_template", "gallery_faces", ["template_id"])
     op.drop_constraint("gallery_clusters_identity_id_fkey", "gallery_clusters", type_="foreignkey")
     op.create_foreign_key(
-        "gallery_clusters_identity_id_fkey", "gallery_clusters", "identities",
-        ["identity_id"], ["id"], ondelete="CASCADE",
+        "gallery_clusters_identity_id_fkey",
+        "gallery_clusters",
+        "identities",
+        ["identity_id"],
+        ["id"],
+        ondelete="CASCADE",
     )
 
 
@@ -85,14 +93,22 @@ def downgrade() -> None:
             )
     op.drop_constraint("gallery_clusters_identity_id_fkey", "gallery_clusters", type_="foreignkey")
     op.create_foreign_key(
-        "gallery_clusters_identity_id_fkey", "gallery_clusters", "identities",
-        ["identity_id"], ["id"], ondelete="SET NULL",
+        "gallery_clusters_identity_id_fkey",
+        "gallery_clusters",
+        "identities",
+        ["identity_id"],
+        ["id"],
+        ondelete="SET NULL",
     )
     op.drop_index("ix_gallery_faces_template", "gallery_faces")
     op.drop_constraint("gallery_faces_template_id_fkey", "gallery_faces", type_="foreignkey")
     op.create_foreign_key(
-        "gallery_faces_template_id_fkey", "gallery_faces", "face_templates",
-        ["template_id"], ["id"], ondelete="SET NULL",
+        "gallery_faces_template_id_fkey",
+        "gallery_faces",
+        "face_templates",
+        ["template_id"],
+        ["id"],
+        ondelete="SET NULL",
     )
     for table in _SEALED_TABLES:
         op.drop_column(table, "key_id")

@@ -62,21 +62,35 @@ def audit_page(
         where.append(AuditEvent.at < until)
     with store.sessions() as s:
         total = s.execute(select(func.count()).select_from(AuditEvent).where(*where)).scalar_one()
-        rows = s.execute(
-            select(AuditEvent)
-            .where(*where)
-            .order_by(AuditEvent.id.desc())
-            .limit(limit)
-            .offset(offset)
-        ).scalars().all()
-        actions = s.execute(
-            select(AuditEvent.action).distinct().order_by(AuditEvent.action)
-        ).scalars().all()
+        rows = (
+            s.execute(
+                select(AuditEvent)
+                .where(*where)
+                .order_by(AuditEvent.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            .scalars()
+            .all()
+        )
+        actions = (
+            s.execute(select(AuditEvent.action).distinct().order_by(AuditEvent.action))
+            .scalars()
+            .all()
+        )
         items = [event_dict(e) for e in rows]
-    return {"items": items, "total": total, "actions": list(actions), "limit": limit, "offset": offset}
+    return {
+        "items": items,
+        "total": total,
+        "actions": list(actions),
+        "limit": limit,
+        "offset": offset,
+    }
 
 
-def recent_jobs(gallery: GalleryStore, collections: Sequence[str], limit: int = 50) -> list[dict[str, Any]]:
+def recent_jobs(
+    gallery: GalleryStore, collections: Sequence[str], limit: int = 50
+) -> list[dict[str, Any]]:
     """The newest gallery jobs of these collections, newest first (one ``list_jobs`` each: the
     dashboard shows a handful of collections, and each job dict is the API's own)."""
     jobs = [j for name in collections for j in gallery.list_jobs(name, limit)]

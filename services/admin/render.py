@@ -33,7 +33,9 @@ def annotated_probe(data: bytes, settings: Settings, faces: list[dict[str, Any]]
     h, w = image.shape[:2]
     scale = min(1.0, PROBE_MAX_SIDE / max(h, w))
     if scale < 1.0:
-        image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+        )
     # face boxes are in the upload's pixels: through the decode's reduction, then the preview's
     fx, fy = decoded.scale_xy[0] * scale, decoded.scale_xy[1] * scale
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -112,11 +114,21 @@ def system_models(settings: Settings) -> list[dict[str, Any]]:
         try:
             status = model_status(name, settings.models_dir, settings.model_cache_dir)
         except CodedError as exc:
-            status = {"name": name, "checksum": "unknown", "licence": "", "present": False,
-                      "error": exc.message}
+            status = {
+                "name": name,
+                "checksum": "unknown",
+                "licence": "",
+                "present": False,
+                "error": exc.message,
+            }
         except OSError as exc:  # unreadable weights file: show it, the page must still load
-            status = {"name": name, "checksum": "unreadable", "licence": "", "present": True,
-                      "error": str(exc)}
+            status = {
+                "name": name,
+                "checksum": "unreadable",
+                "licence": "",
+                "present": True,
+                "error": str(exc),
+            }
         status["role"] = role
         status["loaded"] = name in loaded
         status["load_seconds"] = load_seconds.get(name)
@@ -132,11 +144,20 @@ def thresholds_table(model: str, settings: Settings, detector: str | None = None
         cal = pipeline_calibration(model, settings, detector)
     except CodedError as exc:
         return {"model": model, "rows": [], "source": "none", "error": exc.message}
-    rows = [{"far": far, "threshold": thr, "far_upper_95": cal.evidence(far)["far_upper_95"]}
-            for far, thr in sorted(cal.thresholds.items(), reverse=True)]
-    return {"model": model, "rows": rows, "source": cal.source, "set": cal.set,
-            "pipeline": cal.pipeline, "impostor_pairs": cal.n_impostor,
-            "genuine_pairs": cal.n_genuine, "identities": cal.n_identities}
+    rows = [
+        {"far": far, "threshold": thr, "far_upper_95": cal.evidence(far)["far_upper_95"]}
+        for far, thr in sorted(cal.thresholds.items(), reverse=True)
+    ]
+    return {
+        "model": model,
+        "rows": rows,
+        "source": cal.source,
+        "set": cal.set,
+        "pipeline": cal.pipeline,
+        "impostor_pairs": cal.n_impostor,
+        "genuine_pairs": cal.n_genuine,
+        "identities": cal.n_identities,
+    }
 
 
 def _quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -177,8 +198,12 @@ def human_metrics(registry: Any) -> dict[str, Any]:
                     row["buckets"].append((float(labels["le"]), sample.value))
             elif family.type == "gauge":
                 gauges.append(
-                    {"name": sample.name, "help": family.documentation, "labels": labels,
-                     "value": sample.value}
+                    {
+                        "name": sample.name,
+                        "help": family.documentation,
+                        "labels": labels,
+                        "value": sample.value,
+                    }
                 )
     rows = []
     for (method, route), r in sorted(requests.items(), key=lambda kv: -kv[1]["count"]):

@@ -84,7 +84,11 @@ class SessionCodec:
             data = self._serializer.loads(cookie, max_age=self.max_age_s)
         except (BadSignature, SignatureExpired):
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("s"), str) or not isinstance(data.get("c"), str):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("s"), str)
+            or not isinstance(data.get("c"), str)
+        ):
             return None  # includes cookies of the older format, which named the key instead
         return AdminSession(token=data["s"], csrf=data["c"])
 
@@ -99,7 +103,9 @@ def start_session(
     now = datetime.now(UTC)
     with sessions.begin() as s:
         # Housekeeping on sign-in, the only time rows are added: drop sessions long over.
-        s.execute(delete(DashboardSession).where(DashboardSession.expires_at < now - timedelta(days=1)))
+        s.execute(
+            delete(DashboardSession).where(DashboardSession.expires_at < now - timedelta(days=1))
+        )
         s.add(
             DashboardSession(
                 token_sha256=_token_sha256(session.token),

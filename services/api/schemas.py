@@ -156,7 +156,9 @@ class Accepted(FaceOut):
 
 class Rejected(BaseModel):
     filename: str
-    code: str = Field(description="no_face_found, multiple_faces, low_quality, duplicate_image, bad_image...")
+    code: str = Field(
+        description="no_face_found, multiple_faces, low_quality, duplicate_image, bad_image..."
+    )
     message: str
     reasons: list[str]
     details: dict[str, Any]
@@ -187,7 +189,9 @@ class VerifyResult(BaseModel):
     match: bool
     model: str
     probe_face: FaceOut = Field(description="the probe face that was compared (the best one)")
-    probe_face_index: int = Field(description="its rank by size among the probe's faces (0 = largest)")
+    probe_face_index: int = Field(
+        description="its rank by size among the probe's faces (0 = largest)"
+    )
     faces_in_probe: int = Field(description="faces found in the probe image")
     identity_id: str | None = None
     templates_compared: int | None = None

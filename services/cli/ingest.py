@@ -24,11 +24,13 @@ LABEL_HELP = (
 
 
 def index(
-    path: Annotated[Path, typer.Argument(help="Folder, .zip, .tar[.gz] archive, or path,identity CSV.")],
-    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to index into.")],
-    labels: Annotated[
-        str, typer.Option(help=LABEL_HELP, metavar="none|folders|csv")
-    ] = "none",
+    path: Annotated[
+        Path, typer.Argument(help="Folder, .zip, .tar[.gz] archive, or path,identity CSV.")
+    ],
+    collection: Annotated[
+        str, typer.Option("--collection", "-c", help="Collection to index into.")
+    ],
+    labels: Annotated[str, typer.Option(help=LABEL_HELP, metavar="none|folders|csv")] = "none",
     labels_csv: Annotated[
         Path | None, typer.Argument(help="The CSV for --labels csv.", show_default=False)
     ] = None,
@@ -64,9 +66,14 @@ def index(
 
     open_source(path, labels, labels_csv, settings.max_image_bytes)  # type: ignore[arg-type]
     if engine == "ray" and not has_module("ray"):
-        _fail("--engine ray needs Ray, which is not installed: pip install 'identity-platform[ray]'")
-    if cluster and labels == "none" and cluster_method == "hdbscan" and not (
-        has_module("sklearn") or has_module("hdbscan")
+        _fail(
+            "--engine ray needs Ray, which is not installed: pip install 'identity-platform[ray]'"
+        )
+    if (
+        cluster
+        and labels == "none"
+        and cluster_method == "hdbscan"
+        and not (has_module("sklearn") or has_module("hdbscan"))
     ):
         _fail(
             "--cluster-method hdbscan needs scikit-learn>=1.3 or the hdbscan package: "
@@ -150,8 +157,12 @@ def run_cli_index(
             if report.total is not None and bar.total != report.total:
                 bar.total = report.total
             bar.update(done - bar.n)
-            bar.set_postfix(enrolled=report.enrolled, rejected=report.rejected,
-                            unreadable=report.unreadable_count, refresh=False)
+            bar.set_postfix(
+                enrolled=report.enrolled,
+                rejected=report.rejected,
+                unreadable=report.unreadable_count,
+                refresh=False,
+            )
 
         try:
             report = run_index(gallery, collection, path, options, on_progress=on_progress)

@@ -17,7 +17,9 @@ import typer
 from identity.errors import CodedError, InvalidInput
 
 db_app = typer.Typer(help="Database: migrations and index rebuilds.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys (stored hashed; a new key is printed once).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys (stored hashed; a new key is printed once).", no_args_is_help=True
+)
 audit_app = typer.Typer(help="The audit log (hash-chained).", no_args_is_help=True)
 
 
@@ -56,7 +58,9 @@ def _log_config() -> dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["app"] = {"format": LOG_FORMAT}
     config["handlers"]["app"] = {
-        "class": "logging.StreamHandler", "formatter": "app", "stream": "ext://sys.stderr",
+        "class": "logging.StreamHandler",
+        "formatter": "app",
+        "stream": "ext://sys.stderr",
     }
     config["root"] = {"handlers": ["app"], "level": "INFO"}
     config["loggers"].update({name: {"level": "WARNING"} for name in QUIET_LOGGERS})
@@ -67,7 +71,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default IDENTITY_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default IDENTITY_PORT).")] = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="uvicorn worker processes, each with its own models and indexes.")
+        int,
+        typer.Option(min=1, help="uvicorn worker processes, each with its own models and indexes."),
     ] = 1,
 ) -> None:
     """Run the HTTP API (embedded Postgres in the data dir unless DATABASE_URL is set)."""
@@ -140,7 +145,9 @@ def db_reindex() -> None:
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[str, typer.Option(help="admin | enroll | verify")],
-    collection: Annotated[str | None, typer.Option(help="Limit the key to this collection.")] = None,
+    collection: Annotated[
+        str | None, typer.Option(help="Limit the key to this collection.")
+    ] = None,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
@@ -173,7 +180,9 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'id':>4}  {'prefix':12}  {'scope':6}  {'collection':12}  {'last used':25}  revoked")
+    typer.echo(
+        f"{'id':>4}  {'prefix':12}  {'scope':6}  {'collection':12}  {'last used':25}  revoked"
+    )
     for r in rows:
         typer.echo(
             f"{r['id']:>4}  {r['prefix']:12}  {r['scope']:6}  {r['collection'] or '*':12}  "
@@ -182,7 +191,9 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: Annotated[str, typer.Argument(help="Key id, prefix or the key itself.")]) -> None:
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id, prefix or the key itself.")],
+) -> None:
     """Revoke a key (it stops working at once)."""
     from services.auth import KeyStore
     from services.db import open_database
@@ -278,7 +289,9 @@ def audit_verify() -> None:
         raise typer.Exit(1)
     # The head is what to keep elsewhere: deleting the newest rows, or recomputing the whole
     # chain, is only evident against a head recorded outside the database.
-    typer.echo(f"audit chain ok: {report.rows} rows; head row {report.head_id or '-'} {report.head_hash}")
+    typer.echo(
+        f"audit chain ok: {report.rows} rows; head row {report.head_id or '-'} {report.head_hash}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -86,7 +86,9 @@ class GalleryBatches(GalleryBase):
                 ).scalars()
             )
             labels = {r.label for r in ok if r.label and r.sha256 not in already}
-            ids, created = w.ensure_identities(labels, {"source": "gallery"}) if labelled else ({}, 0)
+            ids, created = (
+                w.ensure_identities(labels, {"source": "gallery"}) if labelled else ({}, 0)
+            )
             delta["identities_created"] += created
             templates: list[NewTemplate] = []
             written_shas: set[str] = set()
@@ -123,7 +125,9 @@ class GalleryBatches(GalleryBase):
                         assert r.label is not None
                         templates.append(
                             NewTemplate(
-                                identity_id=ids[r.label], thumbnail_jpeg=face.thumbnail_jpeg, **common
+                                identity_id=ids[r.label],
+                                thumbnail_jpeg=face.thumbnail_jpeg,
+                                **common,
                             )
                         )
                     else:
@@ -134,7 +138,8 @@ class GalleryBatches(GalleryBase):
                                 collection_id=cid,
                                 rel_path=r.rel_path,
                                 embedding=sealed,
-                                thumbnail_jpeg=None if thumb is None
+                                thumbnail_jpeg=None
+                                if thumb is None
                                 else store.sealer.seal(cid, thumb, THUMBNAIL)[1],
                                 key_id=key_id,
                                 job_id=None if job_id is None else uuid.UUID(job_id),
@@ -170,8 +175,12 @@ class GalleryBatches(GalleryBase):
                     )
                 )
             w.audit(
-                "gallery.batch", "ok", job=job_id, images=len(results),
-                enrolled=delta["enrolled"], rejected=delta["rejected"],
+                "gallery.batch",
+                "ok",
+                job=job_id,
+                images=len(results),
+                enrolled=delta["enrolled"],
+                rejected=delta["rejected"],
             )
         report.done += len(results)
         report.skipped_known += delta["skipped_known"]

@@ -105,8 +105,11 @@ class GalleryClusters(GalleryBase):
             faces: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
             for f in s.execute(
                 select(
-                    GalleryFace.id, GalleryFace.cluster_id, GalleryFace.rel_path,
-                    GalleryFace.quality, GalleryFace.bbox,
+                    GalleryFace.id,
+                    GalleryFace.cluster_id,
+                    GalleryFace.rel_path,
+                    GalleryFace.quality,
+                    GalleryFace.bbox,
                 )
                 .where(GalleryFace.cluster_id.in_(ids))
                 .order_by(GalleryFace.quality.desc().nulls_last(), GalleryFace.id)
@@ -211,9 +214,11 @@ class GalleryClusters(GalleryBase):
                 )
                 s.add(ident)
                 s.flush()
-            faces = s.execute(
-                select(GalleryFace).where(GalleryFace.cluster_id == cl.id)
-            ).scalars().all()
+            faces = (
+                s.execute(select(GalleryFace).where(GalleryFace.cluster_id == cl.id))
+                .scalars()
+                .all()
+            )
             opened = self.store.sealer.open_row
             templates = w.add_templates(
                 [
@@ -229,7 +234,8 @@ class GalleryClusters(GalleryBase):
                         bbox=f.bbox,
                         landmarks=f.landmarks,
                         source_sha256=f.source_sha256,
-                        thumbnail_jpeg=None if f.thumbnail_jpeg is None
+                        thumbnail_jpeg=None
+                        if f.thumbnail_jpeg is None
                         else opened(f.thumbnail_jpeg, f.key_id, THUMBNAIL),
                     )
                     for f in faces
@@ -241,7 +247,10 @@ class GalleryClusters(GalleryBase):
             cl.identity_id = ident.id
             iid = ident.id
             w.audit(
-                "gallery.cluster.name", "ok", identity_id=iid, cluster=cl.id,
+                "gallery.cluster.name",
+                "ok",
+                identity_id=iid,
+                cluster=cl.id,
                 templates=len(templates),
             )
         return {"cluster_id": int(cluster_id), "identity_id": str(iid), "templates": len(templates)}

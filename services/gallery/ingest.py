@@ -85,8 +85,12 @@ def _prepared_batches(
             chunk.append(WorkItem(item.rel_path, item.label, data=data, sha256=digest))
         else:
             chunk.append(
-                WorkItem(item.rel_path, item.label, path=None if item.path is None else str(item.path),
-                         data=item.data)
+                WorkItem(
+                    item.rel_path,
+                    item.label,
+                    path=None if item.path is None else str(item.path),
+                    data=item.data,
+                )
             )
         if len(chunk) >= batch_size:
             fresh = flush(chunk)
@@ -119,7 +123,10 @@ def run_index(
     source = None
     if job_id is None:
         source = open_source(
-            Path(path), options.labels, options.labels_csv, gallery.settings.max_image_bytes,
+            Path(path),
+            options.labels,
+            options.labels_csv,
+            gallery.settings.max_image_bytes,
             allowed_roots=options.allowed_roots,
         )
     lease = None
@@ -131,8 +138,9 @@ def run_index(
             lease.release()
             raise
     try:
-        return _run_job(gallery, collection, path, options, job_id, source, on_progress, actor,
-                        started)
+        return _run_job(
+            gallery, collection, path, options, job_id, source, on_progress, actor, started
+        )
     finally:
         if lease is not None:
             lease.release()
@@ -160,8 +168,12 @@ def _run_job(
             raise JobCancelled("the job was cancelled before it started")
         if source is None:
             source = open_source(
-                Path(path), options.labels, options.labels_csv, gallery.settings.max_image_bytes,
-                allowed_roots=options.allowed_roots, guard=guard,
+                Path(path),
+                options.labels,
+                options.labels_csv,
+                gallery.settings.max_image_bytes,
+                allowed_roots=options.allowed_roots,
+                guard=guard,
             )
         source.guard = guard
         labelled = source.label_mode != "none"
@@ -171,8 +183,14 @@ def _run_job(
             raise JobCancelled("the job was cancelled before it started")
         cid = gallery.store.collection_id(collection)
         batches = _prepared_batches(
-            gallery, cid, iter(source), report, labelled, options.batch_size,
-            read_bytes=options.engine == "local", guard=guard,
+            gallery,
+            cid,
+            iter(source),
+            report,
+            labelled,
+            options.batch_size,
+            read_bytes=options.engine == "local",
+            guard=guard,
         )
         if options.engine == "ray":
             from identity.gallery.ray_engine import analyze_batches_ray

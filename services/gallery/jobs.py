@@ -163,7 +163,8 @@ class GalleryJobs(GalleryBase):
             elif before != "cancelling":
                 raise Conflict(
                     f"job '{job_id}' already ended ({before}); nothing to cancel",
-                    job_id=str(job_id), status=before,
+                    job_id=str(job_id),
+                    status=before,
                 )
             w.audit("gallery.job.cancel", "ok", job=str(job.id), was=before)
             w.session.flush()
@@ -190,9 +191,11 @@ class GalleryJobs(GalleryBase):
         ``JobLease`` lock is free), and 'cancelled' the 'cancelling' ones; jobs alive in another
         process are left alone."""
         with self.store.engine.connect() as conn:
-            candidates = conn.execute(
-                select(GalleryJob.id).where(GalleryJob.status.in_(LIVE_STATUSES))
-            ).scalars().all()
+            candidates = (
+                conn.execute(select(GalleryJob.id).where(GalleryJob.status.in_(LIVE_STATUSES)))
+                .scalars()
+                .all()
+            )
             orphans = []
             for jid in candidates:
                 key = job_lock_key(jid)

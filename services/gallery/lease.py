@@ -26,9 +26,7 @@ class JobLease:
     def __init__(self, engine: Engine, job_id: uuid.UUID | None = None) -> None:
         self.job_id = job_id or uuid.uuid4()
         self._conn: Connection | None = engine.connect()
-        self._conn.execute(
-            text("SELECT pg_advisory_lock(:space, :key)"), job_lock_key(self.job_id)
-        )
+        self._conn.execute(text("SELECT pg_advisory_lock(:space, :key)"), job_lock_key(self.job_id))
         self._conn.commit()  # the lock outlives the transaction; don't sit idle inside one
 
     def release(self) -> None:
@@ -36,9 +34,7 @@ class JobLease:
             return
         conn, self._conn = self._conn, None
         try:
-            conn.execute(
-                text("SELECT pg_advisory_unlock(:space, :key)"), job_lock_key(self.job_id)
-            )
+            conn.execute(text("SELECT pg_advisory_unlock(:space, :key)"), job_lock_key(self.job_id))
             conn.commit()
         finally:
             conn.close()

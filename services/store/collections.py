@@ -30,7 +30,10 @@ class CollectionsMixin(StoreCore):
         }
 
     def create_collection(
-        self, name: str, description: str = "", actor: int | None = None,
+        self,
+        name: str,
+        description: str = "",
+        actor: int | None = None,
         liveness_policy: str = "off",
     ) -> dict[str, Any]:
         if not COLLECTION_NAME.match(name or ""):
@@ -40,12 +43,18 @@ class CollectionsMixin(StoreCore):
         check_policy(liveness_policy)
         try:
             with self.sessions.begin() as s:
-                c = Collection(name=name, description=description or "", liveness_policy=liveness_policy)
+                c = Collection(
+                    name=name, description=description or "", liveness_policy=liveness_policy
+                )
                 s.add(c)
                 s.flush()
                 s.refresh(c)
                 self._audit(
-                    s, actor, "collection.create", "ok", collection=name,
+                    s,
+                    actor,
+                    "collection.create",
+                    "ok",
+                    collection=name,
                     liveness_policy=liveness_policy,
                 )
         except IntegrityError:
@@ -76,7 +85,10 @@ class CollectionsMixin(StoreCore):
         return [self._collection_dict(c, n_ident.get(c.id, 0), n_tmpl.get(c.id, 0)) for c in rows]
 
     def update_collection(
-        self, name: str, description: str | None = None, liveness_policy: str | None = None,
+        self,
+        name: str,
+        description: str | None = None,
+        liveness_policy: str | None = None,
         actor: int | None = None,
     ) -> dict[str, Any]:
         """Change a collection's description and/or liveness policy (None = keep)."""
@@ -103,9 +115,11 @@ class CollectionsMixin(StoreCore):
         with self.sessions.begin() as s:
             c = self._collection(s, name)
             self._lock_collection(s, c.id)
-            thumbs = s.execute(
-                select(FaceTemplate.thumbnail).where(FaceTemplate.collection_id == c.id)
-            ).scalars().all()
+            thumbs = (
+                s.execute(select(FaceTemplate.thumbnail).where(FaceTemplate.collection_id == c.id))
+                .scalars()
+                .all()
+            )
             n_ident = s.execute(
                 select(func.count()).where(IdentityRow.collection_id == c.id)
             ).scalar_one()
@@ -113,8 +127,13 @@ class CollectionsMixin(StoreCore):
             s.execute(delete(IndexChange).where(IndexChange.collection_id == c.id))
             s.delete(c)  # identities, templates and scoped keys cascade in Postgres
             self._audit(
-                s, actor, "collection.delete", "ok", collection=name,
-                identities=n_ident, templates=len(thumbs),
+                s,
+                actor,
+                "collection.delete",
+                "ok",
+                collection=name,
+                identities=n_ident,
+                templates=len(thumbs),
             )
             cid = c.id
         self._remove_thumbnails(cid, [t for t in thumbs if t])

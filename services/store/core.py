@@ -114,8 +114,13 @@ class CollectionWrite:
         self, action: str, outcome: str, identity_id: uuid.UUID | None = None, **details: Any
     ) -> None:
         StoreCore._audit(
-            self.session, self.actor, action, outcome,
-            collection=self.collection.name, identity_id=identity_id, **details,
+            self.session,
+            self.actor,
+            action,
+            outcome,
+            collection=self.collection.name,
+            identity_id=identity_id,
+            **details,
         )
 
     def ensure_identities(
@@ -183,7 +188,10 @@ class CollectionWrite:
         for t in rows:
             self.session.add(
                 IndexChange(
-                    collection_id=self.collection_id, model_name=t.model_name, template_id=t.id, op="add"
+                    collection_id=self.collection_id,
+                    model_name=t.model_name,
+                    template_id=t.id,
+                    op="add",
                 )
             )
             self.models.add(t.model_name)
@@ -194,7 +202,10 @@ class CollectionWrite:
         cascade does): its index entry is removed and its thumbnail deleted after the commit."""
         self.session.add(
             IndexChange(
-                collection_id=self.collection_id, model_name=model_name, template_id=template_id, op="remove"
+                collection_id=self.collection_id,
+                model_name=model_name,
+                template_id=template_id,
+                op="remove",
             )
         )
         self.models.add(model_name)
@@ -356,7 +367,9 @@ class StoreCore:
             except Exception:
                 log.exception(
                     "index catch-up after commit failed (collection %d, model %s); "
-                    "the next search or background round retries it", w.collection_id, model,
+                    "the next search or background round retries it",
+                    w.collection_id,
+                    model,
                 )
         if w.erased:
             vacuum(self.engine, mode=self.settings.erase_vacuum)

@@ -25,7 +25,9 @@ class DecisionsMixin(LivenessMixin):
         """(threshold, far) of the policy or a stricter one asked for (``decision_threshold``)."""
         from identity.calibration import decision_threshold
 
-        return decision_threshold(self.model_name, self.settings, far, threshold, self.detector_name)
+        return decision_threshold(
+            self.model_name, self.settings, far, threshold, self.detector_name
+        )
 
     def calibration_evidence(self, far: float | None) -> dict[str, Any] | None:
         """Which calibration a decision at ``far`` used (None for a caller's own threshold)."""
@@ -33,7 +35,9 @@ class DecisionsMixin(LivenessMixin):
             return None
         from identity.calibration import pipeline_calibration
 
-        return pipeline_calibration(self.model_name, self.settings, self.detector_name).evidence(far)
+        return pipeline_calibration(self.model_name, self.settings, self.detector_name).evidence(
+            far
+        )
 
     def _probe(self, data: bytes, what: str = "probe", liveness: bool = False) -> Faces:
         if not isinstance(data, (bytes, bytearray)) or not data:
@@ -74,7 +78,10 @@ class DecisionsMixin(LivenessMixin):
                 row = self._identity(s, c, identity_id)
                 templates = s.execute(
                     select(
-                        FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding, FaceTemplate.key_id
+                        FaceTemplate.id,
+                        FaceTemplate.dim,
+                        FaceTemplate.embedding,
+                        FaceTemplate.key_id,
                     ).where(
                         FaceTemplate.identity_id == row.id,
                         FaceTemplate.model_name == self.model_name,
@@ -85,7 +92,9 @@ class DecisionsMixin(LivenessMixin):
                         f"identity '{row.id}' has no enrolled faces for model {self.model_name}"
                     )
         live_check = wanted(policy, liveness)
-        probe_faces = self._probe(probe, liveness=live_check).sorted_by_area()  # face 0 is the largest
+        probe_faces = self._probe(
+            probe, liveness=live_check
+        ).sorted_by_area()  # face 0 is the largest
         if single_face and len(probe_faces) > 1:
             raise MultipleFaces(
                 f"the probe holds {len(probe_faces)} faces and one was required",
@@ -110,14 +119,22 @@ class DecisionsMixin(LivenessMixin):
             out["other_face"] = face_summary(other_faces, 0)
         if live_check:
             (out["liveness"],) = self._liveness_gate(
-                probe_faces[int(face)], policy, "verify", actor, collection,
+                probe_faces[int(face)],
+                policy,
+                "verify",
+                actor,
+                collection,
                 None if identity_id is None else row.id,
             )
         match = similarity >= thr
         self.audit(
-            actor, "verify", "match" if match else "no_match", collection=collection,
+            actor,
+            "verify",
+            "match" if match else "no_match",
+            collection=collection,
             identity_id=None if identity_id is None else row.id,
-            similarity=round(similarity, 4), threshold=round(thr, 4),
+            similarity=round(similarity, 4),
+            threshold=round(thr, 4),
             **(audit_fields(out["liveness"]) if "liveness" in out else {}),
         )
         return {
@@ -159,7 +176,13 @@ class DecisionsMixin(LivenessMixin):
             )
         found = self._liveness_gate(faces, policy, "identify", actor, collection)
         result = self.identify_faces(
-            collection, faces, top_k, far, threshold, actor, cid,
+            collection,
+            faces,
+            top_k,
+            far,
+            threshold,
+            actor,
+            cid,
             audit_extra={"liveness": [audit_fields(v)["liveness"] for v in found]},
             matches_only=matches_only,
         )
@@ -197,7 +220,10 @@ class DecisionsMixin(LivenessMixin):
             with self.sessions() as s:
                 for tid, iid, ext, name in s.execute(
                     select(
-                        FaceTemplate.id, IdentityRow.id, IdentityRow.external_id, IdentityRow.display_name
+                        FaceTemplate.id,
+                        IdentityRow.id,
+                        IdentityRow.external_id,
+                        IdentityRow.display_name,
                     )
                     .join(IdentityRow, IdentityRow.id == FaceTemplate.identity_id)
                     .where(FaceTemplate.id.in_(wanted))
@@ -206,7 +232,9 @@ class DecisionsMixin(LivenessMixin):
         results, top = [], []
         for f in range(len(faces)):
             best: dict[uuid.UUID, dict[str, Any]] = {}
-            for sim, tid in zip(sims[f] if sims.size else [], tids[f] if tids.size else [], strict=False):
+            for sim, tid in zip(
+                sims[f] if sims.size else [], tids[f] if tids.size else [], strict=False
+            ):
                 owner = owners.get(int(tid))
                 if owner is None or owner[0] in best:
                     continue  # results are sorted, so the first hit per identity is its max
@@ -224,9 +252,13 @@ class DecisionsMixin(LivenessMixin):
                 candidates = [c for c in candidates if c["match"]]
             results.append({**face_summary(faces, f), "candidates": candidates})
         self.audit(
-            actor, "identify", "match" if any(c["match"] for c in top) else "no_match",
-            collection=collection, faces=len(results),
-            best=[round(c["similarity"], 4) for c in top], **(audit_extra or {}),
+            actor,
+            "identify",
+            "match" if any(c["match"] for c in top) else "no_match",
+            collection=collection,
+            faces=len(results),
+            best=[round(c["similarity"], 4) for c in top],
+            **(audit_extra or {}),
         )
         return {
             "faces": results,

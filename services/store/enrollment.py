@@ -102,7 +102,9 @@ class EnrollmentMixin(LivenessMixin):
                             dim=int(faces.embeddings.shape[1]),
                             embedding=embedding_to_bytes(faces.embeddings[i]),
                             quality=None if faces.quality is None else float(faces.quality[i]),
-                            quality_reasons=list(faces.quality_reasons[i]) if faces.quality_reasons else [],
+                            quality_reasons=list(faces.quality_reasons[i])
+                            if faces.quality_reasons
+                            else [],
                             det_score=float(faces.scores[i]),
                             bbox=_round(faces.boxes[i]),
                             landmarks=[_round(p) for p in faces.landmarks[i]],
@@ -113,7 +115,9 @@ class EnrollmentMixin(LivenessMixin):
                     ]
                 )
                 w.audit(
-                    "face.enroll", "accepted", identity_id=row.id,
+                    "face.enroll",
+                    "accepted",
+                    identity_id=row.id,
                     templates=[t.id for t in new],
                     quality=[t.quality for t in new],
                 )
@@ -176,7 +180,9 @@ class EnrollmentMixin(LivenessMixin):
             raise InvalidInput("no images given")
         if bbox is not None:
             bbox = check_bbox_xyxy(bbox)
-        identity_id = self.require_identity(collection, identity_id)  # fail fast; UUID or external id
+        identity_id = self.require_identity(
+            collection, identity_id
+        )  # fail fast; UUID or external id
         policy = self.liveness_policy(collection)
         live_check = wanted(policy, liveness)
         accepted: list[dict[str, Any]] = []
@@ -224,7 +230,11 @@ class EnrollmentMixin(LivenessMixin):
                 )
         if rejected:
             self.audit(
-                actor, "face.enroll", "rejected", collection=collection,
-                identity_id=uuid.UUID(str(identity_id)), codes=[r["code"] for r in rejected],
+                actor,
+                "face.enroll",
+                "rejected",
+                collection=collection,
+                identity_id=uuid.UUID(str(identity_id)),
+                codes=[r["code"] for r in rejected],
             )
         return {"accepted": accepted, "rejected": rejected}

@@ -17,7 +17,9 @@ class HousekeepingMixin(StoreCore):
 
     def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
         with self.sessions() as s:
-            rows = s.execute(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)).scalars()
+            rows = s.execute(
+                select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+            ).scalars()
             return [audit_log.event_dict(e) for e in rows]
 
     def sweep_orphan_thumbnails(self) -> int:
@@ -53,7 +55,8 @@ class HousekeepingMixin(StoreCore):
             db_ids = sorted(
                 s.execute(
                     select(FaceTemplate.id).where(
-                        FaceTemplate.collection_id == cid, FaceTemplate.model_name == self.model_name
+                        FaceTemplate.collection_id == cid,
+                        FaceTemplate.model_name == self.model_name,
                     )
                 ).scalars()
             )

@@ -55,7 +55,9 @@ class IdentitiesMixin(StoreCore):
                 s.add(row)
                 s.flush()
                 s.refresh(row)
-                self._audit(s, actor, "identity.create", "ok", collection=collection, identity_id=row.id)
+                self._audit(
+                    s, actor, "identity.create", "ok", collection=collection, identity_id=row.id
+                )
         except IntegrityError:
             raise Conflict(
                 f"external_id '{external_id}' already exists in '{collection}'",
@@ -74,18 +76,29 @@ class IdentitiesMixin(StoreCore):
             c = self._collection(s, collection)
             where = [IdentityRow.collection_id == c.id]
             if q:
-                pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                where.append(
-                    or_(IdentityRow.display_name.ilike(pattern), IdentityRow.external_id.ilike(pattern))
+                pattern = (
+                    "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 )
-            total = s.execute(select(func.count()).select_from(IdentityRow).where(*where)).scalar_one()
-            rows = s.execute(
-                select(IdentityRow)
-                .where(*where)
-                .order_by(IdentityRow.created_at, IdentityRow.id)
-                .limit(limit)
-                .offset(offset)
-            ).scalars().all()
+                where.append(
+                    or_(
+                        IdentityRow.display_name.ilike(pattern),
+                        IdentityRow.external_id.ilike(pattern),
+                    )
+                )
+            total = s.execute(
+                select(func.count()).select_from(IdentityRow).where(*where)
+            ).scalar_one()
+            rows = (
+                s.execute(
+                    select(IdentityRow)
+                    .where(*where)
+                    .order_by(IdentityRow.created_at, IdentityRow.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+                .scalars()
+                .all()
+            )
             counts = dict(
                 s.execute(
                     select(FaceTemplate.identity_id, func.count())

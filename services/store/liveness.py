@@ -18,7 +18,12 @@ class LivenessMixin(StoreCore):
             return self._collection(s, name).liveness_policy
 
     def _liveness_gate(
-        self, faces: Faces, policy: str, action: str, actor: int | None, collection: str,
+        self,
+        faces: Faces,
+        policy: str,
+        action: str,
+        actor: int | None,
+        collection: str,
         identity_id: uuid.UUID | None = None,
     ) -> list[dict[str, Any]]:
         """Verdicts for ``faces`` (analysed with liveness); a ``require`` refusal is audited
@@ -28,7 +33,11 @@ class LivenessMixin(StoreCore):
             err = refusal(v)
             if err is not None:
                 self.audit(
-                    actor, action, err.code, collection=collection, identity_id=identity_id,
+                    actor,
+                    action,
+                    err.code,
+                    collection=collection,
+                    identity_id=identity_id,
                     **audit_fields(v),
                 )
                 raise err

@@ -50,9 +50,7 @@ def shoot(page: Page, name: str) -> None:
 
 def drop_files(page: Page, selector: str, paths: list[Path]) -> None:
     """A real drag-and-drop of files onto a dropzone: a DataTransfer built in the page."""
-    files = [
-        {"name": p.name, "b64": base64.b64encode(p.read_bytes()).decode()} for p in paths
-    ]
+    files = [{"name": p.name, "b64": base64.b64encode(p.read_bytes()).decode()} for p in paths]
     page.evaluate(
         """([selector, files]) => {
             const dt = new DataTransfer();
@@ -372,14 +370,13 @@ def test_gallery_job_and_clusters(page: Page, live_service: LiveService) -> None
     headers = {"X-API-Key": live_service.admin_key}
     with httpx.Client(base_url=url, headers=headers, timeout=60) as api:
         assert api.post("/v1/collections", json={"name": name}).status_code == 201
-        r = api.post(
-            f"/v1/collections/{name}/jobs", files={"file": ("party.zip", buf.getvalue())}
-        )
+        r = api.post(f"/v1/collections/{name}/jobs", files={"file": ("party.zip", buf.getvalue())})
         assert r.status_code == 202, r.text
         jid = r.json()["id"]
         deadline = time.monotonic() + 300
         while (job := api.get(f"/v1/collections/{name}/jobs/{jid}").json())["status"] in (
-            "queued", "running",
+            "queued",
+            "running",
         ):
             assert time.monotonic() < deadline, job
             time.sleep(0.5)

@@ -25,9 +25,13 @@ def test_policy_form_and_verify_shows_liveness(
 ) -> None:
     url = live_service.url
     name = "live-" + uuid.uuid4().hex[:8]
-    with httpx.Client(base_url=url, headers={"X-API-Key": live_service.admin_key}, timeout=60) as api:
+    with httpx.Client(
+        base_url=url, headers={"X-API-Key": live_service.admin_key}, timeout=60
+    ) as api:
         assert api.post("/v1/collections", json={"name": name}).status_code == 201
-        iid = api.post(f"/v1/collections/{name}/identities", json={"external_id": "s0007"}).json()["id"]
+        iid = api.post(f"/v1/collections/{name}/identities", json={"external_id": "s0007"}).json()[
+            "id"
+        ]
         r = api.post(
             f"/v1/collections/{name}/identities/{iid}/faces",
             files=[("files", (LIVE[0].name, LIVE[0].read_bytes(), "image/jpeg"))],

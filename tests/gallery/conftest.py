@@ -45,7 +45,8 @@ def labelled_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(OBAMA_480P, root / "obama" / "2019" / "obama-480p.jpg")
     write_blurred(TRAIN / "obama" / "obama.jpg", root / "obama" / "2019" / "blurred.jpg")
     write_blurred(
-        TRAIN / "kit_harington" / "john2.jpeg", root / "kit_harington" / "old" / "deep" / "blurred.jpg"
+        TRAIN / "kit_harington" / "john2.jpeg",
+        root / "kit_harington" / "old" / "deep" / "blurred.jpg",
     )
     (root / "README.txt").write_text("not an image, skipped without complaint")
     return root

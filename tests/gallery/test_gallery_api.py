@@ -51,7 +51,8 @@ def _wait(client: TestClient, cid: str, jid: str, headers: dict) -> dict:
 def test_path_job_and_upload_job(client: TestClient, admin: dict, new_collection) -> None:  # type: ignore[no-untyped-def]
     cid = new_collection()
     r = client.post(
-        f"/v1/collections/{cid}/jobs", json={"path": "train", "labels": "folders"},
+        f"/v1/collections/{cid}/jobs",
+        json={"path": "train", "labels": "folders"},
         headers=admin,
     )
     assert r.status_code == 202, r.text
@@ -90,7 +91,8 @@ def test_path_job_and_upload_job(client: TestClient, admin: dict, new_collection
     jobs = client.get(f"/v1/collections/{cid}/jobs", headers=admin).json()
     assert len(jobs) == 2
     r = client.post(
-        f"/v1/collections/{cid}/jobs", files={"file": ("g.txt", b"hello", "text/plain")},
+        f"/v1/collections/{cid}/jobs",
+        files={"file": ("g.txt", b"hello", "text/plain")},
         headers=admin,
     )
     assert r.status_code == 422
@@ -114,13 +116,15 @@ def test_cluster_endpoints(client: TestClient, admin: dict, new_collection) -> N
     )
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     r = client.post(
-        f"/v1/collections/{cid}/clusters/{first['id']}/merge", json={"clusters": [clusters[1]["id"]]},
+        f"/v1/collections/{cid}/clusters/{first['id']}/merge",
+        json={"clusters": [clusters[1]["id"]]},
         headers=admin,
     )
     assert r.status_code == 200 and r.json()["size"] == first["size"] + clusters[1]["size"]
     r = client.post(
         f"/v1/collections/{cid}/clusters/{first['id']}/name",
-        json={"external_id": "someone"}, headers=admin,
+        json={"external_id": "someone"},
+        headers=admin,
     )
     assert r.status_code == 201, r.text
     iid = r.json()["identity_id"]
@@ -128,10 +132,13 @@ def test_cluster_endpoints(client: TestClient, admin: dict, new_collection) -> N
     assert ident["templates"] == first["size"] + clusters[1]["size"]
     r = client.post(
         f"/v1/collections/{cid}/clusters/{first['id']}/name",
-        json={"external_id": "again"}, headers=admin,
+        json={"external_id": "again"},
+        headers=admin,
     )
     assert r.status_code == 409
-    r = client.post(f"/v1/collections/{cid}/clusters/999999/name", json={"external_id": "x"}, headers=admin)
+    r = client.post(
+        f"/v1/collections/{cid}/clusters/999999/name", json={"external_id": "x"}, headers=admin
+    )
     assert r.status_code == 404
     r = client.post(f"/v1/collections/{cid}/clusters/1/name", json={}, headers=admin)
     assert r.status_code == 422

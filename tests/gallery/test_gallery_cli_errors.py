@@ -55,22 +55,36 @@ def test_missing_gallery_creates_no_collection(store, pg_url, tmp_path, monkeypa
 
 
 def test_missing_labels_csv_fails_before_the_database(runner, tmp_path) -> None:
-    result = runner.invoke(app, ["index", str(TRAIN), "-c", "c", "--labels", "csv",
-                                 str(tmp_path / "labels.csv"), "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "index",
+            str(TRAIN),
+            "-c",
+            "c",
+            "--labels",
+            "csv",
+            str(tmp_path / "labels.csv"),
+            "--no-progress",
+        ],
+    )
     one_error_line(result, "labels.csv")
 
 
 def test_engine_ray_without_ray_names_the_extra(runner, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
-    result = runner.invoke(app, ["index", str(TRAIN), "-c", "c", "--engine", "ray", "--no-progress"])
+    result = runner.invoke(
+        app, ["index", str(TRAIN), "-c", "c", "--engine", "ray", "--no-progress"]
+    )
     one_error_line(result, "identity-platform[ray]")
 
 
 def test_hdbscan_without_its_packages_names_the_extra(runner, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "hdbscan", None)
-    result = runner.invoke(app, ["index", str(TRAIN), "-c", "c", "--cluster-method", "hdbscan",
-                                 "--no-progress"])
+    result = runner.invoke(
+        app, ["index", str(TRAIN), "-c", "c", "--cluster-method", "hdbscan", "--no-progress"]
+    )
     one_error_line(result, "identity-platform[dev]")
 
 
@@ -86,11 +100,20 @@ def test_unreachable_database_is_one_error_line(runner) -> None:
 
 
 def test_module_entry_point_maps_errors_too(tmp_path) -> None:
-    env = {**os.environ, "DATABASE_URL": NO_DB, "IDENTITY_DATA_DIR": str(tmp_path / "data"),
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": NO_DB,
+        "IDENTITY_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(REPO),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", "index", str(tmp_path / "nope"), "-c", "c"],
-        check=False, capture_output=True, text=True, timeout=180, env=env, cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [

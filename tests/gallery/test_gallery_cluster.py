@@ -38,7 +38,12 @@ def deepface_embeddings() -> tuple[np.ndarray, list[str]]:
 def test_metrics_on_known_partitions() -> None:
     truth = ["a", "a", "b", "b", "c"]
     perfect = pairwise_scores(truth, np.array([0, 0, 1, 1, -1]))
-    assert perfect == {"pairwise_precision": 1.0, "pairwise_recall": 1.0, "pairwise_f1": 1.0, "ari": 1.0}
+    assert perfect == {
+        "pairwise_precision": 1.0,
+        "pairwise_recall": 1.0,
+        "pairwise_f1": 1.0,
+        "ari": 1.0,
+    }
     merged = pairwise_scores(truth, np.array([0, 0, 0, 0, 0]))
     assert merged["pairwise_recall"] == 1.0 and merged["pairwise_precision"] == pytest.approx(0.2)
     assert merged["ari"] == pytest.approx(0.0)

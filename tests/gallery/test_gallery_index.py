@@ -105,9 +105,12 @@ def test_labelled_folder_report_bad_files_and_rerun(
     assert again.skipped_known == 12
     assert again.unreadable_count == 4  # bad files are reported again, never stored
     with store.sessions() as s:
-        assert s.execute(
-            select(func.count()).where(FaceTemplate.collection_id == collection_id)
-        ).scalar_one() == 10
+        assert (
+            s.execute(
+                select(func.count()).where(FaceTemplate.collection_id == collection_id)
+            ).scalar_one()
+            == 10
+        )
     assert _duplicates(engine, collection_id) == 0
     job = gallery.get_job(cid, again.job_id)
     assert job["status"] == "done" and job["counts"]["skipped_known"] == 12
@@ -177,9 +180,26 @@ def _run_cli(settings, csv_path: Path, collection: str) -> subprocess.Popen:  # 
         "PYTHONPATH": str(REPO),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "index", str(csv_path), "--collection", collection,
-         "--workers", "1", "--batch-size", "1", "--no-progress", "--json"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "index",
+            str(csv_path),
+            "--collection",
+            collection,
+            "--workers",
+            "1",
+            "--batch-size",
+            "1",
+            "--no-progress",
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 

@@ -141,7 +141,8 @@ def test_cancel_over_the_api(  # type: ignore[no-untyped-def]
     assert r.status_code == 403
 
     cancels = [
-        e for e in store.audit_events(200)
+        e
+        for e in store.audit_events(200)
         if e["action"] == "gallery.job.cancel" and e["collection"] == cid
     ]
     assert len(cancels) == 2
@@ -164,7 +165,9 @@ def test_bomb_upload_fails_with_a_reason_under_default_bounds(  # type: ignore[n
         zf.write(TRAIN / "biden" / "biden.jpg", "b" * 300 + "/biden.jpg")
         zf.write(TRAIN / "obama" / "obama.jpg", "obama/obama.jpg")
     app = create_app(
-        settings.model_copy(update={"data_dir": tmp_path / "data"}), engine=engine, warm_models=False
+        settings.model_copy(update={"data_dir": tmp_path / "data"}),
+        engine=engine,
+        warm_models=False,
     )
     cid = new_collection()
     with TestClient(app) as c:

@@ -241,8 +241,13 @@ def test_client_never_sees_sql(store, new_collection, caplog: pytest.LogCaptureF
     with pytest.raises(DBAPIError) as info, store.sessions.begin() as s:
         s.execute(
             insert(GalleryImage).values(
-                collection_id=cid, model_name="m", sha256="0" * 64, rel_path="x.jpg",
-                label="a" * 300, faces_found=0, faces_enrolled=0,
+                collection_id=cid,
+                model_name="m",
+                sha256="0" * 64,
+                rel_path="x.jpg",
+                label="a" * 300,
+                faces_found=0,
+                faces_enrolled=0,
             )
         )
     assert "INSERT" in str(info.value)

@@ -89,7 +89,7 @@ def test_zip_with_traversal_and_absolute_entries(tmp_path: Path) -> None:
         zf.writestr("/abs/evil.jpg", jpg)
         zf.writestr("alice/notes.txt", b"not an image")
         link = zipfile.ZipInfo("alice/link.jpg")
-        link.external_attr = (0o120777 << 16)  # a symlink member
+        link.external_attr = 0o120777 << 16  # a symlink member
         zf.writestr(link, "/etc/passwd")
     before = _snapshot(tmp_path)
     cwd = os.getcwd()

@@ -36,7 +36,9 @@ def similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarr
     )
 
 
-@pytest.mark.parametrize("angle,scale,tx,ty", [(0, 1, 0, 0), (30, 0.25, 12, -40), (-170, 3.5, -300, 7)])
+@pytest.mark.parametrize(
+    "angle,scale,tx,ty", [(0, 1, 0, 0), (30, 0.25, 12, -40), (-170, 3.5, -300, 7)]
+)
 def test_umeyama_recovers_known_similarity(angle, scale, tx, ty):
     rng = np.random.default_rng(0)
     src = rng.uniform(0, 500, size=(5, 2))
@@ -96,8 +98,10 @@ def test_aligned_landmarks_land_on_template(detector, template):
     np.testing.assert_allclose(mapped.mean(axis=0), tpl.points.mean(axis=0), atol=1.0)
     eye_line = mapped[1] - mapped[0]
     tpl_line = tpl.points[1] - tpl.points[0]
-    assert abs(np.degrees(np.arctan2(eye_line[1], eye_line[0]) -
-                          np.arctan2(tpl_line[1], tpl_line[0]))) < 3.0
+    assert (
+        abs(np.degrees(np.arctan2(eye_line[1], eye_line[0]) - np.arctan2(tpl_line[1], tpl_line[0])))
+        < 3.0
+    )
 
     chips = align_faces([image], faces, template)
     assert chips.shape == (1, tpl.size, tpl.size, 3) and chips.dtype == np.uint8
@@ -122,8 +126,15 @@ def test_synthetic_warp_puts_marked_points_within_one_pixel():
     src_pts = transform_points(truth, tpl.points)
     image = np.zeros((800, 900, 3), np.uint8)
     for x, y in src_pts:
-        cv2.circle(image, (round(x * 16), round(y * 16)), 6 * 16, (255, 255, 255), -1,
-                   lineType=cv2.LINE_AA, shift=4)
+        cv2.circle(
+            image,
+            (round(x * 16), round(y * 16)),
+            6 * 16,
+            (255, 255, 255),
+            -1,
+            lineType=cv2.LINE_AA,
+            shift=4,
+        )
     faces = Faces(np.array([[0, 0, 900, 800]]), src_pts[None], [1.0], [0])
     chip = align_faces([image], faces, "arcface_112")[0]
     grey = chip[:, :, 0].astype(np.float64)

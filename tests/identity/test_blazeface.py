@@ -46,7 +46,9 @@ def test_finds_one_face_on_every_single_face_photo(settings: Settings) -> None:
     images = [load(p) for p in SINGLE]
     faces = detector.detect(images)
     counts = np.bincount(faces.image_index, minlength=len(images))
-    assert counts.tolist() == [1] * len(images), dict(zip([p.name for p in SINGLE], counts, strict=False))
+    assert counts.tolist() == [1] * len(images), dict(
+        zip([p.name for p in SINGLE], counts, strict=False)
+    )
     # the five points sit inside the box, in InsightFace order (image-left eye first)
     lm, boxes = faces.landmarks, faces.boxes
     assert (lm[:, 0, 0] < lm[:, 1, 0]).all()

@@ -75,7 +75,9 @@ def test_crops_come_from_the_box_and_bad_boxes_are_typed_errors(frames) -> None:
     x1, y1, x2, y2 = rows[0, 2:6]
     crops = crop_bodies(images, Bodies.from_boxes([[x1, y1, x2, y2]]), (128, 256))
     assert crops.shape == (1, 256, 128, 3)
-    direct = cv2.resize(images[0][int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))], (128, 256))
+    direct = cv2.resize(
+        images[0][int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))], (128, 256)
+    )
     assert np.abs(crops[0].astype(int) - direct.astype(int)).mean() < 2
     w = images[0].shape[1]
     with pytest.raises(InvalidInput, match="outside"):

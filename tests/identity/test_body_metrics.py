@@ -38,7 +38,12 @@ def test_rank1_and_map_known_answer() -> None:
     queries = np.array([1, 2, 3, 4])
     sim = np.array(
         [
-            [0.9, 0.5, 0.1, 0.0],  # label 1: right first (rank-1 hit); positives at ranks 1, 3 -> AP (1 + 2/3)/2
+            [
+                0.9,
+                0.5,
+                0.1,
+                0.0,
+            ],  # label 1: right first (rank-1 hit); positives at ranks 1, 3 -> AP (1 + 2/3)/2
             [0.9, 0.05, 0.3, 0.1],  # label 2: wrong first; its one positive is last of 4 -> AP 1/4
             [0.1, 0.2, 0.3, 0.9],  # label 3: hit, AP 1
             [0.5, 0.5, 0.5, 0.5],  # label 4: no positive in the gallery -> skipped
@@ -89,7 +94,9 @@ def test_osnet_beats_the_random_weight_vit_on_real_pedestrians() -> None:
     # MOT17-10, three frames: a crowded street where random features confuse some people.
     data = load_mot(MOT / "MOT17-10-FRCNN", max_frames=3)
     settings = Settings(models_dir=SHARED / "models")
-    osnet = cross_frame_scores(load_body_embedder("osnet_x0_25_msmt17", settings).embed(data.crops)[0], data)
+    osnet = cross_frame_scores(
+        load_body_embedder("osnet_x0_25_msmt17", settings).embed(data.crops)[0], data
+    )
     vit = DinoViTDescriptor.random(get_manifest("dino_vits16"), seed=0)
     control = cross_frame_scores(vit.embed(data.crops)[0], data)
     assert osnet["queries"] == control["queries"] >= 40

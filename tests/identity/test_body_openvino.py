@@ -76,13 +76,17 @@ def test_intel_reid_matches_people_across_cameras(settings: Settings, people) ->
         np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
         scores[name] = cross_camera_scores(emb, people.person, people.camera)
     hist = cross_camera_scores(colour_histograms(people.crops), people.person, people.camera)
-    assert scores["reid_intel_0287"]["queries"] == 48  # 12 people x 4 crops, each against the other camera
+    assert (
+        scores["reid_intel_0287"]["queries"] == 48
+    )  # 12 people x 4 crops, each against the other camera
     for s in scores.values():
         assert s["rank1"] >= 0.75 and s["rank1"] > hist["rank1"] and s["mAP"] > hist["mAP"]
 
 
 def test_flip_averaging_sums_the_mirrored_crop(settings: Settings, people) -> None:
-    plain = Settings(models_dir=settings.models_dir, data_dir=settings.data_dir, body_flip_average=False)
+    plain = Settings(
+        models_dir=settings.models_dir, data_dir=settings.data_dir, body_flip_average=False
+    )
     from identity.body.reid import ReIDOpenVINO
 
     raw = ReIDOpenVINO(resolve_model("reid_intel_0288", plain), plain)

@@ -27,7 +27,10 @@ def test_cross_camera_scores_known_answer() -> None:
 def _reference(q_g_dist, q_q_dist, g_g_dist, k1, k2, lambda_value):  # type: ignore[no-untyped-def]
     """zhunzhong07/person-re-ranking, python-version/re_ranking_feature.py (distances in)."""
     original_dist = np.concatenate(
-        [np.concatenate([q_q_dist, q_g_dist], axis=1), np.concatenate([q_g_dist.T, g_g_dist], axis=1)],
+        [
+            np.concatenate([q_q_dist, q_g_dist], axis=1),
+            np.concatenate([q_g_dist.T, g_g_dist], axis=1),
+        ],
         axis=0,
     )
     original_dist = np.power(original_dist, 2).astype(np.float32)
@@ -48,10 +51,12 @@ def _reference(q_g_dist, q_q_dist, g_g_dist, k1, k2, lambda_value):  # type: ign
             cb = initial_rank[cf, : int(np.around(k1 / 2.0)) + 1]
             fi_candidate = np.where(cb == candidate)[0]
             candidate_k_reciprocal_index = cf[fi_candidate]
-            if len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2.0 / 3 * len(
-                candidate_k_reciprocal_index
-            ):
-                k_reciprocal_expansion_index = np.append(k_reciprocal_expansion_index, candidate_k_reciprocal_index)
+            if len(
+                np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)
+            ) > 2.0 / 3 * len(candidate_k_reciprocal_index):
+                k_reciprocal_expansion_index = np.append(
+                    k_reciprocal_expansion_index, candidate_k_reciprocal_index
+                )
         k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
         weight = np.exp(-original_dist[i, k_reciprocal_expansion_index])
         V[i, k_reciprocal_expansion_index] = 1.0 * weight / np.sum(weight)
@@ -68,19 +73,24 @@ def _reference(q_g_dist, q_q_dist, g_g_dist, k1, k2, lambda_value):  # type: ign
         indNonZero = np.where(V[i, :] != 0)[0]
         indImages = [invIndex[ind] for ind in indNonZero]
         for j in range(len(indNonZero)):
-            temp_min[0, indImages[j]] += np.minimum(V[i, indNonZero[j]], V[indImages[j], indNonZero[j]])
+            temp_min[0, indImages[j]] += np.minimum(
+                V[i, indNonZero[j]], V[indImages[j], indNonZero[j]]
+            )
         jaccard_dist[i] = 1 - temp_min / (2.0 - temp_min)
     final_dist = jaccard_dist * (1 - lambda_value) + original_dist * lambda_value
     return final_dist[:query_num, query_num:]
 
 
-@pytest.mark.parametrize("params", [RerankParams(20, 6, 0.3), RerankParams(3, 1, 0.3), RerankParams(4, 2, 0.6)])
+@pytest.mark.parametrize(
+    "params", [RerankParams(20, 6, 0.3), RerankParams(3, 1, 0.3), RerankParams(4, 2, 0.6)]
+)
 def test_k_reciprocal_rerank_equals_the_reference(params: RerankParams) -> None:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(8, 16))
     x = np.repeat(centres, 5, axis=0) + 0.6 * rng.normal(size=(40, 16))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     q, g = x[::4], np.delete(x, np.s_[::4], axis=0)
+
     def d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(2 - 2 * a @ b.T, 0))
 

@@ -89,7 +89,9 @@ def timm_and_ours() -> tuple[torch.nn.Module, VisionTransformer]:
     torch.manual_seed(0)
     reference = timm.create_model(timm_name(VIT_SMALL), pretrained=False).eval()
     ours = VisionTransformer(VIT_SMALL).eval()
-    ours.load_checkpoint(reference.state_dict())  # timm's head.* is ignored, everything else must fit
+    ours.load_checkpoint(
+        reference.state_dict()
+    )  # timm's head.* is ignored, everything else must fit
     return reference, ours
 
 
@@ -102,7 +104,9 @@ def _timm_with_weights_of(
     timm = _import_timm()
     sizes = {} if img_size is None else {"img_size": img_size}
     with torch.device("meta"):
-        reference = timm.create_model(timm_name(ours.config), pretrained=False, num_classes=0, **sizes)
+        reference = timm.create_model(
+            timm_name(ours.config), pretrained=False, num_classes=0, **sizes
+        )
     reference.load_state_dict({**ours.state_dict(), **overrides}, assign=True)
     return reference.eval()
 
@@ -168,7 +172,9 @@ def test_keys_match_a_hook_on_timms_qkv(timm_and_ours) -> None:
     with torch.inference_mode():
         _, keys = ours.forward_tokens(x, key_layer=9, stop_at_keys=True)
     assert keys is not None and keys.shape == (1, 197, VIT_SMALL.embed_dim)
-    torch.testing.assert_close(keys, _timm_tokens_and_keys(reference, x, 9)[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        keys, _timm_tokens_and_keys(reference, x, 9)[1], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_vit_base_matches_timm_on_the_same_random_weights(ours_base) -> None:

@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT.parent / "shared" / "models"
 DATA = ROOT.parent / "shared" / "data"
 # img1/img2 one person, img3 another (deepface's PAIRS.csv); two celeba500 photos of celeb000.
-PHOTOS = ["deepface/img1.jpg", "deepface/img2.jpg", "deepface/img3.jpg",
-          "celeba500/images/000/000001.jpg", "celeba500/images/000/000404.jpg"]
+PHOTOS = [
+    "deepface/img1.jpg",
+    "deepface/img2.jpg",
+    "deepface/img3.jpg",
+    "celeba500/images/000/000001.jpg",
+    "celeba500/images/000/000404.jpg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +55,9 @@ def test_manifest_states_the_non_commercial_licence_and_weights_verify(name: str
     assert resolve(name, MODELS, None).manifest.name == name  # raises on a wrong SHA-256
 
 
-def test_w600k_mbf_matches_insightface_on_the_same_crops(crops: np.ndarray, settings: Settings) -> None:
+def test_w600k_mbf_matches_insightface_on_the_same_crops(
+    crops: np.ndarray, settings: Settings
+) -> None:
     from insightface.model_zoo.arcface_onnx import ArcFaceONNX as Theirs
 
     theirs = Theirs(model_file=str(MODELS / "arcface_w600k_mbf_int8.onnx"))
@@ -66,12 +73,14 @@ def test_w600k_mbf_matches_insightface_on_the_same_crops(crops: np.ndarray, sett
     # Same preprocessing: our tensor equals cv2.dnn.blobFromImages' to float rounding (we divide
     # by the std, OpenCV multiplies by its reciprocal: 1 ulp apart) ...
     ours_blob = to_tensor(crops, ours.manifest)
-    theirs_blob = cv2.dnn.blobFromImages(list(crops), 1 / 127.5, (112, 112), (127.5,) * 3, swapRB=True)
+    theirs_blob = cv2.dnn.blobFromImages(
+        list(crops), 1 / 127.5, (112, 112), (127.5,) * 3, swapRB=True
+    )
     np.testing.assert_allclose(ours_blob, theirs_blob, rtol=0, atol=1e-6)
     # ... and on the very same tensor our session gives InsightFace's embedding bit for bit.
     for i in range(len(crops)):
-        same = ours.session.run([ours.output_name], {ours.input_name: theirs_blob[i:i + 1]})[0]
-        np.testing.assert_array_equal(same, expected[i:i + 1])
+        same = ours.session.run([ours.output_name], {ours.input_name: theirs_blob[i : i + 1]})[0]
+        np.testing.assert_array_equal(same, expected[i : i + 1])
     # End to end, dynamic int8 rounding can amplify that 1 ulp (a quantised activation flips
     # bucket), so the embeddings agree in direction, not to the last digit.
     vectors, norms = ours.embed(crops)

@@ -92,8 +92,16 @@ def test_report_carries_its_evidence() -> None:
 
     rng = np.random.default_rng(1)
     genuine, impostor = rng.normal(0.7, 0.1, 2_000), rng.normal(0.0, 0.1, 40_000)
-    report = evaluate("m", genuine, impostor, fars=(1e-2, 1e-3, 1e-4, 1e-5), n_images=300,
-                      n_identities=30, detector="det", set_name="synthetic")
+    report = evaluate(
+        "m",
+        genuine,
+        impostor,
+        fars=(1e-2, 1e-3, 1e-4, 1e-5),
+        n_images=300,
+        n_identities=30,
+        detector="det",
+        set_name="synthetic",
+    )
     assert (report.set, report.pipeline, report.n_impostor) == ("synthetic", "det+m", 40_000)
     for p in report.points:
         k = int(np.sum(impostor >= p.threshold))
@@ -116,11 +124,18 @@ def test_saved_thresholds_drive_decisions(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path)
     # 3,000 impostor pairs: just enough to offer FAR 1e-3 (3/FAR)
     report = CalibrationReport(
-        model="dlib_resnet_v1", n_images=10, n_identities=3, n_genuine=5, n_impostor=3000,
-        auc=0.99, eer=0.02, eer_threshold=0.8,
+        model="dlib_resnet_v1",
+        n_images=10,
+        n_identities=3,
+        n_genuine=5,
+        n_impostor=3000,
+        auc=0.99,
+        eer=0.02,
+        eer_threshold=0.8,
         points=[FarPoint(1e-2, 0.80, 0.99, True, 30), FarPoint(1e-3, 0.90, 0.95, True, 3)],
         impostor_quantiles=list(np.linspace(-0.1, 0.9, 201)),
-        detector=settings.detector, set="my_people",
+        detector=settings.detector,
+        set="my_people",
     )
     path = save_calibration(report, settings)
     assert path.name == f"{settings.detector}+dlib_resnet_v1.json"
@@ -162,11 +177,16 @@ def test_read_labelled_folders_and_csv(tmp_path) -> None:
             (tmp_path / person / f"{i}.jpg").write_bytes(b"x")
     (tmp_path / "ann" / "notes.txt").write_text("not an image")
     items = read_labelled(tmp_path)
-    assert sorted((p.name, who) for p, who in items) == [("0.jpg", "ann"), ("0.jpg", "bob"), ("1.jpg", "ann")]
+    assert sorted((p.name, who) for p, who in items) == [
+        ("0.jpg", "ann"),
+        ("0.jpg", "bob"),
+        ("1.jpg", "ann"),
+    ]
     csv_file = tmp_path / "labels.csv"
     csv_file.write_text("path,identity\nann/0.jpg,ann\nbob/0.jpg,bob\n")
     assert [(p, who) for p, who in read_labelled(tmp_path, csv_file)] == [
-        (tmp_path / "ann/0.jpg", "ann"), (tmp_path / "bob/0.jpg", "bob")
+        (tmp_path / "ann/0.jpg", "ann"),
+        (tmp_path / "bob/0.jpg", "bob"),
     ]
     with pytest.raises(InvalidInput):
         read_labelled(tmp_path / "missing")
@@ -175,7 +195,7 @@ def test_read_labelled_folders_and_csv(tmp_path) -> None:
     with pytest.raises(InvalidInput, match="latin1.csv is not UTF-8"):
         read_labelled(tmp_path, latin1)
     huge = tmp_path / "huge.csv"  # one field past the csv module's limit
-    huge.write_text("path,identity\n\"" + "a" * 200_000 + "\",ann\n")
+    huge.write_text('path,identity\n"' + "a" * 200_000 + '",ann\n')
     with pytest.raises(InvalidInput, match="not valid CSV"):
         read_labelled(tmp_path, huge)
 

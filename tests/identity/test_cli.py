@@ -31,7 +31,14 @@ def runner(tmp_path, monkeypatch) -> CliRunner:
 
 def test_analyze_json_reports_every_face(runner) -> None:
     result = runner.invoke(
-        app, ["analyze", "--json", "--embeddings", str(FR / "two_people.jpg"), str(TRAIN / "obama/obama.jpg")]
+        app,
+        [
+            "analyze",
+            "--json",
+            "--embeddings",
+            str(FR / "two_people.jpg"),
+            str(TRAIN / "obama/obama.jpg"),
+        ],
     )
     assert result.exit_code == 0, result.output
     images = json.loads(result.stdout)
@@ -42,7 +49,9 @@ def test_analyze_json_reports_every_face(runner) -> None:
     assert sum(v * v for v in face["embedding"]) == pytest.approx(1.0, abs=1e-4)
     assert 0.0 <= face["quality"]["score"] <= 1.0 and isinstance(face["quality"]["reasons"], list)
     # faces are listed largest first
-    areas = [(f["bbox"][2] - f["bbox"][0]) * (f["bbox"][3] - f["bbox"][1]) for f in images[0]["faces"]]
+    areas = [
+        (f["bbox"][2] - f["bbox"][0]) * (f["bbox"][3] - f["bbox"][1]) for f in images[0]["faces"]
+    ]
     assert areas == sorted(areas, reverse=True)
 
 
@@ -81,10 +90,14 @@ def test_analyze_json_is_a_list_even_for_one_image(runner) -> None:
 
 
 def test_compare_same_and_different_people(runner) -> None:
-    same = runner.invoke(app, ["compare", "--json", str(TRAIN / "obama/obama.jpg"), str(TRAIN / "obama/obama2.jpg")])
+    same = runner.invoke(
+        app, ["compare", "--json", str(TRAIN / "obama/obama.jpg"), str(TRAIN / "obama/obama2.jpg")]
+    )
     assert same.exit_code == 0, same.output
     same_r = json.loads(same.output)
-    other = runner.invoke(app, ["compare", "--json", str(TRAIN / "obama/obama.jpg"), str(TRAIN / "biden/biden.jpg")])
+    other = runner.invoke(
+        app, ["compare", "--json", str(TRAIN / "obama/obama.jpg"), str(TRAIN / "biden/biden.jpg")]
+    )
     other_r = json.loads(other.output)
     assert same_r["match"] is True and other_r["match"] is False
     assert same_r["similarity"] > other_r["similarity"]
@@ -106,7 +119,9 @@ def test_calibrate_writes_thresholds_used_by_compare(runner, tmp_path) -> None:
     people = tmp_path / "people"
     shutil.copytree(TRAIN, people)
     plot = tmp_path / "roc.png"
-    result = runner.invoke(app, ["calibrate", str(people), "--json", "--plot", str(plot), "--far", "0.1"])
+    result = runner.invoke(
+        app, ["calibrate", str(people), "--json", "--plot", str(plot), "--far", "0.1"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["n_identities"] == 5 and report["n_images"] == 9
@@ -118,13 +133,26 @@ def test_calibrate_writes_thresholds_used_by_compare(runner, tmp_path) -> None:
     assert Path(report["saved_to"]).name == f"{saved['detector']}+{saved['model']}.json"
     assert saved["set"] == "people" and saved["n_impostor"] >= 30
     point = saved["points"][0]
-    assert point["reliable"] and point["far_upper_95"] > point["impostors_above"] / saved["n_impostor"]
+    assert (
+        point["reliable"] and point["far_upper_95"] > point["impostors_above"] / saved["n_impostor"]
+    )
     assert plot.read_bytes()[:4] == b"\x89PNG"
-    compare = runner.invoke(app, ["compare", "--json", "--far", "0.1",
-                                  str(TRAIN / "obama/obama.jpg"), str(TRAIN / "obama/obama2.jpg")])
+    compare = runner.invoke(
+        app,
+        [
+            "compare",
+            "--json",
+            "--far",
+            "0.1",
+            str(TRAIN / "obama/obama.jpg"),
+            str(TRAIN / "obama/obama2.jpg"),
+        ],
+    )
     result = json.loads(compare.output)
     assert result["threshold"] == pytest.approx(saved["thresholds"]["1e-01"], abs=1e-4)
-    assert result["calibration"]["set"] == "people" and result["calibration"]["source"] == "calibrated"
+    assert (
+        result["calibration"]["set"] == "people" and result["calibration"]["source"] == "calibrated"
+    )
 
 
 @pytest.mark.parametrize("far", ["0", "1", "1.5", "-0.01"])
@@ -186,8 +214,14 @@ def test_console_script_exits_non_zero_with_a_message(tmp_path) -> None:
 def run_identity(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it."""
     exe = Path(sys.executable).parent / "identity"
-    return subprocess.run([str(exe), *args], check=False, capture_output=True, text=True,
-                          timeout=180, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(exe), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_one_error_line(stderr: str, needle: str) -> None:
@@ -201,16 +235,27 @@ def assert_one_error_line(stderr: str, needle: str) -> None:
     [("IDENTITY_DET_THRESHOLD", "abc"), ("IDENTITY_ONNX_PROVIDERS", "CPU")],
 )
 def test_a_bad_setting_is_one_error_line_naming_it(tmp_path, name, value) -> None:
-    proc = run_identity("analyze", str(TRAIN / "obama/obama.jpg"),
-                        env={name: value, "IDENTITY_DATA_DIR": str(tmp_path)})
+    proc = run_identity(
+        "analyze",
+        str(TRAIN / "obama/obama.jpg"),
+        env={name: value, "IDENTITY_DATA_DIR": str(tmp_path)},
+    )
     assert proc.returncode == 2
     assert_one_error_line(proc.stderr, f"invalid setting {name}")
 
 
 def test_unreachable_database_is_one_error_line(tmp_path) -> None:
-    proc = run_identity("index", str(TRAIN), "--collection", "c", "--no-progress",
-                        env={"DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:1/x",
-                             "IDENTITY_DATA_DIR": str(tmp_path)})
+    proc = run_identity(
+        "index",
+        str(TRAIN),
+        "--collection",
+        "c",
+        "--no-progress",
+        env={
+            "DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:1/x",
+            "IDENTITY_DATA_DIR": str(tmp_path),
+        },
+    )
     assert proc.returncode == 2
     assert_one_error_line(proc.stderr, "database unreachable")
     assert "u:p@" not in proc.stderr  # never echo the password of DATABASE_URL
@@ -221,7 +266,9 @@ def test_error_mapping_of_optional_modules_and_decoding() -> None:
 
     ray = describe_error(ModuleNotFoundError("No module named 'ray'", name="ray"))
     assert ray is not None and "identity-platform[ray]" in ray
-    mesh = describe_error(ModuleNotFoundError("No module named 'mediapipe'", name="mediapipe.python"))
+    mesh = describe_error(
+        ModuleNotFoundError("No module named 'mediapipe'", name="mediapipe.python")
+    )
     assert mesh is not None and "identity-platform[mesh]" in mesh
     decode = describe_error(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
     assert decode is not None and "UTF-8" in decode

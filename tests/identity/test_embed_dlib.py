@@ -40,7 +40,9 @@ def test_default_embedder_resolves_from_package(analyzer):
 def test_verifies_real_pairs_at_the_shipped_threshold(analyzer):
     """deepface: img1/img2 one person (genuine), img1/img3 and img2/img3 others (impostor)."""
     s = analyzer.settings
-    faces = analyzer.analyze([load_image(DEEPFACE / n, s) for n in ("img1.jpg", "img2.jpg", "img3.jpg")])
+    faces = analyzer.analyze(
+        [load_image(DEEPFACE / n, s) for n in ("img1.jpg", "img2.jpg", "img3.jpg")]
+    )
     faces = faces.largest()
     assert len(faces) == 3 and faces.crops.shape[1:] == (150, 150, 3)
     e = faces.embeddings
@@ -71,7 +73,9 @@ def test_matches_dlib_own_chip_pipeline(analyzer):
     rgb = np.ascontiguousarray(image[:, :, ::-1])
     x1, y1, x2, y2 = (int(v) for v in faces.boxes[0])
     shape = sp(rgb, dlib.rectangle(x1, y1, x2, y2))
-    ref = np.asarray(net.compute_face_descriptor(dlib.get_face_chip(rgb, shape, size=150, padding=0.25)))
+    ref = np.asarray(
+        net.compute_face_descriptor(dlib.get_face_chip(rgb, shape, size=150, padding=0.25))
+    )
     ref /= np.linalg.norm(ref)
     ours = faces.embeddings[0]
     # Same person, same photo, two alignments: far above the 1e-4 threshold.
@@ -119,5 +123,7 @@ def test_conversion_refuses_a_file_that_is_not_the_network() -> None:
     from identity.embed.dlib_onnx import convert
     from identity.errors import ModelError
 
-    with pytest.raises(ModelError, match="not a dlib face descriptor network|unexpected dlib layer"):
+    with pytest.raises(
+        ModelError, match="not a dlib face descriptor network|unexpected dlib layer"
+    ):
         convert(b"\x01\x01\x01\rloss_metric_2 garbage")

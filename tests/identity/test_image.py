@@ -270,7 +270,9 @@ def test_exif_orientation_matches_pillow(settings: Settings, orientation: int) -
 
 def test_malformed_exif_is_ignored(settings: Settings) -> None:
     rgb = gradient_rgb()
-    data = bytearray(pil_bytes(Image.fromarray(rgb), "JPEG", quality=100, exif=b"Exif\x00\x00MM\x00*garbage!!"))
+    data = bytearray(
+        pil_bytes(Image.fromarray(rgb), "JPEG", quality=100, exif=b"Exif\x00\x00MM\x00*garbage!!")
+    )
     out = decode_image(bytes(data), settings)
     assert out.shape == (32, 48, 3)
 
@@ -292,7 +294,12 @@ def test_exif_rotated_real_photo_gives_same_face(settings: Settings) -> None:
     sideways = np.rot90(upright, k=1)  # what the sensor stored; tag 6 = rotate 90 clockwise to view
     exif = Image.Exif()
     exif[0x0112] = 6
-    data = pil_bytes(Image.fromarray(np.ascontiguousarray(sideways[..., ::-1])), "JPEG", quality=95, exif=exif.tobytes())
+    data = pil_bytes(
+        Image.fromarray(np.ascontiguousarray(sideways[..., ::-1])),
+        "JPEG",
+        quality=95,
+        exif=exif.tobytes(),
+    )
     decoded = decode_image(data, settings)
     assert decoded.shape == upright.shape
     assert np.abs(decoded.astype(int) - upright.astype(int)).mean() < 3  # JPEG noise only

@@ -22,10 +22,16 @@ print("loaded", *sorted(m for m in ("services", "fastapi", "sqlalchemy", "starle
 
 def test_identity_imports_no_service_web_or_database_module() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", PROBE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in proc.stdout.splitlines())
+    lines = dict(
+        line.split(" ", 1) if " " in line else (line, "") for line in proc.stdout.splitlines()
+    )
     assert int(lines["walked"]) > 30  # every module was walked, not an empty package
     assert lines["loaded"] == "", f"identity modules pulled in: {lines['loaded']}"

@@ -28,8 +28,11 @@ from shared_data import SHARED_DIR
 SHARED = SHARED_DIR
 NUAA = SHARED / "data" / "nuaa"
 LIVE = ["live/0007/0007_01_00_01_336.jpg", "live/0009/0009_01_00_02_217.jpg"]
-SPOOF = ["spoof/0007/0007_01_00_01_33.jpg", "spoof/0008/0008_00_00_01_145.jpg",
-         "spoof/0009/0009_01_00_01_184.jpg"]
+SPOOF = [
+    "spoof/0007/0007_01_00_01_33.jpg",
+    "spoof/0008/0008_00_00_01_145.jpg",
+    "spoof/0009/0009_01_00_01_184.jpg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +73,16 @@ def test_model_crops_are_80px_bgr_of_the_scaled_region(settings: Settings) -> No
     box = np.array([[250, 150, 350, 270]], np.float32)
     crops = load_pad_model("pad_minifasnet_v2_2.7_80", settings).crops([image], box, np.array([0]))
     x1, y1, x2, y2 = minifasnet_box((640, 480), box[0], 2.7)
-    expected = cv2.resize(image[y1:y2 + 1, x1:x2 + 1], (80, 80))
+    expected = cv2.resize(image[y1 : y2 + 1, x1 : x2 + 1], (80, 80))
     assert crops.shape == (1, 80, 80, 3) and np.array_equal(crops[0], expected)
 
 
 # which faces are judged -----------------------------------------------------------------------
 def test_unfit_reasons_for_small_and_border_faces() -> None:
-    boxes = np.array([[100, 100, 200, 220], [0, 100, 90, 210], [300, 300, 340, 345],
-                      [500, 10, 639.5, 150]], np.float32)
+    boxes = np.array(
+        [[100, 100, 200, 220], [0, 100, 90, 210], [300, 300, 340, 345], [500, 10, 639.5, 150]],
+        np.float32,
+    )
     reasons = unfit_reasons([(480, 640, 3)], boxes, np.zeros(4, np.int32), 64, 0.02)
     assert reasons == [None, "face_cut_by_border", "face_too_small", "face_cut_by_border"]
 
@@ -112,9 +117,9 @@ def test_held_out_live_and_spoof_photos_fall_on_the_right_side(
     assert len(faces) == len(images) and faces.liveness is not None
     scores = faces.liveness[np.argsort(faces.image_index)]
     assert np.all(scores[: len(LIVE)] >= thr.threshold), scores
-    assert np.all(scores[len(LIVE):] < thr.threshold), scores
+    assert np.all(scores[len(LIVE) :] < thr.threshold), scores
     # Not a coin flip near the threshold: prints are scored close to 0, live faces well above.
-    assert scores[len(LIVE):].max() < 0.05 and scores[: len(LIVE)].min() > 0.5
+    assert scores[len(LIVE) :].max() < 0.05 and scores[: len(LIVE)].min() > 0.5
 
 
 def test_liveness_is_not_computed_unless_asked(analyzer: FaceAnalyzer) -> None:
@@ -122,7 +127,9 @@ def test_liveness_is_not_computed_unless_asked(analyzer: FaceAnalyzer) -> None:
     assert faces.liveness is None and "liveness" not in faces.to_dicts()[0]
 
 
-def test_faces_slice_and_concatenate_keep_liveness(analyzer: FaceAnalyzer, settings: Settings) -> None:
+def test_faces_slice_and_concatenate_keep_liveness(
+    analyzer: FaceAnalyzer, settings: Settings
+) -> None:
     faces = analyzer.analyze([load(LIVE[1]), load(SPOOF[0])], liveness=True)
     both = Faces.concatenate([faces[1:], faces[:1]])
     assert both.liveness is not None and both.liveness_reasons is not None
@@ -146,7 +153,9 @@ def test_clopper_pearson_upper_bound_of_zero_errors_is_the_rule_of_three() -> No
 
 
 # command line ---------------------------------------------------------------------------------
-def test_cli_analyze_liveness_json_and_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_analyze_liveness_json_and_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("IDENTITY_MODELS_DIR", str(SHARED / "models"))
     runner = CliRunner()

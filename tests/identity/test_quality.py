@@ -45,10 +45,18 @@ def analyse(detector, settings, image: np.ndarray) -> Faces:
 def rotate(image: np.ndarray, angle_deg: float) -> np.ndarray:
     h, w = image.shape[:2]
     side = int(np.hypot(h, w))
-    canvas = cv2.copyMakeBorder(image, (side - h) // 2, (side - h) // 2, (side - w) // 2,
-                                (side - w) // 2, cv2.BORDER_REPLICATE)
+    canvas = cv2.copyMakeBorder(
+        image,
+        (side - h) // 2,
+        (side - h) // 2,
+        (side - w) // 2,
+        (side - w) // 2,
+        cv2.BORDER_REPLICATE,
+    )
     m = cv2.getRotationMatrix2D((canvas.shape[1] / 2, canvas.shape[0] / 2), angle_deg, 1.0)
-    return cv2.warpAffine(canvas, m, (canvas.shape[1], canvas.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        canvas, m, (canvas.shape[1], canvas.shape[0]), borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def test_real_frontal_photo_scores_high(detector, settings, photo):
@@ -125,7 +133,10 @@ def test_adaface_feature_norm_is_a_signal(detector, settings, photo):
     faces = detector.detect([photo]).largest()
     faces = faces.with_(embedding_norms=np.array([5.0], np.float32))
     ada = assess_quality(faces, settings, embedder_name="adaface_ir101_webface12m")
-    assert "low_feature_norm" in ada.quality_reasons[0] and ada.quality_details[0]["feature_norm"] == 5.0
+    assert (
+        "low_feature_norm" in ada.quality_reasons[0]
+        and ada.quality_details[0]["feature_norm"] == 5.0
+    )
     other = assess_quality(faces, settings, embedder_name="dlib_resnet_v1")
     assert "feature_norm" not in other.quality_details[0]
 
@@ -144,13 +155,17 @@ def test_native_sharpness_reads_a_small_sharp_face_as_sharp(detector, settings, 
     def measure(image: np.ndarray) -> tuple[float, float]:
         faces = detector.detect([image]).largest()
         crops = align_faces([image], faces, "arcface_112")
-        return (float(crop_sharpness(crops)[1][0]),
-                float(native_sharpness(crops, faces.inter_ocular, "arcface_112")[1][0]))
+        return (
+            float(crop_sharpness(crops)[1][0]),
+            float(native_sharpness(crops, faces.inter_ocular, "arcface_112")[1][0]),
+        )
 
     big_crop, big_native = measure(photo)
     iod = float(detector.detect([photo]).largest().inter_ocular[0])
     small = cv2.resize(photo, None, fx=12.0 / iod, fy=12.0 / iod, interpolation=cv2.INTER_AREA)
-    small_crop, small_native = measure(cv2.copyMakeBorder(small, 40, 40, 40, 40, cv2.BORDER_REPLICATE))
+    small_crop, small_native = measure(
+        cv2.copyMakeBorder(small, 40, 40, 40, 40, cv2.BORDER_REPLICATE)
+    )
     _, blur_native = measure(cv2.GaussianBlur(photo, (0, 0), iod / 15))
     # the crop-based signal calls the small face blurry (< 0.4), the native one sharp
     assert small_crop < 0.4 and small_crop < big_crop - 0.3

@@ -25,8 +25,14 @@ SHARED_MODELS = SHARED_DIR / "models"
 
 def test_every_manifest_is_complete() -> None:
     manifests = load_manifests()
-    assert {"retinaface_mnet025", "dlib_resnet_v1", "scrfd_2.5g_kps", "yunet_n",
-            "arcface_mobilefacenet_128", "w600k_r50"} <= set(manifests)
+    assert {
+        "retinaface_mnet025",
+        "dlib_resnet_v1",
+        "scrfd_2.5g_kps",
+        "yunet_n",
+        "arcface_mobilefacenet_128",
+        "w600k_r50",
+    } <= set(manifests)
     for m in manifests.values():
         assert m.licence and m.licence != "unknown", m.name
         assert m.package or m.source_url or m.file, m.name
@@ -74,8 +80,16 @@ def test_tampered_weights_are_refused(tmp_path) -> None:
 
 
 def _manifest(url: str, payload: bytes, **kw: object) -> Manifest:
-    return Manifest(name="tiny", task="recognition", runner="arcface_onnx", file="tiny.onnx",
-                    sha256=hashlib.sha256(payload).hexdigest(), download_url=url, licence="MIT", **kw)
+    return Manifest(
+        name="tiny",
+        task="recognition",
+        runner="arcface_onnx",
+        file="tiny.onnx",
+        sha256=hashlib.sha256(payload).hexdigest(),
+        download_url=url,
+        licence="MIT",
+        **kw,
+    )
 
 
 def test_pull_verifies_then_keeps(tmp_path) -> None:
@@ -149,8 +163,14 @@ def test_unpinned_download_is_refused_unless_trusted_then_pinned(tmp_path) -> No
     payload = b"dino" * 100
     src = tmp_path / "src.pth"
     src.write_bytes(payload)
-    m = Manifest(name="unpinned", task="body_descriptor", runner="dino_vit", file="w.pth",
-                 download_url=src.as_uri(), licence="Apache-2.0")
+    m = Manifest(
+        name="unpinned",
+        task="body_descriptor",
+        runner="dino_vit",
+        file="w.pth",
+        download_url=src.as_uri(),
+        licence="Apache-2.0",
+    )
     cache = tmp_path / "cache"
     with pytest.raises(ChecksumMismatch, match="allow-unpinned"):
         pull_manifest(m, cache)

@@ -153,8 +153,16 @@ def test_bad_sources_and_options_are_clear_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--best-k", "0"), ("--identify-after", "0"), ("--max-frames", "0"), ("--max-missed", "-1"),
-     ("--min-score", "1.5"), ("--threshold", "2"), ("--far", "0"), ("--far", "1")],
+    [
+        ("--best-k", "0"),
+        ("--identify-after", "0"),
+        ("--max-frames", "0"),
+        ("--max-missed", "-1"),
+        ("--min-score", "1.5"),
+        ("--threshold", "2"),
+        ("--far", "0"),
+        ("--far", "1"),
+    ],
 )
 def test_out_of_range_options_are_one_error_line(option: str, value: str) -> None:
     code, _, output = run_cli("0", "--gallery", str(GALLERY), option, value)
@@ -176,8 +184,12 @@ def test_watcher_refuses_best_k_zero(gallery: GalleryIdentifier, settings: Setti
     from identity.embed import load_embedder
 
     with pytest.raises(InvalidInput, match="best_k"):
-        VideoWatcher(load_detector("blazeface_short", settings),
-                     load_embedder(gallery.embedder_name, settings), gallery, best_k=0)
+        VideoWatcher(
+            load_detector("blazeface_short", settings),
+            load_embedder(gallery.embedder_name, settings),
+            gallery,
+            best_k=0,
+        )
 
 
 class InterruptedCapture:
@@ -203,8 +215,11 @@ def test_ctrl_c_still_ends_tracks_and_prints_the_summary(
     from identity.detect import load_detector
     from identity.embed import load_embedder
 
-    watcher = VideoWatcher(load_detector("blazeface_short", settings),
-                           load_embedder(gallery.embedder_name, settings), gallery)
+    watcher = VideoWatcher(
+        load_detector("blazeface_short", settings),
+        load_embedder(gallery.embedder_name, settings),
+        gallery,
+    )
     events: list[dict] = []
     with pytest.raises(KeyboardInterrupt):
         watcher.run(InterruptedCapture(video, 8), events.append)  # type: ignore[arg-type]

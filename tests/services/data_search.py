@@ -29,7 +29,8 @@ def pg_data_dir(engine: Engine) -> Path:
 def files_under(root: Path, skip: Iterable[str] = ()) -> list[Path]:
     skipped = {root / s for s in skip}
     return [
-        p for p in root.rglob("*")
+        p
+        for p in root.rglob("*")
         if p.is_file() and not any(p == s or s in p.parents for s in skipped)
     ]
 

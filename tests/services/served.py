@@ -76,9 +76,20 @@ def serve(settings: Settings, **env_settings: str) -> Iterator[Served]:
     log = data / "serve.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from services.cli import app; app()", "serve",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-c",
+                "from services.cli import app; app()",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     served = Served(f"http://127.0.0.1:{port}", proc, log)
     try:
@@ -112,7 +123,8 @@ def admin_session(url: str, key: str) -> tuple[httpx.Client, str]:
     c = httpx.Client(base_url=url, timeout=120, follow_redirects=False)
     token = _set_cookies(c.get("/admin/login"))["identity_admin_login"]
     r = c.post(
-        "/admin/login", data={"api_key": key, "login_token": token, "next": ""},
+        "/admin/login",
+        data={"api_key": key, "login_token": token, "next": ""},
         headers={"cookie": f"identity_admin_login={token}"},
     )
     assert r.status_code in (302, 303), r.text[:500]

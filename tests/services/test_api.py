@@ -15,10 +15,16 @@ def files(*paths) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
 
 
-def make_identity(client: TestClient, cid: str, headers: dict, external_id: str, name: str = "") -> str:
+def make_identity(
+    client: TestClient, cid: str, headers: dict, external_id: str, name: str = ""
+) -> str:
     r = client.post(
         f"/v1/collections/{cid}/identities",
-        json={"external_id": external_id, "display_name": name or external_id, "metadata": {"k": 1}},
+        json={
+            "external_id": external_id,
+            "display_name": name or external_id,
+            "metadata": {"k": 1},
+        },
         headers=headers,
     )
     assert r.status_code == 201, r.text
@@ -27,7 +33,10 @@ def make_identity(client: TestClient, cid: str, headers: dict, external_id: str,
 
 def enroll(client: TestClient, cid: str, iid: str, headers: dict, *paths, **form) -> dict:
     r = client.post(
-        f"/v1/collections/{cid}/identities/{iid}/faces", files=files(*paths), data=form, headers=headers
+        f"/v1/collections/{cid}/identities/{iid}/faces",
+        files=files(*paths),
+        data=form,
+        headers=headers,
     )
     return {"status": r.status_code, **r.json()}
 
@@ -43,7 +52,9 @@ def identify(client: TestClient, cid: str, headers: dict, path, **form) -> dict:
     return r.json()
 
 
-def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collection: str, settings) -> None:
+def test_enroll_verify_identify_erase(
+    client: TestClient, admin: dict, collection: str, settings
+) -> None:
     cid = collection
     biden = make_identity(client, cid, admin, "biden", "Joe Biden")
     obama = make_identity(client, cid, admin, "obama", "Barack Obama")
@@ -55,7 +66,11 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
 
     # paged listing and search by name
     page = client.get(f"/v1/collections/{cid}/identities?q=obam", headers=admin).json()
-    assert page["total"] == 1 and page["items"][0]["id"] == obama and page["items"][0]["templates"] == 2
+    assert (
+        page["total"] == 1
+        and page["items"][0]["id"] == obama
+        and page["items"][0]["templates"] == 2
+    )
     page = client.get(f"/v1/collections/{cid}/identities?limit=1&offset=1", headers=admin).json()
     assert page["total"] == 2 and len(page["items"]) == 1
     detail = client.get(f"/v1/collections/{cid}/identities/{obama}", headers=admin).json()
@@ -64,7 +79,9 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
     # 1:1 against every template of the claimed identity
     probe = PROBES / "obama1.jpg"
     body = {"file": (probe.name, probe.read_bytes(), "image/jpeg")}
-    same = client.post(f"/v1/collections/{cid}/verify", files=body, data={"identity_id": obama}, headers=admin)
+    same = client.post(
+        f"/v1/collections/{cid}/verify", files=body, data={"identity_id": obama}, headers=admin
+    )
     assert same.status_code == 200, same.text
     same = same.json()
     assert same["match"] is True and same["templates_compared"] == 2
@@ -76,7 +93,9 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
     assert cal["pipeline"] == f"{settings.detector}+{settings.embedder}"
     assert cal["impostor_pairs"] >= 3 / settings.default_far
     assert settings.default_far <= cal["far_upper_95"] < 2 * settings.default_far
-    other = client.post(f"/v1/collections/{cid}/verify", files=body, data={"identity_id": biden}, headers=admin).json()
+    other = client.post(
+        f"/v1/collections/{cid}/verify", files=body, data={"identity_id": biden}, headers=admin
+    ).json()
     assert other["match"] is False and other["similarity"] < same["similarity"]
     # two images
     two = client.post(
@@ -94,10 +113,14 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
     assert own["far"] is None and own["calibration"] is None
     cands = res["faces"][0]["candidates"]
     assert cands[0]["identity_id"] == obama and cands[0]["match"] is True
-    assert [c["similarity"] for c in cands] == sorted((c["similarity"] for c in cands), reverse=True)
+    assert [c["similarity"] for c in cands] == sorted(
+        (c["similarity"] for c in cands), reverse=True
+    )
     both = identify(client, cid, admin, PROBES / "obama_and_biden.jpg", all_faces="true")
     assert len(both["faces"]) >= 2  # the photo also holds a smaller face in the background
-    matched = [f["candidates"][0]["external_id"] for f in both["faces"] if f["candidates"][0]["match"]]
+    matched = [
+        f["candidates"][0]["external_id"] for f in both["faces"] if f["candidates"][0]["match"]
+    ]
     assert sorted(matched) == ["biden", "obama"]
 
     # erase: templates, thumbnails, index entries; audit keeps the event
@@ -105,7 +128,9 @@ def test_enroll_verify_identify_erase(client: TestClient, admin: dict, collectio
     assert thumbs, "thumbnails were stored"
     r = client.delete(f"/v1/collections/{cid}/identities/{obama}", headers=admin)
     assert r.status_code == 200 and r.json()["templates"] == 2
-    assert_problem(client.get(f"/v1/collections/{cid}/identities/{obama}", headers=admin), 404, "not_found")
+    assert_problem(
+        client.get(f"/v1/collections/{cid}/identities/{obama}", headers=admin), 404, "not_found"
+    )
     res = identify(client, cid, admin, probe, top_k=5)
     assert all(c["identity_id"] != obama for c in res["faces"][0]["candidates"])
     assert res["faces"][0]["candidates"][0]["match"] is False
@@ -122,21 +147,33 @@ def test_duplicate_multi_face_and_quality(client: TestClient, admin: dict, colle
     kit = make_identity(client, cid, admin, "kit")
     first = enroll(client, cid, kit, admin, TRAIN / "kit_harington/john1.jpeg")
     assert first["status"] == 201
-    again = enroll(client, cid, kit, admin, TRAIN / "kit_harington/john1.jpeg", TRAIN / "kit_harington/john2.jpeg")
+    again = enroll(
+        client,
+        cid,
+        kit,
+        admin,
+        TRAIN / "kit_harington/john1.jpeg",
+        TRAIN / "kit_harington/john2.jpeg",
+    )
     assert again["status"] == 201
     assert len(again["accepted"]) == 1 and again["rejected"][0]["code"] == "duplicate_image"
 
     # several faces, none chosen -> rejected with the faces listed; then choose by index or bbox
     rose = make_identity(client, cid, admin, "rose")
     group = PROBES / "kit_with_rose.jpg"
-    r = client.post(f"/v1/collections/{cid}/identities/{rose}/faces", files=files(group), headers=admin)
+    r = client.post(
+        f"/v1/collections/{cid}/identities/{rose}/faces", files=files(group), headers=admin
+    )
     err = assert_problem(r, 422, "enrollment_rejected")
     rej = err["details"]["rejected"][0]
     assert rej["code"] == "multiple_faces" and len(rej["details"]["faces"]) == 2
     # pick Rose's face by the box that identify reports for the face closest to her photos
     enroll(client, cid, rose, admin, TRAIN / "rose_leslie/img1.jpg")
     faces = identify(client, cid, admin, group, all_faces="true")["faces"]
-    rose_face = max(faces, key=lambda f: next(c["similarity"] for c in f["candidates"] if c["external_id"] == "rose"))
+    rose_face = max(
+        faces,
+        key=lambda f: next(c["similarity"] for c in f["candidates"] if c["external_id"] == "rose"),
+    )
     r = enroll(client, cid, rose, admin, group, bbox=",".join(str(v) for v in rose_face["bbox"]))
     assert r["status"] == 201 and r["accepted"][0]["bbox"] == rose_face["bbox"]
     r = enroll(client, cid, kit, admin, group, face_index="5")
@@ -213,7 +250,9 @@ def test_quality_gate_rejects_low_quality(
 
 def test_collections_lifecycle(client: TestClient, admin: dict, new_collection) -> None:
     cid = new_collection()
-    assert_problem(client.post("/v1/collections", json={"name": cid}, headers=admin), 409, "conflict")
+    assert_problem(
+        client.post("/v1/collections", json={"name": cid}, headers=admin), 409, "conflict"
+    )
     listed = client.get("/v1/collections", headers=admin).json()["items"]
     assert cid in {c["name"] for c in listed}
     iid = make_identity(client, cid, admin, "x")
@@ -240,8 +279,11 @@ def test_health_and_metrics(client: TestClient, admin: dict) -> None:
     r = client.get("/openapi.json")
     assert r.status_code == 200, r.text
     paths = r.json()["paths"]
-    assert {"/v1/collections/{cid}/identify", "/v1/collections/{cid}/verify",
-            "/v1/collections/{cid}/identities/{iid}/faces"} <= set(paths), sorted(paths)
+    assert {
+        "/v1/collections/{cid}/identify",
+        "/v1/collections/{cid}/verify",
+        "/v1/collections/{cid}/identities/{iid}/faces",
+    } <= set(paths), sorted(paths)
     assert "post" in paths["/v1/collections/{cid}/identify"]
 
 

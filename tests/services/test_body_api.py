@@ -37,7 +37,9 @@ def _blank_png() -> bytes:
 
 
 def _identity(client: TestClient, admin: dict[str, str], collection: str, ext: str) -> str:
-    r = client.post(f"/v1/collections/{collection}/identities", json={"external_id": ext}, headers=admin)
+    r = client.post(
+        f"/v1/collections/{collection}/identities", json={"external_id": ext}, headers=admin
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -98,7 +100,12 @@ def test_enroll_and_identify_pedestrians_across_frames(
     assert err["details"]["rejected"][0]["code"] == "duplicate_image"
 
     # Erasing an identity removes its body templates; the index follows the store.
-    assert client.delete(f"/v1/collections/{collection}/identities/{ids[t]}", headers=admin).status_code == 200
+    assert (
+        client.delete(
+            f"/v1/collections/{collection}/identities/{ids[t]}", headers=admin
+        ).status_code
+        == 200
+    )
     r = client.post(
         f"/v1/collections/{collection}/identify-body",
         files={"file": ("f4.jpg", _frame(4), "image/jpeg")},
@@ -109,7 +116,9 @@ def test_enroll_and_identify_pedestrians_across_frames(
     assert ids[t] not in {c["identity_id"] for c in r.json()["candidates"]}
 
 
-def test_index_rebuilds_from_postgres(client: TestClient, admin: dict[str, str], collection: str) -> None:
+def test_index_rebuilds_from_postgres(
+    client: TestClient, admin: dict[str, str], collection: str
+) -> None:
     first = _gt(1)
     t = min(first)
     iid = _identity(client, admin, collection, "one")
@@ -136,13 +145,18 @@ def test_face_and_body_fused_on_real_photos(
     for name, path in people.items():
         iid = _identity(client, admin, collection, name)
         files = [("files", (path.name, path.read_bytes(), "image/jpeg"))]
-        assert client.post(
-            f"/v1/collections/{collection}/identities/{iid}/faces", files=files, headers=admin
-        ).status_code == 201
+        assert (
+            client.post(
+                f"/v1/collections/{collection}/identities/{iid}/faces", files=files, headers=admin
+            ).status_code
+            == 201
+        )
         # Portraits: the person is the whole photo (HOG needs a full standing figure).
         r = client.post(
             f"/v1/collections/{collection}/identities/{iid}/bodies",
-            files=files, data={"bbox": "0,0,100000,100000"}, headers=admin,
+            files=files,
+            data={"bbox": "0,0,100000,100000"},
+            headers=admin,
         )
         assert r.status_code == 201, r.text
         ids[name] = iid
@@ -176,45 +190,70 @@ def test_face_and_body_fused_on_real_photos(
     assert all(c["face_similarity"] is None for c in r.json()["candidates"])
 
 
-def test_bad_inputs_are_typed_4xx(client: TestClient, admin: dict[str, str], collection: str) -> None:
+def test_bad_inputs_are_typed_4xx(
+    client: TestClient, admin: dict[str, str], collection: str
+) -> None:
     iid = _identity(client, admin, collection, "x")
     url = f"/v1/collections/{collection}/identities/{iid}/bodies"
     assert_problem(
-        client.post(url, files=[("files", ("f.jpg", _frame(1), "image/jpeg"))], data={"bbox": "1,2,3"},
-                    headers=admin),
-        422, "invalid_input",
+        client.post(
+            url,
+            files=[("files", ("f.jpg", _frame(1), "image/jpeg"))],
+            data={"bbox": "1,2,3"},
+            headers=admin,
+        ),
+        422,
+        "invalid_input",
     )
     # A box outside the image, an empty file, a photo with no standing person (HOG finds none).
     err = assert_problem(
-        client.post(url, files=[("files", ("f.jpg", _frame(1), "image/jpeg"))],
-                    data={"bbox": "5000,5000,5100,5200"}, headers=admin),
-        422, "enrollment_rejected",
+        client.post(
+            url,
+            files=[("files", ("f.jpg", _frame(1), "image/jpeg"))],
+            data={"bbox": "5000,5000,5100,5200"},
+            headers=admin,
+        ),
+        422,
+        "enrollment_rejected",
     )
     assert err["details"]["rejected"][0]["code"] == "invalid_input"
     err = assert_problem(
         client.post(url, files=[("files", ("e.jpg", b"", "image/jpeg"))], headers=admin),
-        422, "enrollment_rejected",
+        422,
+        "enrollment_rejected",
     )
     assert err["details"]["rejected"][0]["code"] == "bad_image"
     assert_problem(
-        client.post(f"/v1/collections/{collection}/identify-body",
-                    files={"file": ("p.png", _blank_png(), "image/png")},
-                    headers=admin),
-        422, "no_person_found",
+        client.post(
+            f"/v1/collections/{collection}/identify-body",
+            files={"file": ("p.png", _blank_png(), "image/png")},
+            headers=admin,
+        ),
+        422,
+        "no_person_found",
     )
     assert_problem(
-        client.post(f"/v1/collections/{collection}/identities/00000000-0000-0000-0000-000000000000/bodies",
-                    files=[("files", ("f.jpg", _frame(1), "image/jpeg"))], headers=admin),
-        404, "not_found",
+        client.post(
+            f"/v1/collections/{collection}/identities/00000000-0000-0000-0000-000000000000/bodies",
+            files=[("files", ("f.jpg", _frame(1), "image/jpeg"))],
+            headers=admin,
+        ),
+        404,
+        "not_found",
     )
     assert_problem(
-        client.post("/v1/collections/no-such/identify-body",
-                    files={"file": ("f.jpg", _frame(1), "image/jpeg")}, headers=admin),
+        client.post(
+            "/v1/collections/no-such/identify-body",
+            files={"file": ("f.jpg", _frame(1), "image/jpeg")},
+            headers=admin,
+        ),
         404,
     )
     assert_problem(
-        client.post(f"/v1/collections/{collection}/identify-body",
-                    files={"file": ("f.jpg", _frame(1), "image/jpeg")}),
+        client.post(
+            f"/v1/collections/{collection}/identify-body",
+            files={"file": ("f.jpg", _frame(1), "image/jpeg")},
+        ),
         401,
     )
 
@@ -232,17 +271,27 @@ def test_images_that_crashed_the_person_detector_are_4xx(
     # OpenCV's HOG segfaulted the whole process on 1x1, 64x64 and 3x5000 (issue 10), and 60x30
     # was a 500. Now each is a typed 4xx problem, and the service (this process) still answers.
     iid = _identity(client, admin, collection, f"tiny-{wh[0]}x{wh[1]}")
-    r = client.post(f"/v1/collections/{collection}/identify-body",
-                    files={"file": ("t.png", _png(*wh), "image/png")}, headers=admin)
+    r = client.post(
+        f"/v1/collections/{collection}/identify-body",
+        files={"file": ("t.png", _png(*wh), "image/png")},
+        headers=admin,
+    )
     code = "no_person_found" if wh == (64, 64) else "unsuitable_person_image"
     assert_problem(r, 422, code)
     err = assert_problem(
-        client.post(f"/v1/collections/{collection}/identities/{iid}/bodies",
-                    files=[("files", ("t.png", _png(*wh), "image/png"))], headers=admin),
-        422, "enrollment_rejected",
+        client.post(
+            f"/v1/collections/{collection}/identities/{iid}/bodies",
+            files=[("files", ("t.png", _png(*wh), "image/png"))],
+            headers=admin,
+        ),
+        422,
+        "enrollment_rejected",
     )
     assert err["details"]["rejected"][0]["code"] == code
-    assert client.get(f"/v1/collections/{collection}/identities/{iid}", headers=admin).status_code == 200
+    assert (
+        client.get(f"/v1/collections/{collection}/identities/{iid}", headers=admin).status_code
+        == 200
+    )
 
 
 def test_reranking_orders_a_one_model_gallery(
@@ -257,7 +306,8 @@ def test_reranking_orders_a_one_model_gallery(
             r = client.post(
                 f"/v1/collections/{collection}/identities/{ids[t]}/bodies",
                 files=[("files", ("f.jpg", _frame(frame), "image/jpeg"))],
-                data={"bbox": _bbox(boxes[t])}, headers=admin,
+                data={"bbox": _bbox(boxes[t])},
+                headers=admin,
             )
             assert r.status_code == 201, r.text
     probe_frame = 2
@@ -268,7 +318,8 @@ def test_reranking_orders_a_one_model_gallery(
         r = client.post(
             f"/v1/collections/{collection}/identify-body",
             files={"file": ("f.jpg", _frame(probe_frame), "image/jpeg")},
-            data={"bbox": _bbox(probe[t]), "rerank": "true", "use_face": "false"}, headers=admin,
+            data={"bbox": _bbox(probe[t]), "rerank": "true", "use_face": "false"},
+            headers=admin,
         )
         assert r.status_code == 200, r.text
         assert r.json()["reranked"] is True
@@ -291,7 +342,8 @@ def test_templates_of_an_older_body_model_stay_searchable(
     legacy.enroll_images(collection, ids[old], [("f1.jpg", _frame(1))], first[old])
     r = client.post(
         f"/v1/collections/{collection}/identities/{ids[new]}/bodies",
-        files=[("files", ("f1.jpg", _frame(1), "image/jpeg"))], data={"bbox": _bbox(first[new])},
+        files=[("files", ("f1.jpg", _frame(1), "image/jpeg"))],
+        data={"bbox": _bbox(first[new])},
         headers=admin,
     )
     assert r.status_code == 201, r.text

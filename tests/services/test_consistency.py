@@ -48,9 +48,23 @@ class Server:
         self.log = log
         with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "services.app:create_app", "--factory",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "services.app:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -64,13 +78,20 @@ class Server:
         raise AssertionError("server did not become ready:\n" + log.read_text()[-3000:])
 
 
-def _identify_all(client: httpx.Client, cid: str, probes: list[Path]) -> dict[str, list[tuple[str, float]]]:
+def _identify_all(
+    client: httpx.Client, cid: str, probes: list[Path]
+) -> dict[str, list[tuple[str, float]]]:
     out = {}
     for p in probes:
-        r = client.post(f"/v1/collections/{cid}/identify", files={"file": (p.name, p.read_bytes())},
-                        data={"top_k": "100"})
+        r = client.post(
+            f"/v1/collections/{cid}/identify",
+            files={"file": (p.name, p.read_bytes())},
+            data={"top_k": "100"},
+        )
         assert r.status_code == 200, r.text
-        out[p.name] = [(c["identity_id"], c["similarity"]) for c in r.json()["faces"][0]["candidates"]]
+        out[p.name] = [
+            (c["identity_id"], c["similarity"]) for c in r.json()["faces"][0]["candidates"]
+        ]
     return out
 
 
@@ -107,10 +128,15 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
     for person, path in pool[:28]:
         if identities and rng.random() < 0.2:
             victim = rng.choice(sorted(identities))
-            assert c.delete(f"/v1/collections/{cid}/identities/{identities.pop(victim)}").status_code == 200
+            assert (
+                c.delete(f"/v1/collections/{cid}/identities/{identities.pop(victim)}").status_code
+                == 200
+            )
             erased += 1
-        r = c.post(f"/v1/collections/{cid}/identities/{identity_for(person)}/faces",
-                   files=[("files", (path.name, path.read_bytes()))])
+        r = c.post(
+            f"/v1/collections/{cid}/identities/{identity_for(person)}/faces",
+            files=[("files", (path.name, path.read_bytes()))],
+        )
         assert r.status_code in (201, 422), r.text
         enrolled += r.status_code == 201
     assert enrolled >= 15 and erased >= 2
@@ -120,19 +146,30 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
     assert any(cands for cands in before.values())
 
     # phase B: new identities (committed), then concurrent enrolls into them, SIGKILL mid-flight
-    late = {f"late-{i}": c.post(f"/v1/collections/{cid}/identities", json={"external_id": f"late-{i}"}).json()["id"]
-            for i in range(len(late_pool))}
+    late = {
+        f"late-{i}": c.post(
+            f"/v1/collections/{cid}/identities", json={"external_id": f"late-{i}"}
+        ).json()["id"]
+        for i in range(len(late_pool))
+    }
     outcomes: list[str] = []
 
     def post(iid: str, path: Path) -> None:
         try:
-            r = httpx.post(f"{server.url}/v1/collections/{cid}/identities/{iid}/faces", headers=headers,
-                           files=[("files", (path.name, path.read_bytes()))], timeout=60)
+            r = httpx.post(
+                f"{server.url}/v1/collections/{cid}/identities/{iid}/faces",
+                headers=headers,
+                files=[("files", (path.name, path.read_bytes()))],
+                timeout=60,
+            )
             outcomes.append(str(r.status_code))
         except httpx.HTTPError:
             outcomes.append("killed")
 
-    threads = [threading.Thread(target=post, args=(iid, p)) for iid, (_, p) in zip(late.values(), late_pool, strict=False)]
+    threads = [
+        threading.Thread(target=post, args=(iid, p))
+        for iid, (_, p) in zip(late.values(), late_pool, strict=False)
+    ]
     for t in threads:
         t.start()
     time.sleep(0.8)
@@ -154,12 +191,18 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
             coll_id = conn.execute(select(Collection.id).where(Collection.name == cid)).scalar_one()
             rows = conn.execute(
                 select(
-                    FaceTemplate.id, FaceTemplate.identity_id, FaceTemplate.dim,
-                    FaceTemplate.embedding, FaceTemplate.key_id,
-                )
-                .where(FaceTemplate.collection_id == coll_id)
+                    FaceTemplate.id,
+                    FaceTemplate.identity_id,
+                    FaceTemplate.dim,
+                    FaceTemplate.embedding,
+                    FaceTemplate.key_id,
+                ).where(FaceTemplate.collection_id == coll_id)
             ).all()
-            n_identities = len(conn.execute(select(IdentityRow.id).where(IdentityRow.collection_id == coll_id)).all())
+            n_identities = len(
+                conn.execute(
+                    select(IdentityRow.id).where(IdentityRow.collection_id == coll_id)
+                ).all()
+            )
         assert status["consistent"] is True, status
         assert status["index_size"] == status["templates"] == len(rows)
         assert n_identities == len(identities) + len(late)

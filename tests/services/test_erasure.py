@@ -25,8 +25,10 @@ def _job(client: TestClient, cid: str, admin: dict) -> dict:
         for p in sorted(TRAIN.glob("*/*")):
             zf.write(p, f"{p.parent.name}/{p.name}")
     r = client.post(
-        f"/v1/collections/{cid}/jobs", files={"file": ("g.zip", buf.getvalue(), "application/zip")},
-        data={"labels": "none"}, headers=admin,
+        f"/v1/collections/{cid}/jobs",
+        files={"file": ("g.zip", buf.getvalue(), "application/zip")},
+        data={"labels": "none"},
+        headers=admin,
     )
     assert r.status_code == 202, r.text
     deadline = time.time() + 240
@@ -54,7 +56,8 @@ def test_erased_identity_leaves_no_bytes_anywhere(
     obama = [c for c in clusters if {f["path"].split("/")[0] for f in c["faces"]} == {"obama"}]
     assert len(obama) == 1, clusters
     r = client.post(
-        f"/v1/collections/{cid}/clusters/{obama[0]['id']}/name", json={"external_id": "obama"},
+        f"/v1/collections/{cid}/clusters/{obama[0]['id']}/name",
+        json={"external_id": "obama"},
         headers=admin,
     )
     assert r.status_code == 201, r.text
@@ -62,7 +65,8 @@ def test_erased_identity_leaves_no_bytes_anywhere(
     probe = PROBES / "obama1.jpg"
     r = client.post(
         f"/v1/collections/{cid}/identities/{iid}/faces",
-        files=[("files", (probe.name, probe.read_bytes(), "image/jpeg"))], headers=admin,
+        files=[("files", (probe.name, probe.read_bytes(), "image/jpeg"))],
+        headers=admin,
     )
     assert r.status_code == 201 and len(r.json()["accepted"]) == 1, r.text
     face_ids = [f["face_id"] for f in obama[0]["faces"]]
@@ -74,11 +78,15 @@ def test_erased_identity_leaves_no_bytes_anywhere(
     needles: dict[str, bytes] = {}
     with engine.connect() as conn:
         templates = conn.execute(
-            text("SELECT id, embedding, key_id, thumbnail FROM face_templates WHERE identity_id = :i"),
+            text(
+                "SELECT id, embedding, key_id, thumbnail FROM face_templates WHERE identity_id = :i"
+            ),
             {"i": iid},
         ).all()
         gallery = conn.execute(
-            text("SELECT id, embedding, thumbnail_jpeg, key_id FROM gallery_faces WHERE id = ANY(:f)"),
+            text(
+                "SELECT id, embedding, thumbnail_jpeg, key_id FROM gallery_faces WHERE id = ANY(:f)"
+            ),
             {"f": face_ids},
         ).all()
     assert len(templates) == 3 and len(gallery) == 2
@@ -104,7 +112,9 @@ def test_erased_identity_leaves_no_bytes_anywhere(
     assert all(client.get(u, headers=admin).status_code == 404 for u in thumb_urls)
     with engine.connect() as conn:
         left = conn.execute(
-            text("SELECT count(*) FROM gallery_faces WHERE collection_id = :c AND rel_path LIKE 'obama/%'"),
+            text(
+                "SELECT count(*) FROM gallery_faces WHERE collection_id = :c AND rel_path LIKE 'obama/%'"
+            ),
             {"c": coll_id},
         ).scalar_one()
         named = conn.execute(
@@ -118,13 +128,15 @@ def test_erased_identity_leaves_no_bytes_anywhere(
     for c in client.get(f"/v1/collections/{cid}/clusters", headers=admin).json()["items"]:
         assert all(not f["path"].startswith("obama/") for f in c["faces"]), c
         r = client.post(
-            f"/v1/collections/{cid}/clusters/{c['id']}/name", json={"external_id": f"c{c['id']}"},
+            f"/v1/collections/{cid}/clusters/{c['id']}/name",
+            json={"external_id": f"c{c['id']}"},
             headers=admin,
         )
         assert r.status_code == 201, r.text
     r = client.post(
         f"/v1/collections/{cid}/identify",
-        files={"file": (probe.name, probe.read_bytes(), "image/jpeg")}, headers=admin,
+        files={"file": (probe.name, probe.read_bytes(), "image/jpeg")},
+        headers=admin,
     )
     assert r.status_code == 200 and not any(c["match"] for c in r.json()["faces"][0]["candidates"])
 
@@ -136,7 +148,9 @@ def test_erased_identity_leaves_no_bytes_anywhere(
     # no file of the data directory, nor of the Postgres cluster, holds any of it; WAL segments
     # keep the sealed rows until recycled (docs/security.md), never the plaintext
     _checkpoint(engine)
-    pieces = {f"{name} [{i}]": w for name, blob in needles.items() for i, w in enumerate(windows(blob))}
+    pieces = {
+        f"{name} [{i}]": w for name, blob in needles.items() for i, w in enumerate(windows(blob))
+    }
     assert find_bytes(files_under(settings.data_dir), pieces) == []
     pg = pg_data_dir(engine)
     assert find_bytes(files_under(pg, skip=["pg_wal"]), pieces) == []

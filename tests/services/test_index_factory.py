@@ -28,14 +28,25 @@ def _unseal(settings, engine):  # type: ignore[no-untyped-def]
 
 
 def test_snapshot_of_another_factory_is_rebuilt(
-    client: TestClient, admin: dict, collection: str, settings, engine, analyzer, tmp_path: Path,
+    client: TestClient,
+    admin: dict,
+    collection: str,
+    settings,
+    engine,
+    analyzer,
+    tmp_path: Path,
     caplog,
 ) -> None:
     cid = collection
-    iid = client.post(f"/v1/collections/{cid}/identities", json={"external_id": "obama"}, headers=admin).json()["id"]
+    iid = client.post(
+        f"/v1/collections/{cid}/identities", json={"external_id": "obama"}, headers=admin
+    ).json()["id"]
     r = client.post(
         f"/v1/collections/{cid}/identities/{iid}/faces",
-        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in (TRAIN / "obama/obama.jpg", TRAIN / "obama/obama2.jpg")],
+        files=[
+            ("files", (p.name, p.read_bytes(), "image/jpeg"))
+            for p in (TRAIN / "obama/obama.jpg", TRAIN / "obama/obama2.jpg")
+        ],
         headers=admin,
     )
     assert r.status_code == 201, r.text
@@ -46,8 +57,12 @@ def test_snapshot_of_another_factory_is_rebuilt(
 
     with _restart(settings, engine, analyzer, tmp_path, "Flat") as c:
         status = c.get(f"/v1/collections/{cid}/index", headers=admin).json()
-        assert status["index_factory"] == "Flat" and status["consistent"] and status["index_size"] == 2
-    assert FaceIndex.load(snapshot, unseal=_unseal(settings, engine)).factory == "Flat"  # written on shutdown
+        assert (
+            status["index_factory"] == "Flat" and status["consistent"] and status["index_size"] == 2
+        )
+    assert (
+        FaceIndex.load(snapshot, unseal=_unseal(settings, engine)).factory == "Flat"
+    )  # written on shutdown
 
     caplog.set_level(logging.INFO, logger="services.indexes")
     with _restart(settings, engine, analyzer, tmp_path, "HNSW32") as c:
@@ -70,14 +85,18 @@ def test_snapshot_of_another_factory_is_rebuilt(
         status = c.get(f"/v1/collections/{cid}/index", headers=admin).json()
         assert status["index_factory"] == "HNSW32" and status["consistent"], status
     assert not [m for m in caplog.messages if REBUILD in m and str(snapshot) in m], caplog.messages
-    assert any(f"index {cid}/{model} loaded from snapshot" in m for m in caplog.messages), caplog.messages
+    assert any(f"index {cid}/{model} loaded from snapshot" in m for m in caplog.messages), (
+        caplog.messages
+    )
 
 
 def test_search_knobs_from_settings_reach_every_index(
     client: TestClient, admin: dict, collection: str, settings, engine, analyzer, tmp_path: Path
 ) -> None:
     cid = collection
-    iid = client.post(f"/v1/collections/{cid}/identities", json={"external_id": "biden"}, headers=admin).json()["id"]
+    iid = client.post(
+        f"/v1/collections/{cid}/identities", json={"external_id": "biden"}, headers=admin
+    ).json()["id"]
     r = client.post(
         f"/v1/collections/{cid}/identities/{iid}/faces",
         files=[("files", ("b.jpg", (TRAIN / "biden/biden.jpg").read_bytes(), "image/jpeg"))],
@@ -90,25 +109,39 @@ def test_search_knobs_from_settings_reach_every_index(
         return described[cid]["params"]
 
     base = {"data_dir": tmp_path, "index_factory": "HNSW32"}
-    with TestClient(create_app(settings.model_copy(update=base), engine=engine, analyzer=analyzer,
-                               warm_models=False)) as c:
+    with TestClient(
+        create_app(
+            settings.model_copy(update=base), engine=engine, analyzer=analyzer, warm_models=False
+        )
+    ) as c:
         assert c.get(f"/v1/collections/{cid}/index", headers=admin).json()["consistent"]
         assert knobs(c) == {"efSearch": 256}  # identity.index's default, not FAISS's 16
     # a changed knob applies to the snapshot written on the last shutdown, too
     tuned = {**base, "index_params": {"efSearch": 200}}
-    with TestClient(create_app(settings.model_copy(update=tuned), engine=engine, analyzer=analyzer,
-                               warm_models=False)) as c:
+    with TestClient(
+        create_app(
+            settings.model_copy(update=tuned), engine=engine, analyzer=analyzer, warm_models=False
+        )
+    ) as c:
         assert c.get(f"/v1/collections/{cid}/index", headers=admin).json()["consistent"]
         assert knobs(c) == {"efSearch": 200}
 
 
-def test_bad_index_settings_fail_at_start_not_in_a_request(settings, engine, analyzer, tmp_path) -> None:
+def test_bad_index_settings_fail_at_start_not_in_a_request(
+    settings, engine, analyzer, tmp_path
+) -> None:
     import pytest
 
     from identity.errors import InvalidInput
 
-    for bad in ({"index_factory": "IVF4096,NotAThing"},
-                {"index_factory": "Flat", "index_params": {"nprobe": 32}}):
+    for bad in (
+        {"index_factory": "IVF4096,NotAThing"},
+        {"index_factory": "Flat", "index_params": {"nprobe": 32}},
+    ):
         with pytest.raises(InvalidInput):
-            create_app(settings.model_copy(update={"data_dir": tmp_path, **bad}), engine=engine,
-                       analyzer=analyzer, warm_models=False)
+            create_app(
+                settings.model_copy(update={"data_dir": tmp_path, **bad}),
+                engine=engine,
+                analyzer=analyzer,
+                warm_models=False,
+            )

@@ -22,14 +22,20 @@ def upload(path: Path, field: str = "file") -> dict:
 
 def verify(client: TestClient, cid: str, headers: dict, path: Path, iid: str, **form):  # type: ignore[no-untyped-def]
     return client.post(
-        f"/v1/collections/{cid}/verify", files=upload(path), data={"identity_id": iid, **form},
+        f"/v1/collections/{cid}/verify",
+        files=upload(path),
+        data={"identity_id": iid, **form},
         headers=headers,
     )
 
 
-def test_require_refuses_a_printed_photo_and_passes_a_live_one(client: TestClient, admin: dict) -> None:
+def test_require_refuses_a_printed_photo_and_passes_a_live_one(
+    client: TestClient, admin: dict
+) -> None:
     cid = "live-req-" + uuid.uuid4().hex[:8]
-    r = client.post("/v1/collections", json={"name": cid, "liveness_policy": "require"}, headers=admin)
+    r = client.post(
+        "/v1/collections", json={"name": cid, "liveness_policy": "require"}, headers=admin
+    )
     assert r.status_code == 201 and r.json()["liveness_policy"] == "require", r.text
     iid = client.post(
         f"/v1/collections/{cid}/identities", json={"external_id": "s0007"}, headers=admin
@@ -54,7 +60,9 @@ def test_require_refuses_a_printed_photo_and_passes_a_live_one(client: TestClien
     ok = verify(client, cid, admin, LIVE[1], iid)
     assert ok.status_code == 200, ok.text
     live = ok.json()["liveness"]
-    assert live["live"] is True and live["score"] >= live["threshold"] and live["policy"] == "require"
+    assert (
+        live["live"] is True and live["score"] >= live["threshold"] and live["policy"] == "require"
+    )
     assert live["evidence"]["subjects"] == ["0001", "0002", "0003", "0004", "0005", "0006"]
     assert live["evidence"]["n_live"] > 0 and "bpcer_upper_95" in live["evidence"]
     assert ok.json()["match"] is True
@@ -65,11 +73,15 @@ def test_require_refuses_a_printed_photo_and_passes_a_live_one(client: TestClien
 
     # a face too small to judge is not called an attack: the client is asked to retake it
     image = cv2.imread(str(LIVE[1]))
-    small = cv2.resize(image, (image.shape[1] // 4, image.shape[0] // 4), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        image, (image.shape[1] // 4, image.shape[0] // 4), interpolation=cv2.INTER_AREA
+    )
     jpeg = cv2.imencode(".jpg", small)[1].tobytes()
     r = client.post(
-        f"/v1/collections/{cid}/verify", files={"file": ("small.jpg", jpeg, "image/jpeg")},
-        data={"identity_id": iid}, headers=admin,
+        f"/v1/collections/{cid}/verify",
+        files={"file": ("small.jpg", jpeg, "image/jpeg")},
+        data={"identity_id": iid},
+        headers=admin,
     )
     assert assert_problem(r, 422, "liveness_undetermined")["details"]["reason"] == "face_too_small"
 
@@ -79,7 +91,9 @@ def test_require_refuses_a_printed_photo_and_passes_a_live_one(client: TestClien
     refused = {e["action"] for e in mine if e["outcome"] == "presentation_attack"}
     assert refused == {"face.enroll", "verify", "identify"}
     assert any(e["outcome"] == "liveness_undetermined" for e in mine)
-    attack = next(e for e in mine if e["action"] == "verify" and e["outcome"] == "presentation_attack")
+    attack = next(
+        e for e in mine if e["action"] == "verify" and e["outcome"] == "presentation_attack"
+    )
     assert attack["details"]["liveness"]["live"] is False
     assert attack["details"]["liveness"]["score"] == details["score"]
     matched = next(e for e in mine if e["action"] == "verify" and e["outcome"] == "match")
@@ -96,7 +110,8 @@ def test_report_returns_the_score_and_off_runs_only_when_asked(
     ).json()["id"]
     r = client.post(
         f"/v1/collections/{cid}/identities/{iid}/faces",
-        files=[("files", (LIVE[0].name, LIVE[0].read_bytes(), "image/jpeg"))], headers=admin,
+        files=[("files", (LIVE[0].name, LIVE[0].read_bytes(), "image/jpeg"))],
+        headers=admin,
     )
     assert r.status_code == 201 and r.json()["accepted"][0].get("liveness") is None, r.text
 
@@ -110,13 +125,19 @@ def test_report_returns_the_score_and_off_runs_only_when_asked(
     assert r.status_code == 200 and r.json()["liveness_policy"] == "report", r.text
     res = verify(client, cid, admin, SPOOF, iid)
     assert res.status_code == 200 and res.json()["liveness"]["live"] is False
-    ident = client.post(f"/v1/collections/{cid}/identify", files=upload(LIVE[1]), headers=admin).json()
+    ident = client.post(
+        f"/v1/collections/{cid}/identify", files=upload(LIVE[1]), headers=admin
+    ).json()
     assert ident["faces"][0]["liveness"]["live"] is True
 
     # a policy that does not exist is a 422 problem, at update and at creation
     assert_problem(
-        client.patch(f"/v1/collections/{cid}", json={"liveness_policy": "strict"}, headers=admin), 422
+        client.patch(f"/v1/collections/{cid}", json={"liveness_policy": "strict"}, headers=admin),
+        422,
     )
     assert_problem(
-        client.post("/v1/collections", json={"name": "bad-pol", "liveness_policy": "x"}, headers=admin), 422
+        client.post(
+            "/v1/collections", json={"name": "bad-pol", "liveness_policy": "x"}, headers=admin
+        ),
+        422,
     )

@@ -17,20 +17,32 @@ from svc_helpers import TRAIN, assert_problem
 FACE = TRAIN / "obama" / "obama.jpg"
 
 
-def test_enrollment_over_the_file_cap_is_413_naming_it(client: TestClient, admin, collection: str, settings) -> None:  # type: ignore[no-untyped-def]
-    iid = client.post(f"/v1/collections/{collection}/identities", json={"external_id": "cap"},
-                      headers=admin).json()["id"]
+def test_enrollment_over_the_file_cap_is_413_naming_it(
+    client: TestClient, admin, collection: str, settings
+) -> None:  # type: ignore[no-untyped-def]
+    iid = client.post(
+        f"/v1/collections/{collection}/identities", json={"external_id": "cap"}, headers=admin
+    ).json()["id"]
     cap = settings.enroll_max_files
     files = [("files", (f"f{i}.jpg", FACE.read_bytes(), "image/jpeg")) for i in range(cap + 1)]
-    for path in (f"/v1/collections/{collection}/identities/{iid}/faces",
-                 f"/v1/collections/{collection}/identities/{iid}/bodies"):
+    for path in (
+        f"/v1/collections/{collection}/identities/{iid}/faces",
+        f"/v1/collections/{collection}/identities/{iid}/bodies",
+    ):
         error = assert_problem(client.post(path, files=files, headers=admin), 413, "too_many_files")
         assert error["details"] == {"files": cap + 1, "max_files": cap}
         assert str(cap) in error["message"]
     # nothing was analysed or stored
-    assert client.get(f"/v1/collections/{collection}/identities/{iid}", headers=admin).json()["templates"] == 0
+    assert (
+        client.get(f"/v1/collections/{collection}/identities/{iid}", headers=admin).json()[
+            "templates"
+        ]
+        == 0
+    )
     # at the cap it is an ordinary request (the same photo twice is a per-image rejection)
-    r = client.post(f"/v1/collections/{collection}/identities/{iid}/faces", files=files[:2], headers=admin)
+    r = client.post(
+        f"/v1/collections/{collection}/identities/{iid}/faces", files=files[:2], headers=admin
+    )
     assert r.status_code == 201, r.text
     assert [x["code"] for x in r.json()["rejected"]] == ["duplicate_image"]
 
@@ -42,9 +54,16 @@ async def _slow_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def _call(app: InferenceLimit, content_type: bytes = b"multipart/form-data; boundary=x") -> httpx.Response:
+async def _call(
+    app: InferenceLimit, content_type: bytes = b"multipart/form-data; boundary=x"
+) -> httpx.Response:
     """One request straight through the ASGI interface (no client in between to serialise)."""
-    scope = {"type": "http", "method": "POST", "path": "/x", "headers": [(b"content-type", content_type)]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/x",
+        "headers": [(b"content-type", content_type)],
+    }
     sent: list[dict] = []
 
     async def receive() -> dict:
@@ -60,7 +79,9 @@ async def _call(app: InferenceLimit, content_type: bytes = b"multipart/form-data
 
 
 @pytest.mark.parametrize("workers,queue", [(1, 0), (1, 2), (2, 1)])
-def test_inference_queue_admits_workers_plus_queue_and_refuses_the_rest(workers: int, queue: int) -> None:
+def test_inference_queue_admits_workers_plus_queue_and_refuses_the_rest(
+    workers: int, queue: int
+) -> None:
     app = InferenceLimit(_slow_app, workers=workers, queue=queue, timeout_s=30)
 
     async def burst() -> list[httpx.Response]:

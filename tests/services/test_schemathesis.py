@@ -33,7 +33,9 @@ def svc(settings) -> Iterator[Served]:  # type: ignore[no-untyped-def]
 def test_openapi_operations_never_answer_5xx_or_undocumented(svc: Served, keys) -> None:  # type: ignore[no-untyped-def]
     key, _ = keys.create("admin", name="schemathesis")
     collection = "s-" + uuid.uuid4().hex[:10]
-    r = httpx.post(f"{svc.url}/v1/collections", json={"name": collection}, headers={"X-API-Key": key})
+    r = httpx.post(
+        f"{svc.url}/v1/collections", json={"name": collection}, headers={"X-API-Key": key}
+    )
     assert r.status_code == 201, r.text
     schema = schemathesis.openapi.from_url(f"{svc.url}/openapi.json")
     failures: list[str] = []
@@ -43,8 +45,13 @@ def test_openapi_operations_never_answer_5xx_or_undocumented(svc: Served, keys) 
         operations += 1
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode), real=st.booleans())
             def call(case, real: bool) -> None:  # type: ignore[no-untyped-def]
                 params = case.path_parameters or {}
@@ -52,7 +59,9 @@ def test_openapi_operations_never_answer_5xx_or_undocumented(svc: Served, keys) 
                 if real and "cid" in params and case.method.upper() != "DELETE":
                     params["cid"] = collection
                 response = case.call(base_url=svc.url, headers={"X-API-Key": key}, timeout=120)
-                case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
+                case.validate_response(
+                    response, checks=[not_a_server_error, status_code_conformance]
+                )
 
             try:
                 call()

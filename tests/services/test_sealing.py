@@ -52,24 +52,35 @@ def _app(settings, own_db, analyzer, data_dir: Path):  # type: ignore[no-untyped
     url, eng = own_db
     s = settings.model_copy(update={"data_dir": data_dir, "database_url": url, "kek": None})
     key, _ = KeyStore(eng).create("admin", name="sealing")
-    return s, TestClient(create_app(s, engine=eng, analyzer=analyzer, warm_models=False)), {"X-API-Key": key}
+    return (
+        s,
+        TestClient(create_app(s, engine=eng, analyzer=analyzer, warm_models=False)),
+        {"X-API-Key": key},
+    )
 
 
 def _enroll_obama(c: TestClient, admin: dict, person: str = "obama") -> tuple[str, str]:
     cid = "c-" + uuid.uuid4().hex[:8]
     assert c.post("/v1/collections", json={"name": cid}, headers=admin).status_code == 201
-    iid = c.post(f"/v1/collections/{cid}/identities", json={"external_id": person}, headers=admin).json()["id"]
+    iid = c.post(
+        f"/v1/collections/{cid}/identities", json={"external_id": person}, headers=admin
+    ).json()["id"]
     photos = sorted((TRAIN / person).iterdir())
     r = c.post(
         f"/v1/collections/{cid}/identities/{iid}/faces",
-        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos], headers=admin,
+        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos],
+        headers=admin,
     )
     assert r.status_code == 201 and len(r.json()["accepted"]) == 2, r.text
     return cid, iid
 
 
 def _identify(c: TestClient, cid: str, admin: dict, probe: Path = PROBES / "obama1.jpg") -> dict:
-    r = c.post(f"/v1/collections/{cid}/identify", files={"file": ("p.jpg", probe.read_bytes(), "image/jpeg")}, headers=admin)
+    r = c.post(
+        f"/v1/collections/{cid}/identify",
+        files={"file": ("p.jpg", probe.read_bytes(), "image/jpeg")},
+        headers=admin,
+    )
     assert r.status_code == 200, r.text
     return r.json()["faces"][0]["candidates"][0]
 
@@ -87,10 +98,16 @@ def test_templates_crops_and_snapshots_are_sealed_at_rest(
         cid, iid = _enroll_obama(c, admin)
         buf = io.BytesIO()  # gallery faces keep their crops in a bytea column
         with zipfile.ZipFile(buf, "w") as zf:
-            for p in sorted((TRAIN / "biden").iterdir()) + sorted((TRAIN / "kit_harington").iterdir()):
+            for p in sorted((TRAIN / "biden").iterdir()) + sorted(
+                (TRAIN / "kit_harington").iterdir()
+            ):
                 zf.write(p, f"{p.parent.name}/{p.name}")
-        r = c.post(f"/v1/collections/{cid}/jobs", files={"file": ("g.zip", buf.getvalue(), "application/zip")},
-                   data={"labels": "none"}, headers=admin)
+        r = c.post(
+            f"/v1/collections/{cid}/jobs",
+            files={"file": ("g.zip", buf.getvalue(), "application/zip")},
+            data={"labels": "none"},
+            headers=admin,
+        )
         assert r.status_code == 202, r.text
         for _ in range(480):
             job = c.get(f"/v1/collections/{cid}/jobs/{r.json()['id']}", headers=admin).json()
@@ -99,22 +116,30 @@ def test_templates_crops_and_snapshots_are_sealed_at_rest(
             time.sleep(0.5)
         assert job["status"] == "done" and job["counts"]["enrolled"] == 4, job
         store: IdentityStore = c.app.state.store
-        tid = c.get(f"/v1/collections/{cid}/identities/{iid}", headers=admin).json()["faces"][0]["id"]
+        tid = c.get(f"/v1/collections/{cid}/identities/{iid}", headers=admin).json()["faces"][0][
+            "id"
+        ]
         jpeg = store.thumbnail_jpeg(cid, tid)  # the dashboard still gets a JPEG
         assert jpeg.startswith(JFIF)
     # the shutdown wrote the index snapshot; the checkpoint puts every row in the table files
     with eng.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("CHECKPOINT"))
-        rows = conn.execute(text(
-            "SELECT embedding, key_id, NULL FROM face_templates UNION ALL "
-            "SELECT embedding, key_id, thumbnail_jpeg FROM gallery_faces"
-        )).all()
+        rows = conn.execute(
+            text(
+                "SELECT embedding, key_id, NULL FROM face_templates UNION ALL "
+                "SELECT embedding, key_id, thumbnail_jpeg FROM gallery_faces"
+            )
+        ).all()
         source = conn.execute(
             text("SELECT embedding, key_id FROM face_templates WHERE source_sha256 = :s"),
             {"s": hashlib.sha256((TRAIN / "obama/obama.jpg").read_bytes()).hexdigest()},
         ).one()
 
-    known = analyzer.analyze_bytes((TRAIN / "obama/obama.jpg").read_bytes()).faces.largest().embeddings[0]
+    known = (
+        analyzer.analyze_bytes((TRAIN / "obama/obama.jpg").read_bytes())
+        .faces.largest()
+        .embeddings[0]
+    )
     known_bytes = known.astype("<f4").tobytes()
     assert store.sealer.open_row(source[0], source[1], EMBEDDING) == known_bytes  # the real needle
     assert len(rows) == 6 and all(k is not None and is_sealed(bytes(e)) for e, k, _ in rows)
@@ -185,7 +210,9 @@ def test_rotate_kek_beside_a_running_service(
     assert decode_key(kek_file.read_text(), "new") == new
 
 
-def test_rows_from_before_sealing_are_sealed_at_start(settings, own_db, analyzer, tmp_path: Path) -> None:
+def test_rows_from_before_sealing_are_sealed_at_start(
+    settings, own_db, analyzer, tmp_path: Path
+) -> None:
     """A database from before migration 0320: plaintext embeddings (key_id NULL) and plaintext
     thumbnail files. The next start seals them, VACUUMs the plaintext away, and still matches."""
     from services.app import seal_at_rest
@@ -201,27 +228,41 @@ def test_rows_from_before_sealing_are_sealed_at_start(settings, own_db, analyzer
         coll_id = store.collection_id(cid)
         # turn the rows back into what an older version stored
         with eng.begin() as conn:
-            rows = conn.execute(text("SELECT id, embedding, key_id, thumbnail FROM face_templates")).all()
+            rows = conn.execute(
+                text("SELECT id, embedding, key_id, thumbnail FROM face_templates")
+            ).all()
             for tid, blob, key_id, thumb in rows:
                 old = s.thumbnails_dir / str(coll_id) / thumb
                 plain = old.with_suffix(".jpg")
                 plain.write_bytes(store.sealer.open(old.read_bytes(), THUMBNAIL))
                 old.unlink()
                 conn.execute(
-                    text("UPDATE face_templates SET embedding = :e, key_id = NULL, thumbnail = :t WHERE id = :i"),
-                    {"e": store.sealer.open_row(blob, key_id, EMBEDDING), "t": plain.name, "i": tid},
+                    text(
+                        "UPDATE face_templates SET embedding = :e, key_id = NULL, thumbnail = :t WHERE id = :i"
+                    ),
+                    {
+                        "e": store.sealer.open_row(blob, key_id, EMBEDDING),
+                        "t": plain.name,
+                        "i": tid,
+                    },
                 )
         plain_embeddings = [store.sealer.open_row(b, k, EMBEDDING) for _, b, k, _ in rows]
         with eng.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("CHECKPOINT"))
-        needles = {f"embedding {i} [{j}]": w for i, e in enumerate(plain_embeddings) for j, w in enumerate(windows(e))}
+        needles = {
+            f"embedding {i} [{j}]": w
+            for i, e in enumerate(plain_embeddings)
+            for j, w in enumerate(windows(e))
+        }
         pg_files = files_under(pg_data_dir(eng), skip=["pg_wal"])
         assert find_bytes(pg_files, needles), "the simulated old rows are on disk in the clear"
 
         seal_at_rest(store)
 
         with eng.connect() as conn:
-            after = conn.execute(text("SELECT embedding, key_id, thumbnail FROM face_templates")).all()
+            after = conn.execute(
+                text("SELECT embedding, key_id, thumbnail FROM face_templates")
+            ).all()
         assert len(after) == 2 and all(k is not None and is_sealed(bytes(e)) for e, k, _ in after)
         assert all(t.endswith(".sealed") for _, _, t in after)
         data = files_under(s.data_dir)

@@ -31,14 +31,27 @@ def test_serve_on_embedded_postgres(settings, workers: int) -> None:
     # Not under pytest's tmp dir, which is 0700 and would lock out the postgres user (conftest).
     data = Path(tempfile.mkdtemp(prefix="identity-workers-"))
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "IDENTITY_DATABASE_URL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "IDENTITY_DATABASE_URL")
+    }
     env.update(IDENTITY_DATA_DIR=str(data), IDENTITY_MODELS_DIR=str(settings.models_dir))
     log = data / "serve.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [str(REPO / ".venv/bin/identity"), "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(REPO / ".venv/bin/identity"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         parent = psutil.Process(proc.pid)
@@ -57,7 +70,9 @@ def test_serve_on_embedded_postgres(settings, workers: int) -> None:
         assert r.json()["checks"] == {"started": True, "database": True}
         spawned = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
         # one worker runs in the parent itself; more are spawned interpreters
-        assert len(spawned) == (0 if workers == 1 else workers), [c.cmdline() for c in parent.children()]
+        assert len(spawned) == (0 if workers == 1 else workers), [
+            c.cmdline() for c in parent.children()
+        ]
         # only the parent holds the cluster: no worker started or joined it
         holders = json.loads((data / "pg" / ".handle_pids.json").read_text())
         assert holders == [proc.pid], holders

@@ -80,14 +80,18 @@ def test_burst_of_huge_jpegs_stays_within_budget(svc: Served, keys) -> None:  # 
     key, _ = keys.create("admin", name="soak")
     headers = {"X-API-Key": key}
     col = "soak-" + uuid.uuid4().hex[:8]
-    assert httpx.post(f"{svc.url}/v1/collections", json={"name": col}, headers=headers).status_code == 201
+    assert (
+        httpx.post(f"{svc.url}/v1/collections", json={"name": col}, headers=headers).status_code
+        == 201
+    )
     data = big_face_jpeg()
     assert len(data) < 1_500_000  # about the 768 KB
     url = f"{svc.url}/v1/collections/{col}/identify"
 
     def identify() -> httpx.Response:
-        return httpx.post(url, headers=headers, files={"file": ("big.jpg", data, "image/jpeg")},
-                          timeout=TIMEOUT_S)
+        return httpx.post(
+            url, headers=headers, files={"file": ("big.jpg", data, "image/jpeg")}, timeout=TIMEOUT_S
+        )
 
     # warm every lazy part (models, mesh, allocator pools) with two calls, then read idle
     for _ in range(2):
@@ -107,8 +111,10 @@ def test_burst_of_huge_jpegs_stays_within_budget(svc: Served, keys) -> None:  # 
         if r.status_code == 503:
             assert r.json()["error"]["code"] == "busy" and int(r.headers["Retry-After"]) >= 1
     limit = 1.5 * (idle + budget)
-    print(f"idle {mb(idle)}, one request +{mb(budget)}, burst peak {mb(burst.peak)}, limit {mb(limit)}, "
-          f"answers {sorted(set(statuses))} x {[statuses.count(s) for s in sorted(set(statuses))]}")
+    print(
+        f"idle {mb(idle)}, one request +{mb(budget)}, burst peak {mb(burst.peak)}, limit {mb(limit)}, "
+        f"answers {sorted(set(statuses))} x {[statuses.count(s) for s in sorted(set(statuses))]}"
+    )
     assert burst.peak <= limit, (
         f"peak {mb(burst.peak)} over 1.5 x (idle {mb(idle)} + one request {mb(budget)})"
     )

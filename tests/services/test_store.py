@@ -22,7 +22,9 @@ def obama(store: IdentityStore) -> tuple[str, str]:
     name = "s-" + uuid.uuid4().hex[:10]
     store.create_collection(name)
     iid = store.create_identity(name, "obama")["id"]
-    images = [(p.name, p.read_bytes()) for p in (TRAIN / "obama/obama.jpg", TRAIN / "obama/obama2.jpg")]
+    images = [
+        (p.name, p.read_bytes()) for p in (TRAIN / "obama/obama.jpg", TRAIN / "obama/obama2.jpg")
+    ]
     result = store.enroll_images(name, iid, images)
     assert len(result["accepted"]) == 2, result
     return name, iid
@@ -54,7 +56,9 @@ def test_remove_face(store: IdentityStore, obama: tuple[str, str]) -> None:
         store.remove_face(collection, other, keep)
 
 
-def test_write_adds_templates_for_many_identities(store: IdentityStore, obama: tuple[str, str]) -> None:
+def test_write_adds_templates_for_many_identities(
+    store: IdentityStore, obama: tuple[str, str]
+) -> None:
     collection, iid = obama
     with store.read(collection) as (s, c):
         src = s.query(FaceTemplate).filter_by(collection_id=c.id).first()
@@ -64,9 +68,17 @@ def test_write_adds_templates_for_many_identities(store: IdentityStore, obama: t
 
     def record(identity_id: uuid.UUID, sha: str) -> NewTemplate:
         return NewTemplate(
-            identity_id=identity_id, model_name=store.model_name, model_version=store.model_version,
-            dim=dim, embedding=emb, quality=0.5, quality_reasons=[], det_score=0.9,
-            bbox=[0.0, 0.0, 10.0, 10.0], landmarks=[[1.0, 1.0]] * 5, source_sha256=sha,
+            identity_id=identity_id,
+            model_name=store.model_name,
+            model_version=store.model_version,
+            dim=dim,
+            embedding=emb,
+            quality=0.5,
+            quality_reasons=[],
+            det_score=0.9,
+            bbox=[0.0, 0.0, 10.0, 10.0],
+            landmarks=[[1.0, 1.0]] * 5,
+            source_sha256=sha,
             thumbnail_jpeg=jpeg,
         )
 

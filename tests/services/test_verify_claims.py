@@ -17,25 +17,37 @@ def _enroll(client: TestClient, cid: str, ref: str, admin: dict, *paths) -> None
 def _verify(client: TestClient, cid: str, admin: dict, claim: str, **form) -> dict:
     group = PROBES / "kit_with_rose.jpg"
     return client.post(
-        f"/v1/collections/{cid}/verify", headers=admin,
+        f"/v1/collections/{cid}/verify",
+        headers=admin,
         files={"file": (group.name, group.read_bytes(), "image/jpeg")},
         data={"identity_id": claim, **form},
     )
 
 
-def test_external_id_addresses_an_identity_everywhere(client: TestClient, admin: dict, collection: str) -> None:
+def test_external_id_addresses_an_identity_everywhere(
+    client: TestClient, admin: dict, collection: str
+) -> None:
     cid = collection
-    r = client.post(f"/v1/collections/{cid}/identities", headers=admin,
-                    json={"external_id": "emp-0042", "display_name": "Kit"})
+    r = client.post(
+        f"/v1/collections/{cid}/identities",
+        headers=admin,
+        json={"external_id": "emp-0042", "display_name": "Kit"},
+    )
     iid = r.json()["id"]
     _enroll(client, cid, "emp-0042", admin, TRAIN / "kit_harington/john1.jpeg")
     by_ext = client.get(f"/v1/collections/{cid}/identities/emp-0042", headers=admin).json()
     assert by_ext["id"] == iid and len(by_ext["faces"]) == 1
     assert client.get(f"/v1/collections/{cid}/identities/{iid}", headers=admin).json()["id"] == iid
-    assert_problem(client.get(f"/v1/collections/{cid}/identities/nobody", headers=admin), 404, "not_found")
+    assert_problem(
+        client.get(f"/v1/collections/{cid}/identities/nobody", headers=admin), 404, "not_found"
+    )
     probe = TRAIN / "kit_harington/john2.jpeg"
-    r = client.post(f"/v1/collections/{cid}/verify", headers=admin, data={"identity_id": "emp-0042"},
-                    files={"file": (probe.name, probe.read_bytes(), "image/jpeg")})
+    r = client.post(
+        f"/v1/collections/{cid}/verify",
+        headers=admin,
+        data={"identity_id": "emp-0042"},
+        files={"file": (probe.name, probe.read_bytes(), "image/jpeg")},
+    )
     assert r.status_code == 200 and r.json()["match"] is True and r.json()["identity_id"] == iid
     r = client.delete(f"/v1/collections/{cid}/identities/emp-0042", headers=admin)
     assert r.status_code == 200 and r.json()["erased"] == iid
@@ -47,8 +59,17 @@ def test_group_photo_verifies_the_claimed_person_and_names_the_face(
     cid = collection
     for ext in ("kit", "rose"):
         client.post(f"/v1/collections/{cid}/identities", headers=admin, json={"external_id": ext})
-    _enroll(client, cid, "kit", admin, TRAIN / "kit_harington/john1.jpeg", TRAIN / "kit_harington/john2.jpeg")
-    _enroll(client, cid, "rose", admin, TRAIN / "rose_leslie/img1.jpg", TRAIN / "rose_leslie/img2.jpg")
+    _enroll(
+        client,
+        cid,
+        "kit",
+        admin,
+        TRAIN / "kit_harington/john1.jpeg",
+        TRAIN / "kit_harington/john2.jpeg",
+    )
+    _enroll(
+        client, cid, "rose", admin, TRAIN / "rose_leslie/img1.jpg", TRAIN / "rose_leslie/img2.jpg"
+    )
 
     answers = {}
     for claim in ("kit", "rose"):

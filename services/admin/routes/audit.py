@@ -63,7 +63,16 @@ def audit_page(
     pages = max(1, math.ceil(result["total"] / queries.AUDIT_PAGE))
     query = urlencode({k: v for k, v in filters.items() if v})
     return render(
-        request, "audit.html", admin, result=result, filters=filters, page=page, pages=pages,
-        collections=visible_names(store, admin), query=query, flash=flash, chain=chain,
+        request,
+        "audit.html",
+        admin,
+        result=result,
+        filters=filters,
+        page=page,
+        pages=pages,
+        collections=visible_names(store, admin),
+        query=query,
+        flash=flash,
+        chain=chain,
         last_day=(datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
     )

@@ -45,8 +45,15 @@ def _clusters_page(
     except CodedError as exc:
         return error_page(request, admin, exc)
     return render(
-        request, "clusters.html", admin, status_code=status_code, collection=collection,
-        tab="clusters", clusters=clusters, choices=identity_choices(store, cid), flash=flash,
+        request,
+        "clusters.html",
+        admin,
+        status_code=status_code,
+        collection=collection,
+        tab="clusters",
+        clusters=clusters,
+        choices=identity_choices(store, cid),
+        flash=flash,
     )
 
 
@@ -67,7 +74,12 @@ def _clusters_error(
 ) -> HTMLResponse:
     """The clusters page again with the error explained, at the error's HTTP status."""
     return _clusters_page(
-        request, store, gallery, cid, admin, flash={"kind": "error", "message": exc.message},
+        request,
+        store,
+        gallery,
+        cid,
+        admin,
+        flash={"kind": "error", "message": exc.message},
         status_code=exc.http_status,
     )
 
@@ -92,7 +104,10 @@ def name_cluster(
             if not external_id.strip():
                 raise InvalidInput("type an external id for the new identity, or choose one")
             result = gallery.name_cluster(
-                cid, clid, external_id=external_id.strip(), display_name=display_name.strip(),
+                cid,
+                clid,
+                external_id=external_id.strip(),
+                display_name=display_name.strip(),
                 actor=admin.actor,
             )
         identity = store.get_identity(cid, result["identity_id"])

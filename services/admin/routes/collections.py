@@ -47,10 +47,17 @@ def create_collection(
     except CodedError as exc:
         items = [c for c in store.list_collections() if admin.may_see(c["name"])]
         return render(
-            request, "collections.html", admin, status_code=exc.http_status, collections=items,
-            flash={"kind": "error", "message": exc.message}, form={"name": name, "description": description},
+            request,
+            "collections.html",
+            admin,
+            status_code=exc.http_status,
+            collections=items,
+            flash={"kind": "error", "message": exc.message},
+            form={"name": name, "description": description},
         )
-    return flash(request, redirect("/admin/collections"), f"Collection '{created['name']}' created.")
+    return flash(
+        request, redirect("/admin/collections"), f"Collection '{created['name']}' created."
+    )
 
 
 @router.get("/collections/{cid}/delete")
@@ -81,7 +88,11 @@ def delete_collection(
     except CodedError as exc:
         if isinstance(exc, InvalidInput):
             return render(
-                request, "collection_delete.html", admin, status_code=400, collection=collection,
+                request,
+                "collection_delete.html",
+                admin,
+                status_code=400,
+                collection=collection,
                 flash={"kind": "error", "message": exc.message},
             )
         return error_page(request, admin, exc)
@@ -95,7 +106,10 @@ def delete_collection(
 
 @router.post("/collections/{cid}/liveness")
 def set_liveness_policy(
-    request: Request, cid: str, admin: CheckedAdminDep, store: StoreDep,
+    request: Request,
+    cid: str,
+    admin: CheckedAdminDep,
+    store: StoreDep,
     liveness_policy: Annotated[str, Form()] = "",
 ) -> Response:
     back = redirect(f"/admin/collections/{quote(cid)}")

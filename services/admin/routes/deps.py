@@ -177,7 +177,11 @@ def render(
 
 def error_page(request: Request, admin: Admin | None, exc: CodedError) -> HTMLResponse:
     return render(
-        request, "error.html", admin, status_code=exc.http_status, error=exc,
+        request,
+        "error.html",
+        admin,
+        status_code=exc.http_status,
+        error=exc,
     )
 
 

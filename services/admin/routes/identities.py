@@ -47,8 +47,16 @@ def identities_page(
     thumbs = queries.first_template_ids(store, [i["id"] for i in result["items"]])
     pages = max(1, math.ceil(result["total"] / PAGE_SIZE))
     return render(
-        request, "identities.html", admin, collection=collection, result=result, thumbs=thumbs,
-        q=q, page=page, pages=pages, tab="identities",
+        request,
+        "identities.html",
+        admin,
+        collection=collection,
+        result=result,
+        thumbs=thumbs,
+        q=q,
+        page=page,
+        pages=pages,
+        tab="identities",
     )
 
 
@@ -93,8 +101,15 @@ def _identity_page(
     except CodedError as exc:
         return error_page(request, admin, exc)
     return render(
-        request, "identity.html", admin, status_code=status_code, collection=collection,
-        identity=identity, upload=upload, flash=flash, tab="identities",
+        request,
+        "identity.html",
+        admin,
+        status_code=status_code,
+        collection=collection,
+        identity=identity,
+        upload=upload,
+        flash=flash,
+        tab="identities",
     )
 
 
@@ -103,7 +118,12 @@ def _identity_error(
 ) -> HTMLResponse:
     """The identity page again with the error explained, at the error's HTTP status."""
     return _identity_page(
-        request, store, cid, iid, admin, flash={"kind": "error", "message": exc.message},
+        request,
+        store,
+        cid,
+        iid,
+        admin,
+        flash={"kind": "error", "message": exc.message},
         status_code=exc.http_status,
     )
 
@@ -139,8 +159,16 @@ async def upload_faces(
     n_ok, n_bad = len(result["accepted"]), len(result["rejected"])
     message = f"{n_ok} photo{'s' if n_ok != 1 else ''} enrolled, {n_bad} rejected."
     return _identity_page(
-        request, store, cid, iid, admin, upload=result,
-        flash={"kind": "ok" if n_ok and not n_bad else ("warn" if n_ok else "error"), "message": message},
+        request,
+        store,
+        cid,
+        iid,
+        admin,
+        upload=result,
+        flash={
+            "kind": "ok" if n_ok and not n_bad else ("warn" if n_ok else "error"),
+            "message": message,
+        },
     )
 
 

@@ -51,7 +51,12 @@ def jobs_page(
     except CodedError as exc:
         return error_page(request, admin, exc)
     return render(
-        request, "jobs.html", admin, collection=collection, tab="jobs", jobs=jobs,
+        request,
+        "jobs.html",
+        admin,
+        collection=collection,
+        tab="jobs",
+        jobs=jobs,
         refresh=_any_running(jobs),
     )
 
@@ -66,7 +71,12 @@ def job_page(
     except CodedError as exc:
         return error_page(request, admin, exc)
     return render(
-        request, "job.html", admin, collection=collection, tab="jobs", job=job,
+        request,
+        "job.html",
+        admin,
+        collection=collection,
+        tab="jobs",
+        job=job,
         refresh=_any_running([job]),
     )
 
@@ -92,6 +102,7 @@ def cancel_job(
     if job["status"] == "cancelled":
         return flash(request, target, f"Job {jid[:8]} cancelled before it started.")
     return flash(
-        request, target,
+        request,
+        target,
         f"Job {jid[:8]} is stopping; what it committed stays. This page updates when it has.",
     )

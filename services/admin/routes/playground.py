@@ -57,12 +57,25 @@ async def search(
         picture = await run_in_threadpool(annotated_probe, data, settings, result["faces"])
     except CodedError as exc:
         return render(
-            request, "search.html", admin, status_code=exc.http_status, collection=collection,
-            tab="search", top_k=top_k, flash={"kind": "error", "message": exc.message},
+            request,
+            "search.html",
+            admin,
+            status_code=exc.http_status,
+            collection=collection,
+            tab="search",
+            top_k=top_k,
+            flash={"kind": "error", "message": exc.message},
         )
     return render(
-        request, "search.html", admin, collection=collection, tab="search", top_k=top_k,
-        result=result, picture=picture, filename=probe.filename if probe else "",
+        request,
+        "search.html",
+        admin,
+        collection=collection,
+        tab="search",
+        top_k=top_k,
+        result=result,
+        picture=picture,
+        filename=probe.filename if probe else "",
     )
 
 
@@ -75,8 +88,14 @@ def verify_page(
     except CodedError as exc:
         return error_page(request, admin, exc)
     return render(
-        request, "verify.html", admin, collection=collection, tab="verify",
-        choices=identity_choices(store, cid), chosen=identity, mode="identity",
+        request,
+        "verify.html",
+        admin,
+        collection=collection,
+        tab="verify",
+        choices=identity_choices(store, cid),
+        chosen=identity,
+        mode="identity",
     )
 
 
@@ -98,8 +117,12 @@ async def verify(
     except CodedError as exc:
         return error_page(request, admin, exc)
     context: dict[str, Any] = {
-        "collection": collection, "tab": "verify", "choices": identity_choices(store, cid),
-        "chosen": identity_id, "mode": mode, "liveness": liveness,
+        "collection": collection,
+        "tab": "verify",
+        "choices": identity_choices(store, cid),
+        "chosen": identity_id,
+        "mode": mode,
+        "liveness": liveness,
     }
     try:
         data = await read_upload(probe, "probe")
@@ -112,14 +135,22 @@ async def verify(
             if not identity_id:
                 raise InvalidInput("choose the identity to compare with")
             result = await run_in_threadpool(
-                store.verify, cid, data, identity_id=identity_id, actor=admin.actor,
+                store.verify,
+                cid,
+                data,
+                identity_id=identity_id,
+                actor=admin.actor,
                 liveness=liveness,
             )
     except CodedError as exc:
         return render(
-            request, "verify.html", admin, status_code=exc.http_status,
+            request,
+            "verify.html",
+            admin,
+            status_code=exc.http_status,
             flash={"kind": "error", "message": exc.message},
-            refused=exc.details if exc.code == "presentation_attack" else None, **context,
+            refused=exc.details if exc.code == "presentation_attack" else None,
+            **context,
         )
     # The FAR of the operating threshold is the policy; the FAR at this very similarity tells
     # an operator how surprising this score would be for two different people.

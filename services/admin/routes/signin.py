@@ -81,10 +81,12 @@ def login(
         principal = keys.authenticate(api_key.strip(), client=client, action="admin.login")
     except TooManyAttempts as exc:
         return _login_failed(
-            request, next,
+            request,
+            next,
             f"Too many failed sign-ins from this computer or for this key. Wait "
             f"{exc.details['retry_after_s']} seconds, then try again.",
-            status_code=429, retry_after=exc.details["retry_after_s"],
+            status_code=429,
+            retry_after=exc.details["retry_after_s"],
         )
     except Unauthorized:
         return _login_failed(request, next, "That API key is not valid or has been revoked.")
@@ -105,7 +107,11 @@ def login(
 
 
 def _login_failed(
-    request: Request, next: str, message: str, status_code: int = 401, retry_after: int | None = None
+    request: Request,
+    next: str,
+    message: str,
+    status_code: int = 401,
+    retry_after: int | None = None,
 ) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     response = render(

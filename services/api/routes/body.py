@@ -73,7 +73,8 @@ class BodyIdentifyResult(BaseModel):
     body_model: str
     body_threshold: float
     reranked: bool = Field(
-        default=False, description="candidates ordered by k-reciprocal re-ranking (body only, "
+        default=False,
+        description="candidates ordered by k-reciprocal re-ranking (body only, "
         "one body model in the collection)",
     )
     face_model: str | None
@@ -83,7 +84,9 @@ class BodyIdentifyResult(BaseModel):
 
 
 @router.post(
-    "/identities/{iid}/bodies", status_code=201, response_model=BodyEnrollResult,
+    "/identities/{iid}/bodies",
+    status_code=201,
+    response_model=BodyEnrollResult,
     responses=UPLOAD_PROBLEMS,
 )
 def enroll_bodies(
@@ -123,6 +126,14 @@ def identify_body(
 ) -> dict:
     """1:N by body appearance; fused with the face score when the person's face is visible."""
     return bodies.identify(
-        cid, file.file.read(), parse_bbox(bbox), top_k=top_k, far=far, threshold=threshold,
-        use_face=use_face, actor=p.key_id, rerank=rerank, matches_only=p.scope == "verify",
+        cid,
+        file.file.read(),
+        parse_bbox(bbox),
+        top_k=top_k,
+        far=far,
+        threshold=threshold,
+        use_face=use_face,
+        actor=p.key_id,
+        rerank=rerank,
+        matches_only=p.scope == "verify",
     )

@@ -30,9 +30,15 @@ def verify(
         Text | None,
         Form(min_length=1, max_length=256, description="claimed identity: its id or external_id"),
     ] = None,
-    file2: Annotated[UploadFile | None, File(description="second image (instead of identity_id)")] = None,
-    far: Annotated[float | None, Form(gt=0, lt=1, description="false-accept rate to decide at")] = None,
-    threshold: Annotated[float | None, Form(ge=-1, le=1, description="explicit similarity threshold")] = None,
+    file2: Annotated[
+        UploadFile | None, File(description="second image (instead of identity_id)")
+    ] = None,
+    far: Annotated[
+        float | None, Form(gt=0, lt=1, description="false-accept rate to decide at")
+    ] = None,
+    threshold: Annotated[
+        float | None, Form(ge=-1, le=1, description="explicit similarity threshold")
+    ] = None,
     single_face: Annotated[
         bool, Form(description="refuse (422 multiple_faces) a probe with more than one face")
     ] = False,
@@ -46,8 +52,15 @@ def verify(
     refused (422 ``looser_than_policy``); stricter ones are honoured."""
     other = file2.file.read() if file2 is not None else None
     return store.verify(
-        cid, file.file.read(), identity_id=identity_id, other=other, far=far, threshold=threshold,
-        actor=p.key_id, single_face=single_face, liveness=liveness,
+        cid,
+        file.file.read(),
+        identity_id=identity_id,
+        other=other,
+        far=far,
+        threshold=threshold,
+        actor=p.key_id,
+        single_face=single_face,
+        liveness=liveness,
     )
 
 
@@ -71,6 +84,13 @@ def identify(
     the near misses below the threshold. A FAR above, or a threshold below, the service's
     policy is refused (422 ``looser_than_policy``); stricter ones are honoured."""
     return store.identify(
-        cid, file.file.read(), top_k=top_k, far=far, threshold=threshold, all_faces=all_faces,
-        actor=p.key_id, liveness=liveness, matches_only=p.scope == "verify",
+        cid,
+        file.file.read(),
+        top_k=top_k,
+        far=far,
+        threshold=threshold,
+        all_faces=all_faces,
+        actor=p.key_id,
+        liveness=liveness,
+        matches_only=p.scope == "verify",
     )

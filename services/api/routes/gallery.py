@@ -58,12 +58,17 @@ class ClusterName(BaseModel):
     external_id: Text | None = Field(default=None, min_length=1, max_length=256)
     display_name: Text = Field(default="", max_length=256)
     identity_id: Text | None = Field(
-        default=None, min_length=1, max_length=256, description="an existing identity: id or external_id"
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="an existing identity: id or external_id",
     )
 
 
 class ClusterMerge(BaseModel):
-    clusters: list[Annotated[int, Field(ge=1, le=BIGINT_MAX)]] = Field(min_length=1, max_length=1000)
+    clusters: list[Annotated[int, Field(ge=1, le=BIGINT_MAX)]] = Field(
+        min_length=1, max_length=1000
+    )
 
 
 class Recluster(BaseModel):
@@ -114,14 +119,20 @@ async def create_job(
         # the archive is kept as one file (never extracted) until the job ends
         suffix = next(s for s in ARCHIVE_SUFFIXES if name.endswith(s))
         return await run_in_threadpool(
-            runner.submit_upload, cid, upload.file, suffix, options, p.key_id,
+            runner.submit_upload,
+            cid,
+            upload.file,
+            suffix,
+            options,
+            p.key_id,
             f"upload:{upload.filename}",
         )
     try:
         body = JobCreate.model_validate(await request.json())
     except (ValueError, ValidationError) as exc:
         raise InvalidInput(
-            "send JSON {path, labels, ...} or multipart with an archive 'file'", error=str(exc)[:500]
+            "send JSON {path, labels, ...} or multipart with an archive 'file'",
+            error=str(exc)[:500],
         ) from None
     path = resolve_server_path(settings, body.path)
     labels_csv = None if body.labels_csv is None else resolve_server_path(settings, body.labels_csv)
@@ -141,7 +152,10 @@ async def create_job(
         # what can be told now (a single image, a FIFO, an empty or non-UTF-8 CSV) is a 422
         # now; the job itself still fails with the same message if the source changes meanwhile
         open_source(
-            path, options.labels, labels_csv, settings.max_image_bytes,
+            path,
+            options.labels,
+            labels_csv,
+            settings.max_image_bytes,
             allowed_roots=options.allowed_roots,
         )
         return runner.submit(cid, path, options, None, p.key_id)

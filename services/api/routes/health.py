@@ -57,4 +57,6 @@ def metrics(
             raise Unauthorized("/metrics needs the metrics token or an admin API key")
         principal = get_keys(request).authenticate(key or bearer, client=client_address(request))
         principal.require("admin")
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

@@ -34,7 +34,9 @@ def create_identity(
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("enroll"))],
 ) -> dict:
-    return store.create_identity(cid, body.external_id, body.display_name, body.metadata, actor=p.key_id)
+    return store.create_identity(
+        cid, body.external_id, body.display_name, body.metadata, actor=p.key_id
+    )
 
 
 @router.get("", response_model=IdentityPage)
@@ -42,7 +44,9 @@ def list_identities(
     cid: str,
     store: StoreDep,
     p: Annotated[Principal, Depends(collection_access("read"))],
-    q: Annotated[Text | None, Query(max_length=256, description="substring of name or external id")] = None,
+    q: Annotated[
+        Text | None, Query(max_length=256, description="substring of name or external id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict:
