@@ -70,12 +70,15 @@ def _add_random(store: IdentityStore, collection: str, n: int, seed: int) -> lis
     return [t.id for t in rows]
 
 
-def _vector(engine, template_id: int) -> np.ndarray:  # type: ignore[no-untyped-def]
-    with engine.connect() as conn:
-        blob = conn.execute(
-            select(FaceTemplate.embedding).where(FaceTemplate.id == template_id)
-        ).scalar_one()
-    return np.frombuffer(blob, "<f4")[None, :]
+def _vector(store: IdentityStore, template_id: int) -> np.ndarray:
+    """A stored template's vector (sealed at rest: opened with the store's data keys)."""
+    with store.engine.connect() as conn:
+        blob, key_id, dim = conn.execute(
+            select(FaceTemplate.embedding, FaceTemplate.key_id, FaceTemplate.dim).where(
+                FaceTemplate.id == template_id
+            )
+        ).one()
+    return store.sealer.embedding(blob, key_id, dim)[None, :]
 
 
 def test_identify_as_faiss_and_erasure_compacts(msettings, store, engine, analyzer) -> None:
@@ -141,7 +144,7 @@ def test_workers_share_one_collection_and_replay_is_idempotent(msettings, engine
     cid = a.collection_id(name)
     ids = _add_random(a, name, 300, seed=1)
     # b never built anything: its first search sees a's committed writes (read-your-writes)
-    sims, tids = b.indexes.search(cid, b.model_name, _vector(engine, ids[5]), 3)
+    sims, tids = b.indexes.search(cid, b.model_name, _vector(b, ids[5]), 3)
     assert tids[0, 0] == ids[5] and sims[0, 0] == pytest.approx(1.0, abs=1e-4)
     client = _client(msettings.milvus_uri)
     mine = [
@@ -202,6 +205,8 @@ def test_reindex_and_changed_index_settings_rebuild(msettings, settings, engine,
         "IDENTITY_VECTOR_STORE": "milvus",
         "IDENTITY_MILVUS_URI": msettings.milvus_uri,
         "IDENTITY_MILVUS_COLLECTION_PREFIX": msettings.milvus_collection_prefix,
+        # the session's key-encryption key: the templates are sealed with it
+        "IDENTITY_KEK": settings.kek.get_secret_value() if settings.kek else "",
     }
     out = subprocess.run(
         [sys.executable, "-m", "services.cli", "db", "reindex"],
@@ -226,7 +231,7 @@ def test_reindex_and_changed_index_settings_rebuild(msettings, settings, engine,
         engine,
         analyzer,
     )
-    _, tids = ivf.indexes.search(cid, ivf.model_name, _vector(engine, ids[100]), 1)
+    _, tids = ivf.indexes.search(cid, ivf.model_name, _vector(ivf, ids[100]), 1)
     assert tids[0, 0] == ids[100]
     assert ivf.index_status(name)["index_factory"] == "milvus:IVF_FLAT"
     assert client.describe_index(alias, "vec")["index_type"] == "IVF_FLAT"
@@ -291,7 +296,7 @@ def test_strong_until_writes_are_older_than_the_staleness_bound(
     time.sleep(msettings.milvus_graceful_time_s + 1.5)  # the embedded server's gracefulTime: 5 s
     assert m.indexes._consistency(cid, model) == "Bounded"  # no wait for the next time tick
     for i in (0, 25, 49):  # and it still sees every row
-        assert m.indexes.search(cid, model, _vector(engine, ids[i]), 1)[1][0, 0] == ids[i]
+        assert m.indexes.search(cid, model, _vector(m, ids[i]), 1)[1][0, 0] == ids[i]
     new = _add_random(m, name, 1, seed=6)  # a write: Strong again, and visible at once
     assert m.indexes._consistency(cid, model) == "Strong"
-    assert m.indexes.search(cid, model, _vector(engine, new[0]), 1)[1][0, 0] == new[0]
+    assert m.indexes.search(cid, model, _vector(m, new[0]), 1)[1][0, 0] == new[0]

@@ -4,6 +4,7 @@ any image is analysed) and the inference queue (bounded slots, 503 busy with Ret
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 
 import httpx
 import pytest
@@ -15,6 +16,13 @@ from services.limits import InferenceLimit
 from svc_helpers import TRAIN, assert_problem
 
 FACE = TRAIN / "obama" / "obama.jpg"
+
+
+def _run_in_fresh_loop(coro):  # type: ignore[no-untyped-def]
+    """asyncio.run in a thread of its own: in the whole suite, Playwright's sync API keeps an
+    event loop running in the main thread, where asyncio.run refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def test_enrollment_over_the_file_cap_is_413_naming_it(
@@ -89,7 +97,7 @@ def test_inference_queue_admits_workers_plus_queue_and_refuses_the_rest(
         plain = _call(app, b"application/json")  # not an image request: never queued
         return list(await asyncio.gather(*uploads, plain))
 
-    *uploads, plain = asyncio.run(burst())
+    *uploads, plain = _run_in_fresh_loop(burst())
     assert plain.status_code == 200
     assert sum(r.status_code == 200 for r in uploads) == workers + queue
     refused = [r for r in uploads if r.status_code == 503]
@@ -106,5 +114,5 @@ def test_queued_request_past_the_timeout_is_refused() -> None:
     async def two() -> list[httpx.Response]:
         return list(await asyncio.gather(_call(app), _call(app)))
 
-    statuses = sorted(r.status_code for r in asyncio.run(two()))
+    statuses = sorted(r.status_code for r in _run_in_fresh_loop(two()))
     assert statuses == [200, 503]
