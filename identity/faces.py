@@ -89,30 +89,18 @@ class Faces(Rows):
         """Distance between the eye landmarks, in source pixels."""
         return np.linalg.norm(self.landmarks[:, 1] - self.landmarks[:, 0], axis=1)
 
-    def to_dicts(self, with_embeddings: bool = False) -> list[dict[str, Any]]:
-        """JSON-ready rows for the CLI and the HTTP layer."""
-        out = []
-        for i in range(len(self)):
-            row: dict[str, Any] = {
-                "bbox": [round(float(v), 2) for v in self.boxes[i]],
-                "landmarks": [
-                    [round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks[i]
-                ],
-                "det_score": round(float(self.scores[i]), 4),
+    def row_fields(self, i: int) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks[i]],
+        }
+        if self.quality is not None:
+            row["quality"] = {
+                "score": round(float(self.quality[i]), 4),
+                "reasons": list(self.quality_reasons[i]) if self.quality_reasons else [],
+                **(self.quality_details[i] if self.quality_details else {}),
             }
-            if self.quality is not None:
-                row["quality"] = {
-                    "score": round(float(self.quality[i]), 4),
-                    "reasons": list(self.quality_reasons[i]) if self.quality_reasons else [],
-                    **(self.quality_details[i] if self.quality_details else {}),
-                }
-            if self.liveness is not None:
-                live = float(self.liveness[i])
-                row["liveness"] = None if math.isnan(live) else round(live, 4)
-                row["liveness_reason"] = self.liveness_reasons[i] if self.liveness_reasons else None
-            if self.embedding_norms is not None:
-                row["embedding_norm"] = round(float(self.embedding_norms[i]), 4)
-            if with_embeddings and self.embeddings is not None:
-                row["embedding"] = [float(v) for v in self.embeddings[i]]
-            out.append(row)
-        return out
+        if self.liveness is not None:
+            live = float(self.liveness[i])
+            row["liveness"] = None if math.isnan(live) else round(live, 4)
+            row["liveness_reason"] = self.liveness_reasons[i] if self.liveness_reasons else None
+        return row

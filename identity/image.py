@@ -22,6 +22,7 @@ Then the pixels are normalised to what every detector expects:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import warnings
@@ -315,3 +316,9 @@ def _decode_png16_colour(data: bytes, width: int, height: int) -> np.ndarray:
     if channels == 4:
         return _composite_on_white(rgb, _scale16(arr[..., 3]))
     return rgb
+
+
+def sha256_hex(data: bytes) -> str:
+    """An upload's dedupe key: enrollment and batch ingestion must compute it the same way, so
+    an image indexed by one is recognised as known by the other."""
+    return hashlib.sha256(data).hexdigest()

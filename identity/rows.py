@@ -41,6 +41,7 @@ class Rows:
 
     boxes: np.ndarray
     image_index: np.ndarray
+    scores: np.ndarray
 
     @classmethod
     def empty(cls) -> Self:
@@ -129,3 +130,26 @@ class Rows:
 
     def sorted_by_area(self) -> Self:
         return self[np.argsort(-self.areas, kind="stable")]
+
+    def to_dicts(self, with_embeddings: bool = False) -> list[dict[str, Any]]:
+        """JSON-ready rows for the CLI and the HTTP layer: the box, the detector's score, what
+        the subclass adds (``row_fields``), and the embedding's norm (and the embedding)."""
+        out = []
+        norms = getattr(self, "embedding_norms", None)
+        embeddings = getattr(self, "embeddings", None)
+        for i in range(len(self)):
+            row: dict[str, Any] = {
+                "bbox": [round(float(v), 2) for v in self.boxes[i]],
+                "det_score": round(float(self.scores[i]), 4),
+                **self.row_fields(i),
+            }
+            if norms is not None:
+                row["embedding_norm"] = round(float(norms[i]), 4)
+            if with_embeddings and embeddings is not None:
+                row["embedding"] = [float(v) for v in embeddings[i]]
+            out.append(row)
+        return out
+
+    def row_fields(self, i: int) -> dict[str, Any]:
+        """Row ``i``'s own JSON fields beyond the shared ones (``to_dicts``)."""
+        return {}

@@ -83,18 +83,5 @@ class Bodies(Rows):
         return super().concatenate(parts)
 
     # access (slicing, concatenate, with_, for_image, largest, ...: ``Rows``) -----------------
-    def to_dicts(self, with_embeddings: bool = False) -> list[dict[str, Any]]:
-        """JSON-ready rows for the CLI and the HTTP layer."""
-        out = []
-        for i in range(len(self)):
-            row: dict[str, Any] = {
-                "bbox": [round(float(v), 2) for v in self.boxes[i]],
-                "det_score": round(float(self.scores[i]), 4),
-                "image_index": int(self.image_index[i]),
-            }
-            if self.embedding_norms is not None:
-                row["embedding_norm"] = round(float(self.embedding_norms[i]), 4)
-            if with_embeddings and self.embeddings is not None:
-                row["embedding"] = [float(v) for v in self.embeddings[i]]
-            out.append(row)
-        return out
+    def row_fields(self, i: int) -> dict[str, Any]:
+        return {"image_index": int(self.image_index[i])}

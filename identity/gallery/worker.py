@@ -12,7 +12,6 @@ the oversubscription of N processes x N threads each.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 import os
 from collections import deque
@@ -26,6 +25,7 @@ import numpy as np
 from identity.errors import IdentityError
 from identity.faces import Faces
 from identity.gallery.files import read_regular_file
+from identity.image import sha256_hex
 from identity.settings import Settings
 
 # Faces smaller than this fraction of the largest face's area do not make an image ambiguous in
@@ -88,10 +88,6 @@ def reason_code(reason: str) -> str:
     numbers; counting the whole strings would give one key per distinct value.
     """
     return reason.partition(":")[0].strip()
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def enrollment_rejections(faces: Faces, settings: Settings) -> list[list[str]]:

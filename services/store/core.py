@@ -7,7 +7,6 @@ gallery indexer, body templates) share with the store.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import uuid
@@ -22,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from identity.faces import Faces
+from identity.image import sha256_hex  # noqa: F401  (re-exported: the store's dedupe key)
 from identity.pipeline import FaceAnalyzer
 from identity.sealing import write_private
 from identity.settings import Settings
@@ -39,10 +39,6 @@ COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 MAX_TOP_K = 100
 # An advisory-lock namespace so our per-collection locks never collide with anyone else's.
 _LOCK_BASE = 727 << 40
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _round(values: Sequence[float] | np.ndarray, nd: int = 2) -> list[float]:

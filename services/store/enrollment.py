@@ -10,28 +10,18 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from identity.detect.nms import box_iou
 from identity.errors import CodedError, InvalidInput, NoFaceFound
 from identity.faces import Faces, check_bbox_xyxy
+from identity.image import sha256_hex
 from services.errors import DuplicateImage, NotFound
 from services.indexes import embedding_to_bytes
 from services.liveness import wanted
 from services.metrics import record_stages
 from services.sealed import THUMBNAIL
-from services.store.core import NewTemplate, _round, face_summary, sha256_hex
+from services.store.core import NewTemplate, _round, face_summary
 from services.store.liveness import LivenessMixin
 from services.tables import FaceTemplate
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one box ``a`` (4,) with boxes ``b`` (N,4), xyxy."""
-    x1 = np.maximum(a[0], b[:, 0])
-    y1 = np.maximum(a[1], b[:, 1])
-    x2 = np.minimum(a[2], b[:, 2])
-    y2 = np.minimum(a[3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = max(float((a[2] - a[0]) * (a[3] - a[1])), 0.0)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
 class EnrollmentMixin(LivenessMixin):
@@ -139,7 +129,7 @@ class EnrollmentMixin(LivenessMixin):
                 )
             return faces[face_index]
         if bbox is not None:
-            ious = _iou(np.asarray(bbox, dtype=np.float32), faces.boxes)
+            ious = box_iou(np.asarray(bbox, dtype=np.float32), faces.boxes)
             best = int(np.argmax(ious))
             if ious[best] < 0.3:
                 raise NoFaceFound(
