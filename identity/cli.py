@@ -60,7 +60,7 @@ def _usage_error(exc: click_exceptions.UsageError) -> None:
 app = typer.Typer(
     cls=PlainErrorsGroup,
     name="identity",
-    help="Face identity platform: analyse, compare, calibrate, serve, index galleries.",
+    help="Face identity platform: analyse, compare, calibrate, serve, ingest galleries.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAY_ADDRESS", "IDENTITY_RAY_ADDRESS"),
-        description="Ray cluster for `identity index --engine ray` (ray://head:10001, auto); "
+        description="Ray cluster for `identity ingest --engine ray` (ray://head:10001, auto); "
         "unset = a local Ray instance.",
     )
 

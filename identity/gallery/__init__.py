@@ -7,9 +7,9 @@ processes, and enroll or cluster the faces.
 - ``worker``: batched decode -> detect -> embed -> quality in a pool of processes.
 - ``cluster``: group unlabelled face embeddings into proposed identities.
 - ``ray_engine``: the same batches on Ray Data (``--engine ray``).
-The commands (``identity index PATH --collection C``, ``identity jobs cancel|list``) live in
+The commands (``identity ingest PATH --collection C``, ``identity jobs cancel|list``) live in
 ``services/cli/ingest.py``.
 
 The job itself (dedupe by image SHA-256, one transaction per batch, the report) needs the store,
-so it lives in the service layer: ``services.gallery.run_index``.
+so it lives in the service layer: ``services.gallery.run_ingest``.
 """

@@ -1,4 +1,4 @@
-"""``identity index PATH --collection C``: index a gallery into the store, with a progress bar;
+"""``identity ingest PATH --collection C``: index a gallery into the store, with a progress bar;
 ``identity jobs cancel ID`` and ``identity jobs list -c C``.
 
 Registered on the ``identity`` command by ``services.cli``. The service layer (Postgres, FAISS) is imported
@@ -23,7 +23,7 @@ LABEL_HELP = (
 )
 
 
-def index(
+def ingest(
     path: Annotated[
         Path, typer.Argument(help="Folder, .zip, .tar[.gz] archive, or path,identity CSV.")
     ],
@@ -47,7 +47,7 @@ def index(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
 ) -> None:
-    """Index a gallery: detect, embed and enroll every usable face; idempotent and resumable."""
+    """Ingest a gallery: detect, embed and enroll every usable face; idempotent and resumable."""
     from identity.gallery.worker import default_workers
     from identity.settings import Settings
 
@@ -79,7 +79,7 @@ def index(
             "--cluster-method hdbscan needs scikit-learn>=1.3 or the hdbscan package: "
             "pip install 'identity-platform[dev]' (or use --cluster-method graph)"
         )
-    report = run_cli_index(
+    report = run_cli_ingest(
         settings,
         path,
         collection,
@@ -105,7 +105,7 @@ def has_module(name: str) -> bool:
         return False
 
 
-def run_cli_index(
+def run_cli_ingest(
     settings: Any,
     path: Path,
     collection: str,
@@ -126,11 +126,11 @@ def run_cli_index(
     from services.db import open_database, upgrade
     from services.embedded_pg import exit_on_sigterm
     from services.errors import NotFound
-    from services.gallery import GalleryStore, IndexOptions, run_index
+    from services.gallery import GalleryStore, IngestOptions, run_ingest
     from services.store import IdentityStore
 
     exit_on_sigterm()  # SIGTERM stops the embedded Postgres cleanly; SIGKILL is safe anyway
-    options = IndexOptions(
+    options = IngestOptions(
         labels=labels,  # type: ignore[arg-type]
         labels_csv=labels_csv,
         workers=workers,
@@ -165,7 +165,7 @@ def run_cli_index(
             )
 
         try:
-            report = run_index(gallery, collection, path, options, on_progress=on_progress)
+            report = run_ingest(gallery, collection, path, options, on_progress=on_progress)
         finally:
             bar.close()
         out = report.to_dict()
@@ -230,6 +230,8 @@ def _fail(message: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``identity index`` and ``identity jobs cancel|list`` to the main CLI."""
-    app.command("index")(index)
+    """Add ``identity ingest`` (and its old name ``index``) and ``identity jobs cancel|list`` to the main CLI."""
+    app.command("ingest")(ingest)
+    # the old name, kept so existing scripts go on working; "index" now means only the search index
+    app.command("index", hidden=True, deprecated=True)(ingest)
     app.add_typer(jobs_app, name="jobs")

@@ -1,6 +1,6 @@
 """Batch gallery indexing on top of the identity store: jobs, batch writes, clusters.
 
-``run_index(gallery, collection, path, options)`` is the whole job (the CLI and the API's
+``run_ingest(gallery, collection, path, options)`` is the whole job (the CLI and the API's
 background worker both call it):
 
     source items -> read + SHA-256 -> skip images the store already has -> batches
@@ -16,16 +16,16 @@ clustered into proposed identities (``gallery_clusters``) that an operator names
 One module per job: ``report`` (options and report), ``lease`` (``JobLease``), ``jobs`` (job
 rows, ending dead owners' jobs), ``batches`` (the one-transaction batch write), ``clusters``
 (proposed identities), ``store`` (``GalleryStore``, composed of those three parts), ``ingest``
-(``run_index``), ``runner`` (the API's background thread), ``paths`` (gallery roots). The tables
+(``run_ingest``), ``runner`` (the API's background thread), ``paths`` (gallery roots). The tables
 are in ``services/tables.py``.
 """
 
 from services.gallery.ingest import _job_end as _job_end  # tests/gallery/test_gallery_job_limits.py
-from services.gallery.ingest import run_index
+from services.gallery.ingest import run_ingest
 from services.gallery.jobs import LIVE_STATUSES, sweep_job_leftovers
 from services.gallery.lease import JobLease
 from services.gallery.paths import gallery_roots, resolve_server_path
-from services.gallery.report import IndexOptions, IndexReport
+from services.gallery.report import IngestOptions, IngestReport
 from services.gallery.runner import GalleryJobRunner
 from services.gallery.store import GalleryStore
 
@@ -33,11 +33,11 @@ __all__ = [
     "LIVE_STATUSES",
     "GalleryJobRunner",
     "GalleryStore",
-    "IndexOptions",
-    "IndexReport",
+    "IngestOptions",
+    "IngestReport",
     "JobLease",
     "gallery_roots",
     "resolve_server_path",
-    "run_index",
+    "run_ingest",
     "sweep_job_leftovers",
 ]

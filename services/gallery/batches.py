@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from identity.gallery.worker import ImageResult
 from services.gallery.base import GalleryBase
-from services.gallery.report import IndexReport
+from services.gallery.report import IngestReport
 from services.indexes import embedding_to_bytes
 from services.sealed import EMBEDDING, THUMBNAIL
 from services.store import NewTemplate
@@ -48,7 +48,7 @@ class GalleryBatches(GalleryBase):
         job_id: str | None,
         results: list[ImageResult],
         labelled: bool,
-        report: IndexReport,
+        report: IngestReport,
         actor: int | None = None,
     ) -> None:
         """Store one batch of analysed images in ONE transaction and update ``report``.

@@ -1,4 +1,4 @@
-"""The batch driver: ``run_index`` reads a source, analyses it in batches and writes each."""
+"""The batch driver: ``run_ingest`` reads a source, analyses it in batches and writes each."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from identity.gallery.limits import JobGuard, JobLimits
 from identity.gallery.sources import GalleryItem, GallerySource, open_source
 from identity.gallery.worker import WorkItem, analyze_batches, sha256_hex
 from services.gallery.lease import JobLease
-from services.gallery.report import IndexOptions, IndexReport
+from services.gallery.report import IngestOptions, IngestReport
 from services.gallery.store import GalleryStore
 
 log = logging.getLogger(__name__)
@@ -23,14 +23,14 @@ log = logging.getLogger(__name__)
 INTERNAL_JOB_ERROR = "internal error while indexing; the server log has the details (job {job})"
 
 
-ProgressHook = Callable[[int, IndexReport], None]
+ProgressHook = Callable[[int, IngestReport], None]
 
 
 def _prepared_batches(
     gallery: GalleryStore,
     collection_id: int,
     items: Iterator[GalleryItem],
-    report: IndexReport,
+    report: IngestReport,
     labelled: bool,
     batch_size: int,
     read_bytes: bool = True,
@@ -103,15 +103,15 @@ def _prepared_batches(
             yield fresh
 
 
-def run_index(
+def run_ingest(
     gallery: GalleryStore,
     collection: str,
     path: Path,
-    options: IndexOptions,
+    options: IngestOptions,
     job_id: str | None = None,
     on_progress: ProgressHook | None = None,
     actor: int | None = None,
-) -> IndexReport:
+) -> IngestReport:
     """Index a gallery into ``collection`` (see module docstring); returns the report.
 
     ``on_progress(n_images_done, report)`` is called after each committed batch. Without
@@ -150,14 +150,14 @@ def _run_job(
     gallery: GalleryStore,
     collection: str,
     path: Path,
-    options: IndexOptions,
+    options: IngestOptions,
     job_id: str,
     source: GallerySource | None,
     on_progress: ProgressHook | None,
     actor: int | None,
     started: float,
-) -> IndexReport:
-    report = IndexReport(job_id, collection, str(path), options.labels)
+) -> IngestReport:
+    report = IngestReport(job_id, collection, str(path), options.labels)
     problems_added = False
     guard = JobGuard(
         JobLimits.from_settings(gallery.settings),

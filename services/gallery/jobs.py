@@ -15,7 +15,7 @@ from identity.errors import InvalidInput
 from services.errors import Conflict, NotFound
 from services.gallery.base import GalleryBase
 from services.gallery.lease import JobLease, job_lock_key
-from services.gallery.report import IndexOptions, IndexReport
+from services.gallery.report import IngestOptions, IngestReport
 from services.tables import Collection, GalleryJob
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class GalleryJobs(GalleryBase):
         self,
         collection: str,
         source: str,
-        options: IndexOptions,
+        options: IngestOptions,
         actor: int | None = None,
         lease: JobLease | None = None,
     ) -> str:
@@ -171,7 +171,7 @@ class GalleryJobs(GalleryBase):
             return self._job_dict(job, collection)
 
     def finish_job(
-        self, job_id: str, status: str, report: IndexReport | None, error: str | None = None
+        self, job_id: str, status: str, report: IngestReport | None, error: str | None = None
     ) -> None:
         values: dict[str, Any] = {"status": status, "finished_at": _now(), "error": error}
         if report is not None:

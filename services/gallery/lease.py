@@ -20,7 +20,7 @@ class JobLease:
     A Postgres session-level advisory lock held on a connection of its own: Postgres drops it
     when that connection closes, which it does when the owning process dies (SIGKILL, a crash,
     a lost host), so another process can tell a dead owner's job (lock free) from one still
-    running in a second service worker or an ``identity index`` run (lock held).
+    running in a second service worker or an ``identity ingest`` run (lock held).
     """
 
     def __init__(self, engine: Engine, job_id: uuid.UUID | None = None) -> None:

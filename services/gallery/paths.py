@@ -17,7 +17,7 @@ def gallery_roots(settings: Any) -> list[Path]:
 def resolve_server_path(settings: Any, raw: str) -> Path:
     """A server-side gallery path, allowed only inside ``settings.gallery_roots``.
 
-    Only the path itself: the files a CSV names are confined by ``IndexOptions.allowed_roots``
+    Only the path itself: the files a CSV names are confined by ``IngestOptions.allowed_roots``
     row by row while the job runs.
     """
     roots = gallery_roots(settings)

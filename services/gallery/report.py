@@ -1,4 +1,4 @@
-"""What a gallery indexing job is asked to do (``IndexOptions``) and did (``IndexReport``)."""
+"""What a gallery indexing job is asked to do (``IngestOptions``) and did (``IngestReport``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ MAX_LISTED_ERRORS = 1000
 
 
 @dataclass
-class IndexOptions:
+class IngestOptions:
     labels: LabelMode = "none"
     labels_csv: Path | None = None
     workers: int = 1
@@ -43,7 +43,7 @@ class IndexOptions:
 
 
 @dataclass
-class IndexReport:
+class IngestReport:
     job_id: str
     collection: str
     source: str

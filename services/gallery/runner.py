@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from identity.errors import JobCancelled
-from services.gallery.ingest import run_index
+from services.gallery.ingest import run_ingest
 from services.gallery.lease import JobLease
-from services.gallery.report import IndexOptions
+from services.gallery.report import IngestOptions
 from services.gallery.store import GalleryStore
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class GalleryJobRunner:
     them from an in-process queue. Every job is owned by a ``JobLease`` from its creation to its
     end. A job whose process died stays ``running`` in the table with its lease gone, so a new
     runner (made on a service process's first job request) marks it ``interrupted``; jobs alive
-    in another process (a second service worker, an ``identity index`` run on the same database)
+    in another process (a second service worker, an ``identity ingest`` run on the same database)
     hold their leases and are left alone.
     Rerunning the same source resumes an interrupted job: finished batches are skipped by SHA-256.
     """
@@ -35,7 +35,7 @@ class GalleryJobRunner:
 
         self.gallery = gallery
         self._queue: queue.Queue[
-            tuple[str, str, Path, IndexOptions, Path | None, int | None, JobLease] | None
+            tuple[str, str, Path, IngestOptions, Path | None, int | None, JobLease] | None
         ]
         self._queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="gallery-jobs", daemon=True)
@@ -46,7 +46,7 @@ class GalleryJobRunner:
         self,
         collection: str,
         path: Path,
-        options: IndexOptions,
+        options: IngestOptions,
         cleanup: Path | None = None,
         actor: int | None = None,
         source_label: str | None = None,
@@ -68,7 +68,7 @@ class GalleryJobRunner:
         collection: str,
         upload: BinaryIO,
         suffix: str,
-        options: IndexOptions,
+        options: IngestOptions,
         actor: int | None = None,
         source_label: str | None = None,
     ) -> dict[str, Any]:
@@ -102,10 +102,10 @@ class GalleryJobRunner:
                 return
             job_id, collection, path, options, cleanup, actor, lease = task
             try:
-                run_index(self.gallery, collection, path, options, job_id=job_id, actor=actor)
+                run_ingest(self.gallery, collection, path, options, job_id=job_id, actor=actor)
             except JobCancelled:
                 pass  # recorded on the job row; the next job runs
-            except Exception:  # recorded on the job row by run_index; keep serving
+            except Exception:  # recorded on the job row by run_ingest; keep serving
                 log.exception("gallery job %s failed", job_id)
             finally:
                 lease.release()

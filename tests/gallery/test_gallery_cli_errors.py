@@ -1,4 +1,4 @@
-"""`identity index` on bad input: one `error:` line on stderr, a non-zero exit, no traceback, and
+"""`identity ingest` on bad input: one `error:` line on stderr, a non-zero exit, no traceback, and
 nothing written to the store (checked before the database is opened)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def one_error_line(result, needle: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_missing_gallery_fails_before_the_database(runner, tmp_path) -> None:
-    result = runner.invoke(app, ["index", str(tmp_path / "nope"), "-c", "c", "--no-progress"])
+    result = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "-c", "c", "--no-progress"])
     line = one_error_line(result, "does not exist")
     assert "database" not in line
 
@@ -48,7 +48,9 @@ def test_missing_gallery_creates_no_collection(store, pg_url, tmp_path, monkeypa
     monkeypatch.setenv("DATABASE_URL", pg_url)
     monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path / "data"))
     name = "never-" + uuid.uuid4().hex[:8]
-    result = CliRunner().invoke(app, ["index", str(tmp_path / "nope"), "-c", name, "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["ingest", str(tmp_path / "nope"), "-c", name, "--no-progress"]
+    )
     one_error_line(result, "does not exist")
     with pytest.raises(NotFound):
         store.collection_id(name)
@@ -58,7 +60,7 @@ def test_missing_labels_csv_fails_before_the_database(runner, tmp_path) -> None:
     result = runner.invoke(
         app,
         [
-            "index",
+            "ingest",
             str(TRAIN),
             "-c",
             "c",
@@ -74,7 +76,7 @@ def test_missing_labels_csv_fails_before_the_database(runner, tmp_path) -> None:
 def test_engine_ray_without_ray_names_the_extra(runner, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
     result = runner.invoke(
-        app, ["index", str(TRAIN), "-c", "c", "--engine", "ray", "--no-progress"]
+        app, ["ingest", str(TRAIN), "-c", "c", "--engine", "ray", "--no-progress"]
     )
     one_error_line(result, "identity-platform[ray]")
 
@@ -83,19 +85,19 @@ def test_hdbscan_without_its_packages_names_the_extra(runner, monkeypatch) -> No
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "hdbscan", None)
     result = runner.invoke(
-        app, ["index", str(TRAIN), "-c", "c", "--cluster-method", "hdbscan", "--no-progress"]
+        app, ["ingest", str(TRAIN), "-c", "c", "--cluster-method", "hdbscan", "--no-progress"]
     )
     one_error_line(result, "identity-platform[dev]")
 
 
 @pytest.mark.parametrize("option", ["--workers", "--batch-size"])
 def test_counts_below_one_are_refused(runner, option) -> None:
-    result = runner.invoke(app, ["index", str(TRAIN), "-c", "c", option, "0"])
+    result = runner.invoke(app, ["ingest", str(TRAIN), "-c", "c", option, "0"])
     one_error_line(result, option)
 
 
 def test_unreachable_database_is_one_error_line(runner) -> None:
-    result = runner.invoke(app, ["index", str(TRAIN), "-c", "c", "--no-progress"])
+    result = runner.invoke(app, ["ingest", str(TRAIN), "-c", "c", "--no-progress"])
     one_error_line(result, "database unreachable")
 
 
@@ -107,7 +109,7 @@ def test_module_entry_point_maps_errors_too(tmp_path) -> None:
         "PYTHONPATH": str(REPO),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "services.cli", "index", str(tmp_path / "nope"), "-c", "c"],
+        [sys.executable, "-m", "services.cli", "ingest", str(tmp_path / "nope"), "-c", "c"],
         check=False,
         capture_output=True,
         text=True,
@@ -120,3 +122,12 @@ def test_module_entry_point_maps_errors_too(tmp_path) -> None:
         f"error: gallery {tmp_path / 'nope'} does not exist [invalid_input]"
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_old_command_name_index_still_works_the_same(runner, tmp_path) -> None:
+    """``identity ingest`` was ``identity index``; the old name stays (hidden) for scripts."""
+    old = runner.invoke(app, ["index", str(tmp_path / "nope"), "-c", "c", "--no-progress"])
+    new = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "-c", "c", "--no-progress"])
+    assert old.exit_code == new.exit_code != 0
+    err = [line for line in new.output.splitlines() if line.startswith("error:")]
+    assert err and err[0] in old.output

@@ -86,7 +86,7 @@ def test_unlabelled_index_cluster_name_merge(gallery, store, new_collection, tmp
     """Index 3 people's photos without labels; clusters become identities an operator names."""
     import shutil
 
-    from services.gallery import IndexOptions, run_index
+    from services.gallery import IngestOptions, run_ingest
     from services.tables import FaceTemplate, GalleryFace
 
     wanted = {}
@@ -101,7 +101,7 @@ def test_unlabelled_index_cluster_name_merge(gallery, store, new_collection, tmp
             shutil.copy(DEEPFACE / rel, folder / rel)
             truth[rel] = who
     cid = new_collection()
-    report = run_index(gallery, cid, folder, IndexOptions(batch_size=4))
+    report = run_ingest(gallery, cid, folder, IngestOptions(batch_size=4))
     assert report.label_mode == "none" and report.identities_created == 0
     assert report.enrolled >= 10 and report.clusters is not None and report.clusters >= 3
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from services.gallery import IndexOptions, JobLease, run_index
+from services.gallery import IngestOptions, JobLease, run_ingest
 from services.tables import FaceTemplate, GalleryImage, IdentityRow
 
 from gallery_helpers import DEEPFACE, REPO, TRAIN, deepface_labels
@@ -43,8 +43,8 @@ def test_labelled_folder_report_bad_files_and_rerun(
     gallery, store, engine, new_collection, labelled_folder: Path
 ) -> None:
     cid = new_collection()
-    opts = IndexOptions(labels="folders", workers=1, batch_size=4)
-    report = run_index(gallery, cid, labelled_folder, opts)
+    opts = IngestOptions(labels="folders", workers=1, batch_size=4)
+    report = run_ingest(gallery, cid, labelled_folder, opts)
 
     # 9 real photos of 5 people, 3 nested deeper, 4 bad files in biden/; README.txt is no image
     assert report.images_seen == 16
@@ -100,7 +100,7 @@ def test_labelled_folder_report_bad_files_and_rerun(
     hit = store.identify(cid, (labelled_folder / "obama" / "obama2.jpg").read_bytes())
     assert hit["faces"][0]["candidates"][0]["external_id"] == "obama"
 
-    again = run_index(gallery, cid, labelled_folder, opts)
+    again = run_ingest(gallery, cid, labelled_folder, opts)
     assert again.enrolled == 0 and again.analysed == 0
     assert again.skipped_known == 12
     assert again.unreadable_count == 4  # bad files are reported again, never stored
@@ -122,7 +122,7 @@ def test_hostile_zip_is_reported_and_nothing_written(
     cid = new_collection()
     root = hostile_zip.parent.parent
     before = _snapshot(root)
-    report = run_index(gallery, cid, hostile_zip, IndexOptions(labels="folders", batch_size=8))
+    report = run_ingest(gallery, cid, hostile_zip, IngestOptions(labels="folders", batch_size=8))
     assert _snapshot(root) == before
     assert not (root / "x.jpg").exists() and not Path("/tmp/abs.jpg").exists()
     codes = {u["path"]: u["code"] for u in report.unreadable}
@@ -136,7 +136,7 @@ def test_hostile_zip_is_reported_and_nothing_written(
 
 def test_tar_with_symlink(gallery, new_collection, symlink_tar: Path) -> None:
     cid = new_collection()
-    report = run_index(gallery, cid, symlink_tar, IndexOptions(labels="folders"))
+    report = run_ingest(gallery, cid, symlink_tar, IngestOptions(labels="folders"))
     codes = {u["path"]: u["code"] for u in report.unreadable}
     assert codes == {"rose_leslie/passwd.jpg": "link", "../../escape.jpg": "path_traversal"}
     assert report.enrolled == 2 and report.identities_created == 1
@@ -152,7 +152,7 @@ def test_csv_labels_and_same_bytes_twice(gallery, new_collection, tmp_path: Path
     lines = ["path,identity"] + [f"{DEEPFACE / p},{who}" for p, who in rows]
     lines += ["copy.jpg,someone_else", "missing.jpg,nobody"]
     csv_path.write_text("\n".join(lines) + "\n")
-    report = run_index(gallery, cid, csv_path, IndexOptions(batch_size=4))
+    report = run_ingest(gallery, cid, csv_path, IngestOptions(batch_size=4))
     assert report.label_mode == "csv"
     assert report.images_seen == 8
     assert report.duplicates == 1 and report.analysed == 6
@@ -184,7 +184,7 @@ def _run_cli(settings, csv_path: Path, collection: str) -> subprocess.Popen:  # 
             sys.executable,
             "-m",
             "services.cli",
-            "index",
+            "ingest",
             str(csv_path),
             "--collection",
             collection,
@@ -270,7 +270,7 @@ def test_sigkill_mid_run_then_resume(
 
 def test_jobs_owned_by_a_live_process_are_not_marked_interrupted(gallery, new_collection) -> None:
     cid = new_collection()
-    options = IndexOptions(labels="folders")
+    options = IngestOptions(labels="folders")
     live = JobLease(gallery.store.engine)  # as a second service worker or CLI run holds it
     orphan = JobLease(gallery.store.engine)
     try:
@@ -304,7 +304,7 @@ def test_clustering_failure_after_commit_is_a_note_not_a_failed_job(
     for p in (TRAIN / "obama" / "obama.jpg", TRAIN / "biden" / "biden.jpg"):
         shutil.copy(p, folder / p.name)
     cid = new_collection()
-    report = run_index(strict, cid, folder, IndexOptions(batch_size=4))
+    report = run_ingest(strict, cid, folder, IngestOptions(batch_size=4))
     assert report.enrolled == 2 and report.clusters is None
     assert len(report.notes) == 1 and "clustering skipped" in report.notes[0]
     assert "calibration_error" in report.notes[0]

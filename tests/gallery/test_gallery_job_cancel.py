@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from identity.errors import JobCancelled
-from services.gallery import GalleryStore, IndexOptions, JobLease, run_index
+from services.gallery import GalleryStore, IngestOptions, JobLease, run_ingest
 
 from gallery_helpers import TRAIN, write_bz2_tar
 
@@ -194,7 +194,7 @@ def test_cancel_from_the_cli_stops_a_running_job(  # type: ignore[no-untyped-def
 
     def run() -> None:
         try:
-            run_index(gallery, cid, slow_archive, IndexOptions(labels="folders", batch_size=1))
+            run_ingest(gallery, cid, slow_archive, IngestOptions(labels="folders", batch_size=1))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -239,7 +239,7 @@ def test_start_sweeps_dead_jobs_and_their_uploads(  # type: ignore[no-untyped-de
     uploads.mkdir(parents=True)
     gallery = GalleryStore(store)
     cid = new_collection()
-    options = IndexOptions(labels="folders")
+    options = IngestOptions(labels="folders")
     dead, live = JobLease(engine), JobLease(engine)
     try:
         dead_id = gallery.create_job(cid, "upload:dead.zip", options, lease=dead)

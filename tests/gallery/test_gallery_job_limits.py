@@ -15,7 +15,7 @@ import pytest
 from identity.errors import InvalidInput, JobCancelled, JobLimitExceeded
 from identity.gallery.limits import JobGuard, JobLimits
 from identity.gallery.sources import open_source
-from services.gallery import GalleryJobRunner, GalleryStore, IndexOptions, _job_end, run_index
+from services.gallery import GalleryJobRunner, GalleryStore, IngestOptions, _job_end, run_ingest
 
 from gallery_helpers import TRAIN, write_bz2_tar
 
@@ -63,7 +63,7 @@ def test_bz2_tar_declaring_2tb_fails_the_job_and_keeps_what_came_before(
     gallery = GalleryStore(store)
     cid = new_collection()
     with pytest.raises(JobLimitExceeded):
-        run_index(gallery, cid, bomb, IndexOptions(labels="folders", batch_size=1))
+        run_ingest(gallery, cid, bomb, IngestOptions(labels="folders", batch_size=1))
     job = gallery.list_jobs(cid)[0]
     assert job["status"] == "failed"
     assert "IDENTITY_JOB_MAX_MEMBER_BYTES" in job["error"] and "junk/blob.bin" in job["error"]
@@ -122,7 +122,7 @@ def test_job_byte_bound_on_a_folder(store, new_collection, tmp_path: Path) -> No
     gallery = _strict(store, job_max_bytes=OBAMA.stat().st_size + 10)
     cid = new_collection()
     with pytest.raises(JobLimitExceeded):
-        run_index(gallery, cid, folder, IndexOptions(labels="folders", batch_size=1))
+        run_ingest(gallery, cid, folder, IngestOptions(labels="folders", batch_size=1))
     job = gallery.list_jobs(cid)[0]
     assert job["status"] == "failed" and "IDENTITY_JOB_MAX_BYTES" in job["error"]
 
@@ -154,7 +154,7 @@ def test_over_long_label_rejects_that_image_only(store, new_collection, tmp_path
         zf.write(TRAIN / "kit_harington" / "john1.jpeg", "kit_harington/john1.jpeg")
     gallery = GalleryStore(store)
     cid = new_collection()
-    report = run_index(gallery, cid, archive, IndexOptions(labels="folders", batch_size=8))
+    report = run_ingest(gallery, cid, archive, IngestOptions(labels="folders", batch_size=8))
     assert report.enrolled == 2
     codes = {u["code"] for u in report.unreadable}
     assert codes == {"label_too_long"}
@@ -172,7 +172,7 @@ def test_undecodable_and_control_character_names(store, new_collection, tmp_path
     (folder / "biden" / "tab\there.jpg").write_bytes(OBAMA.read_bytes())
     gallery = GalleryStore(store)
     cid = new_collection()
-    report = run_index(gallery, cid, folder, IndexOptions(labels="folders", batch_size=8))
+    report = run_ingest(gallery, cid, folder, IngestOptions(labels="folders", batch_size=8))
     assert report.enrolled == 1
     assert sorted(u["code"] for u in report.unreadable) == ["bad_name", "bad_name"]
     assert gallery.get_job(cid, report.job_id)["status"] == "done"
@@ -217,7 +217,7 @@ def test_bad_sources_end_failed_with_a_reason_and_the_next_job_runs(
     cid = new_collection()
     try:
         jobs = {
-            name: runner.submit(cid, root / name, IndexOptions(labels="folders"))["id"]
+            name: runner.submit(cid, root / name, IngestOptions(labels="folders"))["id"]
             for name in [*expected, "good"]
         }
         for name, needle in expected.items():

@@ -16,7 +16,7 @@ def test_ray_engine_matches_local(gallery, new_collection, tmp_path: Path) -> No
 
     import ray
 
-    from services.gallery import IndexOptions, run_index
+    from services.gallery import IngestOptions, run_ingest
 
     folder = tmp_path / "g"
     for person in ("obama", "biden"):
@@ -24,12 +24,12 @@ def test_ray_engine_matches_local(gallery, new_collection, tmp_path: Path) -> No
     (folder / "obama" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     try:
         ray_cid, local_cid = new_collection(), new_collection()
-        opts = IndexOptions(labels="folders", workers=1, batch_size=2, engine="ray")
-        by_ray = run_index(gallery, ray_cid, folder, opts)
-        again = run_index(gallery, ray_cid, folder, opts)  # dedupe happens in the store layer
+        opts = IngestOptions(labels="folders", workers=1, batch_size=2, engine="ray")
+        by_ray = run_ingest(gallery, ray_cid, folder, opts)
+        again = run_ingest(gallery, ray_cid, folder, opts)  # dedupe happens in the store layer
     finally:
         ray.shutdown()
-    local = run_index(gallery, local_cid, folder, IndexOptions(labels="folders", batch_size=2))
+    local = run_ingest(gallery, local_cid, folder, IngestOptions(labels="folders", batch_size=2))
     assert by_ray.enrolled == local.enrolled == 4
     assert by_ray.identities_created == 2
     assert [u["path"] for u in by_ray.unreadable] == ["obama/broken.jpg"]

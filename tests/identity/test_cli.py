@@ -246,7 +246,7 @@ def test_a_bad_setting_is_one_error_line_naming_it(tmp_path, name, value) -> Non
 
 def test_unreachable_database_is_one_error_line(tmp_path) -> None:
     proc = run_identity(
-        "index",
+        "ingest",
         str(TRAIN),
         "--collection",
         "c",

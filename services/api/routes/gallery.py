@@ -35,7 +35,7 @@ from services.deps import StoreDep, collection_access, get_gallery, get_job_runn
 from services.gallery import (
     GalleryJobRunner,
     GalleryStore,
-    IndexOptions,
+    IngestOptions,
     gallery_roots,
     resolve_server_path,
 )
@@ -110,7 +110,7 @@ async def create_job(
         labels = str(form.get("labels") or "none")
         if labels not in ("none", "folders"):
             raise InvalidInput("labels for an uploaded archive: none or folders", labels=labels)
-        options = IndexOptions(
+        options = IngestOptions(
             labels=labels,  # type: ignore[arg-type]
             workers=1,
             batch_size=settings.index_batch_size,
@@ -138,7 +138,7 @@ async def create_job(
     labels_csv = None if body.labels_csv is None else resolve_server_path(settings, body.labels_csv)
     if body.labels == "csv" and labels_csv is None and path.suffix.lower() != ".csv":
         raise InvalidInput("labels=csv needs labels_csv (or a CSV as the path)")
-    options = IndexOptions(
+    options = IngestOptions(
         labels=body.labels,
         labels_csv=labels_csv,
         workers=body.workers,
