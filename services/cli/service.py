@@ -129,8 +129,12 @@ def db_upgrade() -> None:
 
 
 @db_app.command("reindex")
-def db_reindex() -> None:
-    """Rebuild every FAISS index from Postgres and snapshot it (a running server reloads on restart)."""
+def db_reindex(
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Only this collection.")
+    ] = None,
+) -> None:
+    """Rebuild the search indexes (FAISS snapshots or Milvus collections) from Postgres."""
     from services.db import open_database, upgrade
     from services.store import IdentityStore
 
@@ -138,7 +142,7 @@ def db_reindex() -> None:
     with open_database(settings) as engine:
         upgrade(engine)
         store = IdentityStore(settings, engine)
-        sizes = store.reindex()
+        sizes = store.reindex(collection)
     typer.echo(json.dumps(sizes, indent=2))
 
 

@@ -74,12 +74,18 @@ class HousekeepingMixin(StoreCore):
             "consistent": index_ids == db_ids,
         }
 
-    def reindex(self) -> dict[str, int]:
-        """Rebuild every (collection, model) index from Postgres; returns sizes."""
+    def reindex(self, collection: str | None = None) -> dict[str, int]:
+        """Rebuild every (collection, model) index from Postgres, or one collection's; returns
+        sizes."""
+        if collection is not None:
+            self.collection_id(collection)  # NotFound for an unknown name
+        query = (
+            select(Collection.id, Collection.name, FaceTemplate.model_name)
+            .join(FaceTemplate, FaceTemplate.collection_id == Collection.id)
+            .distinct()
+        )
+        if collection is not None:
+            query = query.where(Collection.name == collection)
         with self.sessions() as s:
-            pairs = s.execute(
-                select(Collection.id, Collection.name, FaceTemplate.model_name)
-                .join(FaceTemplate, FaceTemplate.collection_id == Collection.id)
-                .distinct()
-            ).all()
+            pairs = s.execute(query).all()
         return {f"{name}/{model}": self.indexes.rebuild(cid, model) for cid, name, model in pairs}
