@@ -172,7 +172,10 @@ def test_sigkill_mid_writes_then_restart(settings, engine, keys, analyzer, tmp_p
     ]
     for t in threads:
         t.start()
-    time.sleep(0.8)
+    # kill right after the first answer: the others are still in flight however fast the machine
+    deadline = time.monotonic() + 30
+    while not outcomes and time.monotonic() < deadline:
+        time.sleep(0.05)
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait(10)
     for t in threads:
