@@ -9,7 +9,8 @@ which the HTTP layer maps once.
 The methods live by resource, one module each: ``core`` (construction, ``read``/``write``
 transactions and ``CollectionWrite``, locks, audit), ``collections``, ``identities``,
 ``enrollment`` (images and analysed faces, thumbnails), ``decisions`` (verify, identify, the
-threshold), ``liveness`` (a collection's policy and its gate) and ``housekeeping`` (audit log,
+threshold), ``liveness`` (a collection's policy and its gate), ``face_models`` (the active face model,
+switch and drop) and ``housekeeping`` (audit log,
 index status, reindex, sweeps). ``IdentityStore`` composes them, so callers see one object.
 
 Decisions use ``identity.calibration.decision_threshold``: the policy (``default_far``) or a
@@ -30,6 +31,7 @@ from services.store.core import (
 )
 from services.store.decisions import DecisionsMixin
 from services.store.enrollment import EnrollmentMixin
+from services.store.face_models import FaceModelsMixin
 from services.store.housekeeping import HousekeepingMixin
 from services.store.identities import IdentitiesMixin
 
@@ -45,6 +47,11 @@ __all__ = [
 
 
 class IdentityStore(
-    CollectionsMixin, IdentitiesMixin, EnrollmentMixin, DecisionsMixin, HousekeepingMixin
+    CollectionsMixin,
+    IdentitiesMixin,
+    EnrollmentMixin,
+    DecisionsMixin,
+    FaceModelsMixin,
+    HousekeepingMixin,
 ):
     """Postgres-backed identities and templates plus their FAISS indexes (see module docstring)."""

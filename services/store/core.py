@@ -28,7 +28,7 @@ from identity.settings import Settings
 from services import audit as audit_log
 from services.db import make_sessionmaker, vacuum
 from services.errors import NotFound
-from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
+from services.sealed import CROP, EMBEDDING, THUMBNAIL, DataKeys
 from services.tables import Collection, FaceTemplate, IdentityRow, IndexChange
 from services.vector_store import VectorStore, make_vector_store
 
@@ -75,6 +75,10 @@ class NewTemplate:
     landmarks: list[list[float]]
     source_sha256: str
     thumbnail_jpeg: bytes | None = None
+    # the source crop (``identity.crops``) kept for re-embedding with another model
+    crop_jpeg: bytes | None = None
+    crop_geometry: dict[str, Any] | None = None
+    migrated_from: int | None = None
 
 
 class CollectionWrite:
@@ -177,6 +181,9 @@ class CollectionWrite:
                 landmarks=r.landmarks,
                 source_sha256=r.source_sha256,
                 thumbnail=self._save_thumbnail(r.thumbnail_jpeg),
+                crop=self._save_crop(r.crop_jpeg),
+                crop_geometry=r.crop_geometry if r.crop_jpeg else None,
+                migrated_from=r.migrated_from,
             )
             self.session.add(t)
             rows.append(t)
@@ -193,9 +200,10 @@ class CollectionWrite:
             self.models.add(t.model_name)
         return rows
 
-    def template_removed(self, template_id: int, model_name: str, thumbnail: str | None) -> None:
+    def template_removed(self, template_id: int, model_name: str, *files: str | None) -> None:
         """Log that a template goes away in this transaction (the caller deletes the row, or a
-        cascade does): its index entry is removed and its thumbnail deleted after the commit."""
+        cascade does): its index entry is removed and its files (thumbnail, source crop)
+        deleted after the commit."""
         self.session.add(
             IndexChange(
                 collection_id=self.collection_id,
@@ -206,14 +214,24 @@ class CollectionWrite:
         )
         self.models.add(model_name)
         self.erased = True
-        if thumbnail:
-            self.dropped_thumbnails.append(thumbnail)
+        self.dropped_thumbnails.extend(f for f in files if f)
 
     def _save_thumbnail(self, jpeg: bytes | None) -> str | None:
-        if not jpeg or not self.store.settings.store_thumbnails:
+        if not self.store.settings.store_thumbnails:
             return None
-        name = f"{uuid.uuid4().hex}.sealed"
-        sealed = self.store.sealer.seal(self.collection_id, jpeg, THUMBNAIL)[1]
+        return self._save_sealed_file(jpeg, THUMBNAIL, "")
+
+    def _save_crop(self, jpeg: bytes | None) -> str | None:
+        if not self.store.settings.keep_face_crops:
+            return None
+        return self._save_sealed_file(jpeg, CROP, ".crop")
+
+    def _save_sealed_file(self, data: bytes | None, purpose: bytes, kind: str) -> str | None:
+        """A sealed file beside the thumbnails (same directory, same erasure and sweep)."""
+        if not data:
+            return None
+        name = f"{uuid.uuid4().hex}{kind}.sealed"
+        sealed = self.store.sealer.seal(self.collection_id, data, purpose)[1]
         # recorded before the write, so a half-written file is deleted too if anything fails
         self.written_thumbnails.append(name)
         write_private(self.store._thumb_path(self.collection_id, name), sealed)
@@ -235,6 +253,7 @@ class StoreCore:
         self.engine = engine
         self.sessions = make_sessionmaker(engine)
         self.analyzer = analyzer or FaceAnalyzer(settings)
+        self._analyzers: dict[str, FaceAnalyzer] = {self.analyzer.embedder_name: self.analyzer}
         self.sealer = indexes.sealer if indexes is not None else DataKeys(settings, engine)
         self.indexes = indexes or make_vector_store(settings, engine, self.sealer)
 
@@ -249,9 +268,33 @@ class StoreCore:
 
         return get_manifest(self.model_name).version
 
+    @staticmethod
+    def model_version_of(model: str) -> str:
+        from identity.registry import get_manifest
+
+        return get_manifest(model).version
+
     @property
     def detector_name(self) -> str:
         return self.analyzer.detector_name
+
+    def face_model(self, collection: Collection) -> str:
+        """The collection's active face model: the one switched to (``identity templates
+        switch``), else the service's configured embedder."""
+        return collection.face_model or self.model_name
+
+    def model_of(self, collection: str) -> str:
+        with self.sessions() as s:
+            return self.face_model(self._collection(s, collection))
+
+    def analyzer_for(self, model: str) -> FaceAnalyzer:
+        """The pipeline with ``model`` as embedder (same detector), made once per model."""
+        found = self._analyzers.get(model)
+        if found is None:
+            found = FaceAnalyzer(self.settings, self.analyzer.detector_name, model)
+            # dict.setdefault is atomic: two threads racing keep one analyzer
+            found = self._analyzers.setdefault(model, found)
+        return found
 
     # helpers --------------------------------------------------------------------------------
     @staticmethod
