@@ -13,6 +13,7 @@ from identity.crops import decode_crop, embed_crops, encode_crop, source_crop
 from identity.errors import BadImage
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
+
 from shared_data import SHARED_DIR
 
 DEEPFACE = SHARED_DIR / "data" / "deepface"

@@ -4,6 +4,7 @@ switch, switch back, drop; kill -9 mid-way and resume; erase an identity mid-mig
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -21,9 +22,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from identity.settings import Settings
-from services.gallery import GalleryStore, run_migration
+from services.errors import Conflict
+from services.gallery import GalleryStore
 from services.store import IdentityStore
 from services.tables import Collection, FaceTemplate
+
 from shared_data import SHARED_DIR
 
 DEEPFACE = SHARED_DIR / "data" / "deepface"
@@ -41,10 +44,8 @@ def _enroll(store: IdentityStore, collection: str, limit: int = 40) -> dict[str,
     """Enroll the first ``limit`` labelled deepface photos; identity -> template ids."""
     out: dict[str, list[int]] = {}
     for path, who in _labelled(limit):
-        try:
+        with contextlib.suppress(Conflict):  # created by an earlier photo of the person
             store.create_identity(collection, who)
-        except Exception:  # noqa: BLE001 - already created by an earlier photo
-            pass
         r = store.enroll_images(collection, who, [(path, (DEEPFACE / path).read_bytes())])
         out.setdefault(who, []).extend(a["template_id"] for a in r["accepted"])
     return out
@@ -113,9 +114,7 @@ def test_migrate_under_load_switch_back_and_drop(
     probe = (DEEPFACE / probe_path).read_bytes()
 
     def identify() -> dict[str, Any]:
-        r = client.post(
-            f"/v1/collections/{name}/identify", files={"file": probe}, headers=admin
-        )
+        r = client.post(f"/v1/collections/{name}/identify", files={"file": probe}, headers=admin)
         assert r.status_code == 200, r.text
         return r.json()
 
