@@ -25,12 +25,10 @@ from identity.errors import InvalidInput
 from identity.gallery.archives import (
     count_zip_images,
     is_tar,
-    safe_member_name,
     tar_items,
     zip_items,
 )
 from identity.gallery.files import (
-    IMAGE_SUFFIXES,
     display_name,
     is_image_name,
     label_problem,
@@ -40,17 +38,7 @@ from identity.gallery.files import (
 )
 from identity.gallery.limits import JobGuard
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "GalleryItem",
-    "GallerySource",
-    "LabelMode",
-    "SourceProblem",
-    "is_image_name",
-    "open_source",
-    "read_labels_csv",
-    "safe_member_name",
-]
+__all__ = ["GalleryItem", "GallerySource", "LabelMode", "SourceProblem", "open_source"]
 
 LabelMode = Literal["none", "folders", "csv"]
 
