@@ -7,7 +7,7 @@ wrote. Errors are ``identity.errors`` types (NotFound, Conflict, InvalidInput, N
 which the HTTP layer maps once.
 
 The methods live by resource, one module each: ``core`` (construction, ``read``/``write``
-transactions and ``CollectionWrite``, locks, audit), ``collections``, ``identities``,
+transactions, locks, audit), ``write`` (``CollectionWrite``, ``NewTemplate``), ``collections``, ``identities``,
 ``enrollment`` (images and analysed faces, thumbnails), ``decisions`` (verify, identify, the
 threshold), ``liveness`` (a collection's policy and its gate), ``face_models`` (the active face model,
 switch and drop) and ``housekeeping`` (audit log,
@@ -21,19 +21,13 @@ Every method takes ``actor`` (the API key id, or None for the CLI) for the audit
 from __future__ import annotations
 
 from services.store.collections import CollectionsMixin
-from services.store.core import (
-    COLLECTION_NAME,
-    MAX_TOP_K,
-    CollectionWrite,
-    NewTemplate,
-    face_summary,
-    sha256_hex,
-)
+from services.store.core import COLLECTION_NAME, MAX_TOP_K, face_summary, sha256_hex
 from services.store.decisions import DecisionsMixin
 from services.store.enrollment import EnrollmentMixin
 from services.store.face_models import FaceModelsMixin
 from services.store.housekeeping import HousekeepingMixin
 from services.store.identities import IdentitiesMixin
+from services.store.write import CollectionWrite, NewTemplate
 
 __all__ = [
     "COLLECTION_NAME",

@@ -21,8 +21,9 @@ from services.indexes import embedding_to_bytes
 from services.liveness import wanted
 from services.metrics import record_stages
 from services.sealed import THUMBNAIL
-from services.store.core import NewTemplate, _round, face_summary
+from services.store.core import _round, face_summary
 from services.store.liveness import LivenessMixin
+from services.store.write import NewTemplate
 from services.tables import FaceTemplate
 
 
