@@ -4,11 +4,10 @@ Same identities as faces (an identity may have face templates, body templates or
 templates live in ``body_templates`` (migration 0201_body) and are searched through their own
 FAISS index per (collection, body model).
 
-Index: Postgres is the truth. ``BodyIndexes`` builds an index from ``body_templates`` and keeps
-the table's (row count, max id) as its watermark; every search re-reads that pair (one indexed
-aggregate) and rebuilds when it changed. Ids only grow, so any insert raises the max id and any
-delete without an insert lowers the count: the pair changes whenever the rows do. Rebuilding is
-O(templates) per change, which suits galleries of thousands of bodies; ``rebuild`` forces it.
+Index: the store's ``body_indexes``, an ``IndexRegistry`` of kind "body" kept fresh exactly as the
+face indexes are (``services.indexes``: change log replayed by seq, sealed snapshots, purge on
+erasure). It is FAISS even when faces use Milvus (``IDENTITY_VECTOR_STORE=milvus``): body
+galleries are small, and one freshness path serves both.
 
 Fusion rule (``fuse``) when a probe has both a person and a face inside the person box:
 
@@ -42,7 +41,6 @@ from identity.body import Bodies, BodyAnalyzer
 from identity.body.rerank import RerankParams
 from identity.errors import BadImage, CalibrationError, InvalidInput, NoPersonFound
 from identity.image import decode_image
-from services.body_index import BodyIndexes
 from services.errors import DuplicateImage
 from services.indexes import embedding_to_bytes
 from services.sealed import EMBEDDING
@@ -100,12 +98,11 @@ class BodyStore:
         self,
         store: IdentityStore,
         analyzer: BodyAnalyzer | None = None,
-        indexes: BodyIndexes | None = None,
     ) -> None:
         self.store = store
         self.settings = store.settings
         self.analyzer = analyzer or BodyAnalyzer(store.settings)
-        self.indexes = indexes or BodyIndexes(store.settings, store.engine, store.sealer)
+        self.indexes = store.body_indexes
 
     @property
     def model_name(self) -> str:
@@ -256,6 +253,7 @@ class BodyStore:
                 )
                 s.add(t)
                 s.flush()
+                w.template_added(t.id, t.model_name, kind="body")
                 w.audit("body.enroll", "accepted", identity_id=row.id, templates=[t.id])
                 return int(t.id)
         except IntegrityError as exc:
@@ -452,4 +450,4 @@ class BodyStore:
         }
 
 
-__all__ = ["BODY_WEIGHT", "FACE_WEIGHT", "BodyIndexes", "BodyStore", "fuse", "margin"]
+__all__ = ["BODY_WEIGHT", "FACE_WEIGHT", "BodyStore", "fuse", "margin"]

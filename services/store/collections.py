@@ -138,5 +138,6 @@ class CollectionsMixin(StoreCore):
             cid = c.id
         self._remove_thumbnails(cid, [t for t in thumbs if t])
         self.indexes.drop(cid)
+        self.body_indexes.drop(cid)
         vacuum(self.engine, mode=self.settings.erase_vacuum)
         return {"deleted": name, "identities": n_ident, "templates": len(thumbs)}

@@ -26,8 +26,10 @@ from identity.pipeline import FaceAnalyzer
 from identity.sealing import write_private
 from identity.settings import Settings
 from services import audit as audit_log
+from services.change_log import Kind
 from services.db import make_sessionmaker, vacuum
 from services.errors import NotFound
+from services.indexes import IndexRegistry
 from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
 from services.tables import Collection, FaceTemplate, IdentityRow, IndexChange
 from services.vector_store import VectorStore, make_vector_store
@@ -97,7 +99,8 @@ class CollectionWrite:
         self.collection = collection
         self.collection_id = collection.id
         self.actor = actor
-        self.models: set[str] = set()  # models whose index must catch up after the commit
+        self.models: set[str] = set()  # face models whose index must catch up after the commit
+        self.body_models: set[str] = set()  # body models likewise
         self.written_thumbnails: list[str] = []
         self.dropped_thumbnails: list[str] = []
         self.erased = False  # templates (or rows cascading from them) deleted here
@@ -182,29 +185,31 @@ class CollectionWrite:
             rows.append(t)
         self.session.flush()
         for t in rows:
-            self.session.add(
-                IndexChange(
-                    collection_id=self.collection_id,
-                    model_name=t.model_name,
-                    template_id=t.id,
-                    op="add",
-                )
-            )
-            self.models.add(t.model_name)
+            self.template_added(t.id, t.model_name)
         return rows
 
-    def template_removed(self, template_id: int, model_name: str, thumbnail: str | None) -> None:
-        """Log that a template goes away in this transaction (the caller deletes the row, or a
-        cascade does): its index entry is removed and its thumbnail deleted after the commit."""
+    def _log_change(self, template_id: int, model_name: str, op: str, kind: Kind) -> None:
         self.session.add(
             IndexChange(
                 collection_id=self.collection_id,
                 model_name=model_name,
                 template_id=template_id,
-                op="remove",
+                op=op,
+                kind=kind,
             )
         )
-        self.models.add(model_name)
+        (self.models if kind == "face" else self.body_models).add(model_name)
+
+    def template_added(self, template_id: int, model_name: str, kind: Kind = "face") -> None:
+        """Log a template inserted (and flushed) in this transaction for its index."""
+        self._log_change(template_id, model_name, "add", kind)
+
+    def template_removed(
+        self, template_id: int, model_name: str, thumbnail: str | None, kind: Kind = "face"
+    ) -> None:
+        """Log that a template goes away in this transaction (the caller deletes the row, or a
+        cascade does): its index entry is removed and its thumbnail deleted after the commit."""
+        self._log_change(template_id, model_name, "remove", kind)
         self.erased = True
         if thumbnail:
             self.dropped_thumbnails.append(thumbnail)
@@ -222,7 +227,8 @@ class CollectionWrite:
 
 class StoreCore:
     """What every part of ``IdentityStore`` builds on: settings, engine, sessions, analyzer,
-    sealer and vector store; the transactions, locks and audit hook."""
+    sealer and the indexes (faces: the configured vector store; bodies: always an
+    ``IndexRegistry`` of kind "body"); the transactions, locks and audit hook."""
 
     def __init__(
         self,
@@ -237,6 +243,7 @@ class StoreCore:
         self.analyzer = analyzer or FaceAnalyzer(settings)
         self.sealer = indexes.sealer if indexes is not None else DataKeys(settings, engine)
         self.indexes = indexes or make_vector_store(settings, engine, self.sealer)
+        self.body_indexes = IndexRegistry(settings, engine, self.sealer, kind="body")
 
     # model ----------------------------------------------------------------------------------
     @property
@@ -355,11 +362,13 @@ class StoreCore:
             self._remove_thumbnails(w.collection_id, w.dropped_thumbnails)
         except OSError:
             log.exception("removing erased thumbnails of collection %d failed", w.collection_id)
-        for model in sorted(w.models):
+        touched: list[tuple[VectorStore, str]] = [(self.indexes, m) for m in sorted(w.models)]
+        touched += [(self.body_indexes, m) for m in sorted(w.body_models)]
+        for indexes, model in touched:
             try:
-                self.indexes.catch_up(w.collection_id, model)
+                indexes.catch_up(w.collection_id, model)
                 if w.erased:
-                    self.indexes.purge(w.collection_id, model)
+                    indexes.purge(w.collection_id, model)
             except Exception:
                 log.exception(
                     "index catch-up after commit failed (collection %d, model %s); "
