@@ -1,15 +1,17 @@
 """The identity store: the service layer's Python API (no HTTP needed).
 
 Routes, the admin dashboard, the batch gallery indexer and the CLI all call these methods on one
-``IdentityStore``. Every write is one Postgres transaction; the FAISS index (``IndexRegistry``)
-is brought up to date right after the commit, from the ``index_changes`` log the transaction
+``IdentityStore``. Every write is one Postgres transaction; the indexes (faces: the configured
+vector store; bodies: an ``IndexRegistry`` of kind "body") are brought up to date right after the
+commit, from the ``index_changes`` log the transaction
 wrote. Errors are ``identity.errors`` types (NotFound, Conflict, InvalidInput, NoFaceFound...),
 which the HTTP layer maps once.
 
 The methods live by resource, one module each: ``core`` (construction, ``read``/``write``
 transactions and ``CollectionWrite``, locks, audit), ``collections``, ``identities``,
 ``enrollment`` (images and analysed faces, thumbnails), ``decisions`` (verify, identify, the
-threshold), ``liveness`` (a collection's policy and its gate) and ``housekeeping`` (audit log,
+threshold), ``bodies`` (body template rows and the reads of 1:N by body), ``liveness`` (a
+collection's policy and its gate) and ``housekeeping`` (audit log, the indexes' life cycle,
 index status, reindex, sweeps). ``IdentityStore`` composes them, so callers see one object.
 
 Decisions use ``identity.calibration.decision_threshold``: the policy (``default_far``) or a
@@ -19,6 +21,7 @@ Every method takes ``actor`` (the API key id, or None for the CLI) for the audit
 
 from __future__ import annotations
 
+from services.store.bodies import BodiesMixin
 from services.store.collections import CollectionsMixin
 from services.store.core import (
     COLLECTION_NAME,
@@ -45,6 +48,11 @@ __all__ = [
 
 
 class IdentityStore(
-    CollectionsMixin, IdentitiesMixin, EnrollmentMixin, DecisionsMixin, HousekeepingMixin
+    CollectionsMixin,
+    IdentitiesMixin,
+    EnrollmentMixin,
+    DecisionsMixin,
+    BodiesMixin,
+    HousekeepingMixin,
 ):
     """Postgres-backed identities and templates plus their FAISS indexes (see module docstring)."""

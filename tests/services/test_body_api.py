@@ -172,7 +172,7 @@ def test_body_index_follows_the_change_log_and_erasure_purges_its_snapshot(
     r = client.delete(f"/v1/collections/{collection}/identities/{ids[a]}", headers=admin)
     assert r.status_code == 200, r.text
     assert not snapshot.exists(), "the body snapshot holding the erased vectors was not removed"
-    assert body_store.indexes.ids(cid, model) == {tids[b]}
+    assert store.body_indexes.ids(cid, model) == {tids[b]}
     other.catch_up(cid, model)  # replays the 'remove' by seq: no rebuild
     assert other.ids(cid, model) == {tids[b]}
     store.snapshot_indexes()
