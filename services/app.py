@@ -76,6 +76,7 @@ def create_app(
             # built here and handed on: routes get them through services.deps, never by
             # reaching into the store
             sealer = DataKeys(settings, eng)
+            app.state.engine = eng
             app.state.sessions = make_sessionmaker(eng)
             store = IdentityStore(settings, eng, analyzer, make_vector_store(settings, eng, sealer))
             app.state.store = store
@@ -88,7 +89,7 @@ def create_app(
                 log.info("removed %d orphan thumbnails", removed)
             # jobs of dead processes end now, not when the first job request builds the runner;
             # their uploaded archives (original photos) go with them
-            app.state.gallery = GalleryStore(store)
+            app.state.gallery = GalleryStore(store, eng)
             sweep_job_leftovers(app.state.gallery)
             store.warm_indexes()
             if warm_models:

@@ -55,7 +55,8 @@ def lazy_state(request: Request, name: str, make: Callable[[], T]) -> T:
 
 
 def get_gallery(request: Request) -> GalleryStore:
-    return lazy_state(request, "gallery", lambda: GalleryStore(request.app.state.store))
+    state = request.app.state
+    return lazy_state(request, "gallery", lambda: GalleryStore(state.store, state.engine))
 
 
 def get_job_runner(request: Request) -> GalleryJobRunner:

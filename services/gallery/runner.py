@@ -52,7 +52,7 @@ class GalleryJobRunner:
         source_label: str | None = None,
     ) -> dict[str, Any]:
         """Queue a job; ``cleanup`` is a temporary upload removed when the job ends."""
-        lease = JobLease(self.gallery.store.engine)
+        lease = JobLease(self.gallery.engine)
         try:
             job_id = self.gallery.create_job(
                 collection, source_label or str(path), options, actor, lease=lease
@@ -79,7 +79,7 @@ class GalleryJobRunner:
         """
         uploads = self.gallery.settings.data_dir / "uploads"
         uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lease = JobLease(self.gallery.store.engine)
+        lease = JobLease(self.gallery.engine)
         path = uploads / f"{lease.job_id}{suffix}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
