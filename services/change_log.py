@@ -3,10 +3,11 @@ store (FAISS in ``services.indexes``, Milvus in ``services.milvus_store``); seal
 opened here (``DataKeys``), so stores only ever see vectors.
 
 Writers append one change row per template added or removed, inside the transaction that changes
-``face_templates`` or ``body_templates`` (the row's ``kind``, ``TEMPLATE_TABLES``), holding the collection's advisory lock until commit; so within a collection
-change-log order is commit order, and a store that applied everything up to ``seq`` only needs
-the rows after it. Applying a ``ChangeBatch`` is idempotent by template id (at-least-once is
-enough): it says which templates to hold, with their current vectors, and which to drop.
+``face_templates`` or ``body_templates`` (the row's ``kind``; ``TEMPLATE_TABLES``), holding the
+collection's advisory lock until commit; so within a collection change-log order is commit
+order, and a store that applied everything up to ``seq`` only needs the rows after it. Applying
+a ``ChangeBatch`` is idempotent by template id (at-least-once is enough): it says which
+templates to hold, with their current vectors, and which to drop.
 """
 
 from __future__ import annotations

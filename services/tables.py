@@ -12,8 +12,8 @@ Tables:
   ``source_sha256`` makes the same image enrolled twice for one identity a duplicate.
 - ``index_changes``: append-only change log (``seq`` grows) of template adds/removes per
   (collection, model), for face and body templates alike (``kind``: which table ``template_id``
-  points into; migration 0410_index_kind). A restarted service loads its FAISS snapshot (which records the last
-  ``seq`` it contains) and replays what came after. Writers take a per-collection advisory lock
+  points into; migration 0410_index_kind). A restarted service loads its FAISS snapshot (which
+  records the last ``seq`` it contains) and replays what came after. Writers take a per-collection advisory lock
   before writing a change, so ``seq`` order equals commit order within a collection.
 - ``api_keys``: sha256 of the key (never the key), a short public prefix to find the row, scope
   ``admin|enroll|verify`` and an optional collection.

@@ -134,7 +134,8 @@ def db_reindex(
         str | None, typer.Option("--collection", "-c", help="Only this collection.")
     ] = None,
 ) -> None:
-    """Rebuild the search indexes (FAISS snapshots or Milvus collections) from Postgres."""
+    """Rebuild the search indexes from Postgres (faces: FAISS snapshots or Milvus collections;
+    bodies: FAISS snapshots)."""
     from services.db import open_database, upgrade
     from services.store import IdentityStore
 
