@@ -134,8 +134,10 @@ def db_reindex(
         str | None, typer.Option("--collection", "-c", help="Only this collection.")
     ] = None,
 ) -> None:
-    """Rebuild the search indexes from Postgres (faces: FAISS snapshots or Milvus collections;
-    bodies: FAISS snapshots)."""
+    """Rebuild the face and body search indexes from Postgres.
+
+    Faces: FAISS snapshots or Milvus collections (IDENTITY_VECTOR_STORE); bodies: FAISS snapshots.
+    """
     from services.db import open_database, upgrade
     from services.store import IdentityStore
 
