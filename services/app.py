@@ -30,15 +30,15 @@ from services.api.routes import (
     identities,
 )
 from services.auth import KeyStore
-from services.db import open_database, upgrade, vacuum
+from services.db import make_sessionmaker, open_database, upgrade, vacuum
 from services.errors import RequestSizeLimit, install_error_handlers
 from services.gallery import GalleryStore, sweep_job_leftovers
 from services.limits import InferenceLimit
 from services.metrics import Metrics, MetricsMiddleware
-from services.sealed import seal_legacy_rows, tighten_data_dirs
+from services.sealed import DataKeys, seal_legacy_rows, tighten_data_dirs
 from services.store import IdentityStore
 from services.throttle import FailureThrottle
-from services.vector_store import check_vector_store_settings
+from services.vector_store import check_vector_store_settings, make_vector_store
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +50,20 @@ def _background(app: FastAPI, stop: threading.Event, settings: Settings) -> None
 
     while not stop.wait(BACKGROUND_EVERY_S):
         try:
-            app.state.store.indexes.catch_up_all()
+            app.state.store.catch_up_indexes()
             POOL.unload_idle(settings.model_idle_unload_s)
         except Exception:  # keep the loop alive; the next round retries
             log.exception("index background round failed")
 
 
-def seal_at_rest(store: IdentityStore) -> None:
+def seal_at_rest(settings: Settings, engine: Engine, sealer: DataKeys) -> None:
     """Seal rows and files left in plaintext by a version before sealing (migration 0320), then
     VACUUM FULL so no dead tuple keeps the plaintext; tighten folder and file modes."""
-    tighten_data_dirs(store.settings)
-    sealed = seal_legacy_rows(store.sealer, store.settings)
+    tighten_data_dirs(settings)
+    sealed = seal_legacy_rows(sealer, settings)
     if sealed:
         log.info("sealed plaintext biometric rows from before sealing: %s", sealed)
-        vacuum(store.engine, mode="full")
+        vacuum(engine, mode="full")
 
 
 def create_app(
@@ -81,9 +81,14 @@ def create_app(
         with ExitStack() as stack:
             eng = engine if engine is not None else stack.enter_context(open_database(settings))
             upgrade(eng)
-            store = IdentityStore(settings, eng, analyzer)
+            # built here and handed on: routes get them through services.deps, never by
+            # reaching into the store
+            sealer = DataKeys(settings, eng)
+            app.state.engine = eng
+            app.state.sessions = make_sessionmaker(eng)
+            store = IdentityStore(settings, eng, analyzer, make_vector_store(settings, eng, sealer))
             app.state.store = store
-            seal_at_rest(store)
+            seal_at_rest(settings, eng, sealer)
             app.state.keys = KeyStore(
                 eng, FailureThrottle(settings.auth_fail_burst, settings.auth_fail_per_minute)
             )
@@ -92,12 +97,11 @@ def create_app(
                 log.info("removed %d orphan thumbnails", removed)
             # jobs of dead processes end now, not when the first job request builds the runner;
             # their uploaded archives (original photos) go with them
-            app.state.gallery = GalleryStore(store)
+            app.state.gallery = GalleryStore(store, eng)
             sweep_job_leftovers(app.state.gallery)
-            store.indexes.warm()
+            store.warm_indexes()
             if warm_models:
-                store.analyzer.detector  # noqa: B018 - loads and times the models once
-                store.analyzer.embedder  # noqa: B018
+                store.load_models()
             stop = threading.Event()
             thread = threading.Thread(
                 target=_background, args=(app, stop, settings), name="index-sync", daemon=True
@@ -110,7 +114,7 @@ def create_app(
                 app.state.ready = False
                 stop.set()
                 thread.join(timeout=10)
-                store.indexes.snapshot_all()
+                store.snapshot_indexes()
 
     app = FastAPI(
         title="identity",
@@ -121,7 +125,7 @@ def create_app(
     app.state.settings = settings
     app.state.ready = False
     app.state.metrics = Metrics(
-        lambda: app.state.store.indexes.sizes() if hasattr(app.state, "store") else {}
+        lambda: app.state.store.index_sizes() if hasattr(app.state, "store") else {}
     )
     install_error_handlers(app)
     for module in (collections, identities, decisions, health, body, gallery, face_models):

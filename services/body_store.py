@@ -4,26 +4,18 @@ Same identities as faces (an identity may have face templates, body templates or
 templates live in ``body_templates`` (migration 0201_body) and are searched through their own
 FAISS index per (collection, body model).
 
-Index: Postgres is the truth. ``BodyIndexes`` builds an index from ``body_templates`` and keeps
-the table's (row count, max id) as its watermark; every search re-reads that pair (one indexed
-aggregate) and rebuilds when it changed. Ids only grow, so any insert raises the max id and any
-delete without an insert lowers the count: the pair changes whenever the rows do. Rebuilding is
-O(templates) per change, which suits galleries of thousands of bodies; ``rebuild`` forces it.
+Index: the store's ``body_indexes``, an ``IndexRegistry`` of kind "body" kept fresh exactly as the
+face indexes are (``services.indexes``: change log replayed by seq, sealed snapshots, purge on
+erasure). It is FAISS even when faces use Milvus (``IDENTITY_VECTOR_STORE=milvus``): body
+galleries are small, and one freshness path serves both.
 
-Fusion rule (``fuse``) when a probe has both a person and a face inside the person box:
+Fusion (``services.fusion``): a face inside the person box is scored too, and the two
+calibrated margins are mixed. An identity's score in a modality is its best template's
+similarity, computed exactly from Postgres for every candidate that either index returned, so an
+identity absent from one top-k list is not favoured.
 
-    margin_m = (similarity_m - threshold_m) / (1 - threshold_m)     for m in {face, body}
-    fused    = (w_face * margin_face + w_body * margin_body) / (w_face + w_body)
-    match    = fused >= 0
-
-Each threshold is the model's own calibrated threshold at the requested FAR
-(``identity.calibration.threshold_for``), so a margin is 0 exactly at that model's decision
-boundary and 1 at identical templates: the two scores are put on one calibrated scale before
-they are mixed (score-level fusion after per-matcher normalisation). With one modality present
-the rule reduces to that modality's own calibrated decision. Faces weigh more by default
-(w_face = 2, w_body = 1): clothing changes between days, faces do not. An identity's score in a
-modality is its best template's similarity, computed exactly from Postgres for every candidate
-that either index returned, so an identity absent from one top-k list is not favoured.
+The tables and indexes are the store's (``services.store.bodies``): this module decodes,
+analyses, and decides.
 """
 
 from __future__ import annotations
@@ -35,49 +27,19 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from identity.body import Bodies, BodyAnalyzer
 from identity.body.rerank import RerankParams
 from identity.errors import BadImage, CalibrationError, InvalidInput, NoPersonFound
+from identity.faces import Faces
 from identity.image import decode_image
-from services.body_index import BodyIndexes
 from services.errors import DuplicateImage
-from services.indexes import embedding_to_bytes
-from services.sealed import EMBEDDING
+from services.fusion import BODY_WEIGHT, FACE_WEIGHT, fuse, margin
 from services.store import MAX_TOP_K, IdentityStore
-from services.tables import BodyTemplate, FaceTemplate, IdentityRow
 
-FACE_WEIGHT = 2.0
-BODY_WEIGHT = 1.0
 # k-reciprocal re-ranking of a body shortlist: the setting bench/reid.py chose on cuhk01's
 # train half (docs/body.md)
 BODY_RERANK = RerankParams(k1=3, k2=1, lambda_value=0.3)
-
-
-def margin(similarity: float, threshold: float) -> float:
-    """Similarity above the calibrated threshold, as a fraction of the room above it."""
-    if not -1.0 <= threshold < 1.0:
-        raise InvalidInput("threshold must be in [-1, 1)", threshold=threshold)
-    return (float(similarity) - threshold) / (1.0 - threshold)
-
-
-def fuse(
-    face: tuple[float, float] | None,
-    body: tuple[float, float] | None,
-    face_weight: float = FACE_WEIGHT,
-    body_weight: float = BODY_WEIGHT,
-) -> float | None:
-    """Fused score from (similarity, threshold) pairs; >= 0 is a match; None with no score."""
-    terms = []
-    if face is not None:
-        terms.append((face_weight, margin(*face)))
-    if body is not None:
-        terms.append((body_weight, margin(*body)))
-    if not terms:
-        return None
-    return sum(w * m for w, m in terms) / sum(w for w, _ in terms)
 
 
 def _source_sha256(data: bytes, bbox: Sequence[float] | None) -> str:
@@ -100,12 +62,10 @@ class BodyStore:
         self,
         store: IdentityStore,
         analyzer: BodyAnalyzer | None = None,
-        indexes: BodyIndexes | None = None,
     ) -> None:
         self.store = store
         self.settings = store.settings
         self.analyzer = analyzer or BodyAnalyzer(store.settings)
-        self.indexes = indexes or BodyIndexes(store.settings, store.engine, store.sealer)
 
     @property
     def model_name(self) -> str:
@@ -131,13 +91,7 @@ class BodyStore:
         """The configured body model first, then every other model that has templates here:
         templates enrolled before a model change stay searchable with the model that made them
         (the source images are not kept, so they cannot be re-embedded)."""
-        with self.store.sessions() as s:
-            found = s.execute(
-                select(BodyTemplate.model_name)
-                .where(BodyTemplate.collection_id == collection_id)
-                .distinct()
-            ).scalars()
-            return [self.model_name] + sorted(m for m in found if m != self.model_name)
+        return self.store.body_models(collection_id, self.model_name)
 
     def _reranked(
         self, collection_id: int, model: str, query: np.ndarray, template_ids: np.ndarray
@@ -149,28 +103,13 @@ class BodyStore:
         wanted = [int(t) for t in template_ids if t >= 0]
         if not wanted:
             return {}
-        with self.store.sessions() as s:
-            rows = s.execute(
-                select(
-                    BodyTemplate.identity_id,
-                    BodyTemplate.dim,
-                    BodyTemplate.embedding,
-                    BodyTemplate.key_id,
-                ).where(
-                    BodyTemplate.id.in_(wanted),
-                    BodyTemplate.collection_id == collection_id,
-                    BodyTemplate.model_name == model,
-                )
-            ).all()
-        if not rows:
+        owners, g = self.store.template_vectors("body", collection_id, model, wanted)
+        if not owners:
             return {}
-        g = np.stack(
-            [self.store.sealer.embedding(blob, key_id, dim) for _, dim, blob, key_id in rows]
-        )
         q = query[None, :].astype(np.float32)
         sims = k_reciprocal_rerank(q @ g.T, q @ q.T, g @ g.T, BODY_RERANK)[0]
         best: dict[uuid.UUID, float] = {}
-        for (iid, _, _, _), sim in zip(rows, sims, strict=True):
+        for iid, sim in zip(owners, sims, strict=True):
             best[iid] = max(best.get(iid, -2.0), float(sim))
         return best
 
@@ -223,75 +162,25 @@ class BodyStore:
         assert bodies.embeddings is not None
         from identity.registry import get_manifest
 
-        try:
-            with self.store.write(collection, actor) as w:
-                s, c = w.session, w.collection
-                row = w.identity(identity_id)
-                dup = s.execute(
-                    select(BodyTemplate.id).where(
-                        BodyTemplate.identity_id == row.id,
-                        BodyTemplate.model_name == self.model_name,
-                        BodyTemplate.source_sha256 == sha,
-                    )
-                ).first()
-                if dup is not None:
-                    raise DuplicateImage(
-                        "this person in this image is already enrolled for this identity",
-                        template_id=dup[0],
-                    )
-                key_id, sealed = self.store.sealer.seal(
-                    c.id, embedding_to_bytes(bodies.embeddings[0]), EMBEDDING
-                )
-                t = BodyTemplate(
-                    identity_id=row.id,
-                    collection_id=c.id,
-                    model_name=self.model_name,
-                    model_version=get_manifest(self.model_name).version,
-                    dim=int(bodies.embeddings.shape[1]),
-                    embedding=sealed,
-                    key_id=key_id,
-                    det_score=float(bodies.scores[0]),
-                    bbox=[round(float(v), 2) for v in bodies.boxes[0]],
-                    source_sha256=sha,
-                )
-                s.add(t)
-                s.flush()
-                w.audit("body.enroll", "accepted", identity_id=row.id, templates=[t.id])
-                return int(t.id)
-        except IntegrityError as exc:
-            raise DuplicateImage("this person in this image is already enrolled") from exc
+        return self.store.add_body_template(
+            collection,
+            identity_id,
+            self.model_name,
+            get_manifest(self.model_name).version,
+            bodies.embeddings[0],
+            det_score=float(bodies.scores[0]),
+            bbox=[round(float(v), 2) for v in bodies.boxes[0]],
+            source_sha256=sha,
+            actor=actor,
+        )
 
     # identification -------------------------------------------------------------------------
-    def _best_per_identity(
-        self, table: Any, model: str, identity_ids: set[uuid.UUID], query: np.ndarray
-    ) -> dict[uuid.UUID, tuple[float, int]]:
-        """Exact max similarity (and its template id) per identity, from Postgres."""
-        if not identity_ids:
-            return {}
-        with self.store.sessions() as s:
-            rows = s.execute(
-                select(table.identity_id, table.id, table.dim, table.embedding, table.key_id).where(
-                    table.identity_id.in_(identity_ids), table.model_name == model
-                )
-            ).all()
-        best: dict[uuid.UUID, tuple[float, int]] = {}
-        for iid, tid, dim, blob, key_id in rows:
-            sim = float(self.store.sealer.embedding(blob, key_id, dim) @ query)
-            if iid not in best or sim > best[iid][0]:
-                best[iid] = (sim, int(tid))
-        return best
-
-    def _owners(self, table: Any, template_ids: np.ndarray) -> set[uuid.UUID]:
-        wanted = {int(t) for t in np.asarray(template_ids).ravel() if t >= 0}
-        if not wanted:
-            return set()
-        with self.store.sessions() as s:
-            return {r[0] for r in s.execute(select(table.identity_id).where(table.id.in_(wanted)))}
-
-    def _face_in_person(self, image: np.ndarray, person_box: np.ndarray, face_model: str) -> Any:
+    def _face_in_person(
+        self, image: np.ndarray, person_box: np.ndarray, face_model: str
+    ) -> Faces | None:
         """The largest face whose centre lies inside the person box, with embeddings of
         ``face_model``, or None."""
-        faces = self.store.analyzer_for(face_model).analyze([image])
+        faces = self.store.detect_faces(image, face_model)
         if not len(faces) or faces.embeddings is None:
             return None
         centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
@@ -339,8 +228,8 @@ class BodyStore:
         for model in models:
             q = self._probe(image, person, model)
             probes[model] = (q[0], self.body_threshold(far, threshold, model)[0])
-            _, tids = self.indexes.search(cid, model, q, k)
-            candidates |= self._owners(BodyTemplate, tids)
+            _, tids = self.store.search_templates("body", cid, model, q, k)
+            candidates |= self.store.template_owners("body", tids)
             # re-ranking needs one embedding space: not with older models' templates around
             if len(models) == 1 and (self.settings.body_rerank if rerank is None else rerank):
                 order = self._reranked(cid, model, q[0], tids[0])
@@ -360,34 +249,29 @@ class BodyStore:
                 except CalibrationError as exc:  # no calibrated face threshold: body only
                     face_info["skipped"] = exc.message
                 else:
+                    assert faces.embeddings is not None  # _face_in_person checked it
                     q_face = faces.embeddings[0]
-                    _, face_tids = self.store.indexes.search(cid, face_model, faces.embeddings, k)
-                    candidates |= self._owners(FaceTemplate, face_tids)
+                    _, face_tids = self.store.search_templates(
+                        "face", cid, face_model, faces.embeddings, k
+                    )
+                    candidates |= self.store.template_owners("face", face_tids)
 
         # each identity's body score: its best template's margin over that model's threshold
         body_best: dict[uuid.UUID, tuple[float, int, str, float]] = {}
         for model, (q, thr) in probes.items():
-            for iid, (sim, tid) in self._best_per_identity(
-                BodyTemplate, model, candidates, q
+            for iid, (sim, tid) in self.store.best_template_per_identity(
+                "body", model, candidates, q
             ).items():
                 if iid not in body_best or margin(sim, thr) > margin(
                     body_best[iid][0], body_best[iid][3]
                 ):
                     body_best[iid] = (sim, tid, model, thr)
         face_best = (
-            self._best_per_identity(FaceTemplate, face_model, candidates, q_face)
+            self.store.best_template_per_identity("face", face_model, candidates, q_face)
             if q_face is not None
             else {}
         )
-        names: dict[uuid.UUID, tuple[str, str]] = {}
-        if candidates:
-            with self.store.sessions() as s:
-                for iid, ext, name in s.execute(
-                    select(IdentityRow.id, IdentityRow.external_id, IdentityRow.display_name).where(
-                        IdentityRow.id.in_(candidates)
-                    )
-                ):
-                    names[iid] = (ext, name)
+        names = self.store.identity_names(candidates)
         rows = []
         for iid in candidates:
             if iid not in names:
@@ -452,4 +336,4 @@ class BodyStore:
         }
 
 
-__all__ = ["BODY_WEIGHT", "FACE_WEIGHT", "BodyIndexes", "BodyStore", "fuse", "margin"]
+__all__ = ["BODY_WEIGHT", "FACE_WEIGHT", "BodyStore", "fuse", "margin"]

@@ -3,10 +3,11 @@ store (FAISS in ``services.indexes``, Milvus in ``services.milvus_store``); seal
 opened here (``DataKeys``), so stores only ever see vectors.
 
 Writers append one change row per template added or removed, inside the transaction that changes
-``face_templates``, holding the collection's advisory lock until commit; so within a collection
-change-log order is commit order, and a store that applied everything up to ``seq`` only needs
-the rows after it. Applying a ``ChangeBatch`` is idempotent by template id (at-least-once is
-enough): it says which templates to hold, with their current vectors, and which to drop.
+``face_templates`` or ``body_templates`` (the row's ``kind``; ``TEMPLATE_TABLES``), holding the
+collection's advisory lock until commit; so within a collection change-log order is commit
+order, and a store that applied everything up to ``seq`` only needs the rows after it. Applying
+a ``ChangeBatch`` is idempotent by template id (at-least-once is enough): it says which
+templates to hold, with their current vectors, and which to drop.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from sqlalchemy import Engine, Row, select, text
 
 from services.sealed import DataKeys
-from services.tables import FaceTemplate, IndexChange
+from services.tables import BodyTemplate, FaceTemplate, IndexChange
+
+Kind = Literal["face", "body"]
+# The table an index of each kind is derived from (``index_changes.kind``).
+TEMPLATE_TABLES: dict[str, type[FaceTemplate] | type[BodyTemplate]] = {
+    "face": FaceTemplate,
+    "body": BodyTemplate,
+}
 
 
 def embedding_to_bytes(vec: np.ndarray) -> bytes:
@@ -43,14 +52,21 @@ class ChangeBatch:
 
 
 def read_changes(
-    engine: Engine, sealer: DataKeys, collection_id: int, model: str, after_seq: int
+    engine: Engine,
+    sealer: DataKeys,
+    collection_id: int,
+    model: str,
+    after_seq: int,
+    kind: Kind = "face",
 ) -> ChangeBatch | None:
     """The changes of (collection, model) after ``after_seq``; None when there are none."""
+    table = TEMPLATE_TABLES[kind]
     with engine.connect() as conn:
         changes = conn.execute(
             select(IndexChange.seq, IndexChange.template_id, IndexChange.op)
             .where(IndexChange.collection_id == collection_id)
             .where(IndexChange.model_name == model)
+            .where(IndexChange.kind == kind)
             .where(IndexChange.seq > after_seq)
             .order_by(IndexChange.seq)
         ).all()
@@ -64,9 +80,9 @@ def read_changes(
         if to_add:
             # A template added then erased before we got here is simply absent.
             rows = conn.execute(
-                select(
-                    FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding, FaceTemplate.key_id
-                ).where(FaceTemplate.id.in_(to_add))
+                select(table.id, table.dim, table.embedding, table.key_id).where(
+                    table.id.in_(to_add)
+                )
             ).all()
     dim = rows[0][1] if rows else 0
     return ChangeBatch(
@@ -84,11 +100,17 @@ def read_changes(
 
 @contextmanager
 def templates_at_seq(
-    engine: Engine, sealer: DataKeys, collection_id: int, model: str, chunk: int = 50_000
+    engine: Engine,
+    sealer: DataKeys,
+    collection_id: int,
+    model: str,
+    chunk: int = 50_000,
+    kind: Kind = "face",
 ) -> Iterator[tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]]:
     """(seq, chunks of (ids, vectors)): every template of (collection, model) and the change-log
     position they reflect, read in one snapshot, so replaying after ``seq`` neither misses nor
     double-applies anything. Streams, so a store can fill from a large table in bounded memory."""
+    table = TEMPLATE_TABLES[kind]
     with engine.connect() as conn:
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         seq = conn.execute(
@@ -96,10 +118,10 @@ def templates_at_seq(
             {"c": collection_id},
         ).scalar()
         result = conn.execution_options(stream_results=True, yield_per=chunk).execute(
-            select(FaceTemplate.id, FaceTemplate.dim, FaceTemplate.embedding, FaceTemplate.key_id)
-            .where(FaceTemplate.collection_id == collection_id)
-            .where(FaceTemplate.model_name == model)
-            .order_by(FaceTemplate.id)
+            select(table.id, table.dim, table.embedding, table.key_id)
+            .where(table.collection_id == collection_id)
+            .where(table.model_name == model)
+            .order_by(table.id)
         )
 
         def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:

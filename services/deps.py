@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, store, DB session and the API-key principal.
+"""FastAPI dependencies: settings, store, sessions, DB session and the API-key principal, the
+same for the API and the dashboard; ``services.app`` builds what they return at start-up.
 
 ``collection_access(action)`` builds a dependency that authenticates ``X-API-Key`` and checks
 that the key's scope allows ``action`` on the ``{cid}`` path parameter (401 / 403 otherwise).
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from identity.settings import Settings
 from services.auth import KeyStore, Principal
@@ -27,6 +28,12 @@ def get_settings(request: Request) -> Settings:
 
 def get_store(request: Request) -> IdentityStore:
     return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_sessions(request: Request) -> sessionmaker[Session]:
+    """The app's session factory (for helpers that take one: dashboard sessions, the audit
+    chain, the dashboard's read queries)."""
+    return request.app.state.sessions  # type: ignore[no-any-return]
 
 
 def get_keys(request: Request) -> KeyStore:
@@ -48,7 +55,8 @@ def lazy_state(request: Request, name: str, make: Callable[[], T]) -> T:
 
 
 def get_gallery(request: Request) -> GalleryStore:
-    return lazy_state(request, "gallery", lambda: GalleryStore(request.app.state.store))
+    state = request.app.state
+    return lazy_state(request, "gallery", lambda: GalleryStore(state.store, state.engine))
 
 
 def get_job_runner(request: Request) -> GalleryJobRunner:
@@ -56,9 +64,11 @@ def get_job_runner(request: Request) -> GalleryJobRunner:
     return lazy_state(request, "gallery_jobs", lambda: GalleryJobRunner(gallery))
 
 
-def get_session(store: Annotated[IdentityStore, Depends(get_store)]) -> Iterator[Session]:
+def get_session(
+    sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
+) -> Iterator[Session]:
     """A plain SQLAlchemy session (read-mostly helpers such as the dashboard)."""
-    with store.sessions() as session:
+    with sessions() as session:
         yield session
 
 
@@ -98,5 +108,6 @@ def collection_access(action: str) -> Callable[..., Principal]:
 
 StoreDep = Annotated[IdentityStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 KeysDep = Annotated[KeyStore, Depends(get_keys)]
 GalleryDep = Annotated[GalleryStore, Depends(get_gallery)]

@@ -1,7 +1,9 @@
 """FAISS indexes derived from Postgres: one ``FaceIndex`` per (collection, model).
 
-Postgres is the truth. An index is a cache of ``face_templates`` rows for one collection and one
-embedding model, keyed by template id, and is kept in step through the ``index_changes`` log:
+Postgres is the truth. An index is a cache of ``face_templates`` rows (``kind="face"``) or
+``body_templates`` rows (``kind="body"``: the body store's registry, FAISS whatever
+``IDENTITY_VECTOR_STORE`` says) for one collection and one embedding model, keyed by template id,
+and is kept in step through the ``index_changes`` log (its rows of that kind):
 
 - **start**: load the snapshot in ``settings.index_dir`` (it records the last change ``seq`` it
   contains, which collection it belongs to and its FAISS factory string) and replay the changes
@@ -40,13 +42,15 @@ from identity.index import FaceIndex, index_for
 from identity.registry import get_manifest
 from identity.settings import Settings
 from services.change_log import (  # noqa: F401 - the embedding codec is re-exported
+    TEMPLATE_TABLES,
+    Kind,
     embedding_from_bytes,
     embedding_to_bytes,
     read_changes,
     templates_at_seq,
 )
 from services.sealed import SNAPSHOT, DataKeys
-from services.tables import Collection, FaceTemplate
+from services.tables import Collection
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +79,28 @@ def check_index_settings(settings: Settings) -> None:
 
 
 class IndexRegistry:
-    """All (collection, model) indexes of one process; thread-safe."""
+    """All (collection, model) indexes of one kind (face or body templates) of one process;
+    thread-safe."""
 
-    def __init__(self, settings: Settings, engine: Engine, sealer: DataKeys | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        sealer: DataKeys | None = None,
+        kind: Kind = "face",
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.sealer = sealer or DataKeys(settings, engine)
+        self.kind: Kind = kind
         self._lock = threading.Lock()
         self._entries: dict[tuple[int, str], _Entry] = {}
 
     # paths ----------------------------------------------------------------------------------
     def _snapshot_path(self, collection_id: int, model: str) -> Path:
-        return self.settings.index_dir / str(collection_id) / f"{model}.faiss"
+        # body models get a prefix: one folder per collection, which ``drop`` removes whole
+        name = f"{model}.faiss" if self.kind == "face" else f"{self.kind}.{model}.faiss"
+        return self.settings.index_dir / str(collection_id) / name
 
     # building -------------------------------------------------------------------------------
     def _new_index(self, dim: int) -> FaceIndex:
@@ -136,6 +150,7 @@ class IndexRegistry:
             watermark.get("collection_name") != info[0]
             or watermark.get("collection_created") != info[1]
             or watermark.get("model") != model
+            or watermark.get("kind", "face") != self.kind
         ):
             log.warning("index snapshot %s belongs to another collection; rebuilding", path)
             return None
@@ -158,11 +173,20 @@ class IndexRegistry:
             return None
         entry = _Entry(collection_id, info[0], info[1], model, index, seq=int(watermark["seq"]))
         self._replay(entry)
-        log.info("index %s/%s loaded from snapshot at seq %d", info[0], model, watermark["seq"])
+        log.info(
+            "%s index %s/%s loaded from snapshot at seq %d",
+            self.kind,
+            info[0],
+            model,
+            watermark["seq"],
+        )
         return entry
 
     def _build(self, collection_id: int, model: str, info: tuple[str, str]) -> _Entry:
-        with templates_at_seq(self.engine, self.sealer, collection_id, model) as (seq, chunks):
+        with templates_at_seq(self.engine, self.sealer, collection_id, model, kind=self.kind) as (
+            seq,
+            chunks,
+        ):
             parts = list(chunks)
         entry = _Entry(collection_id, info[0], info[1], model, None, seq=seq)
         if parts:
@@ -171,14 +195,14 @@ class IndexRegistry:
                 np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
             )
         entry.unsaved = sum(len(p[0]) for p in parts)
-        log.info("index %s/%s built from %d templates", info[0], model, entry.unsaved)
+        log.info("%s index %s/%s built from %d templates", self.kind, info[0], model, entry.unsaved)
         return entry
 
     def _replay(self, entry: _Entry) -> int:
         """Apply changes after ``entry.seq``; returns how many were read. Caller holds no lock."""
         with entry.lock:
             batch = read_changes(
-                self.engine, self.sealer, entry.collection_id, entry.model, entry.seq
+                self.engine, self.sealer, entry.collection_id, entry.model, entry.seq, self.kind
             )
             if batch is None:
                 return 0
@@ -216,6 +240,7 @@ class IndexRegistry:
                         "collection_name": entry.collection_name,
                         "collection_created": entry.collection_created,
                         "model": entry.model,
+                        "kind": self.kind,
                     },
                     seal=self.sealer.sealer(entry.collection_id, SNAPSHOT),
                 )
@@ -239,15 +264,16 @@ class IndexRegistry:
 
     def warm(self) -> None:
         """Load or build every (collection, model) that has templates (service start)."""
+        table = TEMPLATE_TABLES[self.kind]
         with self.engine.connect() as conn:
-            pairs = conn.execute(
-                select(FaceTemplate.collection_id, FaceTemplate.model_name).distinct()
-            ).all()
+            pairs = conn.execute(select(table.collection_id, table.model_name).distinct()).all()
         for collection_id, model in pairs:
             try:
                 self.catch_up(collection_id, model)
             except Exception:  # e.g. a data key this KEK cannot open: the others still serve
-                log.exception("index of collection %d / %s not loaded", collection_id, model)
+                log.exception(
+                    "%s index of collection %d / %s not loaded", self.kind, collection_id, model
+                )
 
     def search(
         self, collection_id: int, model: str, queries: np.ndarray, k: int

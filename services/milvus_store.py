@@ -18,18 +18,19 @@ template id (the primary key), kept in step through the change log like the FAIS
 - **rebuild** (``identity db reindex``, or a stale copy) fills a new physical collection, builds
   its index, then swings the alias the service uses to it and drops the old one: searches from
   other workers keep working during a rebuild.
+
+The Milvus calls themselves (connection, copies, search) are ``services.milvus_client``; this
+module decides when to make them.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, select, text
@@ -37,21 +38,14 @@ from sqlalchemy import Connection, Engine, select, text
 from identity.settings import Settings
 from services.change_log import read_changes, templates_at_seq
 from services.errors import VectorStoreUnavailable
-from services.milvus_index import index_spec, milvus_rows, unit_rows
+from services.milvus_client import MilvusCollections
+from services.milvus_index import index_spec
 from services.sealed import DataKeys
 from services.tables import Collection, FaceTemplate
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _APPLY_LOCK_CLASS = 0x1D15  # first key of the two-int advisory lock (a keyspace of its own)
-_QUERY_LIMIT = 16_384  # Milvus's largest query page
-_INDEX_WAIT_S = 6 * 3600
-_CALL_TIMEOUT_S = 30  # an int: pymilvus bounds its retries only by an int timeout
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
 class MilvusIndexes:
@@ -62,57 +56,15 @@ class MilvusIndexes:
         self.engine = engine
         self.sealer = sealer or DataKeys(settings, engine)
         self.spec = index_spec(settings)
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self.milvus = MilvusCollections(settings, self.spec)
         # (collection id, model) -> (last seq known to be in Milvus, whether its collection exists)
         self._known: dict[tuple[int, str], tuple[int, bool]] = {}
         # when this process last saw (collection, model) change in Milvus (time.monotonic)
         self._changed_at: dict[tuple[int, str], float] = {}
         self.last_compaction: int | None = None  # job id of the last erasure's compaction
 
-    # connection -------------------------------------------------------------------------------
-    @property
-    def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from pymilvus import MilvusClient
-
-                self._client = self._call(
-                    lambda: MilvusClient(
-                        uri=self.settings.milvus_uri,
-                        token=self.settings.milvus_token or "",
-                        db_name=self.settings.milvus_database or "",
-                        timeout=_CALL_TIMEOUT_S,
-                    )
-                )
-            return self._client
-
-    def _milvus(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.<method>(...)``; an unreachable or failing server is a 503 problem, not a 500."""
-        # Bounds pymilvus's retries too: without it a dead server keeps a call retrying for minutes.
-        kwargs.setdefault("timeout", _CALL_TIMEOUT_S)
-        return self._call(lambda: getattr(self.client, method)(*args, **kwargs))
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        from pymilvus.exceptions import MilvusException
-
-        try:
-            return fn()
-        except MilvusException as exc:
-            raise VectorStoreUnavailable(
-                f"Milvus at {self.settings.milvus_uri} failed: {exc}", uri=self.settings.milvus_uri
-            ) from exc
-
     def alias(self, collection_id: int, model: str) -> str:
-        return f"{_safe(self.settings.milvus_collection_prefix)}_{collection_id}_{_safe(model)}"
-
-    # remote state -----------------------------------------------------------------------------
-    def _remote(self, alias: str) -> dict[str, Any] | None:
-        """The watermark properties of the collection behind ``alias``; None if there is none."""
-        if not self._milvus("has_collection", alias):
-            return None
-        desc = self._milvus("describe_collection", alias)
-        return {**desc.get("properties", {}), "physical": desc["collection_name"]}
+        return self.milvus.alias(collection_id, model)
 
     def _usable(
         self, remote: dict[str, Any], info: tuple[str, str], model: str, max_seq: int
@@ -155,7 +107,7 @@ class MilvusIndexes:
         sql = "SELECT coalesce(max(seq), 0) FROM index_changes WHERE collection_id = :c"
         params: dict[str, Any] = {"c": collection_id}
         if model is not None:
-            sql += " AND model_name = :m"
+            sql += " AND model_name = :m AND kind = 'face'"
             params["m"] = model
         return int(conn.execute(text(sql), params).scalar() or 0)
 
@@ -172,7 +124,7 @@ class MilvusIndexes:
             if info is None:
                 return False
             alias = self.alias(collection_id, model)
-            remote = self._remote(alias)
+            remote = self.milvus.remote(alias)
             if remote is None or not self._usable(
                 remote, info, model, self._max_seq(conn, collection_id)
             ):
@@ -182,130 +134,44 @@ class MilvusIndexes:
             seq = int(remote["identity.seq"])
             batch = read_changes(self.engine, self.sealer, collection_id, model, seq)
             if batch is not None:
-                self._apply(alias, batch.add_ids, batch.add_vectors, batch.remove_ids)
-                self._milvus(
-                    "alter_collection_properties",
-                    alias,
-                    properties={"identity.seq": str(batch.last_seq)},
-                )
+                job = self.milvus.apply(alias, batch.add_ids, batch.add_vectors, batch.remove_ids)
+                if job is not None:
+                    self.last_compaction = job
+                self.milvus.set_seq(alias, batch.last_seq)
                 seq = batch.last_seq
             self._known[key] = (seq, True)
             self._changed_at[key] = time.monotonic()
             return True
 
-    def _apply(
-        self, name: str, add_ids: np.ndarray, add_vecs: np.ndarray, remove: np.ndarray
-    ) -> None:
-        if len(remove):
-            self._milvus("delete", name, ids=[int(i) for i in remove])
-        for rows in milvus_rows(add_ids, add_vecs):
-            self._milvus("upsert", name, rows)
-        if len(remove):
-            # Erasure: persist the deletes and compact, so the vectors leave the segment files.
-            self._milvus("flush", name)
-            self.last_compaction = self._milvus("compact", name)
-
     def purge(self, collection_id: int, model: str) -> None:
-        """Nothing left to do after an erasure: applying its deletes (``_apply``, run by the
-        store's catch-up just before) already flushed them and started a compaction."""
+        """Nothing left to do after an erasure: applying its deletes (``MilvusCollections.apply``,
+        run by the store's catch-up just before) already flushed them and started a compaction."""
 
     def _build(self, collection_id: int, model: str, info: tuple[str, str]) -> tuple[int, bool]:
-        """Fill a new physical collection from the templates table, index it, swing the alias
-        to it, drop the old one. Caller holds the applier lock. Returns (seq it reflects, whether
-        a collection exists: not while there is no template, as the dimension is unknown)."""
-        alias = self.alias(collection_id, model)
-        physical: str | None = None
-        n = 0
+        """Rebuild the copy from the templates table (``MilvusCollections.build``). Caller holds
+        the applier lock. Returns (seq it reflects, whether a collection exists: not while there
+        is no template, as the dimension is unknown)."""
         started = time.monotonic()
         with templates_at_seq(self.engine, self.sealer, collection_id, model) as (seq, chunks):
-            for ids, vecs in chunks:
-                if physical is None:
-                    physical = f"{alias}__v{time.time_ns() // 1_000_000}"
-                    self._create(physical, vecs.shape[1], info, model, seq)
-                for rows in milvus_rows(ids, vecs):
-                    self._milvus("insert", physical, rows)
-                n += len(ids)
-        if physical is None:  # no templates: no collection (the dimension is not even known)
-            if self._remote(alias) is not None:
-                self._milvus("drop_alias", alias)
-            self._drop_copies(alias, keep=None)
+            properties = {
+                "identity.seq": str(seq),
+                "identity.collection": info[0],
+                "identity.created": info[1],
+                "identity.model": model,
+                "identity.index": self.spec.fingerprint(),
+            }
+            n = self.milvus.build(self.alias(collection_id, model), chunks, properties)
+        if n is None:
             return seq, False
-        filled = time.monotonic()
-        self._milvus("flush", physical, timeout=_INDEX_WAIT_S)
-        params = self.client.prepare_index_params()
-        params.add_index(
-            field_name="vec",
-            index_type=self.spec.index_type,
-            metric_type="IP",
-            params=self.spec.build,
-        )
-        self._milvus("create_index", physical, params, timeout=_INDEX_WAIT_S)  # waits for the build
-        self._wait_for_index(physical)
-        self._milvus("load_collection", physical, timeout=_INDEX_WAIT_S)
-        if self._remote(alias) is None:
-            self._milvus("create_alias", physical, alias)
-        else:
-            # Workers searching the old copy with Bounded consistency (_consistency) see the new
-            # one only once its rows are older than the staleness bound.
-            time.sleep(
-                max(0.0, self.settings.milvus_graceful_time_s + 1.0 - (time.monotonic() - filled))
-            )
-            self._milvus("alter_alias", physical, alias)
-        self._drop_copies(alias, keep=physical)
         log.info(
             "Milvus %s (%s/%s) built from %d templates in %.1f s",
-            physical,
+            self.alias(collection_id, model),
             info[0],
             model,
             n,
             time.monotonic() - started,
         )
         return seq, True
-
-    def _drop_copies(self, alias: str, keep: str | None) -> None:
-        """Drop the old copies behind ``alias``, and any half-filled one a crash mid-build left."""
-        for name in self._milvus("list_collections"):
-            if name.startswith(f"{alias}__v") and name != keep:
-                self._milvus("drop_collection", name)
-
-    def _create(self, physical: str, dim: int, info: tuple[str, str], model: str, seq: int) -> None:
-        from pymilvus import DataType, MilvusClient
-
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
-        properties = {
-            "identity.seq": str(seq),
-            "identity.collection": info[0],
-            "identity.created": info[1],
-            "identity.model": model,
-            "identity.index": self.spec.fingerprint(),
-        }
-        self._milvus(
-            "create_collection",
-            physical,
-            schema=schema,
-            consistency_level="Strong",
-            properties=properties,
-        )
-
-    def _wait_for_index(self, physical: str) -> None:
-        deadline = time.monotonic() + _INDEX_WAIT_S
-        while time.monotonic() < deadline:
-            d = self._milvus("describe_index", physical, "vec")
-            if "state" not in d and "pending_index_rows" not in d:
-                return  # milvus-lite reports no build progress: its create_index has finished
-            if d.get("state") == "Finished" or (
-                d.get("pending_index_rows", 1) == 0
-                and d.get("indexed_rows", 0) >= d.get("total_rows", 0)
-            ):
-                return
-            time.sleep(0.5)
-        log.warning(
-            "Milvus index of %s not finished after %.0f s; searching anyway",
-            physical,
-            _INDEX_WAIT_S,
-        )
 
     # VectorStore ------------------------------------------------------------------------------
     def catch_up(self, collection_id: int, model: str) -> None:
@@ -327,7 +193,7 @@ class MilvusIndexes:
             ).all()
         for collection_id, model in pairs:
             try:
-                if self._remote(self.alias(collection_id, model)) is not None:
+                if self.milvus.remote(self.alias(collection_id, model)) is not None:
                     self._sync(collection_id, model)
             except VectorStoreUnavailable:
                 log.exception("Milvus not ready at start; searches retry it")
@@ -336,29 +202,12 @@ class MilvusIndexes:
     def search(
         self, collection_id: int, model: str, queries: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(queries)
-        empty = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
         if not self._holds(collection_id, model):
-            return empty
-        alias = self.alias(collection_id, model)
-        params = dict(self.spec.search)
-        if "ef" in params:
-            params["ef"] = max(int(params["ef"]), k)  # HNSW cannot return more than ef
-        hits = self._milvus(
-            "search",
-            alias,
-            data=unit_rows(np.asarray(queries, np.float32)).tolist(),
-            limit=k,
-            search_params={"metric_type": "IP", "params": params},
-            consistency_level=self._consistency(collection_id, model),
+            n = len(queries)
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        return self.milvus.search(
+            self.alias(collection_id, model), queries, k, self._consistency(collection_id, model)
         )
-        width = max((len(h) for h in hits), default=0)
-        sims = np.full((n, width), -np.inf, np.float32)
-        ids = np.full((n, width), -1, np.int64)
-        for row, found in enumerate(hits):
-            for col, hit in enumerate(found):
-                sims[row, col], ids[row, col] = hit["distance"], hit["id"]
-        return sims, ids
 
     def _consistency(self, collection_id: int, model: str) -> str:
         """Strong only while a change may still be newer than Bounded's staleness bound.
@@ -389,32 +238,12 @@ class MilvusIndexes:
     def ids(self, collection_id: int, model: str) -> set[int]:
         if not self._holds(collection_id, model):
             return set()
-        alias = self.alias(collection_id, model)
-        out: set[int] = set()
-        last = -1  # template ids are positive
-        while True:  # pages in primary-key order (what Milvus's own query iterator relies on)
-            page = self._milvus(
-                "query",
-                alias,
-                filter=f"id > {last}",
-                output_fields=["id"],
-                limit=_QUERY_LIMIT,
-                consistency_level="Strong",
-            )
-            got = [int(r["id"]) for r in page]
-            out.update(got)
-            if len(got) < _QUERY_LIMIT:
-                return out
-            last = max(got)
+        return self.milvus.ids(self.alias(collection_id, model))
 
     def count(self, collection_id: int, model: str) -> int:
         if not self._holds(collection_id, model):
             return 0
-        alias = self.alias(collection_id, model)
-        rows = self._milvus(
-            "query", alias, filter="", output_fields=["count(*)"], consistency_level="Strong"
-        )
-        return int(rows[0]["count(*)"])
+        return self.milvus.count(self.alias(collection_id, model))
 
     def rebuild(self, collection_id: int, model: str) -> int:
         with self._applier(collection_id, model) as conn:
@@ -425,12 +254,7 @@ class MilvusIndexes:
         return self.count(collection_id, model)
 
     def drop(self, collection_id: int) -> None:
-        head = f"{_safe(self.settings.milvus_collection_prefix)}_{collection_id}_"
-        for name in self._milvus("list_collections"):
-            if name.startswith(head):
-                for alias in self._milvus("describe_collection", name).get("aliases", []):
-                    self._milvus("drop_alias", alias)
-                self._milvus("drop_collection", name)
+        self.milvus.drop_collection_copies(collection_id)
         for key in [k for k in self._known if k[0] == collection_id]:
             del self._known[key]
 
@@ -447,7 +271,7 @@ class MilvusIndexes:
         out = []
         for (collection_id, model), (seq, _) in list(self._known.items()):
             alias = self.alias(collection_id, model)
-            remote = self._remote(alias)
+            remote = self.milvus.remote(alias)
             out.append(
                 {
                     "collection": remote.get("identity.collection")

@@ -11,8 +11,9 @@ Tables:
   The embedding is raw little-endian float32 bytes (``dim`` values), L2-normalised.
   ``source_sha256`` makes the same image enrolled twice for one identity a duplicate.
 - ``index_changes``: append-only change log (``seq`` grows) of template adds/removes per
-  (collection, model). A restarted service loads its FAISS snapshot (which records the last
-  ``seq`` it contains) and replays what came after. Writers take a per-collection advisory lock
+  (collection, model), for face and body templates alike (``kind``: which table ``template_id``
+  points into; migration 0410_index_kind). A restarted service loads its FAISS snapshot (which
+  records the last ``seq`` it contains) and replays what came after. Writers take a per-collection advisory lock
   before writing a change, so ``seq`` order equals commit order within a collection.
 - ``api_keys``: sha256 of the key (never the key), a short public prefix to find the row, scope
   ``admin|enroll|verify`` and an optional collection.
@@ -195,6 +196,7 @@ class IndexChange(Base):
     __tablename__ = "index_changes"
     __table_args__ = (
         CheckConstraint("op IN ('add', 'remove')", name="ck_index_changes_op"),
+        CheckConstraint("kind IN ('face', 'body')", name="ck_index_changes_kind"),
         Index("ix_index_changes_collection_model_seq", "collection_id", "model_name", "seq"),
     )
 
@@ -204,6 +206,8 @@ class IndexChange(Base):
     template_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     op: Mapped[str] = mapped_column(String(8), nullable=False)
     at: Mapped[datetime] = created_at_column()
+    # 'face' (face_templates) or 'body' (body_templates): the two tables' ids overlap
+    kind: Mapped[str] = mapped_column(String(8), nullable=False, server_default="face")
 
 
 class ApiKey(Base):

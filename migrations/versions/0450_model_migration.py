@@ -10,7 +10,7 @@
   collection's templates with another model); both run on the same job machinery.
 
 Revision ID: 0450_model_migration
-Revises: 0402_admin_sessions
+Revises: 0410_index_kind
 Create Date: 2026-12-02
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0450_model_migration"
-down_revision = "0402_admin_sessions"
+down_revision = "0410_index_kind"
 branch_labels = None
 depends_on = None
 

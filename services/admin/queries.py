@@ -14,21 +14,23 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import event_dict
 from services.gallery import GalleryStore
-from services.store import IdentityStore
 from services.tables import AuditEvent, FaceTemplate
 
 AUDIT_PAGE = 50
 
 
-def first_template_ids(store: IdentityStore, identity_ids: Sequence[str]) -> dict[str, int]:
+def first_template_ids(
+    sessions: sessionmaker[Session], identity_ids: Sequence[str]
+) -> dict[str, int]:
     """identity id -> its oldest template with a thumbnail, for one picture per list row."""
     ids = [uuid.UUID(i) for i in identity_ids]
     if not ids:
         return {}
-    with store.sessions() as s:
+    with sessions() as s:
         rows = s.execute(
             select(FaceTemplate.identity_id, func.min(FaceTemplate.id))
             .where(FaceTemplate.identity_id.in_(ids), FaceTemplate.thumbnail.is_not(None))
@@ -38,7 +40,7 @@ def first_template_ids(store: IdentityStore, identity_ids: Sequence[str]) -> dic
 
 
 def audit_page(
-    store: IdentityStore,
+    sessions: sessionmaker[Session],
     action: str | None = None,
     collection: str | None = None,
     since: datetime | None = None,
@@ -60,7 +62,7 @@ def audit_page(
         where.append(AuditEvent.at >= since)
     if until is not None:
         where.append(AuditEvent.at < until)
-    with store.sessions() as s:
+    with sessions() as s:
         total = s.execute(select(func.count()).select_from(AuditEvent).where(*where)).scalar_one()
         rows = (
             s.execute(

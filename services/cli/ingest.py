@@ -148,7 +148,7 @@ def run_cli_ingest(
             if not create:
                 raise
             store.create_collection(collection)
-        gallery = GalleryStore(store)
+        gallery = GalleryStore(store, eng)
         bar = tqdm(
             desc="indexing", unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True
         )
@@ -221,7 +221,7 @@ def _gallery_store() -> Iterator[Any]:
     settings = Settings()
     with open_database(settings) as eng:
         upgrade(eng)
-        yield GalleryStore(IdentityStore(settings, eng))
+        yield GalleryStore(IdentityStore(settings, eng), eng)
 
 
 def _fail(message: str) -> None:

@@ -119,12 +119,12 @@ def db_upgrade() -> None:
     """Apply Alembic migrations up to head and seal rows stored before sealing existed."""
     from services.app import seal_at_rest
     from services.db import current_revision, open_database, upgrade
-    from services.store import IdentityStore
+    from services.sealed import DataKeys
 
     settings = _settings()
     with open_database(settings) as engine:
         upgrade(engine)
-        seal_at_rest(IdentityStore(settings, engine))  # rows older than sealing (0320)
+        seal_at_rest(settings, engine, DataKeys(settings, engine))  # rows older than sealing (0320)
         typer.echo(f"database at revision {current_revision(engine)}")
 
 
@@ -134,7 +134,10 @@ def db_reindex(
         str | None, typer.Option("--collection", "-c", help="Only this collection.")
     ] = None,
 ) -> None:
-    """Rebuild the search indexes (FAISS snapshots or Milvus collections) from Postgres."""
+    """Rebuild the face and body search indexes from Postgres.
+
+    Faces: FAISS snapshots or Milvus collections (IDENTITY_VECTOR_STORE); bodies: FAISS snapshots.
+    """
     from services.db import open_database, upgrade
     from services.store import IdentityStore
 

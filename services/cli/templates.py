@@ -36,13 +36,13 @@ def _store() -> Iterator[Any]:
     settings = Settings()
     with open_database(settings) as eng:
         upgrade(eng)
-        yield IdentityStore(settings, eng)
+        yield IdentityStore(settings, eng), eng
 
 
 @templates_app.command("status")
 def status(collection: CollectionOpt, as_json: JsonOpt = False) -> None:
     """The active model and, per model, templates, source crops and what it does not cover."""
-    with _store() as store:
+    with _store() as (store, _):
         out = store.face_models(collection)
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -75,7 +75,7 @@ def migrate(
 
     from services.gallery import GalleryStore, run_migration
 
-    with _store() as store:
+    with _store() as (store, engine):
         bar = tqdm(desc="migrating", unit="face", file=sys.stderr, disable=not progress)
 
         def on_progress(report: Any) -> None:
@@ -83,7 +83,7 @@ def migrate(
             bar.update(report.done - bar.n)
 
         try:
-            report = run_migration(GalleryStore(store), collection, to, on_progress=on_progress)
+            report = run_migration(GalleryStore(store, engine), collection, to, on_progress=on_progress)
         finally:
             bar.close()
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
@@ -98,7 +98,7 @@ def switch(
     ] = False,
 ) -> None:
     """Make a model the collection's active one (one step; switch back the same way)."""
-    with _store() as store:
+    with _store() as (store, _):
         out = store.switch_model(collection, to, force=force)
     typer.echo(f"{collection}: active model {out['active']} (was {out['previous']})")
 
@@ -109,7 +109,7 @@ def drop(
     model: Annotated[str, typer.Option("--model", help="The (inactive) model to drop.")],
 ) -> None:
     """Delete every template of an inactive model (erased like an identity's: files, index)."""
-    with _store() as store:
+    with _store() as (store, _):
         out = store.drop_model(collection, model)
     typer.echo(f"{collection}: dropped {out['dropped']} templates of {model}")
 

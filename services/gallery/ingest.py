@@ -132,7 +132,7 @@ def run_ingest(
         )
     lease = None
     if job_id is None:
-        lease = JobLease(gallery.store.engine)
+        lease = JobLease(gallery.engine)
         try:
             job_id = gallery.create_job(collection, str(path), options, actor=actor, lease=lease)
         except BaseException:

@@ -191,7 +191,7 @@ class GalleryJobs(GalleryBase):
         """Mark 'interrupted' the 'running' or 'queued' jobs whose owning process is gone (their
         ``JobLease`` lock is free), and 'cancelled' the 'cancelling' ones; jobs alive in another
         process are left alone."""
-        with self.store.engine.connect() as conn:
+        with self.engine.connect() as conn:
             candidates = (
                 conn.execute(select(GalleryJob.id).where(GalleryJob.status.in_(LIVE_STATUSES)))
                 .scalars()
@@ -232,7 +232,7 @@ def sweep_job_leftovers(gallery: GalleryJobs) -> dict[str, int]:
     removed = 0
     uploads = gallery.settings.data_dir / "uploads"
     if uploads.is_dir():
-        engine = gallery.store.engine
+        engine = gallery.engine
         with engine.connect() as conn:
             for f in sorted(uploads.iterdir()):
                 try:

@@ -32,7 +32,6 @@ from services.gallery.lease import JobLease
 from services.gallery.migrate_check import decision_changes
 from services.gallery.store import GalleryStore
 from services.indexes import embedding_to_bytes
-from services.sealed import CROP
 from services.store import NewTemplate
 from services.store.face_models import check_face_model
 from services.tables import FaceTemplate, GalleryJob
@@ -175,9 +174,8 @@ def _load_crop(gallery: GalleryStore, t: FaceTemplate) -> tuple[bytes, SourceCro
             "enrol the photo again, or ingest its gallery again after the switch",
             code="no_crop",
         )
-    path = gallery.store._thumb_path(t.collection_id, t.crop)
     try:
-        jpeg = gallery.store.sealer.open(path.read_bytes(), CROP)
+        jpeg = gallery.store.crop_jpeg(t.collection_id, t.crop)
     except OSError:
         raise BadImage("the source crop file is missing", code="crop_missing") from None
     return jpeg, decode_crop(jpeg, t.crop_geometry)
@@ -276,10 +274,9 @@ def run_migration(
 ) -> MigrationReport:
     """Re-embed every template of the collection's active model that ``target`` lacks (see the
     module docstring); returns the report, which the job row keeps too."""
-    store = gallery.store
     lease: JobLease | None = None
     if job_id is None:
-        lease = JobLease(store.engine)
+        lease = JobLease(gallery.engine)
         try:
             job_id = create_migration_job(gallery, collection, target, actor, lease)
         except BaseException:
@@ -308,7 +305,7 @@ def _run(
     report = MigrationReport(job_id, collection, source, target)
     try:
         store.analyzer_for(target).embedder  # noqa: B018 - a missing model fails the job now
-        with store.sessions() as s:
+        with gallery.sessions() as s:
             report.total = int(
                 s.execute(
                     select(func.count()).select_from(
@@ -321,7 +318,7 @@ def _run(
         last = 0
         size = gallery.settings.migrate_batch_size
         while True:
-            with store.sessions() as s:
+            with gallery.sessions() as s:
                 rows = list(
                     s.execute(
                         _pending(gallery, cid, source, target)
@@ -339,7 +336,7 @@ def _run(
             if gallery.cancel_requested(job_id):
                 raise JobCancelled("the job was cancelled")
         report.checked, report.changed, report.changes, note = decision_changes(
-            store, cid, source, target, MAX_LISTED
+            gallery, cid, source, target, MAX_LISTED
         )
         if note:
             report.notes.append(note)

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import aliased
 
 from identity.errors import CalibrationError
+from services.gallery.base import GalleryBase
 from services.store import IdentityStore
 from services.tables import FaceTemplate, IdentityRow
 
@@ -35,7 +35,9 @@ def _decisions(
     """Per probe: (best other template id, similarity) when it clears ``threshold``, else None."""
     out: list[tuple[int, float] | None] = []
     for start in range(0, len(queries), _CHUNK):
-        sims, tids = store.indexes.search(collection_id, model, queries[start : start + _CHUNK], _K)
+        sims, tids = store.search_templates(
+            "face", collection_id, model, queries[start : start + _CHUNK], _K
+        )
         for row, own in enumerate(own_ids[start : start + _CHUNK]):
             best = next(
                 (
@@ -50,31 +52,11 @@ def _decisions(
 
 
 def decision_changes(
-    store: IdentityStore, collection_id: int, source: str, target: str, limit: int
+    gallery: GalleryBase, collection_id: int, source: str, target: str, limit: int
 ) -> tuple[int, int, list[dict[str, Any]], str | None]:
     """(photos compared, decisions changed, the first ``limit`` changes, a note or None)."""
-    new, old = aliased(FaceTemplate), aliased(FaceTemplate)
-    with store.sessions() as s:
-        rows = s.execute(
-            select(
-                old.id,
-                old.identity_id,
-                old.dim,
-                old.embedding,
-                old.key_id,
-                new.id,
-                new.dim,
-                new.embedding,
-                new.key_id,
-            )
-            .join(new, new.migrated_from == old.id)
-            .where(
-                new.collection_id == collection_id,
-                new.model_name == target,
-                old.model_name == source,
-            )
-            .order_by(old.id)
-        ).all()
+    store = gallery.store
+    rows, q_old, q_new = store.migrated_pairs(collection_id, source, target)
     if not rows:
         return 0, 0, [], None
     try:
@@ -82,13 +64,10 @@ def decision_changes(
         thr_target = store.threshold(None, None, target)[0]
     except CalibrationError as exc:
         return 0, 0, [], f"decisions not compared: {exc.message}"
-    seal = store.sealer
-    q_old = np.stack([seal.embedding(r[3], r[4], r[2]) for r in rows])
-    q_new = np.stack([seal.embedding(r[7], r[8], r[6]) for r in rows])
     before = _decisions(store, collection_id, source, q_old, [r[0] for r in rows], thr_source)
-    after = _decisions(store, collection_id, target, q_new, [r[5] for r in rows], thr_target)
+    after = _decisions(store, collection_id, target, q_new, [r[2] for r in rows], thr_target)
     hits = {d[0] for d in before + after if d is not None}
-    with store.sessions() as s:
+    with gallery.sessions() as s:
         owner = {
             tid: (iid, ext)
             for tid, iid, ext in s.execute(

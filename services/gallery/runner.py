@@ -55,7 +55,7 @@ class GalleryJobRunner:
         source_label: str | None = None,
     ) -> dict[str, Any]:
         """Queue a job; ``cleanup`` is a temporary upload removed when the job ends."""
-        lease = JobLease(self.gallery.store.engine)
+        lease = JobLease(self.gallery.engine)
         try:
             job_id = self.gallery.create_job(
                 collection, source_label or str(path), options, actor, lease=lease
@@ -70,7 +70,7 @@ class GalleryJobRunner:
         self, collection: str, target: str, actor: int | None = None
     ) -> dict[str, Any]:
         """Queue a migration of the collection's templates to the face model ``target``."""
-        lease = JobLease(self.gallery.store.engine)
+        lease = JobLease(self.gallery.engine)
         try:
             job_id = create_migration_job(self.gallery, collection, target, actor, lease)
         except BaseException:
@@ -114,7 +114,7 @@ class GalleryJobRunner:
         """
         uploads = self.gallery.settings.data_dir / "uploads"
         uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lease = JobLease(self.gallery.store.engine)
+        lease = JobLease(self.gallery.engine)
         path = uploads / f"{lease.job_id}{suffix}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -1,16 +1,18 @@
 """The identity store: the service layer's Python API (no HTTP needed).
 
 Routes, the admin dashboard, the batch gallery indexer and the CLI all call these methods on one
-``IdentityStore``. Every write is one Postgres transaction; the FAISS index (``IndexRegistry``)
-is brought up to date right after the commit, from the ``index_changes`` log the transaction
+``IdentityStore``. Every write is one Postgres transaction; the indexes (faces: the configured
+vector store; bodies: an ``IndexRegistry`` of kind "body") are brought up to date right after the
+commit, from the ``index_changes`` log the transaction
 wrote. Errors are ``identity.errors`` types (NotFound, Conflict, InvalidInput, NoFaceFound...),
 which the HTTP layer maps once.
 
 The methods live by resource, one module each: ``core`` (construction, ``read``/``write``
 transactions, locks, audit), ``write`` (``CollectionWrite``, ``NewTemplate``), ``collections``, ``identities``,
 ``enrollment`` (images and analysed faces, thumbnails), ``decisions`` (verify, identify, the
-threshold), ``liveness`` (a collection's policy and its gate), ``face_models`` (the active face model,
-switch and drop) and ``housekeeping`` (audit log,
+threshold), ``bodies`` (body template rows and the reads of 1:N by body), ``liveness`` (a
+collection's policy and its gate), ``face_models`` (the active face model, switch and drop) and
+``housekeeping`` (audit log, the indexes' life cycle,
 index status, reindex, sweeps). ``IdentityStore`` composes them, so callers see one object.
 
 Decisions use ``identity.calibration.decision_threshold``: the policy (``default_far``) or a
@@ -20,6 +22,7 @@ Every method takes ``actor`` (the API key id, or None for the CLI) for the audit
 
 from __future__ import annotations
 
+from services.store.bodies import BodiesMixin
 from services.store.collections import CollectionsMixin
 from services.store.core import COLLECTION_NAME, MAX_TOP_K, face_summary, sha256_hex
 from services.store.decisions import DecisionsMixin
@@ -46,6 +49,7 @@ class IdentityStore(
     EnrollmentMixin,
     DecisionsMixin,
     FaceModelsMixin,
+    BodiesMixin,
     HousekeepingMixin,
 ):
     """Postgres-backed identities and templates plus their FAISS indexes (see module docstring)."""

@@ -138,5 +138,6 @@ class CollectionsMixin(StoreCore):
             cid = c.id
         self._remove_thumbnails(cid, [f for pair in files for f in pair if f])
         self.indexes.drop(cid)
+        self.body_indexes.drop(cid)
         vacuum(self.engine, mode=self.settings.erase_vacuum)
         return {"deleted": name, "identities": n_ident, "templates": len(files)}

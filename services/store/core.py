@@ -25,6 +25,7 @@ from identity.settings import Settings
 from services import audit as audit_log
 from services.db import make_sessionmaker, vacuum
 from services.errors import NotFound
+from services.indexes import IndexRegistry
 from services.sealed import DataKeys
 from services.store.write import CollectionWrite
 from services.tables import Collection, IdentityRow
@@ -53,8 +54,9 @@ def face_summary(faces: Faces, i: int) -> dict[str, Any]:
 
 
 class StoreCore:
-    """What every part of ``IdentityStore`` builds on: settings, engine, sessions, analyzer,
-    sealer and vector store; the transactions, locks and audit hook."""
+    """What every part of ``IdentityStore`` builds on: settings, engine, sessions, analyzer per
+    face model, sealer and the indexes (faces: the configured vector store; bodies: always an
+    ``IndexRegistry`` of kind "body"); the transactions, locks and audit hook."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class StoreCore:
         self._analyzers: dict[str, FaceAnalyzer] = {self.analyzer.embedder_name: self.analyzer}
         self.sealer = indexes.sealer if indexes is not None else DataKeys(settings, engine)
         self.indexes = indexes or make_vector_store(settings, engine, self.sealer)
+        self.body_indexes = IndexRegistry(settings, engine, self.sealer, kind="body")
 
     # model ----------------------------------------------------------------------------------
     @property
@@ -212,11 +215,13 @@ class StoreCore:
             self._remove_thumbnails(w.collection_id, w.dropped_thumbnails)
         except OSError:
             log.exception("removing erased thumbnails of collection %d failed", w.collection_id)
-        for model in sorted(w.models):
+        touched: list[tuple[VectorStore, str]] = [(self.indexes, m) for m in sorted(w.models)]
+        touched += [(self.body_indexes, m) for m in sorted(w.body_models)]
+        for indexes, model in touched:
             try:
-                self.indexes.catch_up(w.collection_id, model)
+                indexes.catch_up(w.collection_id, model)
                 if w.erased:
-                    self.indexes.purge(w.collection_id, model)
+                    indexes.purge(w.collection_id, model)
             except Exception:
                 log.exception(
                     "index catch-up after commit failed (collection %d, model %s); "

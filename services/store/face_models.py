@@ -8,13 +8,16 @@ decisions go on with the active one; the switch is one row update.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import numpy as np
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from identity.errors import CalibrationError, InvalidInput, ModelError
 from services.errors import ActiveModel, MigrationIncomplete
+from services.sealed import CROP
 from services.store.core import StoreCore
 from services.tables import FaceTemplate
 
@@ -169,3 +172,46 @@ class FaceModelsMixin(StoreCore):
             )
             w.audit("model.drop", "ok", model=model, templates=len(rows))
         return {"collection": collection, "model": model, "dropped": len(rows)}
+
+    # what a migration reads (services/gallery/migrate.py) ------------------------------------
+    def crop_jpeg(self, collection_id: int, name: str) -> bytes:
+        """A template's source crop, unsealed; OSError when the file is gone."""
+        return self.sealer.open(self._thumb_path(collection_id, name).read_bytes(), CROP)
+
+    def migrated_pairs(
+        self, collection_id: int, source: str, target: str
+    ) -> tuple[list[tuple[int, uuid.UUID, int]], np.ndarray, np.ndarray]:
+        """Every (old template id, identity id, new template id) of ``target`` templates
+        re-embedded from ``source`` ones, with both embeddings ((n, dim) each), in old-id order."""
+        new, old = aliased(FaceTemplate), aliased(FaceTemplate)
+        with self.sessions() as s:
+            rows = s.execute(
+                select(
+                    old.id,
+                    old.identity_id,
+                    new.id,
+                    old.dim,
+                    old.embedding,
+                    old.key_id,
+                    new.dim,
+                    new.embedding,
+                    new.key_id,
+                )
+                .join(new, new.migrated_from == old.id)
+                .where(
+                    new.collection_id == collection_id,
+                    new.model_name == target,
+                    old.model_name == source,
+                )
+                .order_by(old.id)
+            ).all()
+        if not rows:
+            empty = np.zeros((0, 0), np.float32)
+            return [], empty, empty
+        seal = self.sealer
+        return (
+            [(r[0], r[1], r[2]) for r in rows],
+            np.stack([seal.embedding(r[4], r[5], r[3]) for r in rows]),
+            np.stack([seal.embedding(r[7], r[8], r[6]) for r in rows]),
+        )
+

@@ -1,4 +1,5 @@
-"""Housekeeping: the audit log, index status and rebuild, orphan thumbnail sweep."""
+"""Housekeeping: the audit log and its chain, the indexes' life cycle (warm, background catch-up,
+snapshots, sizes, status, rebuild), orphan thumbnail sweep."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 from sqlalchemy import select
 
 from services import audit as audit_log
+from services.change_log import TEMPLATE_TABLES
 from services.store.core import StoreCore
 from services.tables import AuditEvent, Collection, FaceTemplate
+from services.vector_store import VectorStore
 
 
 class HousekeepingMixin(StoreCore):
@@ -21,6 +24,46 @@ class HousekeepingMixin(StoreCore):
                 select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
             ).scalars()
             return [audit_log.event_dict(e) for e in rows]
+
+    def verify_audit_chain(self) -> audit_log.ChainReport:
+        """The audit log's hash chain checked end to end (``services.audit.verify_chain``)."""
+        return audit_log.verify_chain(self.sessions)
+
+    def load_models(self) -> None:
+        """Load the face detector and embedder now (service start), not in the first request."""
+        self.analyzer.detector  # noqa: B018 - the properties load and time the models once
+        self.analyzer.embedder  # noqa: B018
+
+    # indexes: faces (the configured vector store) and bodies (FAISS), one life cycle ---------
+    def _all_indexes(self) -> tuple[VectorStore, VectorStore]:
+        return self.indexes, self.body_indexes
+
+    def warm_indexes(self) -> None:
+        """Load or build every index that has templates (service start)."""
+        for indexes in self._all_indexes():
+            indexes.warm()
+
+    def catch_up_indexes(self) -> None:
+        """Apply other processes' committed changes to every index in use (background round)."""
+        for indexes in self._all_indexes():
+            indexes.catch_up_all()
+
+    def snapshot_indexes(self) -> None:
+        """Persist every index with unsaved changes (clean shutdown)."""
+        for indexes in self._all_indexes():
+            indexes.snapshot_all()
+
+    def index_sizes(self) -> dict[tuple[str, str], int]:
+        """Vectors held per (collection name, model), faces and bodies, for metrics."""
+        return {k: v for indexes in self._all_indexes() for k, v in indexes.sizes().items()}
+
+    def describe_indexes(self) -> list[dict[str, Any]]:
+        """Each index in use: collection, model, kind, factory, params, size, seq."""
+        return [
+            {"kind": kind, **d}
+            for kind, indexes in zip(("face", "body"), self._all_indexes(), strict=True)
+            for d in indexes.describe()
+        ]
 
     def sweep_orphan_thumbnails(self) -> int:
         """Delete thumbnail and source-crop files no template references (left by a crash
@@ -77,17 +120,21 @@ class HousekeepingMixin(StoreCore):
         }
 
     def reindex(self, collection: str | None = None) -> dict[str, int]:
-        """Rebuild every (collection, model) index from Postgres, or one collection's; returns
-        sizes."""
+        """Rebuild every (collection, model) index, face and body, from Postgres, or one
+        collection's; returns sizes by "collection/model"."""
         if collection is not None:
             self.collection_id(collection)  # NotFound for an unknown name
-        query = (
-            select(Collection.id, Collection.name, FaceTemplate.model_name)
-            .join(FaceTemplate, FaceTemplate.collection_id == Collection.id)
-            .distinct()
-        )
-        if collection is not None:
-            query = query.where(Collection.name == collection)
-        with self.sessions() as s:
-            pairs = s.execute(query).all()
-        return {f"{name}/{model}": self.indexes.rebuild(cid, model) for cid, name, model in pairs}
+        sizes: dict[str, int] = {}
+        for kind, indexes in zip(("face", "body"), self._all_indexes(), strict=True):
+            table = TEMPLATE_TABLES[kind]
+            query = (
+                select(Collection.id, Collection.name, table.model_name)
+                .join(table, table.collection_id == Collection.id)
+                .distinct()
+            )
+            if collection is not None:
+                query = query.where(Collection.name == collection)
+            with self.sessions() as s:
+                pairs = s.execute(query).all()
+            sizes |= {f"{name}/{model}": indexes.rebuild(cid, model) for cid, name, model in pairs}
+        return sizes

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from identity.errors import InvalidInput
 from services.errors import Conflict, NotFound
 from services.store.core import StoreCore
-from services.tables import FaceTemplate, IdentityRow
+from services.tables import BodyTemplate, FaceTemplate, IdentityRow
 
 
 class IdentitiesMixin(StoreCore):
@@ -155,6 +155,13 @@ class IdentitiesMixin(StoreCore):
             ).all()
             for tid, model, thumb, crop in templates:
                 w.template_removed(tid, model, thumb, crop)
+            bodies = w.session.execute(
+                select(BodyTemplate.id, BodyTemplate.model_name).where(
+                    BodyTemplate.identity_id == row.id
+                )
+            ).all()
+            for tid, model in bodies:
+                w.template_removed(tid, model, kind="body")
             iid = row.id
             w.session.delete(row)  # templates cascade
             w.audit("identity.erase", "ok", identity_id=iid, templates=len(templates))

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from identity.sealing import write_private
+from services.change_log import Kind
 from services.sealed import CROP, EMBEDDING, THUMBNAIL
 from services.tables import Collection, FaceTemplate, IdentityRow, IndexChange
 
@@ -68,7 +69,8 @@ class CollectionWrite:
         self.collection = collection
         self.collection_id = collection.id
         self.actor = actor
-        self.models: set[str] = set()  # models whose index must catch up after the commit
+        self.models: set[str] = set()  # face models whose index must catch up after the commit
+        self.body_models: set[str] = set()  # body models likewise
         self.written_thumbnails: list[str] = []
         self.dropped_thumbnails: list[str] = []
         self.erased = False  # templates (or rows cascading from them) deleted here
@@ -156,30 +158,32 @@ class CollectionWrite:
             rows.append(t)
         self.session.flush()
         for t in rows:
-            self.session.add(
-                IndexChange(
-                    collection_id=self.collection_id,
-                    model_name=t.model_name,
-                    template_id=t.id,
-                    op="add",
-                )
-            )
-            self.models.add(t.model_name)
+            self.template_added(t.id, t.model_name)
         return rows
 
-    def template_removed(self, template_id: int, model_name: str, *files: str | None) -> None:
-        """Log that a template goes away in this transaction (the caller deletes the row, or a
-        cascade does): its index entry is removed and its files (thumbnail, source crop)
-        deleted after the commit."""
+    def _log_change(self, template_id: int, model_name: str, op: str, kind: Kind) -> None:
         self.session.add(
             IndexChange(
                 collection_id=self.collection_id,
                 model_name=model_name,
                 template_id=template_id,
-                op="remove",
+                op=op,
+                kind=kind,
             )
         )
-        self.models.add(model_name)
+        (self.models if kind == "face" else self.body_models).add(model_name)
+
+    def template_added(self, template_id: int, model_name: str, kind: Kind = "face") -> None:
+        """Log a template inserted (and flushed) in this transaction for its index."""
+        self._log_change(template_id, model_name, "add", kind)
+
+    def template_removed(
+        self, template_id: int, model_name: str, *files: str | None, kind: Kind = "face"
+    ) -> None:
+        """Log that a template goes away in this transaction (the caller deletes the row, or a
+        cascade does): its index entry is removed and its files (thumbnail, source crop)
+        deleted after the commit."""
+        self._log_change(template_id, model_name, "remove", kind)
         self.erased = True
         self.dropped_thumbnails.extend(f for f in files if f)
 

@@ -20,7 +20,7 @@ from gallery_helpers import OBAMA_480P, TRAIN, write_bad_files, write_blurred
 def gallery(store):  # type: ignore[no-untyped-def]
     from services.gallery import GalleryStore
 
-    return GalleryStore(store)
+    return GalleryStore(store, store.engine)
 
 
 @pytest.fixture

@@ -297,7 +297,7 @@ def test_clustering_failure_after_commit_is_a_note_not_a_failed_job(
 
     from services.gallery import GalleryStore
 
-    strict = GalleryStore(store)
+    strict = GalleryStore(store, store.engine)
     strict.settings = store.settings.model_copy(update={"cluster_far": 1e-12})
     folder = tmp_path / "unlabelled"
     folder.mkdir()

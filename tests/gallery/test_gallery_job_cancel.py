@@ -187,7 +187,7 @@ def test_cancel_from_the_cli_stops_a_running_job(  # type: ignore[no-untyped-def
 ) -> None:
     from services.cli import app
 
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, store.engine)
     gallery.settings = store.settings.model_copy(update=LOOSE)
     cid = new_collection()
     outcome: list[BaseException] = []
@@ -237,7 +237,7 @@ def test_start_sweeps_dead_jobs_and_their_uploads(  # type: ignore[no-untyped-de
     local = settings.model_copy(update={"data_dir": tmp_path / "data"})
     uploads = local.data_dir / "uploads"
     uploads.mkdir(parents=True)
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, store.engine)
     cid = new_collection()
     options = IngestOptions(labels="folders")
     dead, live = JobLease(engine), JobLease(engine)

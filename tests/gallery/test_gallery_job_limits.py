@@ -25,7 +25,7 @@ BIDEN = TRAIN / "biden" / "biden.jpg"
 
 
 def _strict(store, **limits) -> GalleryStore:  # type: ignore[no-untyped-def]
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, store.engine)
     gallery.settings = store.settings.model_copy(update=limits)
     return gallery
 
@@ -60,7 +60,7 @@ def test_bz2_tar_declaring_2tb_fails_the_job_and_keeps_what_came_before(
     store, new_collection, bomb: Path
 ) -> None:
     assert bomb.stat().st_size < 2_000_000  # the size of the reported one
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, store.engine)
     cid = new_collection()
     with pytest.raises(JobLimitExceeded):
         run_ingest(gallery, cid, bomb, IngestOptions(labels="folders", batch_size=1))
@@ -152,7 +152,7 @@ def test_over_long_label_rejects_that_image_only(store, new_collection, tmp_path
         zf.write(OBAMA, f"{long_name}/obama.jpg")
         zf.write(BIDEN, "biden/biden.jpg")
         zf.write(TRAIN / "kit_harington" / "john1.jpeg", "kit_harington/john1.jpeg")
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, store.engine)
     cid = new_collection()
     report = run_ingest(gallery, cid, archive, IngestOptions(labels="folders", batch_size=8))
     assert report.enrolled == 2
@@ -170,7 +170,7 @@ def test_undecodable_and_control_character_names(store, new_collection, tmp_path
     with open(bad, "wb") as fh:
         fh.write(OBAMA.read_bytes())
     (folder / "biden" / "tab\there.jpg").write_bytes(OBAMA.read_bytes())
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, store.engine)
     cid = new_collection()
     report = run_ingest(gallery, cid, folder, IngestOptions(labels="folders", batch_size=8))
     assert report.enrolled == 1
@@ -212,7 +212,7 @@ def test_bad_sources_end_failed_with_a_reason_and_the_next_job_runs(
         "empty.csv": "is empty",
         "latin1.csv": "not UTF-8",
     }
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, store.engine)
     runner = GalleryJobRunner(gallery)
     cid = new_collection()
     try:

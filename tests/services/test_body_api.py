@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from services.body_store import BodyIndexes, fuse, margin
+from services.body_store import fuse, margin
+from services.indexes import IndexRegistry
 
 from svc_helpers import DATA, TRAIN, assert_problem
 
@@ -131,10 +132,51 @@ def test_index_rebuilds_from_postgres(
     assert r.status_code == 201, r.text
     store = client.app.state.body_store  # type: ignore[attr-defined]
     cid = store.store.collection_id(collection)
-    fresh = BodyIndexes(store.settings, store.store.engine)  # a new process: nothing in memory
-    entry = fresh.rebuild(cid, store.model_name)
-    assert entry.index is not None and len(entry.index) == 1
-    assert entry.index.ids().tolist() == [r.json()["accepted"][0]["template_id"]]
+    # a new process: nothing in memory, the body index built from body_templates
+    fresh = IndexRegistry(store.settings, store.store.engine, kind="body")
+    assert fresh.rebuild(cid, store.model_name) == 1
+    assert fresh.ids(cid, store.model_name) == {r.json()["accepted"][0]["template_id"]}
+
+
+def test_body_index_follows_the_change_log_and_erasure_purges_its_snapshot(
+    client: TestClient, admin: dict[str, str], collection: str
+) -> None:
+    """Bodies use the faces' freshness path: a second process catches up by change-log seq, a
+    snapshot records its seq, and erasing the identity deletes the snapshot holding its vectors."""
+    first = _gt(1)
+    a, b = sorted(first)[:2]
+    ids, tids = {}, {}
+    for t in (a, b):
+        ids[t] = _identity(client, admin, collection, f"walker-{t}")
+        r = client.post(
+            f"/v1/collections/{collection}/identities/{ids[t]}/bodies",
+            files=[("files", ("f1.jpg", _frame(1), "image/jpeg"))],
+            data={"bbox": _bbox(first[t])},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+        tids[t] = r.json()["accepted"][0]["template_id"]
+    body_store = client.app.state.body_store  # type: ignore[attr-defined]
+    store = body_store.store
+    cid, model = store.collection_id(collection), body_store.model_name
+    other = IndexRegistry(store.settings, store.engine, kind="body")  # another worker
+    assert other.ids(cid, model) == {tids[a], tids[b]}
+    store.snapshot_indexes()
+    snapshot = store.settings.index_dir / str(cid) / f"body.{model}.faiss"
+    assert snapshot.is_file()
+    restarted = IndexRegistry(store.settings, store.engine, kind="body")
+    assert restarted.ids(cid, model) == {tids[a], tids[b]}  # loaded from the snapshot
+    seq = next(d["seq"] for d in restarted.describe() if d["model"] == model)
+    assert seq > 0
+
+    r = client.delete(f"/v1/collections/{collection}/identities/{ids[a]}", headers=admin)
+    assert r.status_code == 200, r.text
+    assert not snapshot.exists(), "the body snapshot holding the erased vectors was not removed"
+    assert store.body_indexes.ids(cid, model) == {tids[b]}
+    other.catch_up(cid, model)  # replays the 'remove' by seq: no rebuild
+    assert other.ids(cid, model) == {tids[b]}
+    store.snapshot_indexes()
+    assert IndexRegistry(store.settings, store.engine, kind="body").ids(cid, model) == {tids[b]}
 
 
 def test_face_and_body_fused_on_real_photos(

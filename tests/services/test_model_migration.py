@@ -255,7 +255,10 @@ def _wait_for(cond: Callable[[], bool], proc: subprocess.Popen[bytes], what: str
 
 
 def test_kill_9_mid_migration_then_resume(
-    store: IdentityStore, settings: Settings, enrolled: tuple[str, dict[str, list[int]]]
+    store: IdentityStore,
+    settings: Settings,
+    engine: Any,
+    enrolled: tuple[str, dict[str, list[int]]],
 ) -> None:
     import json
 
@@ -267,7 +270,7 @@ def test_kill_9_mid_migration_then_resume(
     proc.wait(30)
     done = _count(store, name, TARGET)
     assert 3 <= done < n
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, engine)
     (killed,) = gallery.list_jobs(name)
     assert killed["kind"] == "migrate" and killed["status"] == "running"
     gallery.mark_interrupted_jobs()
@@ -340,7 +343,7 @@ def test_without_kept_crops_migration_names_what_it_cannot_do(
     by_identity = _enroll(store, name, limit=4)
     n = sum(len(v) for v in by_identity.values())
     assert n >= 3 and _crop_files(settings, store, name) == set()
-    report = run_migration(GalleryStore(store), name, TARGET)
+    report = run_migration(GalleryStore(store, engine), name, TARGET)
     assert report.migrated == 0 and report.failed == n
     assert {f["code"] for f in report.failures} == {"no_crop"}
     with pytest.raises(MigrationIncomplete) as refused:
@@ -349,13 +352,13 @@ def test_without_kept_crops_migration_names_what_it_cannot_do(
 
 
 def test_a_cancelled_migration_does_nothing(
-    store: IdentityStore, enrolled: tuple[str, dict[str, list[int]]]
+    store: IdentityStore, engine: Any, enrolled: tuple[str, dict[str, list[int]]]
 ) -> None:
     from identity.errors import JobCancelled
     from services.gallery.migrate import create_migration_job
 
     name, _ = enrolled
-    gallery = GalleryStore(store)
+    gallery = GalleryStore(store, engine)
     job_id = create_migration_job(gallery, name, TARGET)
     assert gallery.cancel_job(name, job_id)["status"] == "cancelled"
     with pytest.raises(JobCancelled):

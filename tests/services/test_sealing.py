@@ -257,7 +257,7 @@ def test_rows_from_before_sealing_are_sealed_at_start(
         pg_files = files_under(pg_data_dir(eng), skip=["pg_wal"])
         assert find_bytes(pg_files, needles), "the simulated old rows are on disk in the clear"
 
-        seal_at_rest(store)
+        seal_at_rest(store.settings, eng, store.sealer)
 
         with eng.connect() as conn:
             after = conn.execute(

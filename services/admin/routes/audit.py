@@ -12,8 +12,7 @@ from fastapi.responses import HTMLResponse
 from identity.errors import CodedError, InvalidInput
 from services.admin import queries
 from services.admin.routes.deps import AdminDep, render, visible_names
-from services.audit import verify_chain
-from services.deps import StoreDep
+from services.deps import SessionsDep, StoreDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -34,6 +33,7 @@ def audit_page(
     request: Request,
     admin: AdminDep,
     store: StoreDep,
+    sessions: SessionsDep,
     action: str = "",
     collection: str = "",
     since: str = "",
@@ -44,13 +44,13 @@ def audit_page(
     page = max(page, 1)
     filters = {"action": action, "collection": collection, "since": since, "until": until}
     # The whole chain is read to check it (seconds for millions of rows): on request only.
-    chain = verify_chain(store.sessions) if check else None
+    chain = store.verify_audit_chain() if check else None
     if admin.principal.collection is not None:
         collection = admin.principal.collection
     flash = None
     try:
         result = queries.audit_page(
-            store,
+            sessions,
             action=action or None,
             collection=collection or None,
             since=_parse_when(since, "from"),
@@ -59,7 +59,7 @@ def audit_page(
         )
     except CodedError as exc:
         flash = {"kind": "error", "message": exc.message}
-        result = queries.audit_page(store, limit=0)
+        result = queries.audit_page(sessions, limit=0)
     pages = max(1, math.ceil(result["total"] / queries.AUDIT_PAGE))
     query = urlencode({k: v for k, v in filters.items() if v})
     return render(

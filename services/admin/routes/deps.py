@@ -29,7 +29,7 @@ from services.admin.session import (
     session_key,
 )
 from services.auth import Principal
-from services.deps import SettingsDep, StoreDep, lazy_state
+from services.deps import SessionsDep, SettingsDep, lazy_state
 from services.errors import NotFound
 from services.store import IdentityStore
 
@@ -127,12 +127,12 @@ def _login_redirect(request: Request) -> HTTPException:
     )
 
 
-def current_admin(request: Request, codec: CodecDep, store: StoreDep) -> Admin:
+def current_admin(request: Request, codec: CodecDep, sessions: SessionsDep) -> Admin:
     """Dependency: the signed-in admin, or a 303 to the sign-in page."""
     session = codec.read(request.cookies.get(COOKIE_NAME))
     if session is None:
         raise _login_redirect(request)
-    key = session_key(store.sessions, session)  # ended, expired or key revoked: None
+    key = session_key(sessions, session)  # ended, expired or key revoked: None
     if key is None or key.scope != "admin":
         raise _login_redirect(request)
     return Admin(session, Principal(key.id, key.scope, key.collection), key.prefix)

@@ -23,7 +23,7 @@ from services.admin.routes.deps import (
     redirect,
     render,
 )
-from services.deps import SettingsDep, StoreDep
+from services.deps import SessionsDep, SettingsDep, StoreDep
 from services.errors import NotFound, check_file_count
 from services.store import IdentityStore
 
@@ -34,7 +34,13 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 
 @router.get("/collections/{cid}")
 def identities_page(
-    request: Request, cid: str, admin: AdminDep, store: StoreDep, q: str = "", page: int = 1
+    request: Request,
+    cid: str,
+    admin: AdminDep,
+    store: StoreDep,
+    sessions: SessionsDep,
+    q: str = "",
+    page: int = 1,
 ) -> HTMLResponse:
     try:
         collection = collection_or_404(store, admin, cid)
@@ -44,7 +50,7 @@ def identities_page(
         )
     except CodedError as exc:
         return error_page(request, admin, exc)
-    thumbs = queries.first_template_ids(store, [i["id"] for i in result["items"]])
+    thumbs = queries.first_template_ids(sessions, [i["id"] for i in result["items"]])
     pages = max(1, math.ceil(result["total"] / PAGE_SIZE))
     return render(
         request,

@@ -23,7 +23,7 @@ from services.admin.routes.deps import (
     set_cookie,
 )
 from services.admin.session import COOKIE_NAME, AdminSession, csrf_ok, end_session, start_session
-from services.deps import KeysDep, StoreDep, client_address
+from services.deps import KeysDep, SessionsDep, StoreDep, client_address
 from services.errors import TooManyAttempts, Unauthorized
 
 STATIC_DIR = ADMIN_DIR / "static"
@@ -67,6 +67,7 @@ def login_page(request: Request, next: str | None = None) -> HTMLResponse:
 def login(
     request: Request,
     store: StoreDep,
+    sessions: SessionsDep,
     keys: KeysDep,
     codec: CodecDep,
     api_key: Annotated[str, Form()] = "",
@@ -96,7 +97,7 @@ def login(
             request, next, f"That is a '{principal.scope}' key; the dashboard needs an admin key."
         )
     session, cookie = codec.new()
-    start_session(store.sessions, session, principal.key_id, codec.max_age_s)
+    start_session(sessions, session, principal.key_id, codec.max_age_s)
     store.audit(
         principal.key_id, "admin.login", "ok", collection=principal.collection, client=client
     )
@@ -131,8 +132,8 @@ def _login_failed(
 
 
 @router.post("/logout")
-def logout(admin: CheckedAdminDep, store: StoreDep) -> Response:
-    end_session(store.sessions, admin.session)  # the cookie is dead, wherever copied
+def logout(admin: CheckedAdminDep, store: StoreDep, sessions: SessionsDep) -> Response:
+    end_session(sessions, admin.session)  # the cookie is dead, wherever copied
     store.audit(admin.actor, "admin.logout", "ok")
     response = redirect("/admin/login")
     response.delete_cookie(COOKIE_NAME, path="/admin")

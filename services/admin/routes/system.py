@@ -18,7 +18,7 @@ def system_page(
 ) -> HTMLResponse:
     metrics = getattr(request.app.state, "metrics", None)
     registry = getattr(metrics, "registry", None)
-    indexes = [i for i in store.indexes.describe() if admin.may_see(i["collection"])]
+    indexes = [i for i in store.describe_indexes() if admin.may_see(i["collection"])]
     return render(
         request,
         "system.html",

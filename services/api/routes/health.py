@@ -28,7 +28,7 @@ def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     checks: dict[str, bool] = {"started": bool(getattr(state, "ready", False))}
     try:
-        with state.store.engine.connect() as conn:
+        with state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = True
     except SQLAlchemyError:
