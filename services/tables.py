@@ -10,6 +10,7 @@ Tables:
 - ``face_templates``: one embedding per enrolled face; ``id`` (bigint) is also the FAISS id.
   The embedding is raw little-endian float32 bytes (``dim`` values), L2-normalised.
   ``source_sha256`` makes the same image enrolled twice for one identity a duplicate.
+  ``liveness``/``liveness_verdict`` keep the presentation-attack check of enrollment, if any ran.
 - ``index_changes``: append-only change log (``seq`` grows) of template adds/removes per
   (collection, model). A restarted service loads its FAISS snapshot (which records the last
   ``seq`` it contains) and replays what came after. Writers take a per-collection advisory lock
@@ -164,6 +165,12 @@ class FaceTemplate(Base):
     thumbnail: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = created_at_column()
     key_id: Mapped[int | None] = key_id_column()
+    # The presentation-attack check at enrollment, when one ran (migration 0430): the fused live
+    # probability (null when not run or the face could not be judged) and the verdict as it was
+    # given then (policy, live, reason, threshold, operating point, models), since the threshold
+    # may be recalibrated later. Null verdict = no check ran.
+    liveness: Mapped[float | None] = mapped_column(Float)
+    liveness_verdict: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     identity: Mapped[IdentityRow] = relationship(back_populates="templates")
 

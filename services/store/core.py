@@ -28,6 +28,7 @@ from identity.settings import Settings
 from services import audit as audit_log
 from services.db import make_sessionmaker, vacuum
 from services.errors import NotFound
+from services.liveness import stored_verdict
 from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
 from services.tables import Collection, FaceTemplate, IdentityRow, IndexChange
 from services.vector_store import VectorStore, make_vector_store
@@ -75,6 +76,8 @@ class NewTemplate:
     landmarks: list[list[float]]
     source_sha256: str
     thumbnail_jpeg: bytes | None = None
+    # The enrollment liveness verdict (services.liveness.verdicts), when a check ran.
+    liveness: dict[str, Any] | None = None
 
 
 class CollectionWrite:
@@ -178,6 +181,8 @@ class CollectionWrite:
                 source_sha256=r.source_sha256,
                 thumbnail=self._save_thumbnail(r.thumbnail_jpeg),
             )
+            if r.liveness is not None:
+                t.liveness, t.liveness_verdict = stored_verdict(r.liveness)
             self.session.add(t)
             rows.append(t)
         self.session.flush()

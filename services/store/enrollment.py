@@ -16,7 +16,7 @@ from identity.faces import Faces, check_bbox_xyxy
 from identity.image import sha256_hex
 from services.errors import DuplicateImage, NotFound
 from services.indexes import embedding_to_bytes
-from services.liveness import wanted
+from services.liveness import audit_fields, wanted
 from services.metrics import record_stages
 from services.sealed import THUMBNAIL
 from services.store.core import NewTemplate, _round, face_summary
@@ -60,11 +60,13 @@ class EnrollmentMixin(LivenessMixin):
         faces: Faces,
         source_sha256: str,
         actor: int | None = None,
+        liveness: Sequence[dict[str, Any]] | None = None,
     ) -> list[int]:
         """Store already-analysed faces as templates of one identity; returns template ids.
 
         Raises Conflict if this image (by SHA-256) is already enrolled for the identity. No
-        quality gate: the caller decided.
+        quality gate: the caller decided. ``liveness``: each face's liveness verdict, kept with
+        its template, when a check ran.
         """
         if faces.embeddings is None or not len(faces):
             raise InvalidInput("enroll_faces needs faces with embeddings")
@@ -100,6 +102,7 @@ class EnrollmentMixin(LivenessMixin):
                             landmarks=[_round(p) for p in faces.landmarks[i]],
                             source_sha256=source_sha256,
                             thumbnail_jpeg=thumbs[i],
+                            liveness=liveness[i] if liveness else None,
                         )
                         for i in range(len(faces))
                     ]
@@ -110,6 +113,11 @@ class EnrollmentMixin(LivenessMixin):
                     identity_id=row.id,
                     templates=[t.id for t in new],
                     quality=[t.quality for t in new],
+                    **(
+                        {"liveness": [audit_fields(v)["liveness"] for v in liveness]}
+                        if liveness
+                        else {}
+                    ),
                 )
         except IntegrityError:
             raise DuplicateImage("this image is already enrolled for this identity") from None
@@ -201,7 +209,14 @@ class EnrollmentMixin(LivenessMixin):
                         reasons=reasons,
                         face=face_summary(face, 0),
                     )
-                (tid,) = self.enroll_faces(collection, identity_id, face, digest, actor=actor)
+                (tid,) = self.enroll_faces(
+                    collection,
+                    identity_id,
+                    face,
+                    digest,
+                    actor=actor,
+                    liveness=[extra["liveness"]] if live_check else None,
+                )
                 accepted.append(
                     {"filename": filename, "template_id": tid, **face_summary(face, 0), **extra}
                 )
