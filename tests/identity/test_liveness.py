@@ -122,6 +122,22 @@ def test_held_out_live_and_spoof_photos_fall_on_the_right_side(
     assert scores[len(LIVE) :].max() < 0.05 and scores[: len(LIVE)].min() > 0.5
 
 
+def test_mirrored_view_scores_the_flipped_crop(analyzer: FaceAnalyzer, settings: Settings) -> None:
+    """The test-time-augmentation view (bench/liveness_variants.py) scores the same crop flipped
+    left-right: a different input, yet live and print stay far apart and each score stays near
+    its unflipped one."""
+    model = load_pad_model("pad_minifasnet_v2_2.7_80", settings)
+    images = [load(p) for p in (LIVE[0], SPOOF[0])]
+    faces = analyzer.detect(images).largest()
+    mirrored = model.live_probability(images, faces.boxes, faces.image_index, mirrored=True)
+    plain = model.live_probability(images, faces.boxes, faces.image_index)
+    order = np.argsort(faces.image_index)
+    assert mirrored[order][0] > 0.5 > 0.05 > mirrored[order][1], mirrored
+    crops = model.crops(images, faces.boxes, faces.image_index)
+    assert not np.array_equal(crops, crops[:, :, ::-1])  # a real flip, not a symmetric face
+    assert np.all(np.abs(mirrored - plain) < 0.5), (mirrored, plain)
+
+
 def test_liveness_is_not_computed_unless_asked(analyzer: FaceAnalyzer) -> None:
     faces = analyzer.analyze([load(LIVE[1])])
     assert faces.liveness is None and "liveness" not in faces.to_dicts()[0]
