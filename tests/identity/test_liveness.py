@@ -19,7 +19,12 @@ from identity.cli import app
 from identity.faces import Faces
 from identity.liveness import assess_liveness, liveness_threshold, load_pad_model
 from identity.liveness.crops import minifasnet_box, square_box, unfit_reasons
-from identity.liveness.metrics import clopper_pearson_upper, pad_errors, threshold_at_bpcer
+from identity.liveness.metrics import (
+    clopper_pearson_upper,
+    pad_errors,
+    threshold_at_bpcer,
+    threshold_at_bpcer_bound,
+)
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
 
@@ -161,6 +166,19 @@ def test_pad_errors_count_as_iso_30107_3_defines_them() -> None:
     # 1 % of 4 live scores is 0 faces, so the threshold is the lowest live score.
     assert threshold_at_bpcer(live, 0.01) == 0.2
     assert threshold_at_bpcer(live, 0.25) == 0.8
+
+
+def test_threshold_at_bpcer_bound_refuses_only_as_many_as_the_bound_allows() -> None:
+    live = np.linspace(0.0, 1.0, 1000)
+    t = threshold_at_bpcer_bound(live, 0.01)
+    refused = int(np.sum(live < t))
+    # the most refusals whose 95 % upper bound still meets 1 %: one more would exceed it
+    assert clopper_pearson_upper(refused, 1000) <= 0.01 < clopper_pearson_upper(refused + 1, 1000)
+    assert 0 < refused < math.floor(0.01 * 1000)  # stricter than the plain quantile
+    assert t < threshold_at_bpcer(live, 0.01)
+    # too few live faces for any refusal to be bounded by 1 %: none is refused
+    few = np.array([0.3, 0.9, 0.5])
+    assert threshold_at_bpcer_bound(few, 0.01) == 0.3
 
 
 def test_clopper_pearson_upper_bound_of_zero_errors_is_the_rule_of_three() -> None:
