@@ -10,10 +10,11 @@ photos the way real probes go wrong and measures again:
 * every photo is decoded once and, when its long side is over 1024 px, shrunk to 1024 px
   (INTER_AREA; the smallest deepface face then still has an eye distance over 60 px) - this is
   the "clean" version;
-* each photo gets one degraded copy per degradation below (``DEGRADATIONS``), made in memory; the
-  strength is drawn per (photo, degradation) from a fixed range by a generator seeded with
-  ``SEED``, and scaled to the face's size (its eye distance on the clean photo), so a 2 MB
-  portrait and a 300 px thumbnail get comparable damage;
+* each photo gets one degraded copy per degradation (``DEGRADATIONS`` in
+  ``bench/degradations.py``), made in memory; the strength is drawn per (photo, degradation) from
+  a fixed range by a generator seeded with ``SEED`` (``bench/quality_study.py``), and scaled
+  to the face's size (its eye distance on the clean photo), so a 2 MB portrait and a 300 px
+  thumbnail get comparable damage;
 * the pairs are deepface's 520 labelled pairs (``PAIRS.csv``, truth unchanged). In the mixed
   set every pair has its second photo degraded (a degradation drawn per pair) and, with
   probability 1/2, its first photo too (another draw). Per degradation, every pair compares the
@@ -37,13 +38,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,245 +53,24 @@ from bench.common import (
     face_recognition_people,
     print_table,
 )
-from identity.calibration import auc_of, roc_curve, threshold_at_far
+from bench.degradations import CLEAN, DEGRADATIONS
+from bench.quality_study import (
+    Face,
+    Key,
+    Probe,
+    Score,
+    Study,
+    auc,
+    mixed_pairs,
+    one_sided_pairs,
+    score,
+)
 
-SEED = 20261124
-MAX_SIDE = 1024
 # Mixed set and per-degradation table; enroll_min_quality defaults to 0.4.
 GRID = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 GATE = 0.4
 # Table of the clean photos (--clean): they score 0.82 to 1.0, so the grid goes high.
 CLEAN_GRID = [0.0, 0.4, 0.7, 0.8, 0.85, 0.9, 0.95]
-
-Image = np.ndarray
-Degrade = Callable[[Image, np.ndarray, float, np.random.Generator], Image]
-
-
-# --- degradations: (image BGR, clean face box xyxy, clean eye distance px, rng) -> image ---------
-
-
-def gaussian_blur(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) -> Image:
-    """Out of focus: sigma 3% to 25% of the eye distance (1 to 9 px at the 35 px template)."""
-    sigma = rng.uniform(0.03, 0.25) * iod
-    return cv2.GaussianBlur(img, (0, 0), sigma)
-
-
-def motion_blur(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) -> Image:
-    """Camera or subject motion: a line kernel 10% to 80% of the eye distance, any direction."""
-    length = max(3, int(np.rint(rng.uniform(0.1, 0.8) * iod)) | 1)
-    kernel = np.zeros((length, length), np.float32)
-    kernel[length // 2, :] = 1.0
-    rot = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), rng.uniform(0, 180), 1.0)
-    kernel = cv2.warpAffine(kernel, rot, (length, length))
-    return cv2.filter2D(img, -1, kernel / kernel.sum())
-
-
-def small_face(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) -> Image:
-    """Far from the camera: the whole photo shrunk until the eyes are 6 to 22 px apart."""
-    scale = min(1.0, rng.uniform(6.0, 22.0) / iod)
-    return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-
-
-def jpeg_q10(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) -> Image:
-    """A re-compressed web/CCTV still: face at 20-45 px eye distance, JPEG quality 10."""
-    scale = min(1.0, rng.uniform(20.0, 45.0) / iod)
-    small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 10])
-    assert ok
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
-
-
-def underexposed(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) -> Image:
-    """Heavy under-exposure: 3% to 20% of the light, plus sensor read noise (sd 2 grey levels)."""
-    gain = rng.uniform(0.03, 0.2)
-    out = img.astype(np.float32) * gain + rng.normal(0.0, 2.0, img.shape).astype(np.float32)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def rotated(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) -> Image:
-    """Large in-plane rotation (45 to 150 degrees either way) about the face, canvas enlarged."""
-    angle = float(rng.choice([-1.0, 1.0]) * rng.uniform(45.0, 150.0))
-    h, w = img.shape[:2]
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    m = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, 1.0)
-    side = int(np.hypot(h, w))
-    m[:, 2] += (side / 2 - cx, side / 2 - cy)
-    return cv2.warpAffine(img, m, (side, side), borderMode=cv2.BORDER_REPLICATE)
-
-
-def cut_face(img: Image, box: np.ndarray, iod: float, rng: np.random.Generator) -> Image:
-    """The frame cuts the face: 25% to 60% of the face box lost off one side."""
-    x0, y0, x1, y1 = (int(np.rint(v)) for v in box)
-    h, w = img.shape[:2]
-    lost = rng.uniform(0.25, 0.6)
-    side = int(rng.integers(4))
-    if side == 0:  # left part of the face cut away
-        return img[:, min(w - 1, max(0, x0 + int(lost * (x1 - x0)))) :]
-    if side == 1:  # right part
-        return img[:, : max(1, x1 - int(lost * (x1 - x0)))]
-    if side == 2:  # top
-        return img[min(h - 1, max(0, y0 + int(lost * (y1 - y0)))) :, :]
-    return img[: max(1, y1 - int(lost * (y1 - y0))), :]
-
-
-DEGRADATIONS: dict[str, Degrade] = {
-    "gaussian blur": gaussian_blur,
-    "motion blur": motion_blur,
-    "small face": small_face,
-    "jpeg q10": jpeg_q10,
-    "under-exposed": underexposed,
-    "rotated 45-150": rotated,
-    "face cut by frame": cut_face,
-}
-CLEAN = "clean"
-
-
-# --- analysis ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Face:
-    """The largest face of one image: embedding and quality with and without the mesh signals."""
-
-    embedding: np.ndarray
-    q_plain: float
-    q_mesh: float
-    reasons_plain: list[str]
-    reasons_mesh: list[str]
-    box: np.ndarray
-    iod: float
-
-
-Key = tuple[Path, str]  # (photo, condition)
-
-
-class Study:
-    """Runs the pipeline once per image; quality both ways from the same faces."""
-
-    def __init__(self, detector: str, embedder: str, **overrides: object) -> None:
-        from identity.mesh import mesh_available
-        from identity.pipeline import FaceAnalyzer
-        from identity.settings import Settings
-
-        self.settings = Settings(  # type: ignore[arg-type]
-            models_dir=MODELS, detector=detector, embedder=embedder, quality_mesh=True, **overrides
-        )
-        self.analyzer = FaceAnalyzer(self.settings)
-        self.embedder = embedder
-        self.has_mesh = mesh_available()
-        self.seconds = 0.0
-
-    def load(self, path: Path) -> Image:
-        from identity.image import load_image
-
-        img = load_image(path, self.settings)
-        scale = MAX_SIDE / max(img.shape[:2])
-        if scale < 1:
-            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        return img
-
-    def face(self, image: Image) -> Face | None:
-        from identity.quality import SIGNALS, assess_quality
-
-        start = time.perf_counter()
-        faces = self.analyzer.analyze([image])
-        self.seconds += time.perf_counter() - start
-        if not len(faces):
-            return None
-        f = faces.largest()
-        plain = assess_quality(
-            f.with_(extra={k: v for k, v in f.extra.items() if k not in SIGNALS}),
-            self.settings,
-            embedder_name=self.embedder,
-        )
-        assert f.embeddings is not None and f.quality is not None and f.quality_reasons
-        assert plain.quality is not None and plain.quality_reasons
-        return Face(
-            f.embeddings[0],
-            float(plain.quality[0]),
-            float(f.quality[0]),
-            plain.quality_reasons[0],
-            f.quality_reasons[0],
-            f.boxes[0],
-            float(f.inter_ocular[0]),
-        )
-
-    def run(self, photos: list[Path], conditions: list[str]) -> dict[Key, Face | None]:
-        """Every photo under every condition; degradations need the clean face's box."""
-        out: dict[Key, Face | None] = {}
-        for i, path in enumerate(photos):
-            img = self.load(path)
-            clean = self.face(img)
-            out[(path, CLEAN)] = clean
-            for j, name in enumerate(conditions):
-                if name == CLEAN:
-                    continue
-                if clean is None:  # nothing to aim the degradation at
-                    out[(path, name)] = None
-                    continue
-                rng = np.random.default_rng([SEED, i, j])
-                out[(path, name)] = self.face(
-                    np.ascontiguousarray(DEGRADATIONS[name](img, clean.box, clean.iod, rng))
-                )
-        return out
-
-
-# --- metrics -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Probe:
-    a: Key
-    b: Key
-    same: bool
-
-
-def mixed_pairs(pairs: list[Pair]) -> list[Probe]:
-    """Second side always degraded, first side degraded half the time, truth unchanged."""
-    names = list(DEGRADATIONS)
-    rng = np.random.default_rng([SEED, 1])
-    probes = []
-    for p in pairs:
-        b = names[int(rng.integers(len(names)))]
-        a = names[int(rng.integers(len(names)))] if rng.random() < 0.5 else CLEAN
-        probes.append(Probe((p.a, a), (p.b, b), p.same))
-    return probes
-
-
-def one_sided_pairs(pairs: list[Pair], name: str) -> list[Probe]:
-    return [Probe((p.a, CLEAN), (p.b, name), p.same) for p in pairs]
-
-
-@dataclass
-class Score:
-    faces_kept: int
-    faces_total: int
-    pairs: int
-    accuracy: float
-    tar: float | None  # at FAR 1e-2, None where fewer than 100 impostors
-
-
-def score(
-    found: dict[Key, Face | None], probes: list[Probe], threshold: float, q: float, mesh: bool
-) -> Score:
-    def quality(f: Face) -> float:
-        return f.q_mesh if mesh else f.q_plain
-
-    keys = {k for p in probes for k in (p.a, p.b)}
-    kept_faces = sum(1 for k in keys if (f := found[k]) is not None and quality(f) >= q)
-    gen: list[float] = []
-    imp: list[float] = []
-    correct = 0
-    for p in probes:
-        fa, fb = found[p.a], found[p.b]
-        if fa is None or fb is None or min(quality(fa), quality(fb)) < q:
-            continue
-        s = float(fa.embedding @ fb.embedding)
-        (gen if p.same else imp).append(s)
-        correct += (s >= threshold) == p.same
-    total = len(gen) + len(imp)
-    tar = threshold_at_far(np.array(gen), np.array(imp), 1e-2)[1] if len(imp) >= 100 else None
-    return Score(kept_faces, len(keys), total, correct / total if total else float("nan"), tar)
 
 
 def fmt_tar(t: float | None) -> object:
@@ -415,16 +191,6 @@ def calibration_table(found: dict[Key, Face | None], people: list[Path], has_mes
         rows,
         "Calibration set: face_recognition people under the same degradations",
     )
-
-
-def auc(found: dict[Key, Face | None], probes: list[Probe]) -> float:
-    gen, imp = [], []
-    for p in probes:
-        fa, fb = found[p.a], found[p.b]
-        if fa is not None and fb is not None:
-            (gen if p.same else imp).append(float(fa.embedding @ fb.embedding))
-    far, tar, _ = roc_curve(np.array(gen), np.array(imp))
-    return auc_of(far, tar)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from identity.align import align_faces
+from identity.crops import SourceCrop, source_crop
 from identity.detect import Detector, load_detector
 from identity.embed import Embedder, load_embedder
 from identity.faces import Faces
@@ -39,6 +40,18 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 class AnalyzedImage:
     image_bgr: np.ndarray  # as decoded: at most ``decode_max_side`` on the long side
     faces: Faces  # coordinates in the upload's own pixels
+    scale_xy: tuple[float, float] = (1.0, 1.0)  # decoded / upload pixels
+
+    def source_crop(self, faces: Faces, i: int, max_side: int) -> SourceCrop:
+        """Face ``i`` of ``faces`` (in upload pixels, e.g. a chosen subset of ``self.faces``)
+        as a source crop of the decoded image (``identity.crops``)."""
+        sx, sy = self.scale_xy
+        return source_crop(
+            self.image_bgr,
+            faces.boxes[i] * np.array([sx, sy, sx, sy], np.float32),
+            faces.landmarks[i] * np.array([sx, sy], np.float32),
+            max_side,
+        )
 
 
 class FaceAnalyzer:
@@ -133,4 +146,4 @@ class FaceAnalyzer:
                 landmarks=faces.landmarks / np.array([sx, sy], np.float32),
             )
         faces = faces.with_(timings=merge_timings([timings, faces.timings]))
-        return AnalyzedImage(decoded.image_bgr, faces)
+        return AnalyzedImage(decoded.image_bgr, faces, decoded.scale_xy)

@@ -293,6 +293,24 @@ class Settings(BaseSettings):
         "cap. Larger sets go through a batch job (docs/batch.md).",
     )
 
+    # model migration: what a template keeps so another model can re-embed it --------------
+    keep_face_crops: bool = Field(
+        default=True,
+        description="Keep, per template, a sealed source crop (the face with a margin, at most "
+        "face_crop_side px) so `identity templates migrate` can re-embed it with another model. "
+        "Off for deployments that must not keep face images: migration then needs the photos "
+        "again (docs/model-migration.md).",
+    )
+    face_crop_side: int = Field(
+        default=320,
+        ge=128,
+        le=1024,
+        description="Long side in pixels of a kept source crop (the face box is half of it).",
+    )
+    migrate_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Templates re-embedded per committed batch."
+    )
+
     @property
     def calibration_dir(self) -> Path:
         return self.data_dir / "calibration"

@@ -20,7 +20,15 @@ from sqlalchemy import Engine
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings, get_settings
 from services.admin import routes as admin_routes
-from services.api.routes import body, collections, decisions, gallery, health, identities
+from services.api.routes import (
+    body,
+    collections,
+    decisions,
+    face_models,
+    gallery,
+    health,
+    identities,
+)
 from services.auth import KeyStore
 from services.db import open_database, upgrade, vacuum
 from services.errors import RequestSizeLimit, install_error_handlers
@@ -116,7 +124,7 @@ def create_app(
         lambda: app.state.store.indexes.sizes() if hasattr(app.state, "store") else {}
     )
     install_error_handlers(app)
-    for module in (collections, identities, decisions, health, body, gallery):
+    for module in (collections, identities, decisions, health, body, gallery, face_models):
         app.include_router(module.router)
     app.include_router(admin_routes.router)  # the dashboard at /admin
     # Added innermost first: the size limit runs before anything reads the body, metrics see

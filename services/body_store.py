@@ -288,9 +288,10 @@ class BodyStore:
         with self.store.sessions() as s:
             return {r[0] for r in s.execute(select(table.identity_id).where(table.id.in_(wanted)))}
 
-    def _face_in_person(self, image: np.ndarray, person_box: np.ndarray) -> Any:
-        """The largest face whose centre lies inside the person box, with embeddings, or None."""
-        faces = self.store.analyzer.analyze([image])
+    def _face_in_person(self, image: np.ndarray, person_box: np.ndarray, face_model: str) -> Any:
+        """The largest face whose centre lies inside the person box, with embeddings of
+        ``face_model``, or None."""
+        faces = self.store.analyzer_for(face_model).analyze([image])
         if not len(faces) or faces.embeddings is None:
             return None
         centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
@@ -325,6 +326,7 @@ class BodyStore:
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
         cid = self.store.collection_id(collection)
+        face_model = self.store.model_of(collection)
         body_thr, far_used = self.body_threshold(far, threshold)
         image = self._decode(probe, "probe")
         person = self.analyzer.analyze_one(image, bbox)
@@ -347,21 +349,19 @@ class BodyStore:
         face_thr: float | None = None
         q_face = None
         if use_face:
-            faces = self._face_in_person(image, person.boxes[0])
+            faces = self._face_in_person(image, person.boxes[0], face_model)
             if faces is not None:
                 face_info = {
                     "bbox": [round(float(v), 2) for v in faces.boxes[0]],
                     "det_score": round(float(faces.scores[0]), 4),
                 }
                 try:
-                    face_thr, _ = self.store.threshold(far, None)
+                    face_thr, _ = self.store.threshold(far, None, face_model)
                 except CalibrationError as exc:  # no calibrated face threshold: body only
                     face_info["skipped"] = exc.message
                 else:
                     q_face = faces.embeddings[0]
-                    _, face_tids = self.store.indexes.search(
-                        cid, self.store.model_name, faces.embeddings, k
-                    )
+                    _, face_tids = self.store.indexes.search(cid, face_model, faces.embeddings, k)
                     candidates |= self._owners(FaceTemplate, face_tids)
 
         # each identity's body score: its best template's margin over that model's threshold
@@ -375,7 +375,7 @@ class BodyStore:
                 ):
                     body_best[iid] = (sim, tid, model, thr)
         face_best = (
-            self._best_per_identity(FaceTemplate, self.store.model_name, candidates, q_face)
+            self._best_per_identity(FaceTemplate, face_model, candidates, q_face)
             if q_face is not None
             else {}
         )
@@ -441,7 +441,7 @@ class BodyStore:
             "body_model": self.model_name,
             "body_threshold": round(body_thr, 6),
             "reranked": bool(order) and q_face is None,
-            "face_model": self.store.model_name if q_face is not None else None,
+            "face_model": face_model if q_face is not None else None,
             "face_threshold": None if face_thr is None or q_face is None else round(face_thr, 6),
             "far": far_used,
             "fusion": {

@@ -56,6 +56,18 @@ class NoTemplates(Conflict):
     code = "no_templates"
 
 
+class MigrationIncomplete(Conflict):
+    """A switch to a face model whose templates do not yet cover the active model's."""
+
+    code = "migration_incomplete"
+
+
+class ActiveModel(Conflict):
+    """Dropping the templates of the model a collection decides with."""
+
+    code = "active_model"
+
+
 class Unauthorized(ServiceError):
     code = "unauthorized"
     http_status = 401

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDING = b"embedding"
 THUMBNAIL = b"thumbnail"
+CROP = b"source crop"
 SNAPSHOT = b"index snapshot"
 # Advisory lock between data-key creation (shared) and KEK rotation (exclusive).
 _ROTATION_LOCK = 727002

@@ -32,6 +32,9 @@ Tables:
   the re-ID embedding (raw little-endian float32, L2-normalised, sealed: ``key_id``) of an
   identity that also has (or may have) face templates. ``id`` is the FAISS id in the
   (collection, body model) index. Rows go with their identity.
+- 0450_model_migration: ``collections.face_model`` (the active face model),
+  ``face_templates.crop``/``crop_geometry``/``migrated_from`` (the source crop a template can be
+  re-embedded from) and ``gallery_jobs.kind`` (``ingest`` or ``migrate``).
 - ``gallery_jobs``, ``gallery_clusters``, ``gallery_faces``, ``gallery_images`` (migration
   0101_gallery): batch indexing jobs, proposed identities, the unlabelled faces they group and
   every analysed image keyed by (collection, model, sha256) so a rerun skips it
@@ -111,6 +114,8 @@ class Collection(Base):
     # Presentation-attack policy: off, report or require (services/liveness.py).
     liveness_policy: Mapped[str] = mapped_column(String(16), nullable=False, server_default="off")
     created_at: Mapped[datetime] = created_at_column()
+    # The active face model (0450_model_migration); NULL follows settings.embedder.
+    face_model: Mapped[str | None] = mapped_column(String(128))
 
 
 class IdentityRow(Base):
@@ -165,10 +170,15 @@ class FaceTemplate(Base):
     thumbnail: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = created_at_column()
     key_id: Mapped[int | None] = key_id_column()
-    # The presentation-attack check at enrollment, when one ran (migration 0430): the fused live
-    # probability (null when not run or the face could not be judged) and the verdict as it was
-    # given then (policy, live, reason, threshold, operating point, models), since the threshold
-    # may be recalibrated later. Null verdict = no check ran.
+    # 0450_model_migration: the sealed source crop file (beside the thumbnail), the face's box
+    # and landmarks in its pixels, and the template this one was re-embedded from.
+    crop: Mapped[str | None] = mapped_column(String(128))
+    crop_geometry: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    migrated_from: Mapped[int | None] = mapped_column(BigInteger)
+    # 0430_template_liveness: the presentation-attack check at enrollment, when one ran: the
+    # fused live probability (null when not run or the face could not be judged) and the verdict
+    # as it was given then (policy, live, reason, threshold, operating point, models), since the
+    # threshold may be recalibrated later. Null verdict = no check ran. Kept by re-embedding.
     liveness: Mapped[float | None] = mapped_column(Float)
     liveness_verdict: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
@@ -283,7 +293,10 @@ class BodyTemplate(Base):
 # --- batch gallery indexing (migration 0101_gallery) ---------------------------------------
 class GalleryJob(Base):
     __tablename__ = "gallery_jobs"
-    __table_args__ = (Index("ix_gallery_jobs_collection", "collection_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_gallery_jobs_collection", "collection_id", "created_at"),
+        CheckConstraint("kind IN ('ingest', 'migrate')", name="ck_gallery_jobs_kind"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     collection_id: Mapped[int] = collection_id_column()
@@ -302,6 +315,8 @@ class GalleryJob(Base):
     created_at: Mapped[datetime] = created_at_column()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # ingest (services/gallery/ingest.py) or migrate (services/gallery/migrate.py), 0450
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, server_default="ingest")
 
 
 class GalleryCluster(Base):

@@ -7,16 +7,23 @@ import csv
 import io
 import os
 import stat
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from identity.errors import InvalidInput
 from identity.gallery.limits import human_bytes
 
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
+)
 # An identity's external_id (and a gallery image's label) is at most this long in the store.
 MAX_LABEL_CHARS = 256
 MAX_CSV_BYTES = 64 * 1024 * 1024
 # C0 controls and DEL: a NUL cannot be stored in Postgres text, the rest only confuse a report
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
+
+
+def is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def read_regular_file(path: Path, max_bytes: int) -> bytes:

@@ -54,6 +54,9 @@ class FaceResult:
     embedding: np.ndarray  # (D,) float32, L2-normalised
     rejections: list[str] = field(default_factory=list)  # empty = usable for enrollment
     thumbnail_jpeg: bytes | None = None  # the aligned crop, for the dashboard and clusters
+    # the source crop a template keeps to be re-embedded by another model (identity.crops)
+    crop_jpeg: bytes | None = None
+    crop_geometry: dict[str, Any] | None = None
 
     @property
     def usable(self) -> bool:
@@ -119,7 +122,11 @@ def subject_rejections(faces: Faces, labelled: bool) -> list[list[str]]:
     return out
 
 
-def faces_to_results(faces: Faces, settings: Settings, labelled: bool) -> list[FaceResult]:
+def faces_to_results(
+    faces: Faces, settings: Settings, labelled: bool, image: np.ndarray | None = None
+) -> list[FaceResult]:
+    """Per-face results; with the ``image`` the faces were found in, the faces that become
+    templates (labelled and usable) carry their source crop when the settings keep crops."""
     if not len(faces):
         return []
     gate = enrollment_rejections(faces, settings)
@@ -145,6 +152,11 @@ def faces_to_results(faces: Faces, settings: Settings, labelled: bool) -> list[F
                 thumbnail_jpeg=thumb,
             )
         )
+        if image is not None and labelled and settings.keep_face_crops and results[-1].usable:
+            from identity.crops import encode_crop, source_crop
+
+            crop = source_crop(image, faces.boxes[i], faces.landmarks[i], settings.face_crop_side)
+            results[-1].crop_jpeg, results[-1].crop_geometry = encode_crop(crop), crop.geometry()
     return results
 
 
@@ -219,7 +231,7 @@ class BatchAnalyzer:
     def _analyze(self, images: list[np.ndarray]) -> list[list[FaceResult] | None]:
         faces = self.analyzer.analyze(images)
         return [
-            faces_to_results(faces.for_image(i), self.settings, self.labelled)
+            faces_to_results(faces.for_image(i), self.settings, self.labelled, images[i])
             for i in range(len(images))
         ]
 

@@ -6,9 +6,10 @@
   (policy, live, reason, threshold, operating point, models); null when no check ran.
 
 Existing templates get nulls: nothing was checked when they were enrolled, or it was not kept.
+It follows 0450_model_migration (which landed first) so the chain keeps one head.
 
 Revision ID: 0430_template_liveness
-Revises: 0402_admin_sessions
+Revises: 0450_model_migration
 Create Date: 2026-12-02
 """
 
@@ -19,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0430_template_liveness"
-down_revision = "0402_admin_sessions"
+down_revision = "0450_model_migration"
 branch_labels = None
 depends_on = None
 

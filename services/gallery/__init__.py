@@ -16,7 +16,8 @@ clustered into proposed identities (``gallery_clusters``) that an operator names
 One module per job: ``report`` (options and report), ``lease`` (``JobLease``), ``jobs`` (job
 rows, ending dead owners' jobs), ``batches`` (the one-transaction batch write), ``clusters``
 (proposed identities), ``store`` (``GalleryStore``, composed of those three parts), ``ingest``
-(``run_ingest``), ``runner`` (the API's background thread), ``paths`` (gallery roots). The tables
+(``run_ingest``), ``migrate`` (``run_migration``: re-embedding a collection's templates with
+another face model, and ``migrate_check``, its review list), ``runner`` (the API's background thread), ``paths`` (gallery roots). The tables
 are in ``services/tables.py``.
 """
 
@@ -24,6 +25,7 @@ from services.gallery.ingest import _job_end as _job_end  # tests/gallery/test_g
 from services.gallery.ingest import run_ingest
 from services.gallery.jobs import LIVE_STATUSES, sweep_job_leftovers
 from services.gallery.lease import JobLease
+from services.gallery.migrate import MigrationReport, run_migration
 from services.gallery.paths import gallery_roots, resolve_server_path
 from services.gallery.report import IngestOptions, IngestReport
 from services.gallery.runner import GalleryJobRunner
@@ -36,8 +38,10 @@ __all__ = [
     "IngestOptions",
     "IngestReport",
     "JobLease",
+    "MigrationReport",
     "gallery_roots",
     "resolve_server_path",
     "run_ingest",
+    "run_migration",
     "sweep_job_leftovers",
 ]

@@ -12,7 +12,3 @@ class GalleryBase:
         self.store = store
         self.settings = store.settings
         self.sessions = store.sessions
-
-    @property
-    def model_name(self) -> str:
-        return self.store.model_name

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from identity.gallery.worker import ImageResult
+from identity.registry import get_manifest
 from services.gallery.base import GalleryBase
 from services.gallery.report import IngestReport
 from services.indexes import embedding_to_bytes
@@ -19,8 +20,8 @@ from services.tables import FaceTemplate, GalleryFace, GalleryImage, GalleryJob
 
 
 class GalleryBatches(GalleryBase):
-    def known_shas(self, collection_id: int, shas: Iterable[str]) -> set[str]:
-        """Which of these image digests the collection already has for the current model."""
+    def known_shas(self, collection_id: int, model: str, shas: Iterable[str]) -> set[str]:
+        """Which of these image digests the collection already has for ``model``."""
         wanted = list(set(shas))
         if not wanted:
             return set()
@@ -28,14 +29,14 @@ class GalleryBatches(GalleryBase):
             done = s.execute(
                 select(GalleryImage.sha256).where(
                     GalleryImage.collection_id == collection_id,
-                    GalleryImage.model_name == self.model_name,
+                    GalleryImage.model_name == model,
                     GalleryImage.sha256.in_(wanted),
                 )
             ).scalars()
             enrolled = s.execute(
                 select(FaceTemplate.source_sha256).where(
                     FaceTemplate.collection_id == collection_id,
-                    FaceTemplate.model_name == self.model_name,
+                    FaceTemplate.model_name == model,
                     FaceTemplate.source_sha256.in_(wanted),
                 )
             ).scalars()
@@ -50,15 +51,18 @@ class GalleryBatches(GalleryBase):
         labelled: bool,
         report: IngestReport,
         actor: int | None = None,
+        model: str | None = None,
     ) -> None:
-        """Store one batch of analysed images in ONE transaction and update ``report``.
+        """Store one batch of analysed images (embedded by ``model``, default the collection's)
+        in ONE transaction and update ``report``.
 
         Images the store already has (a concurrent run, a resumed run) are skipped inside the
         transaction, under the collection lock, so two runs can never enroll the same image twice.
         Labelled faces go through ``CollectionWrite.add_templates`` (thumbnails, index log).
         """
         store = self.store
-        model, version = self.model_name, store.model_version
+        model = model or store.model_of(collection)
+        version = get_manifest(model).version
         ok = [r for r in results if r.ok and r.sha256]
         for r in results:
             if not r.ok:
@@ -127,6 +131,8 @@ class GalleryBatches(GalleryBase):
                             NewTemplate(
                                 identity_id=ids[r.label],
                                 thumbnail_jpeg=face.thumbnail_jpeg,
+                                crop_jpeg=face.crop_jpeg,
+                                crop_geometry=face.crop_geometry,
                                 **common,
                             )
                         )

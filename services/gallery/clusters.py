@@ -17,10 +17,10 @@ from services.tables import GalleryCluster, GalleryFace, IdentityRow
 
 
 class GalleryClusters(GalleryBase):
-    def cluster_threshold(self) -> float:
+    def cluster_threshold(self, model: str) -> float:
         from identity.calibration import threshold_for
 
-        return float(threshold_for(self.model_name, self.settings.cluster_far, self.settings))
+        return float(threshold_for(model, self.settings.cluster_far, self.settings))
 
     def recluster(
         self,
@@ -33,9 +33,9 @@ class GalleryClusters(GalleryBase):
         clustering (named clusters are untouched: their faces are templates already)."""
         from identity.gallery.cluster import cluster_embeddings
 
+        model = self.store.model_of(collection)
         if method != "hdbscan" and threshold is None:
-            threshold = self.cluster_threshold()
-        model = self.model_name
+            threshold = self.cluster_threshold(model)
         with self.store.write(collection) as w:
             s, c = w.session, w.collection
             rows = s.execute(

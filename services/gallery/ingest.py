@@ -29,6 +29,7 @@ ProgressHook = Callable[[int, IngestReport], None]
 def _prepared_batches(
     gallery: GalleryStore,
     collection_id: int,
+    model: str,
     items: Iterator[GalleryItem],
     report: IngestReport,
     labelled: bool,
@@ -48,7 +49,7 @@ def _prepared_batches(
     def flush(chunk: list[WorkItem]) -> list[WorkItem]:
         if not read_bytes:
             return chunk
-        known = gallery.known_shas(collection_id, [w.sha256 for w in chunk if w.sha256])
+        known = gallery.known_shas(collection_id, model, [w.sha256 for w in chunk if w.sha256])
         fresh = []
         for w in chunk:
             if w.sha256 in known:
@@ -182,9 +183,14 @@ def _run_job(
         if not gallery.start_job(job_id, report.total):
             raise JobCancelled("the job was cancelled before it started")
         cid = gallery.store.collection_id(collection)
+        # The collection's model when the job starts embeds the whole job (a switch mid-job
+        # applies to the next one), so every batch is written under the model that made it.
+        model = gallery.store.model_of(collection)
+        analysis = gallery.settings.model_copy(update={"embedder": model})
         batches = _prepared_batches(
             gallery,
             cid,
+            model,
             iter(source),
             report,
             labelled,
@@ -195,11 +201,13 @@ def _run_job(
         if options.engine == "ray":
             from identity.gallery.ray_engine import analyze_batches_ray
 
-            stream = analyze_batches_ray(batches, gallery.settings, labelled, options.workers)
+            stream = analyze_batches_ray(batches, analysis, labelled, options.workers)
         else:
-            stream = analyze_batches(batches, gallery.settings, labelled, options.workers)
+            stream = analyze_batches(batches, analysis, labelled, options.workers)
         for _batch, results in stream:
-            gallery.write_batch(collection, job_id, results, labelled, report, actor=actor)
+            gallery.write_batch(
+                collection, job_id, results, labelled, report, actor=actor, model=model
+            )
             if on_progress is not None:
                 on_progress(report.done, report)
             guard.check()

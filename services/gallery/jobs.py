@@ -78,6 +78,7 @@ class GalleryJobs(GalleryBase):
             progress = 1.0
         return {
             "id": str(job.id),
+            "kind": job.kind,
             "collection": collection,
             "status": job.status,
             "source": job.source,

@@ -5,20 +5,26 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from identity.errors import JobCancelled
 from services.gallery.ingest import run_ingest
 from services.gallery.lease import JobLease
+from services.gallery.migrate import create_migration_job, run_migration
 from services.gallery.report import IngestOptions
 from services.gallery.store import GalleryStore
+
+# A queued job: its id, the lease that owns it, a file to delete when it ends, and the work.
+_Task = tuple[str, JobLease, Path | None, Callable[[], object]]
 
 log = logging.getLogger(__name__)
 
 
 class GalleryJobRunner:
-    """One background thread per service process running queued indexing jobs in order.
+    """One background thread per service process running queued jobs (gallery ingestion and
+    model migrations, ``services.gallery.migrate``) in order.
 
     Jobs are rows first (``queued``), so ``GET .../jobs/{id}`` works at once; the thread picks
     them from an in-process queue. Every job is owned by a ``JobLease`` from its creation to its
@@ -34,10 +40,7 @@ class GalleryJobRunner:
         import threading
 
         self.gallery = gallery
-        self._queue: queue.Queue[
-            tuple[str, str, Path, IngestOptions, Path | None, int | None, JobLease] | None
-        ]
-        self._queue = queue.Queue()
+        self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="gallery-jobs", daemon=True)
         self.gallery.mark_interrupted_jobs()
         self._thread.start()
@@ -60,8 +63,40 @@ class GalleryJobRunner:
         except BaseException:
             lease.release()
             raise
-        self._queue.put((job_id, collection, path, options, cleanup, actor, lease))
+        self._put_ingest(job_id, lease, collection, path, options, cleanup, actor)
         return self.gallery.get_job(collection, job_id)
+
+    def submit_migration(
+        self, collection: str, target: str, actor: int | None = None
+    ) -> dict[str, Any]:
+        """Queue a migration of the collection's templates to the face model ``target``."""
+        lease = JobLease(self.gallery.store.engine)
+        try:
+            job_id = create_migration_job(self.gallery, collection, target, actor, lease)
+        except BaseException:
+            lease.release()
+            raise
+
+        def work() -> object:
+            return run_migration(self.gallery, collection, target, job_id=job_id, actor=actor)
+
+        self._queue.put((job_id, lease, None, work))
+        return self.gallery.get_job(collection, job_id)
+
+    def _put_ingest(
+        self,
+        job_id: str,
+        lease: JobLease,
+        collection: str,
+        path: Path,
+        options: IngestOptions,
+        cleanup: Path | None,
+        actor: int | None,
+    ) -> None:
+        def work() -> object:
+            return run_ingest(self.gallery, collection, path, options, job_id=job_id, actor=actor)
+
+        self._queue.put((job_id, lease, cleanup, work))
 
     def submit_upload(
         self,
@@ -92,7 +127,7 @@ class GalleryJobRunner:
             path.unlink(missing_ok=True)
             lease.release()
             raise
-        self._queue.put((job_id, collection, path, options, path, actor, lease))
+        self._put_ingest(job_id, lease, collection, path, options, path, actor)
         return self.gallery.get_job(collection, job_id)
 
     def _loop(self) -> None:
@@ -100,9 +135,9 @@ class GalleryJobRunner:
             task = self._queue.get()
             if task is None:
                 return
-            job_id, collection, path, options, cleanup, actor, lease = task
+            job_id, lease, cleanup, work = task
             try:
-                run_ingest(self.gallery, collection, path, options, job_id=job_id, actor=actor)
+                work()
             except JobCancelled:
                 pass  # recorded on the job row; the next job runs
             except Exception:  # recorded on the job row by run_ingest; keep serving

@@ -7,9 +7,10 @@ wrote. Errors are ``identity.errors`` types (NotFound, Conflict, InvalidInput, N
 which the HTTP layer maps once.
 
 The methods live by resource, one module each: ``core`` (construction, ``read``/``write``
-transactions and ``CollectionWrite``, locks, audit), ``collections``, ``identities``,
+transactions, locks, audit), ``write`` (``CollectionWrite``, ``NewTemplate``), ``collections``, ``identities``,
 ``enrollment`` (images and analysed faces, thumbnails), ``decisions`` (verify, identify, the
-threshold), ``liveness`` (a collection's policy and its gate) and ``housekeeping`` (audit log,
+threshold), ``liveness`` (a collection's policy and its gate), ``face_models`` (the active face model,
+switch and drop) and ``housekeeping`` (audit log,
 index status, reindex, sweeps). ``IdentityStore`` composes them, so callers see one object.
 
 Decisions use ``identity.calibration.decision_threshold``: the policy (``default_far``) or a
@@ -20,18 +21,13 @@ Every method takes ``actor`` (the API key id, or None for the CLI) for the audit
 from __future__ import annotations
 
 from services.store.collections import CollectionsMixin
-from services.store.core import (
-    COLLECTION_NAME,
-    MAX_TOP_K,
-    CollectionWrite,
-    NewTemplate,
-    face_summary,
-    sha256_hex,
-)
+from services.store.core import COLLECTION_NAME, MAX_TOP_K, face_summary, sha256_hex
 from services.store.decisions import DecisionsMixin
 from services.store.enrollment import EnrollmentMixin
+from services.store.face_models import FaceModelsMixin
 from services.store.housekeeping import HousekeepingMixin
 from services.store.identities import IdentitiesMixin
+from services.store.write import CollectionWrite, NewTemplate
 
 __all__ = [
     "COLLECTION_NAME",
@@ -45,6 +41,11 @@ __all__ = [
 
 
 class IdentityStore(
-    CollectionsMixin, IdentitiesMixin, EnrollmentMixin, DecisionsMixin, HousekeepingMixin
+    CollectionsMixin,
+    IdentitiesMixin,
+    EnrollmentMixin,
+    DecisionsMixin,
+    FaceModelsMixin,
+    HousekeepingMixin,
 ):
     """Postgres-backed identities and templates plus their FAISS indexes (see module docstring)."""

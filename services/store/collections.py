@@ -115,11 +115,11 @@ class CollectionsMixin(StoreCore):
         with self.sessions.begin() as s:
             c = self._collection(s, name)
             self._lock_collection(s, c.id)
-            thumbs = (
-                s.execute(select(FaceTemplate.thumbnail).where(FaceTemplate.collection_id == c.id))
-                .scalars()
-                .all()
-            )
+            files = s.execute(
+                select(FaceTemplate.thumbnail, FaceTemplate.crop).where(
+                    FaceTemplate.collection_id == c.id
+                )
+            ).all()
             n_ident = s.execute(
                 select(func.count()).where(IdentityRow.collection_id == c.id)
             ).scalar_one()
@@ -133,10 +133,10 @@ class CollectionsMixin(StoreCore):
                 "ok",
                 collection=name,
                 identities=n_ident,
-                templates=len(thumbs),
+                templates=len(files),
             )
             cid = c.id
-        self._remove_thumbnails(cid, [t for t in thumbs if t])
+        self._remove_thumbnails(cid, [f for pair in files for f in pair if f])
         self.indexes.drop(cid)
         vacuum(self.engine, mode=self.settings.erase_vacuum)
-        return {"deleted": name, "identities": n_ident, "templates": len(thumbs)}
+        return {"deleted": name, "identities": n_ident, "templates": len(files)}

@@ -1,8 +1,8 @@
 """The store's core: construction, sessions, the ``read``/``write`` transactions, locks, audit.
 
-``StoreCore`` holds what every resource module builds on (settings, engine, sessions, analyzer,
-sealer, vector store); ``CollectionWrite`` is the one locked write transaction other modules (the
-gallery indexer, body templates) share with the store.
+``StoreCore`` holds what every resource module builds on (settings, engine, sessions, analyzer
+per face model, sealer, vector store); ``write`` opens the one locked write transaction
+(``services/store/write.py``: ``CollectionWrite``) other modules share with the store.
 """
 
 from __future__ import annotations
@@ -12,25 +12,22 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, Table, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from identity.faces import Faces
 from identity.image import sha256_hex  # noqa: F401  (re-exported: the store's dedupe key)
 from identity.pipeline import FaceAnalyzer
-from identity.sealing import write_private
 from identity.settings import Settings
 from services import audit as audit_log
 from services.db import make_sessionmaker, vacuum
 from services.errors import NotFound
-from services.liveness import stored_verdict
-from services.sealed import EMBEDDING, THUMBNAIL, DataKeys
-from services.tables import Collection, FaceTemplate, IdentityRow, IndexChange
+from services.sealed import DataKeys
+from services.store.write import CollectionWrite
+from services.tables import Collection, IdentityRow
 from services.vector_store import VectorStore, make_vector_store
 
 log = logging.getLogger(__name__)
@@ -55,176 +52,6 @@ def face_summary(faces: Faces, i: int) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class NewTemplate:
-    """One analysed face to store as a template of ``identity_id`` (``CollectionWrite.add_templates``).
-
-    ``embedding`` is already ``embedding_to_bytes`` (plaintext: ``add_templates`` seals it);
-    ``thumbnail_jpeg`` becomes a sealed file under ``thumbnails_dir`` when the settings keep
-    thumbnails.
-    """
-
-    identity_id: uuid.UUID
-    model_name: str
-    model_version: str
-    dim: int
-    embedding: bytes
-    quality: float | None
-    quality_reasons: list[str]
-    det_score: float | None
-    bbox: list[float]
-    landmarks: list[list[float]]
-    source_sha256: str
-    thumbnail_jpeg: bytes | None = None
-    # The enrollment liveness verdict (services.liveness.verdicts), when a check ran.
-    liveness: dict[str, Any] | None = None
-
-
-class CollectionWrite:
-    """One write transaction on one collection, made by ``IdentityStore.write``.
-
-    It holds the collection's advisory lock until commit. Templates added here get their
-    ``index_changes`` 'add' rows and thumbnail files; templates removed here their 'remove'
-    rows. After the commit the store deletes the removed templates' thumbnails and brings the
-    FAISS index of every touched model up to date; if the transaction fails, the thumbnail files
-    it wrote are deleted instead, so a failed write leaves no files behind. A write that removed
-    templates is an erasure: the store also rewrites the touched index snapshots and VACUUMs the
-    biometric tables (``settings.erase_vacuum``), so no file keeps the removed bytes.
-    """
-
-    def __init__(
-        self, store: StoreCore, session: Session, collection: Collection, actor: int | None
-    ) -> None:
-        self.store = store
-        self.session = session
-        self.collection = collection
-        self.collection_id = collection.id
-        self.actor = actor
-        self.models: set[str] = set()  # models whose index must catch up after the commit
-        self.written_thumbnails: list[str] = []
-        self.dropped_thumbnails: list[str] = []
-        self.erased = False  # templates (or rows cascading from them) deleted here
-
-    def identity(self, identity_id: uuid.UUID | str) -> IdentityRow:
-        """The identity in this collection, or NotFound."""
-        return StoreCore._identity(self.session, self.collection, identity_id)
-
-    def audit(
-        self, action: str, outcome: str, identity_id: uuid.UUID | None = None, **details: Any
-    ) -> None:
-        StoreCore._audit(
-            self.session,
-            self.actor,
-            action,
-            outcome,
-            collection=self.collection.name,
-            identity_id=identity_id,
-            **details,
-        )
-
-    def ensure_identities(
-        self, external_ids: set[str], metadata: dict[str, Any]
-    ) -> tuple[dict[str, uuid.UUID], int]:
-        """external_id -> identity id, creating the missing ones (display name = external id).
-
-        Returns (map, how many were created). Safe against a concurrent creator: the insert
-        does nothing on the (collection, external_id) unique constraint.
-        """
-        if not external_ids:
-            return {}, 0
-        table = cast(Table, IdentityRow.__table__)
-        created = 0
-        for ext in sorted(external_ids):
-            result = self.session.execute(
-                pg_insert(table)
-                .values(
-                    id=uuid.uuid4(),
-                    collection_id=self.collection_id,
-                    external_id=ext,
-                    display_name=ext,
-                    metadata=metadata,
-                )
-                .on_conflict_do_nothing(constraint="uq_identities_collection_external")
-                .returning(table.c.id)
-            )
-            created += len(result.all())  # a row back only when this insert created it
-        rows = self.session.execute(
-            select(IdentityRow.external_id, IdentityRow.id).where(
-                IdentityRow.collection_id == self.collection_id,
-                IdentityRow.external_id.in_(external_ids),
-            )
-        ).all()
-        return dict(rows), created
-
-    def add_templates(self, records: Sequence[NewTemplate]) -> list[FaceTemplate]:
-        """Insert many templates (any identities of this collection) and log them for the index.
-
-        Flushes, so the returned rows have their ids.
-        """
-        rows = []
-        sealer = self.store.sealer
-        for r in records:
-            key_id, sealed = sealer.seal(self.collection_id, r.embedding, EMBEDDING)
-            t = FaceTemplate(
-                identity_id=r.identity_id,
-                collection_id=self.collection_id,
-                model_name=r.model_name,
-                model_version=r.model_version,
-                dim=r.dim,
-                embedding=sealed,
-                key_id=key_id,
-                quality=r.quality,
-                quality_reasons=r.quality_reasons,
-                det_score=r.det_score,
-                bbox=r.bbox,
-                landmarks=r.landmarks,
-                source_sha256=r.source_sha256,
-                thumbnail=self._save_thumbnail(r.thumbnail_jpeg),
-            )
-            if r.liveness is not None:
-                t.liveness, t.liveness_verdict = stored_verdict(r.liveness)
-            self.session.add(t)
-            rows.append(t)
-        self.session.flush()
-        for t in rows:
-            self.session.add(
-                IndexChange(
-                    collection_id=self.collection_id,
-                    model_name=t.model_name,
-                    template_id=t.id,
-                    op="add",
-                )
-            )
-            self.models.add(t.model_name)
-        return rows
-
-    def template_removed(self, template_id: int, model_name: str, thumbnail: str | None) -> None:
-        """Log that a template goes away in this transaction (the caller deletes the row, or a
-        cascade does): its index entry is removed and its thumbnail deleted after the commit."""
-        self.session.add(
-            IndexChange(
-                collection_id=self.collection_id,
-                model_name=model_name,
-                template_id=template_id,
-                op="remove",
-            )
-        )
-        self.models.add(model_name)
-        self.erased = True
-        if thumbnail:
-            self.dropped_thumbnails.append(thumbnail)
-
-    def _save_thumbnail(self, jpeg: bytes | None) -> str | None:
-        if not jpeg or not self.store.settings.store_thumbnails:
-            return None
-        name = f"{uuid.uuid4().hex}.sealed"
-        sealed = self.store.sealer.seal(self.collection_id, jpeg, THUMBNAIL)[1]
-        # recorded before the write, so a half-written file is deleted too if anything fails
-        self.written_thumbnails.append(name)
-        write_private(self.store._thumb_path(self.collection_id, name), sealed)
-        return name
-
-
 class StoreCore:
     """What every part of ``IdentityStore`` builds on: settings, engine, sessions, analyzer,
     sealer and vector store; the transactions, locks and audit hook."""
@@ -240,6 +67,7 @@ class StoreCore:
         self.engine = engine
         self.sessions = make_sessionmaker(engine)
         self.analyzer = analyzer or FaceAnalyzer(settings)
+        self._analyzers: dict[str, FaceAnalyzer] = {self.analyzer.embedder_name: self.analyzer}
         self.sealer = indexes.sealer if indexes is not None else DataKeys(settings, engine)
         self.indexes = indexes or make_vector_store(settings, engine, self.sealer)
 
@@ -254,9 +82,33 @@ class StoreCore:
 
         return get_manifest(self.model_name).version
 
+    @staticmethod
+    def model_version_of(model: str) -> str:
+        from identity.registry import get_manifest
+
+        return get_manifest(model).version
+
     @property
     def detector_name(self) -> str:
         return self.analyzer.detector_name
+
+    def face_model(self, collection: Collection) -> str:
+        """The collection's active face model: the one switched to (``identity templates
+        switch``), else the service's configured embedder."""
+        return collection.face_model or self.model_name
+
+    def model_of(self, collection: str) -> str:
+        with self.sessions() as s:
+            return self.face_model(self._collection(s, collection))
+
+    def analyzer_for(self, model: str) -> FaceAnalyzer:
+        """The pipeline with ``model`` as embedder (same detector), made once per model."""
+        found = self._analyzers.get(model)
+        if found is None:
+            found = FaceAnalyzer(self.settings, self.analyzer.detector_name, model)
+            # dict.setdefault is atomic: two threads racing keep one analyzer
+            found = self._analyzers.setdefault(model, found)
+        return found
 
     # helpers --------------------------------------------------------------------------------
     @staticmethod

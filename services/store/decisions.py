@@ -21,28 +21,34 @@ from services.tables import FaceTemplate, IdentityRow
 class DecisionsMixin(LivenessMixin):
     """1:1 and 1:N decisions at the policy's threshold (or a stricter one asked for)."""
 
-    def threshold(self, far: float | None, threshold: float | None) -> tuple[float, float | None]:
-        """(threshold, far) of the policy or a stricter one asked for (``decision_threshold``)."""
+    def threshold(
+        self, far: float | None, threshold: float | None, model: str | None = None
+    ) -> tuple[float, float | None]:
+        """(threshold, far) of the policy or a stricter one asked for (``decision_threshold``),
+        for ``model`` (default: the service's embedder)."""
         from identity.calibration import decision_threshold
 
         return decision_threshold(
-            self.model_name, self.settings, far, threshold, self.detector_name
+            model or self.model_name, self.settings, far, threshold, self.detector_name
         )
 
-    def calibration_evidence(self, far: float | None) -> dict[str, Any] | None:
+    def calibration_evidence(
+        self, far: float | None, model: str | None = None
+    ) -> dict[str, Any] | None:
         """Which calibration a decision at ``far`` used (None for a caller's own threshold)."""
         if far is None:
             return None
         from identity.calibration import pipeline_calibration
 
-        return pipeline_calibration(self.model_name, self.settings, self.detector_name).evidence(
-            far
-        )
+        return pipeline_calibration(
+            model or self.model_name, self.settings, self.detector_name
+        ).evidence(far)
 
-    def _probe(self, data: bytes, what: str = "probe", liveness: bool = False) -> Faces:
+    def _probe(self, data: bytes, model: str, what: str = "probe", liveness: bool = False) -> Faces:
         if not isinstance(data, (bytes, bytearray)) or not data:
             raise BadImage(f"{what} image is empty")
-        faces = self.analyzer.analyze_bytes(bytes(data), liveness=liveness).faces
+        analyzer = self.analyzer_for(model)
+        faces = analyzer.analyze_bytes(bytes(data), liveness=liveness).faces
         record_stages(faces.timings)
         if not len(faces):
             raise NoFaceFound(f"no face found in the {what} image")
@@ -70,9 +76,10 @@ class DecisionsMixin(LivenessMixin):
         """
         if (identity_id is None) == (other is None):
             raise InvalidInput("give exactly one of identity_id or a second image")
-        thr, far_used = self.threshold(far, threshold)
         with self.sessions() as s:
             c = self._collection(s, collection)
+            model = self.face_model(c)
+            thr, far_used = self.threshold(far, threshold, model)
             policy = c.liveness_policy
             if identity_id is not None:
                 row = self._identity(s, c, identity_id)
@@ -84,16 +91,16 @@ class DecisionsMixin(LivenessMixin):
                         FaceTemplate.key_id,
                     ).where(
                         FaceTemplate.identity_id == row.id,
-                        FaceTemplate.model_name == self.model_name,
+                        FaceTemplate.model_name == model,
                     )
                 ).all()
                 if not templates:
                     raise NoTemplates(
-                        f"identity '{row.id}' has no enrolled faces for model {self.model_name}"
+                        f"identity '{row.id}' has no enrolled faces for model {model}"
                     )
         live_check = wanted(policy, liveness)
         probe_faces = self._probe(
-            probe, liveness=live_check
+            probe, model, liveness=live_check
         ).sorted_by_area()  # face 0 is the largest
         if single_face and len(probe_faces) > 1:
             raise MultipleFaces(
@@ -113,7 +120,7 @@ class DecisionsMixin(LivenessMixin):
             )
         else:
             face = 0
-            other_faces = self._probe(other, "second").largest()  # type: ignore[arg-type]
+            other_faces = self._probe(other, model, "second").largest()  # type: ignore[arg-type]
             assert other_faces.embeddings is not None and probe_faces.embeddings is not None
             similarity = float(other_faces.embeddings[0] @ probe_faces.embeddings[0])
             out["other_face"] = face_summary(other_faces, 0)
@@ -141,9 +148,9 @@ class DecisionsMixin(LivenessMixin):
             "similarity": round(similarity, 6),
             "threshold": round(thr, 6),
             "far": far_used,
-            "calibration": self.calibration_evidence(far_used),
+            "calibration": self.calibration_evidence(far_used, model),
             "match": bool(match),
-            "model": self.model_name,
+            "model": model,
             "probe_face": face_summary(probe_faces, int(face)),
             "probe_face_index": int(face),
             **out,
@@ -165,14 +172,23 @@ class DecisionsMixin(LivenessMixin):
 
         Under a ``require`` policy every face searched must be judged live.
         """
-        cid = self.collection_id(collection)
-        policy = self.liveness_policy(collection)
+        with self.sessions() as s:
+            c = self._collection(s, collection)
+            cid, policy, model = c.id, c.liveness_policy, self.face_model(c)
         live_check = wanted(policy, liveness)
-        faces = self._probe(probe, liveness=live_check)
+        faces = self._probe(probe, model, liveness=live_check)
         faces = faces.sorted_by_area() if all_faces else faces.largest()
         if not live_check:
             return self.identify_faces(
-                collection, faces, top_k, far, threshold, actor, cid, matches_only=matches_only
+                collection,
+                faces,
+                top_k,
+                far,
+                threshold,
+                actor,
+                cid,
+                matches_only=matches_only,
+                model=model,
             )
         found = self._liveness_gate(faces, policy, "identify", actor, collection)
         result = self.identify_faces(
@@ -185,6 +201,7 @@ class DecisionsMixin(LivenessMixin):
             cid,
             audit_extra={"liveness": [audit_fields(v)["liveness"] for v in found]},
             matches_only=matches_only,
+            model=model,
         )
         for face, verdict in zip(result["faces"], found, strict=True):
             face["liveness"] = verdict
@@ -201,19 +218,24 @@ class DecisionsMixin(LivenessMixin):
         collection_id: int | None = None,
         audit_extra: dict[str, Any] | None = None,
         matches_only: bool = False,
+        model: str | None = None,
     ) -> dict[str, Any]:
-        """1:N for analysed faces. ``matches_only`` drops the candidates below the threshold:
+        """1:N for analysed faces (embedded with ``model``, default the collection's). ``matches_only`` drops the candidates below the threshold:
         a verify-scoped key learns who matched, never who came close (the names of near
         misses would let it enumerate the collection)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
         if faces.embeddings is None:
             raise InvalidInput("identify_faces needs faces with embeddings")
-        thr, far_used = self.threshold(far, threshold)
-        cid = collection_id if collection_id is not None else self.collection_id(collection)
+        if collection_id is None or model is None:
+            with self.sessions() as s:
+                c = self._collection(s, collection)
+                collection_id, model = c.id, model or self.face_model(c)
+        cid = collection_id
+        thr, far_used = self.threshold(far, threshold, model)
         # Several templates per identity: over-fetch so top_k distinct identities survive.
         k = max(top_k * 5, 20)
-        sims, tids = self.indexes.search(cid, self.model_name, faces.embeddings, k)
+        sims, tids = self.indexes.search(cid, model, faces.embeddings, k)
         wanted = {int(t) for t in tids.ravel() if t >= 0}
         owners: dict[int, tuple[uuid.UUID, str, str]] = {}
         if wanted:
@@ -264,6 +286,6 @@ class DecisionsMixin(LivenessMixin):
             "faces": results,
             "threshold": round(thr, 6),
             "far": far_used,
-            "calibration": self.calibration_evidence(far_used),
-            "model": self.model_name,
+            "calibration": self.calibration_evidence(far_used, model),
+            "model": model,
         }

@@ -10,17 +10,20 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from identity.crops import SourceCrop, encode_crop
 from identity.detect.nms import box_iou
 from identity.errors import CodedError, InvalidInput, NoFaceFound
 from identity.faces import Faces, check_bbox_xyxy
 from identity.image import sha256_hex
+from identity.registry import get_manifest
 from services.errors import DuplicateImage, NotFound
 from services.indexes import embedding_to_bytes
-from services.liveness import audit_fields, wanted
+from services.liveness import audit_fields, stored_verdict, wanted
 from services.metrics import record_stages
 from services.sealed import THUMBNAIL
-from services.store.core import NewTemplate, _round, face_summary
+from services.store.core import _round, face_summary
 from services.store.liveness import LivenessMixin
+from services.store.write import NewTemplate
 from services.tables import FaceTemplate
 
 
@@ -45,7 +48,7 @@ class EnrollmentMixin(LivenessMixin):
             raise NotFound(f"no thumbnail for template {template_id}") from None
         return self.sealer.open(blob, THUMBNAIL) if path.suffix == ".sealed" else blob
 
-    def _thumbnail_jpeg(self, faces: Faces, i: int) -> bytes | None:
+    def thumbnail_of(self, faces: Faces, i: int) -> bytes | None:
         if not self.settings.store_thumbnails or faces.crops is None:
             return None
         import cv2
@@ -60,24 +63,35 @@ class EnrollmentMixin(LivenessMixin):
         faces: Faces,
         source_sha256: str,
         actor: int | None = None,
+        crops: Sequence[SourceCrop] | None = None,
+        model: str | None = None,
         liveness: Sequence[dict[str, Any]] | None = None,
     ) -> list[int]:
         """Store already-analysed faces as templates of one identity; returns template ids.
 
+        ``model`` names the embedder of ``faces`` (default: the collection's active model);
+        ``crops`` are their source crops (``identity.crops``), kept when the settings say so.
         Raises Conflict if this image (by SHA-256) is already enrolled for the identity. No
         quality gate: the caller decided. ``liveness``: each face's liveness verdict, kept with
         its template, when a check ran.
         """
         if faces.embeddings is None or not len(faces):
             raise InvalidInput("enroll_faces needs faces with embeddings")
-        thumbs = [self._thumbnail_jpeg(faces, i) for i in range(len(faces))]
+        if crops is not None and len(crops) != len(faces):
+            raise InvalidInput("enroll_faces needs one source crop per face")
+        thumbs = [self.thumbnail_of(faces, i) for i in range(len(faces))]
+        kept = [self._crop_record(c) for c in crops] if crops else [(None, None)] * len(faces)
+        kept_liveness = (
+            [stored_verdict(v) for v in liveness] if liveness else [(None, None)] * len(faces)
+        )
         try:
             with self.write(collection, actor) as w:
+                model = model or self.face_model(w.collection)
                 row = w.identity(identity_id)
                 dup = w.session.execute(
                     select(FaceTemplate.id).where(
                         FaceTemplate.identity_id == row.id,
-                        FaceTemplate.model_name == self.model_name,
+                        FaceTemplate.model_name == model,
                         FaceTemplate.source_sha256 == source_sha256,
                     )
                 ).first()
@@ -89,8 +103,8 @@ class EnrollmentMixin(LivenessMixin):
                     [
                         NewTemplate(
                             identity_id=row.id,
-                            model_name=self.model_name,
-                            model_version=self.model_version,
+                            model_name=model,
+                            model_version=get_manifest(model).version,
                             dim=int(faces.embeddings.shape[1]),
                             embedding=embedding_to_bytes(faces.embeddings[i]),
                             quality=None if faces.quality is None else float(faces.quality[i]),
@@ -102,7 +116,10 @@ class EnrollmentMixin(LivenessMixin):
                             landmarks=[_round(p) for p in faces.landmarks[i]],
                             source_sha256=source_sha256,
                             thumbnail_jpeg=thumbs[i],
-                            liveness=liveness[i] if liveness else None,
+                            crop_jpeg=kept[i][0],
+                            crop_geometry=kept[i][1],
+                            liveness=kept_liveness[i][0],
+                            liveness_verdict=kept_liveness[i][1],
                         )
                         for i in range(len(faces))
                     ]
@@ -122,6 +139,12 @@ class EnrollmentMixin(LivenessMixin):
         except IntegrityError:
             raise DuplicateImage("this image is already enrolled for this identity") from None
         return [t.id for t in new]
+
+    def _crop_record(self, crop: SourceCrop) -> tuple[bytes | None, dict[str, Any] | None]:
+        """(JPEG, geometry) of a source crop to keep, or nothing when crops are not kept."""
+        if not self.settings.keep_face_crops:
+            return None, None
+        return encode_crop(crop), crop.geometry()
 
     def _choose_face(
         self, faces: Faces, face_index: int | None, bbox: Sequence[float] | None
@@ -182,6 +205,8 @@ class EnrollmentMixin(LivenessMixin):
             collection, identity_id
         )  # fail fast; UUID or external id
         policy = self.liveness_policy(collection)
+        model = self.model_of(collection)
+        analyzer = self.analyzer_for(model)
         live_check = wanted(policy, liveness)
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
@@ -192,7 +217,7 @@ class EnrollmentMixin(LivenessMixin):
                 if digest in seen:
                     raise DuplicateImage("the same image was sent twice in this request")
                 seen.add(digest)
-                analyzed = self.analyzer.analyze_bytes(data, liveness=live_check)
+                analyzed = analyzer.analyze_bytes(data, liveness=live_check)
                 record_stages(analyzed.faces.timings)
                 face = self._choose_face(analyzed.faces, face_index, bbox)
                 extra: dict[str, Any] = {}
@@ -209,12 +234,15 @@ class EnrollmentMixin(LivenessMixin):
                         reasons=reasons,
                         face=face_summary(face, 0),
                     )
+                crop = analyzed.source_crop(face, 0, self.settings.face_crop_side)
                 (tid,) = self.enroll_faces(
                     collection,
                     identity_id,
                     face,
                     digest,
                     actor=actor,
+                    crops=[crop],
+                    model=model,
                     liveness=[extra["liveness"]] if live_check else None,
                 )
                 accepted.append(

@@ -23,18 +23,19 @@ class HousekeepingMixin(StoreCore):
             return [audit_log.event_dict(e) for e in rows]
 
     def sweep_orphan_thumbnails(self) -> int:
-        """Delete thumbnail files no template references (left by a crash mid-erase/enroll)."""
+        """Delete thumbnail and source-crop files no template references (left by a crash
+        mid-erase/enroll)."""
         root = self.settings.thumbnails_dir
         if not root.exists():
             return 0
         with self.sessions() as s:
             known = {
-                (str(c), t)
-                for c, t in s.execute(
-                    select(FaceTemplate.collection_id, FaceTemplate.thumbnail).where(
-                        FaceTemplate.thumbnail.is_not(None)
-                    )
+                (str(c), f)
+                for c, *files in s.execute(
+                    select(FaceTemplate.collection_id, FaceTemplate.thumbnail, FaceTemplate.crop)
                 ).all()
+                for f in files
+                if f
             }
         removed = 0
         for path in root.glob("*/*"):
@@ -49,14 +50,15 @@ class HousekeepingMixin(StoreCore):
         ``consistent`` is true when the index holds exactly the templates Postgres has.
         """
         with self.sessions() as s:
-            cid = self._collection(s, collection).id
-        index_ids = sorted(self.indexes.ids(cid, self.model_name))
+            c = self._collection(s, collection)
+            cid, model = c.id, self.face_model(c)
+        index_ids = sorted(self.indexes.ids(cid, model))
         with self.sessions() as s:
             db_ids = sorted(
                 s.execute(
                     select(FaceTemplate.id).where(
                         FaceTemplate.collection_id == cid,
-                        FaceTemplate.model_name == self.model_name,
+                        FaceTemplate.model_name == model,
                     )
                 ).scalars()
             )
@@ -65,8 +67,8 @@ class HousekeepingMixin(StoreCore):
             return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
 
         return {
-            "model": self.model_name,
-            "index_factory": self.indexes.factory(cid, self.model_name),
+            "model": model,
+            "index_factory": self.indexes.factory(cid, model),
             "index_size": len(index_ids),
             "templates": len(db_ids),
             "index_digest": digest(index_ids),

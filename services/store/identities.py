@@ -129,6 +129,8 @@ class IdentitiesMixin(StoreCore):
                     "source_sha256": t.source_sha256,
                     "thumbnail": t.thumbnail is not None,
                     "liveness": template_liveness(t.liveness, t.liveness_verdict),
+                    "crop": t.crop is not None,
+                    "migrated_from": t.migrated_from,
                     "created_at": t.created_at.isoformat(),
                 }
                 for t in row.templates
@@ -146,12 +148,15 @@ class IdentitiesMixin(StoreCore):
         with self.write(collection, actor) as w:
             row = w.identity(identity_id)
             templates = w.session.execute(
-                select(FaceTemplate.id, FaceTemplate.model_name, FaceTemplate.thumbnail).where(
-                    FaceTemplate.identity_id == row.id
-                )
+                select(
+                    FaceTemplate.id,
+                    FaceTemplate.model_name,
+                    FaceTemplate.thumbnail,
+                    FaceTemplate.crop,
+                ).where(FaceTemplate.identity_id == row.id)
             ).all()
-            for tid, model, thumb in templates:
-                w.template_removed(tid, model, thumb)
+            for tid, model, thumb, crop in templates:
+                w.template_removed(tid, model, thumb, crop)
             iid = row.id
             w.session.delete(row)  # templates cascade
             w.audit("identity.erase", "ok", identity_id=iid, templates=len(templates))
@@ -172,7 +177,7 @@ class IdentitiesMixin(StoreCore):
                 raise NotFound(
                     f"face {template_id} not found on identity '{row.id}'", template_id=template_id
                 )
-            w.template_removed(t.id, t.model_name, t.thumbnail)
+            w.template_removed(t.id, t.model_name, t.thumbnail, t.crop)
             w.session.delete(t)
             w.audit("face.remove", "ok", identity_id=row.id, template_id=template_id)
         return {"removed": template_id}

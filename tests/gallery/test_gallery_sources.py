@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from identity.errors import InvalidInput
-from identity.gallery.sources import open_source, read_labels_csv, safe_member_name
+from identity.gallery.archives import safe_member_name
+from identity.gallery.files import read_labels_csv
+from identity.gallery.sources import open_source
 
 from shared_data import SHARED_DIR
 

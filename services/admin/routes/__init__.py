@@ -17,6 +17,7 @@ from services.admin.routes import (
     audit,
     clusters,
     collections,
+    face_models,
     identities,
     jobs,
     playground,
@@ -25,5 +26,15 @@ from services.admin.routes import (
 )
 
 router = APIRouter()
-for screen in (signin, collections, identities, playground, audit, system, jobs, clusters):
+for screen in (
+    signin,
+    collections,
+    identities,
+    playground,
+    audit,
+    system,
+    jobs,
+    clusters,
+    face_models,
+):
     router.include_router(screen.router)
