@@ -201,3 +201,37 @@ def test_enrollment_liveness_is_kept_with_each_template(
     events = [e for e in client.app.state.store.audit_events(50) if e["collection"] == cid]
     accepted = [e for e in events if e["action"] == "face.enroll" and e["outcome"] == "accepted"]
     assert any([v["live"] for v in e["details"].get("liveness", [])] == [False] for e in accepted)
+
+
+def test_re_embedded_templates_keep_their_enrollment_liveness(client: TestClient) -> None:
+    """Changing the collection's face model re-embeds the stored crops; the liveness was judged
+    on the photo, so the new model's templates carry the same verdict."""
+    from sqlalchemy import select
+
+    from services.gallery import GalleryStore
+    from services.gallery.migrate import run_migration
+    from services.tables import FaceTemplate
+
+    store = client.app.state.store
+    cid = "live-mig-" + uuid.uuid4().hex[:8]
+    store.create_collection(cid, liveness_policy="report")
+    store.create_identity(cid, "s0007")
+    r = store.enroll_images(cid, "s0007", [(p.name, p.read_bytes()) for p in (LIVE[0], SPOOF)])
+    assert len(r["accepted"]) == 2, r
+    source = store.face_models(cid)["active"]
+    target = next(m for m in ("arcface_mobilefacenet_128", "dlib_resnet_v1") if m != source)
+    report = run_migration(GalleryStore(store), cid, target)
+    assert report.migrated == 2
+    with store.read(cid) as (s, c):
+        rows = (
+            s.execute(select(FaceTemplate).where(FaceTemplate.collection_id == c.id))
+            .scalars()
+            .all()
+        )
+        by_id = {t.id: t for t in rows}
+        migrated = [t for t in rows if t.model_name == target]
+        assert len(migrated) == 2
+        for t in migrated:
+            old = by_id[t.migrated_from]
+            assert t.liveness == old.liveness and t.liveness_verdict == old.liveness_verdict
+        assert sorted(t.liveness_verdict["live"] for t in migrated) == [False, True]
