@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from identity.settings import Settings
-from services.errors import Conflict
-from services.gallery import GalleryStore
+from services.errors import Conflict, MigrationIncomplete
+from services.gallery import GalleryStore, run_migration
 from services.store import IdentityStore
 from services.tables import Collection, FaceTemplate
 
@@ -273,8 +273,6 @@ def test_kill_9_mid_migration_then_resume(
     gallery.mark_interrupted_jobs()
     assert gallery.get_job(name, killed["id"])["status"] == "interrupted"
     # the switch refuses a half-migrated collection
-    from services.errors import MigrationIncomplete
-
     with pytest.raises(MigrationIncomplete):
         store.switch_model(name, TARGET)
 
@@ -329,3 +327,38 @@ def test_erase_mid_migration_leaves_nothing_in_either_model(
         ).scalar_one()
     assert orphans == 0
     assert len(_crop_files(settings, store, name)) == 2 * n_left  # no crop of the victim left
+
+
+def test_without_kept_crops_migration_names_what_it_cannot_do(
+    settings: Settings, engine: Any
+) -> None:
+    import uuid
+
+    store = IdentityStore(settings.model_copy(update={"keep_face_crops": False}), engine)
+    name = "nocrop-" + uuid.uuid4().hex[:8]
+    store.create_collection(name)
+    by_identity = _enroll(store, name, limit=4)
+    n = sum(len(v) for v in by_identity.values())
+    assert n >= 3 and _crop_files(settings, store, name) == set()
+    report = run_migration(GalleryStore(store), name, TARGET)
+    assert report.migrated == 0 and report.failed == n
+    assert {f["code"] for f in report.failures} == {"no_crop"}
+    with pytest.raises(MigrationIncomplete) as refused:
+        store.switch_model(name, TARGET)
+    assert refused.value.details["uncovered"] == n
+
+
+def test_a_cancelled_migration_does_nothing(
+    store: IdentityStore, enrolled: tuple[str, dict[str, list[int]]]
+) -> None:
+    from identity.errors import JobCancelled
+    from services.gallery.migrate import create_migration_job
+
+    name, _ = enrolled
+    gallery = GalleryStore(store)
+    job_id = create_migration_job(gallery, name, TARGET)
+    assert gallery.cancel_job(name, job_id)["status"] == "cancelled"
+    with pytest.raises(JobCancelled):
+        run_migration(gallery, name, TARGET, job_id=job_id)
+    assert gallery.get_job(name, job_id)["status"] == "cancelled"
+    assert _count(store, name, TARGET) == 0
