@@ -87,3 +87,17 @@ def audit_fields(verdict: dict[str, Any]) -> dict[str, Any]:
             for k in ("policy", "score", "live", "reason", "threshold", "operating_point")
         }
     }
+
+
+# What a template keeps of its enrollment verdict (the score has its own column, see tables.py).
+STORED = ("policy", "live", "reason", "threshold", "operating_point", "models")
+
+
+def stored_verdict(verdict: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
+    """(score, verdict without score) as ``face_templates.liveness`` and ``liveness_verdict``."""
+    return verdict["score"], {k: verdict[k] for k in STORED}
+
+
+def template_liveness(score: float | None, verdict: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A template's enrollment liveness as the API returns it; None when no check ran."""
+    return None if verdict is None else {"score": score, **verdict}

@@ -10,6 +10,7 @@ Tables:
 - ``face_templates``: one embedding per enrolled face; ``id`` (bigint) is also the FAISS id.
   The embedding is raw little-endian float32 bytes (``dim`` values), L2-normalised.
   ``source_sha256`` makes the same image enrolled twice for one identity a duplicate.
+  ``liveness``/``liveness_verdict`` keep the presentation-attack check of enrollment, if any ran.
 - ``index_changes``: append-only change log (``seq`` grows) of template adds/removes per
   (collection, model), for face and body templates alike (``kind``: which table ``template_id``
   points into; migration 0410_index_kind). A restarted service loads its FAISS snapshot (which
@@ -175,6 +176,12 @@ class FaceTemplate(Base):
     crop: Mapped[str | None] = mapped_column(String(128))
     crop_geometry: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     migrated_from: Mapped[int | None] = mapped_column(BigInteger)
+    # 0430_template_liveness: the presentation-attack check at enrollment, when one ran: the
+    # fused live probability (null when not run or the face could not be judged) and the verdict
+    # as it was given then (policy, live, reason, threshold, operating point, models), since the
+    # threshold may be recalibrated later. Null verdict = no check ran. Kept by re-embedding.
+    liveness: Mapped[float | None] = mapped_column(Float)
+    liveness_verdict: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     identity: Mapped[IdentityRow] = relationship(back_populates="templates")
 

@@ -5,8 +5,10 @@ probability: ``<data_dir>/calibration/liveness.json`` when an operator calibrate
 cameras, else the one shipped in ``models/calibration/liveness.json`` (written by
 ``python -m bench.liveness --write-calibration``). The file holds one entry per model set (the
 names joined by ``+``, in the order their scores are averaged), each with its thresholds by
-operating point and where they come from: data set, subjects, live/spoof counts, the error
-rates on that data with their 95 % upper bounds, and the held-out (leave-one-subject-out) rates.
+operating point (``metrics.threshold_at_bpcer_bound``: BPCER met by its 95 % upper bound, not
+just on the calibration faces) and where they come from: data set, subjects, live/spoof counts,
+the error rates on that data with their 95 % upper bounds, and the held-out
+(leave-one-subject-out) rates.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class LivenessThreshold:
         return (
             f"live when the mean live probability of {', '.join(self.models)} is >= "
             f"{self.threshold:.4g}; calibrated to refuse at most {float(bpcer):.0%} of live "
-            f"faces (BPCER) on {self.evidence.get('set', 'the calibration set')}"
+            "faces (BPCER) with 95 % confidence, as far as the calibration set allows (see "
+            f"evidence), on {self.evidence.get('set', 'the calibration set')}"
         )
 
     def to_dict(self) -> dict[str, Any]:

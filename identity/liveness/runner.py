@@ -47,7 +47,8 @@ class PADModel:
         self.live_class = int(m.extra["live_class"])
         self.size = int(m.input_size[0])
         try:
-            self.session = onnx_session(resolved, settings)
+            # Tiny graphs run back to back: see onnx_session on spinning.
+            self.session = onnx_session(resolved, settings, spinning=False)
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
             raise ModelError(
                 f"could not load '{m.name}' from {resolved.location}: {exc}", model=m.name
@@ -64,11 +65,17 @@ class PADModel:
         return out
 
     def live_probability(
-        self, images_bgr: Sequence[np.ndarray], boxes: np.ndarray, image_index: np.ndarray
+        self,
+        images_bgr: Sequence[np.ndarray],
+        boxes: np.ndarray,
+        image_index: np.ndarray,
+        mirrored: bool = False,
     ) -> np.ndarray:
-        """(N,) float32 softmax probability of the live class, one per box."""
+        """(N,) float32 softmax probability of the live class, one per box; ``mirrored`` scores
+        the crops flipped left-right (a test-time-augmentation view, see bench/liveness.py)."""
         if not len(boxes):
             return np.zeros((0,), np.float32)
-        blob = to_tensor(self.crops(images_bgr, boxes, image_index), self.manifest)
+        crops = self.crops(images_bgr, boxes, image_index)
+        blob = to_tensor(crops[:, :, ::-1] if mirrored else crops, self.manifest)
         logits = self.session.run(None, {self.input_name: blob})[0]
         return softmax(logits)[:, self.live_class].astype(np.float32)

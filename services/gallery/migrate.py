@@ -249,6 +249,9 @@ def _batch(
                     crop_jpeg=jpeg,
                     crop_geometry=t.crop_geometry,
                     migrated_from=t.id,
+                    # the liveness was judged on the photo, which re-embedding does not change
+                    liveness=t.liveness,
+                    liveness_verdict=t.liveness_verdict,
                 )
             )
         w.add_templates(new)

@@ -18,7 +18,7 @@ from identity.image import sha256_hex
 from identity.registry import get_manifest
 from services.errors import DuplicateImage, NotFound
 from services.indexes import embedding_to_bytes
-from services.liveness import wanted
+from services.liveness import audit_fields, stored_verdict, wanted
 from services.metrics import record_stages
 from services.sealed import THUMBNAIL
 from services.store.core import _round, face_summary
@@ -65,13 +65,15 @@ class EnrollmentMixin(LivenessMixin):
         actor: int | None = None,
         crops: Sequence[SourceCrop] | None = None,
         model: str | None = None,
+        liveness: Sequence[dict[str, Any]] | None = None,
     ) -> list[int]:
         """Store already-analysed faces as templates of one identity; returns template ids.
 
         ``model`` names the embedder of ``faces`` (default: the collection's active model);
         ``crops`` are their source crops (``identity.crops``), kept when the settings say so.
         Raises Conflict if this image (by SHA-256) is already enrolled for the identity. No
-        quality gate: the caller decided.
+        quality gate: the caller decided. ``liveness``: each face's liveness verdict, kept with
+        its template, when a check ran.
         """
         if faces.embeddings is None or not len(faces):
             raise InvalidInput("enroll_faces needs faces with embeddings")
@@ -79,6 +81,9 @@ class EnrollmentMixin(LivenessMixin):
             raise InvalidInput("enroll_faces needs one source crop per face")
         thumbs = [self.thumbnail_of(faces, i) for i in range(len(faces))]
         kept = [self._crop_record(c) for c in crops] if crops else [(None, None)] * len(faces)
+        kept_liveness = (
+            [stored_verdict(v) for v in liveness] if liveness else [(None, None)] * len(faces)
+        )
         try:
             with self.write(collection, actor) as w:
                 model = model or self.face_model(w.collection)
@@ -113,6 +118,8 @@ class EnrollmentMixin(LivenessMixin):
                             thumbnail_jpeg=thumbs[i],
                             crop_jpeg=kept[i][0],
                             crop_geometry=kept[i][1],
+                            liveness=kept_liveness[i][0],
+                            liveness_verdict=kept_liveness[i][1],
                         )
                         for i in range(len(faces))
                     ]
@@ -123,6 +130,11 @@ class EnrollmentMixin(LivenessMixin):
                     identity_id=row.id,
                     templates=[t.id for t in new],
                     quality=[t.quality for t in new],
+                    **(
+                        {"liveness": [audit_fields(v)["liveness"] for v in liveness]}
+                        if liveness
+                        else {}
+                    ),
                 )
         except IntegrityError:
             raise DuplicateImage("this image is already enrolled for this identity") from None
@@ -224,7 +236,14 @@ class EnrollmentMixin(LivenessMixin):
                     )
                 crop = analyzed.source_crop(face, 0, self.settings.face_crop_side)
                 (tid,) = self.enroll_faces(
-                    collection, identity_id, face, digest, actor=actor, crops=[crop], model=model
+                    collection,
+                    identity_id,
+                    face,
+                    digest,
+                    actor=actor,
+                    crops=[crop],
+                    model=model,
+                    liveness=[extra["liveness"]] if live_check else None,
                 )
                 accepted.append(
                     {"filename": filename, "template_id": tid, **face_summary(face, 0), **extra}

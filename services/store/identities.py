@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from identity.errors import InvalidInput
 from services.errors import Conflict, NotFound
+from services.liveness import template_liveness
 from services.store.core import StoreCore
 from services.tables import BodyTemplate, FaceTemplate, IdentityRow
 
@@ -127,6 +128,7 @@ class IdentitiesMixin(StoreCore):
                     "bbox": t.bbox,
                     "source_sha256": t.source_sha256,
                     "thumbnail": t.thumbnail is not None,
+                    "liveness": template_liveness(t.liveness, t.liveness_verdict),
                     "crop": t.crop is not None,
                     "migrated_from": t.migrated_from,
                     "created_at": t.created_at.isoformat(),

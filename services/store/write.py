@@ -47,6 +47,9 @@ class NewTemplate:
     crop_jpeg: bytes | None = None
     crop_geometry: dict[str, Any] | None = None
     migrated_from: int | None = None
+    # the presentation-attack check of enrollment (``services.liveness.stored_verdict``), if any
+    liveness: float | None = None
+    liveness_verdict: dict[str, Any] | None = None
 
 
 class CollectionWrite:
@@ -153,6 +156,8 @@ class CollectionWrite:
                 crop=self._save_crop(r.crop_jpeg),
                 crop_geometry=r.crop_geometry if r.crop_jpeg else None,
                 migrated_from=r.migrated_from,
+                liveness=r.liveness,
+                liveness_verdict=r.liveness_verdict,
             )
             self.session.add(t)
             rows.append(t)

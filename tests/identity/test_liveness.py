@@ -19,7 +19,12 @@ from identity.cli import app
 from identity.faces import Faces
 from identity.liveness import assess_liveness, liveness_threshold, load_pad_model
 from identity.liveness.crops import minifasnet_box, square_box, unfit_reasons
-from identity.liveness.metrics import clopper_pearson_upper, pad_errors, threshold_at_bpcer
+from identity.liveness.metrics import (
+    clopper_pearson_upper,
+    pad_errors,
+    threshold_at_bpcer,
+    threshold_at_bpcer_bound,
+)
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
 
@@ -122,6 +127,22 @@ def test_held_out_live_and_spoof_photos_fall_on_the_right_side(
     assert scores[len(LIVE) :].max() < 0.05 and scores[: len(LIVE)].min() > 0.5
 
 
+def test_mirrored_view_scores_the_flipped_crop(analyzer: FaceAnalyzer, settings: Settings) -> None:
+    """The test-time-augmentation view (bench/liveness_variants.py) scores the same crop flipped
+    left-right: a different input, yet live and print stay far apart and each score stays near
+    its unflipped one."""
+    model = load_pad_model("pad_minifasnet_v2_2.7_80", settings)
+    images = [load(p) for p in (LIVE[0], SPOOF[0])]
+    faces = analyzer.detect(images).largest()
+    mirrored = model.live_probability(images, faces.boxes, faces.image_index, mirrored=True)
+    plain = model.live_probability(images, faces.boxes, faces.image_index)
+    order = np.argsort(faces.image_index)
+    assert mirrored[order][0] > 0.5 > 0.05 > mirrored[order][1], mirrored
+    crops = model.crops(images, faces.boxes, faces.image_index)
+    assert not np.array_equal(crops, crops[:, :, ::-1])  # a real flip, not a symmetric face
+    assert np.all(np.abs(mirrored - plain) < 0.5), (mirrored, plain)
+
+
 def test_liveness_is_not_computed_unless_asked(analyzer: FaceAnalyzer) -> None:
     faces = analyzer.analyze([load(LIVE[1])])
     assert faces.liveness is None and "liveness" not in faces.to_dicts()[0]
@@ -145,6 +166,19 @@ def test_pad_errors_count_as_iso_30107_3_defines_them() -> None:
     # 1 % of 4 live scores is 0 faces, so the threshold is the lowest live score.
     assert threshold_at_bpcer(live, 0.01) == 0.2
     assert threshold_at_bpcer(live, 0.25) == 0.8
+
+
+def test_threshold_at_bpcer_bound_refuses_only_as_many_as_the_bound_allows() -> None:
+    live = np.linspace(0.0, 1.0, 1000)
+    t = threshold_at_bpcer_bound(live, 0.01)
+    refused = int(np.sum(live < t))
+    # the most refusals whose 95 % upper bound still meets 1 %: one more would exceed it
+    assert clopper_pearson_upper(refused, 1000) <= 0.01 < clopper_pearson_upper(refused + 1, 1000)
+    assert 0 < refused < math.floor(0.01 * 1000)  # stricter than the plain quantile
+    assert t < threshold_at_bpcer(live, 0.01)
+    # too few live faces for any refusal to be bounded by 1 %: none is refused
+    few = np.array([0.3, 0.9, 0.5])
+    assert threshold_at_bpcer_bound(few, 0.01) == 0.3
 
 
 def test_clopper_pearson_upper_bound_of_zero_errors_is_the_rule_of_three() -> None:

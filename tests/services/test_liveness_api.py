@@ -141,3 +141,97 @@ def test_report_returns_the_score_and_off_runs_only_when_asked(
         ),
         422,
     )
+
+
+def test_enrollment_liveness_is_kept_with_each_template(
+    client: TestClient, admin: dict, collection: str
+) -> None:
+    """Report policy: a live photo and a print of the same person are both enrolled, and the
+    identity's faces say which was judged live, with the score and threshold of that moment."""
+    cid = collection
+    ids = {
+        ext: client.post(
+            f"/v1/collections/{cid}/identities", json={"external_id": ext}, headers=admin
+        ).json()["id"]
+        for ext in ("s0007", "s0007-optin", "s0007-unchecked")
+    }
+    faces_url = f"/v1/collections/{cid}/identities/{{}}/faces"
+    r = client.patch(f"/v1/collections/{cid}", json={"liveness_policy": "report"}, headers=admin)
+    assert r.status_code == 200, r.text
+    r = client.post(
+        faces_url.format(ids["s0007"]),
+        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in (LIVE[0], SPOOF)],
+        headers=admin,
+    )
+    assert r.status_code == 201 and len(r.json()["accepted"]) == 2, r.text
+    enrolled = {a["filename"]: a for a in r.json()["accepted"]}
+
+    faces = client.get(f"/v1/collections/{cid}/identities/{ids['s0007']}", headers=admin).json()[
+        "faces"
+    ]
+    by_template = {f["id"]: f["liveness"] for f in faces}
+    live = by_template[enrolled[LIVE[0].name]["template_id"]]
+    spoof = by_template[enrolled[SPOOF.name]["template_id"]]
+    assert live["live"] is True and live["score"] >= live["threshold"]
+    assert spoof["live"] is False and spoof["score"] < spoof["threshold"]
+    for stored in (live, spoof):
+        assert stored["policy"] == "report" and stored["operating_point"] == "bpcer_1e-02"
+        assert stored["models"] and stored["reason"] is None
+    # the stored score is the one the enrollment response gave
+    assert live["score"] == enrolled[LIVE[0].name]["liveness"]["score"]
+    assert spoof["score"] == enrolled[SPOOF.name]["liveness"]["score"]
+
+    # off: kept when the request opted in, null (not checked) when it did not
+    r = client.patch(f"/v1/collections/{cid}", json={"liveness_policy": "off"}, headers=admin)
+    assert r.status_code == 200, r.text
+    for ext, form in (("s0007-optin", {"liveness": "true"}), ("s0007-unchecked", {})):
+        r = client.post(
+            faces_url.format(ids[ext]), files=upload(SPOOF, "files"), data=form, headers=admin
+        )
+        assert r.status_code == 201 and r.json()["accepted"], r.text
+    optin = client.get(f"/v1/collections/{cid}/identities/{ids['s0007-optin']}", headers=admin)
+    (stored,) = [f["liveness"] for f in optin.json()["faces"]]
+    assert stored["policy"] == "off" and stored["live"] is False
+    unchecked = client.get(
+        f"/v1/collections/{cid}/identities/{ids['s0007-unchecked']}", headers=admin
+    )
+    assert [f["liveness"] for f in unchecked.json()["faces"]] == [None]
+
+    # the audit of the accepted enrollment keeps the verdict too
+    events = [e for e in client.app.state.store.audit_events(50) if e["collection"] == cid]
+    accepted = [e for e in events if e["action"] == "face.enroll" and e["outcome"] == "accepted"]
+    assert any([v["live"] for v in e["details"].get("liveness", [])] == [False] for e in accepted)
+
+
+def test_re_embedded_templates_keep_their_enrollment_liveness(client: TestClient) -> None:
+    """Changing the collection's face model re-embeds the stored crops; the liveness was judged
+    on the photo, so the new model's templates carry the same verdict."""
+    from sqlalchemy import select
+
+    from services.gallery import GalleryStore
+    from services.gallery.migrate import run_migration
+    from services.tables import FaceTemplate
+
+    store = client.app.state.store
+    cid = "live-mig-" + uuid.uuid4().hex[:8]
+    store.create_collection(cid, liveness_policy="report")
+    store.create_identity(cid, "s0007")
+    r = store.enroll_images(cid, "s0007", [(p.name, p.read_bytes()) for p in (LIVE[0], SPOOF)])
+    assert len(r["accepted"]) == 2, r
+    source = store.face_models(cid)["active"]
+    target = next(m for m in ("arcface_mobilefacenet_128", "dlib_resnet_v1") if m != source)
+    report = run_migration(GalleryStore(store), cid, target)
+    assert report.migrated == 2
+    with store.read(cid) as (s, c):
+        rows = (
+            s.execute(select(FaceTemplate).where(FaceTemplate.collection_id == c.id))
+            .scalars()
+            .all()
+        )
+        by_id = {t.id: t for t in rows}
+        migrated = [t for t in rows if t.model_name == target]
+        assert len(migrated) == 2
+        for t in migrated:
+            old = by_id[t.migrated_from]
+            assert t.liveness == old.liveness and t.liveness_verdict == old.liveness_verdict
+        assert sorted(t.liveness_verdict["live"] for t in migrated) == [False, True]

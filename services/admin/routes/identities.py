@@ -150,6 +150,7 @@ async def upload_faces(
     store: StoreDep,
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File()],
+    liveness: Annotated[bool, Form()] = False,
 ) -> HTMLResponse:
     try:
         collection_or_404(store, admin, cid)
@@ -159,7 +160,9 @@ async def upload_faces(
         check_file_count(len(chosen), settings.enroll_max_files)
         images = [(f.filename or "photo", await f.read()) for f in chosen]
         # Analysis runs the models for seconds: off the event loop, like the sync routes.
-        result = await run_in_threadpool(store.enroll_images, cid, iid, images, actor=admin.actor)
+        result = await run_in_threadpool(
+            store.enroll_images, cid, iid, images, actor=admin.actor, liveness=liveness
+        )
     except CodedError as exc:
         return _identity_error(request, store, cid, iid, admin, exc)
     n_ok, n_bad = len(result["accepted"]), len(result["rejected"])
