@@ -83,7 +83,9 @@ def migrate(
             bar.update(report.done - bar.n)
 
         try:
-            report = run_migration(GalleryStore(store, engine), collection, to, on_progress=on_progress)
+            report = run_migration(
+                GalleryStore(store, engine), collection, to, on_progress=on_progress
+            )
         finally:
             bar.close()
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())

@@ -214,4 +214,3 @@ class FaceModelsMixin(StoreCore):
             np.stack([seal.embedding(r[4], r[5], r[3]) for r in rows]),
             np.stack([seal.embedding(r[7], r[8], r[6]) for r in rows]),
         )
-
