@@ -22,10 +22,11 @@ def resolve_model(name: str, settings: Settings) -> ResolvedModel:
 def onnx_session(resolved: ResolvedModel, settings: Settings, spinning: bool = True) -> Any:
     """An onnxruntime session on the first available provider named in settings.
 
-    ``spinning=False`` stops the intra-op threads from busy-waiting after each run. Every session
-    has its own thread pool, so when several small models run one after another (the liveness
-    pair) each pool's spinning threads steal the cores the next session needs: on 2 cores the
-    two MiniFASNets took 40 ms a face spinning and 16 ms not (5 ms each alone).
+    Spinning (intra-op threads busy-waiting after each run) needs ``spinning`` and
+    ``settings.onnx_spinning``. Every session has its own thread pool, so when models run one
+    after another (detector, embedder, the liveness pair) or requests run side by side, each
+    pool's spinning threads steal the cores the next run needs: on 2 cores the two MiniFASNets
+    took 40 ms a face spinning and 16 ms not (5 ms each alone).
     """
     import onnxruntime as ort
 
@@ -35,7 +36,7 @@ def onnx_session(resolved: ResolvedModel, settings: Settings, spinning: bool = T
     if settings.intra_op_threads:
         opts.intra_op_num_threads = settings.intra_op_threads
     opts.log_severity_level = 3
-    if not spinning:
+    if not (spinning and settings.onnx_spinning):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = resolved.read_bytes() if resolved.blob is not None else str(resolved.path)
     return ort.InferenceSession(source, sess_options=opts, providers=providers)

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         description="Tried in order; providers that this onnxruntime build lacks are skipped.",
     )
     intra_op_threads: int = Field(default=0, description="0 = onnxruntime's default.")
+    onnx_spinning: bool = Field(
+        default=False,
+        description="Let onnxruntime's threads busy-wait after each run: slightly faster for one "
+        "stream on an idle machine, much slower when models or requests share the cores "
+        "(docs/service.md, bench/api.py).",
+    )
     model_idle_unload_s: float = Field(default=600.0, description="Unload models idle this long.")
 
     # detection -----------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def test_enroll_verify_identify_erase(
     assert all(c["identity_id"] != obama for c in res["faces"][0]["candidates"])
     assert res["faces"][0]["candidates"][0]["match"] is False
     still = {p.name for p in settings.thumbnails_dir.glob("*/*.sealed")}
-    assert len(still) == len(thumbs) - 2
+    assert len(still) == len(thumbs) - 4  # each template's thumbnail and source crop
     events = client.app.state.store.audit_events(50)
     erase = [e for e in events if e["action"] == "identity.erase" and e["identity_id"] == obama]
     assert erase and erase[0]["details"] == {"templates": 2}

@@ -150,7 +150,8 @@ def test_templates_crops_and_snapshots_are_sealed_at_rest(
     data = files_under(s.data_dir)
     snapshots = [p for p in data if p.suffix == ".faiss"]
     thumbs = [p for p in data if p.parent.parent == s.thumbnails_dir]
-    assert snapshots and len(thumbs) == 2
+    source_crops = [p for p in thumbs if p.name.endswith(".crop.sealed")]
+    assert snapshots and len(thumbs) == 4 and len(source_crops) == 2  # + a thumbnail each
     assert find_bytes(data, needles) == []
     assert find_bytes(files_under(pg_data_dir(eng)), needles) == []  # tables, TOAST, WAL
     assert all(not p.read_bytes().startswith(b"FACEIDX") for p in snapshots)
