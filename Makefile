@@ -42,7 +42,7 @@ bench: install-dev
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/quality.py --clean
-	$(BIN)/python bench/index.py
+	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/reid.py
 	$(BIN)/python bench/search.py
 
