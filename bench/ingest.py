@@ -1,13 +1,14 @@
-"""Gallery indexing throughput: batched multi-process indexer vs a one-image-at-a-time loop.
+"""Gallery ingestion throughput: batched multi-process ingestion vs a one-image-at-a-time loop.
 
 Both sides run the same library calls (``decode_image`` then ``FaceAnalyzer.analyze`` with the
 settings' detector and embedder) over the same real photos (``../shared/data``, repeated to
 ``--images``). The loop is what a user writes first: one process, one image per call, onnxruntime
 and OpenCV with their default threads. The indexer is ``identity.gallery.worker.analyze_batches``:
 ``--workers`` processes, one thread each, ``--batch`` images per call. Model loading is excluded
-from both (each side warms up first: one image for the loop, one batch per worker for the\npool); database writes are not part of either.
+from both (each side warms up first: one image for the loop, one batch per worker for the
+pool); database writes are not part of either.
 
-    .venv/bin/python bench/index.py --images 48 --workers 2 --batch 8
+    .venv/bin/python bench/ingest.py --images 48 --workers 2 --batch 8
 """
 
 from __future__ import annotations
