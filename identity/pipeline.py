@@ -21,6 +21,7 @@ from identity.embed import Embedder, load_embedder
 from identity.faces import Faces
 from identity.image import decode_image_bounded
 from identity.mesh import add_mesh_signals
+from identity.microbatch import MicroBatcher
 from identity.quality import assess_quality
 from identity.rows import merge_timings
 from identity.settings import Settings
@@ -63,6 +64,7 @@ class FaceAnalyzer:
         self.settings = settings
         self.detector_name = detector or settings.detector
         self.embedder_name = embedder or settings.embedder
+        self._batchers: dict[tuple[bool, bool], MicroBatcher[np.ndarray, Faces]] = {}
 
     @property
     def detector(self) -> Detector:
@@ -129,6 +131,24 @@ class FaceAnalyzer:
                 faces = assess_liveness(images_bgr, faces, self.settings)
         return faces
 
+    def _batcher(self, embed: bool, liveness: bool) -> MicroBatcher[np.ndarray, Faces]:
+        """The micro-batcher for analyses with these flags (``identity.microbatch``)."""
+        key = (embed, liveness)
+        found = self._batchers.get(key)
+        if found is None:
+
+            def run(images: list[np.ndarray]) -> list[Faces]:
+                faces = self.analyze(images, embed=embed, liveness=liveness)
+                # each caller gets its own image's faces as image 0, and the batch's timings
+                return [
+                    f.with_(image_index=np.zeros(len(f), np.int32), timings=dict(faces.timings))
+                    for f in faces.split_by_image(len(images))
+                ]
+
+            made = MicroBatcher(run, self.settings.micro_batch_max)
+            found = self._batchers.setdefault(key, made)  # atomic: racing threads keep one
+        return found
+
     def analyze_bytes(
         self, data: bytes, embed: bool = True, liveness: bool = False
     ) -> AnalyzedImage:
@@ -138,7 +158,10 @@ class FaceAnalyzer:
         timings: dict[str, float] = {}
         with timed(timings, "decode"):
             decoded = decode_image_bounded(data, self.settings)
-        faces = self.analyze([decoded.image_bgr], embed=embed, liveness=liveness)
+        if self.settings.micro_batch:
+            faces = self._batcher(embed, liveness).submit(decoded.image_bgr)
+        else:
+            faces = self.analyze([decoded.image_bgr], embed=embed, liveness=liveness)
         if decoded.reduced and len(faces):
             sx, sy = decoded.scale_xy
             faces = faces.with_(

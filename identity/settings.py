@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         description="Tried in order; providers that this onnxruntime build lacks are skipped.",
     )
     intra_op_threads: int = Field(default=0, description="0 = onnxruntime's default.")
+    micro_batch: bool = Field(
+        default=False,
+        description="Run the images of concurrent requests through the models together, one "
+        "batch at a time (identity/microbatch.py), instead of side by side.",
+    )
+    micro_batch_max: int = Field(default=8, ge=1, le=64, description="Images per micro-batch.")
     onnx_spinning: bool = Field(
         default=False,
         description="Let onnxruntime's threads busy-wait after each run: slightly faster for one "
