@@ -94,3 +94,32 @@ def screenshot(page: Page, name: str, widths: tuple[int, ...] = (1280, 800)) -> 
         out.append(path)
     page.set_viewport_size(original)
     return out
+
+
+def sign_in(page: Page, service: LiveService, key: str | None = None) -> None:
+    page.goto(f"{service.url}/admin/login")
+    page.fill("#api_key", key or service.admin_key)
+    page.click("#sign-in")
+
+
+def assert_fits_width(page: Page) -> None:
+    """No horizontal scrolling of the whole page at the current width (tables scroll inside)."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"page is {overflow}px wider than the viewport at {page.url}"
+
+
+def shoot(page: Page, name: str) -> None:
+    for width in (1280, 800):
+        page.set_viewport_size({"width": width, "height": 900})
+        assert_fits_width(page)
+    screenshot(page, name)
+
+
+def assert_images_loaded(page: Page, selector: str) -> None:
+    images = page.locator(selector)
+    assert images.count() > 0
+    for i in range(images.count()):
+        img = images.nth(i)
+        img.scroll_into_view_if_needed()
+        page.wait_for_function("(el) => el.complete", arg=img.element_handle())
+        assert img.evaluate("(el) => el.naturalWidth") > 0, f"{selector} #{i} did not load"
