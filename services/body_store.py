@@ -214,11 +214,59 @@ class BodyStore:
         candidates (verify-scoped keys, as ``IdentityStore.identify``)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
+        self.store.collection_id(collection)  # an unknown collection before any model runs
+        image = self._decode(probe, "probe")
+        person = self.analyzer.analyze_one(image, bbox)
+        return self.identify_person(
+            collection, image, person, top_k, far, threshold, use_face, actor, rerank, matches_only
+        )
+
+    def identify_crops(
+        self,
+        collection: str,
+        crops: np.ndarray,
+        top_k: int = 5,
+        far: float | None = None,
+        threshold: float | None = None,
+        actor: int | None = None,
+    ) -> dict[str, Any]:
+        """1:N by body for one tracked person (``identity watch --bodies``): the mean embedding
+        of its (N, H, W, 3) crops, body only (a watched face is the face watch's job)."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or not len(crops):
+            raise InvalidInput("identify_crops needs (N, H, W, 3) person crops")
+        h, w = crops.shape[1:3]
+        whole = Bodies.from_boxes(np.tile([0.0, 0.0, w, h], (len(crops), 1)), range(len(crops)))
+        seen = self.analyzer.analyze(list(crops), whole)
+        assert seen.embeddings is not None
+        mean = seen.embeddings.mean(axis=0)
+        person = whole[:1].with_(
+            embeddings=(mean / max(float(np.linalg.norm(mean)), 1e-9))[None].astype(np.float32)
+        )
+        return self.identify_person(
+            collection, crops[0], person, top_k, far, threshold, use_face=False, actor=actor
+        )
+
+    def identify_person(
+        self,
+        collection: str,
+        image: np.ndarray,
+        person: Bodies,
+        top_k: int = 5,
+        far: float | None = None,
+        threshold: float | None = None,
+        use_face: bool = True,
+        actor: int | None = None,
+        rerank: bool | None = None,
+        matches_only: bool = False,
+    ) -> dict[str, Any]:
+        """``identify`` for a person already embedded by the configured model: ``person`` (its
+        box in ``image``, which other body models and the face detector read)."""
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be 1-{MAX_TOP_K}", top_k=top_k)
         cid = self.store.collection_id(collection)
         face_model = self.store.model_of(collection)
         body_thr, far_used = self.body_threshold(far, threshold)
-        image = self._decode(probe, "probe")
-        person = self.analyzer.analyze_one(image, bbox)
         k = max(top_k * 5, 20)
         # per body model: (probe embedding, threshold); candidates from each model's index
         probes: dict[str, tuple[np.ndarray, float]] = {}

@@ -103,52 +103,47 @@ class WatchStats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-class VideoWatcher:
+class TrackWatcher:
+    """The loop shared by faces and bodies: sightings of a frame -> tracks -> one
+    identification per track. Subclasses say what a sighting is (``_sightings``) and how a
+    track's best crops are identified (``_result``)."""
+
+    sightings_key = "faces"  # the summary's count of sightings
+
     def __init__(
         self,
-        detector: Detector,
-        embedder: Embedder,
-        identifier: Identifier,
-        tracker: IoUTracker | None = None,
-        identify_after: int = 5,
-        min_hits: int = 2,
-        best_k: int = 3,
-        min_face_px: float = 20.0,
-        min_det_score: float = 0.7,
+        identifier: Any,
+        tracker: IoUTracker | None,
+        identify_after: int,
+        min_hits: int,
+        best_k: int,
+        min_det_score: float,
     ) -> None:
-        if embedder.name != identifier.embedder_name:
-            raise InvalidInput(
-                f"the identifier's gallery was embedded with {identifier.embedder_name}, "
-                f"not {embedder.name}",
-            )
         # best_k = 0 would keep no crop and leave nothing to embed (np.stack of nothing).
         if best_k < 1 or identify_after < 1 or min_hits < 1:
             raise InvalidInput(
                 f"best_k, identify_after and min_hits must be at least 1, got {best_k}, "
                 f"{identify_after} and {min_hits}"
             )
-        self.detector = detector
-        self.embedder = embedder
         self.identifier = identifier
         self.tracker = tracker or IoUTracker()
         self.identify_after = identify_after
         self.min_hits = min_hits
         self.best_k = best_k
-        self.min_face_px = min_face_px
-        # BlazeFace's own default is 0.5, but on a stream a spurious box repeats on every frame
-        # and becomes a track: on the White House backdrop of knn_examples/test/obama1.jpg the
-        # short-range model fires at 0.57 frame after frame, true faces there score above 0.85.
         self.min_det_score = min_det_score
         self.stats = WatchStats()
 
+    def _sightings(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes (N, 4) xyxy, quality (N,), crops (N, ...)) of one frame."""
+        raise NotImplementedError
+
+    def _result(self, crops: np.ndarray) -> dict[str, Any]:
+        """What the identifier says about a track from its best crops."""
+        raise NotImplementedError
+
     def _identify(self, track: Track, t: float) -> Event:
-        crops = np.stack([crop for _, _, crop in track.best])
-        vectors, _ = self.embedder.embed(crops)
-        mean = vectors.mean(axis=0)
-        mean /= max(float(np.linalg.norm(mean)), 1e-9)
-        match = self.identifier.identify(mean[None])[0]
+        track.result = self._result(np.stack([crop for _, _, crop in track.best]))
         track.identified = True
-        track.result = match.to_dict()
         self.stats.identified += 1
         return {
             "event": "identified",
@@ -179,16 +174,10 @@ class VideoWatcher:
 
     def process(self, frame_index: int, t: float, frame: np.ndarray) -> list[Event]:
         """Events caused by one frame."""
-        faces = self.detector.detect([frame])
-        faces = faces[faces.scores >= self.min_det_score]
-        if len(faces) and self.min_face_px > 0:
-            side = np.minimum(
-                faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
-            )
-            faces = faces[side >= self.min_face_px]
+        boxes, quality, crops = self._sightings(frame)
         self.stats.frames += 1
-        self.stats.faces += len(faces)
-        ids, started, ended = self.tracker.update(faces.boxes, frame_index, t)
+        self.stats.faces += len(boxes)
+        ids, started, ended = self.tracker.update(boxes, frame_index, t)
         events: list[Event] = []
         for track in ended:
             events.extend(self._ended(track))
@@ -204,17 +193,14 @@ class VideoWatcher:
                     "bbox": [round(float(v), 1) for v in track.box],
                 }
             )
-        if len(faces):
-            quality = frame_quality(faces)
-            crops = align_faces([frame], faces, self.embedder.template)
-            by_id = {tr.track_id: tr for tr in self.tracker.active}
-            for row, track_id in enumerate(ids):
-                track = by_id[track_id]
-                if track.identified:
-                    continue
-                track.offer(float(quality[row]), frame_index, crops[row], self.best_k)
-                if track.hits >= self.identify_after:
-                    events.append(self._identify(track, t))
+        by_id = {tr.track_id: tr for tr in self.tracker.active}
+        for row, track_id in enumerate(ids):
+            track = by_id[track_id]
+            if track.identified:
+                continue
+            track.offer(float(quality[row]), frame_index, crops[row], self.best_k)
+            if track.hits >= self.identify_after:
+                events.append(self._identify(track, t))
         return events
 
     def summary(self) -> Event:
@@ -222,7 +208,7 @@ class VideoWatcher:
             "event": "summary",
             "time": _now(),
             "frames": self.stats.frames,
-            "faces": self.stats.faces,
+            self.sightings_key: self.stats.faces,
             "tracks": self.stats.tracks,
             "identified": self.stats.identified,
             "seconds": round(self.stats.seconds, 3),
@@ -255,6 +241,58 @@ class VideoWatcher:
                 self.stats.seconds = time.perf_counter() - start
                 emit(self.summary())
         return self.stats
+
+
+class VideoWatcher(TrackWatcher):
+    """Faces: detector boxes, aligned crops, the face embedder, an ``Identifier``."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        embedder: Embedder,
+        identifier: Identifier,
+        tracker: IoUTracker | None = None,
+        identify_after: int = 5,
+        min_hits: int = 2,
+        best_k: int = 3,
+        min_face_px: float = 20.0,
+        min_det_score: float = 0.7,
+    ) -> None:
+        if embedder.name != identifier.embedder_name:
+            raise InvalidInput(
+                f"the identifier's gallery was embedded with {identifier.embedder_name}, "
+                f"not {embedder.name}",
+            )
+        # BlazeFace's own default is 0.5, but on a stream a spurious box repeats on every frame
+        # and becomes a track: on the White House backdrop of knn_examples/test/obama1.jpg the
+        # short-range model fires at 0.57 frame after frame, true faces there score above 0.85.
+        super().__init__(identifier, tracker, identify_after, min_hits, best_k, min_det_score)
+        self.detector = detector
+        self.embedder = embedder
+        self.min_face_px = min_face_px
+
+    def _sightings(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        faces = self.detector.detect([frame])
+        faces = faces[faces.scores >= self.min_det_score]
+        if len(faces) and self.min_face_px > 0:
+            side = np.minimum(
+                faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
+            )
+            faces = faces[side >= self.min_face_px]
+        if not len(faces):
+            return faces.boxes, np.zeros(0, np.float32), np.zeros(0, np.uint8)
+        return (
+            faces.boxes,
+            frame_quality(faces),
+            align_faces([frame], faces, self.embedder.template),
+        )
+
+    def _result(self, crops: np.ndarray) -> dict[str, Any]:
+        vectors, _ = self.embedder.embed(crops)
+        mean = vectors.mean(axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-9)
+        result: dict[str, Any] = self.identifier.identify(mean[None])[0].to_dict()
+        return result
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,24 @@ def watch(
         int | None, typer.Option(help="Stop after this many frames.", min=1)
     ] = None,
     min_score: Annotated[
-        float, typer.Option(help="Detections below this confidence are ignored.", min=0.0, max=1.0)
-    ] = 0.7,
+        float | None,
+        typer.Option(
+            help="Detections below this confidence are ignored (default 0.7 faces, 0.5 people).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    bodies: Annotated[
+        bool,
+        typer.Option(
+            "--bodies",
+            help="Follow people by body (IDENTITY_PERSON_DETECTOR, IDENTITY_BODY_EMBEDDER) "
+            "against the collection's body templates; needs --collection.",
+        ),
+    ] = False,
 ) -> None:
-    """Detect, track and identify faces in a video; print JSON lines events, fps at the end.
+    """Detect, track and identify faces (or, with --bodies, people) in a video; print JSON
+    lines events, fps at the end.
 
     Errors are mapped to one ``error:`` line by ``identity.cli.cli_errors``, which wraps this
     command when ``services.cli`` registers it.
@@ -71,6 +85,10 @@ def watch(
         _fail("give exactly one of --collection or --gallery")
     if far is not None and not 0 < far < 1:
         _fail(f"--far must be between 0 and 1 (exclusive), got {far:g}")
+    if bodies and collection is None:
+        _fail("--bodies identifies against a collection's body templates: give --collection")
+    if min_score is None:
+        min_score = 0.5 if bodies else 0.7  # the SSD's own cut; BlazeFace's, see VideoWatcher
     options = WatchOptions(detector, identify_after, best_k, max_missed, max_frames, min_score)
     from identity.video.watch import open_source
 
@@ -84,7 +102,7 @@ def watch(
         run_watch(source, identifier, settings, options, emit)
     else:
         assert collection is not None
-        run_with_collection(source, collection, settings, options, emit, far, threshold)
+        run_with_collection(source, collection, settings, options, emit, far, threshold, bodies)
 
 
 def _fail(message: str) -> None:
@@ -100,13 +118,22 @@ def run_with_collection(
     emit: Any,
     far: float | None = None,
     threshold: float | None = None,
+    bodies: bool = False,
 ) -> None:
-    """Identify against a collection of the identity store (Postgres + FAISS, services/)."""
+    """Identify against a collection of the identity store (Postgres + FAISS, services/): its
+    face templates, or with ``bodies`` its body templates (``BodyStore``, as identify-body)."""
     from identity.video.identify import StoreIdentifier
     from services.db import open_database
     from services.store import IdentityStore
 
     with open_database(settings) as engine:
         store = IdentityStore(settings, engine)
+        if bodies:
+            from identity.video.body_watch import BodyStoreIdentifier, run_body_watch
+            from services.body_store import BodyStore
+
+            body_ids = BodyStoreIdentifier(BodyStore(store), collection, far, threshold)
+            run_body_watch(source, body_ids, settings, options, emit)
+            return
         identifier = StoreIdentifier(store, collection, far=far, threshold=threshold)
         run_watch(source, identifier, settings, options, emit)
