@@ -2,7 +2,7 @@
 
     python bench/reid.py [--data DIR] [--models osnet_x0_25,dino_vits16_random,...]
                          [--dense-query-step 2] [--labels CSV] [--steps-model reid_intel_0287]
-                         [--fusion-partner reid_intel_0288]
+                         [--fusion-partner reid_intel_0288,osnet_x0_25] [--zoom]
 
 ``--labels`` is a ``path,person,camera`` CSV of any folder laid out like ``cuhk01`` (default
 ``../shared/data/cuhk01/LABELS.csv``; ``--labels none`` skips it). Its people are split in two
@@ -137,7 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--crosscam-models", default=CROSSCAM_MODELS)
     parser.add_argument("--steps-model", default="reid_intel_0287")
-    parser.add_argument("--fusion-partner", default="reid_intel_0288", help="none = no fusion step")
+    parser.add_argument(
+        "--fusion-partner",
+        default="reid_intel_0288,osnet_x0_25",
+        help="models fused with --steps-model, one step each, in order; none = no fusion step",
+    )
+    parser.add_argument(
+        "--zoom", action="store_true", help="also try multi-scale averaging (2 more passes)"
+    )
     args = parser.parse_args(argv)
     if args.dense_query_step < 1:
         parser.error("--dense-query-step must be >= 1")
@@ -202,9 +209,9 @@ def cross_camera(
     )
     print("| model | cuhk01 rank-1 | rank-5 | mAP | MOT cross-frame rank-1 | MOT mAP | s |")
     print("|---|---|---|---|---|---|---|")
-    steps = [args.steps_model] + (
-        [] if args.fusion_partner.lower() == "none" else [args.fusion_partner]
-    )
+    steps = [args.steps_model] + [
+        m.strip() for m in args.fusion_partner.split(",") if m.strip() and m.lower() != "none"
+    ]
     plain: dict[str, np.ndarray] = {}
     for model in [m.strip() for m in args.crosscam_models.split(",") if m.strip()]:
         t = time.perf_counter()
@@ -241,8 +248,17 @@ def cross_camera(
             f"| {te['rank5']:.3f} | {te['mAP']:.3f} | {'yes' if kept else 'no'} |"
         )
 
-    features = Features(plain, flipped, people.person, people.camera)
-    run_steps(features, args.steps_model, steps[1] if len(steps) > 1 else None, report)
+    zoomed = None
+    if args.zoom:
+        from reid_steps import zoom_crops
+
+        crops = zoom_crops(people.crops)
+        zoomed = (
+            embed_crops(args.steps_model, crops, settings, cache),
+            embed_crops(args.steps_model, crops[:, :, ::-1], settings, cache),
+        )
+    features = Features(plain, flipped, people.person, people.camera, zoomed)
+    run_steps(features, args.steps_model, steps[1:], report)
 
 
 if __name__ == "__main__":

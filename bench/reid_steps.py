@@ -2,10 +2,12 @@
 then reported on the test half, cumulatively, and kept only when it helped on the train half.
 
 Steps, in the order they apply (feature transforms before gallery-level ones):
-flip averaging; fusion with a second model (weight chosen on train); camera-mean centring and
-within-person whitening (linear maps *fitted* on labelled train people: a deployment can do this
-only with labelled people of its own cameras, so the service does not); average query
-expansion (k chosen on train); k-reciprocal re-ranking (k1, k2, lambda chosen on train).
+flip averaging; optionally zoom averaging (multi-scale test-time augmentation); fusion with each
+partner model in turn (concatenated L2-normalised features, weight chosen on train); camera-mean
+centring, within-person whitening and discriminant dimensions (linear maps *fitted* on labelled
+train people: a deployment can do this only with labelled people of its own cameras, so the
+service does not); average query expansion (k chosen on train); k-reciprocal re-ranking (k1,
+k2, lambda chosen on train).
 Learned maps are selected on a nested split of the train half (fit on one part, scored on the
 other) because their score on the people they were fitted to says nothing.
 """
@@ -33,6 +35,20 @@ class Features:
     flipped: dict[str, np.ndarray]
     person: np.ndarray
     camera: np.ndarray
+    # the base model's features of the crops zoomed in by ZOOM (as seen, mirrored), when given
+    zoomed: tuple[np.ndarray, np.ndarray] | None = None
+
+
+# multi-scale test-time augmentation: the central ZOOM x ZOOM of the crop resized back
+ZOOM = 0.9
+
+
+def zoom_crops(crops: np.ndarray, zoom: float = ZOOM) -> np.ndarray:
+    import cv2
+
+    h, w = crops.shape[1:3]
+    dh, dw = int(h * (1 - zoom) / 2), int(w * (1 - zoom) / 2)
+    return np.stack([cv2.resize(c[dh : h - dh, dw : w - dw], (w, h)) for c in crops])
 
 
 def camera_centring(emb: np.ndarray, camera: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -54,6 +70,23 @@ def within_person_whitening(
     return normalise(emb @ (vectors / np.sqrt(values + reg * values.mean())))
 
 
+def discriminant_projection(
+    emb: np.ndarray, person: np.ndarray, fit: np.ndarray, dims: int
+) -> np.ndarray:
+    """Keep the ``dims`` directions along which the ``fit`` people's mean features spread most
+    (LDA's between-person scatter; after within-person whitening this is LDA itself): the rest
+    of the space separates no one it was fitted on and only carries noise."""
+    x, p = emb[fit], person[fit]
+    ids, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
+    means = np.zeros((len(ids), x.shape[1]))
+    np.add.at(means, inverse, x)
+    means /= counts[:, None]
+    centre = x.mean(axis=0)
+    spread = (means - centre) * np.sqrt(counts)[:, None]
+    _, vectors = np.linalg.eigh(spread.T @ spread)
+    return normalise((emb - centre) @ vectors[:, ::-1][:, :dims])
+
+
 def qe_scorer(k: int) -> Scorer:
     return lambda q, g: cosine(average_query_expansion(q, g, k), g)
 
@@ -69,7 +102,7 @@ def rerank_scorer(params: RerankParams, qe_k: int = 0) -> Scorer:
 def run_steps(
     f: Features,
     base: str,
-    partner: str | None,
+    partners: list[str],
     report: Callable[[str, str, dict, dict, bool], None],
 ) -> None:
     """Greedy: each step with its best train-half setting; kept when train rank-1 + mAP rose.
@@ -97,7 +130,16 @@ def run_steps(
         emb, best = flipped, tried
     use_flip = keep
 
-    if partner is not None:
+    if f.zoomed is not None:
+        views = (f.plain[base], *f.zoomed) + ((f.flipped[base],) if use_flip else ())
+        scaled = normalise(sum(views[1:], views[0]))
+        tried = score(scaled, in_train)
+        keep = total(tried) > total(best)
+        report(f"+ zoom averaging (x{ZOOM})", "both scales", tried, score(scaled, in_test), keep)
+        if keep:
+            emb, best = scaled, tried
+
+    for partner in partners:
         other = normalise(f.plain[partner] + f.flipped[partner]) if use_flip else f.plain[partner]
         options = {w: normalise(np.hstack([emb, w * other])) for w in (0.25, 0.5, 0.75, 1.0)}
         w, tried = max(
@@ -140,6 +182,26 @@ def run_steps(
     )
     if keep:
         emb, nested = whitened, whitened_b
+    fitted = fitted or keep
+    dims, projected_b = max(
+        (
+            (d, discriminant_projection(nested, f.person, in_a, d))
+            for d in (64, 128, 192, 256, 384)
+            if d < emb.shape[1]
+        ),
+        key=lambda t: total(score(t[1], in_b)),
+    )
+    keep = total(score(projected_b, in_b)) > total(score(nested, in_b))
+    projected = discriminant_projection(emb, f.person, in_train, dims)
+    report(
+        "+ discriminant dimensions (fitted on train)",
+        f"{dims} of {emb.shape[1]}",
+        score(projected_b, in_b),
+        score(projected, in_test),
+        keep,
+    )
+    if keep:
+        emb, nested = projected, projected_b
     fitted = fitted or keep
     tune, rows_tune = (nested, in_b) if fitted else (emb, in_train)
     best = score(tune, rows_tune)
