@@ -110,3 +110,15 @@ def test_bodies_needs_a_collection(video: Path) -> None:
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--collection" in errors[0], result.output
+
+
+def test_unknown_collection_is_one_error_line(
+    settings: Settings, video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, output = _watch(
+        settings, monkeypatch, str(video), "--collection", "no-such-collection", "--bodies"
+    )
+    assert code != 0
+    assert not [line for line in output.splitlines() if line.startswith("{")], output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no-such-collection" in errors[0], output
