@@ -9,6 +9,7 @@ from typing import Any
 
 import cv2
 import pytest
+from blurred_face import blurred_face
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -22,16 +23,6 @@ KIT1, KIT2 = TRAIN / "kit_harington/john1.jpeg", TRAIN / "kit_harington/john2.jp
 OBAMA = TRAIN / "obama/obama.jpg"
 
 
-def _blurred(path: Any, analyzer: Any) -> tuple[Any, str]:
-    """The photo's face out of focus (Gaussian sigma 15% of the eye distance), analysed: a
-    template the enrollment gate refuses, stored the way gallery naming stores faces (no gate)."""
-    image = cv2.imread(str(path))
-    iod = float(analyzer.analyze([image]).largest().inter_ocular[0])
-    blurred = cv2.GaussianBlur(image, (0, 0), 0.15 * iod)
-    face = analyzer.analyze([blurred]).largest()
-    return face, f"blurred-{path.name}-{uuid.uuid4().hex}"
-
-
 @pytest.fixture
 def gallery(store: IdentityStore, analyzer: Any) -> dict[str, Any]:
     """kit: one good template and one blurred below the gate; obama: only a blurred one;
@@ -43,10 +34,10 @@ def gallery(store: IdentityStore, analyzer: Any) -> dict[str, Any]:
         out[ext] = store.create_identity(cid, ext)["id"]
     (good,) = store.enroll_images(cid, "kit", [(KIT1.name, KIT1.read_bytes())])["accepted"]
     out["kit_good"] = good["template_id"]
-    face, digest = _blurred(KIT2, analyzer)
+    face, digest = blurred_face(KIT2, analyzer)
     assert float(face.quality[0]) < store.settings.enroll_min_quality, face.quality
     (out["kit_blurred"],) = store.enroll_faces(cid, "kit", face, digest)
-    face, digest = _blurred(OBAMA, analyzer)
+    face, digest = blurred_face(OBAMA, analyzer)
     (out["obama_blurred"],) = store.enroll_faces(cid, "obama", face, digest)
     rose = analyzer.analyze([cv2.imread(str(TRAIN / "rose_leslie/img1.jpg"))]).largest()
     (out["rose_unknown"],) = store.enroll_faces(cid, "rose", rose.with_(quality=None), "rose-1")
@@ -155,6 +146,9 @@ def test_quality_report_over_http_and_cli(
     faces = client.get(f"/v1/collections/{cid}/identities/kit", headers=admin).json()["faces"]
     blurred = next(f for f in faces if f["id"] == gallery["kit_blurred"])
     assert blurred["quality"] < settings.enroll_min_quality and blurred["quality_reasons"]
+    assert blurred["gate_reasons"][0].startswith("low_quality:")
+    good = next(f for f in faces if f["id"] == gallery["kit_good"])
+    assert good["gate_reasons"] == []
 
     monkeypatch.setenv("DATABASE_URL", str(settings.database_url))
     monkeypatch.setenv("IDENTITY_DATA_DIR", str(settings.data_dir))
