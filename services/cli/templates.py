@@ -127,7 +127,7 @@ def gate(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-run the enrollment gate on the stored templates: who falls below it (deletes nothing;
-    remove a face with the dashboard or DELETE .../faces/{id})."""
+    remove a face on the dashboard's identity page)."""
     with _store() as (store, _):
         out = store.quality_report(collection, min_quality)
     if as_json:
