@@ -18,7 +18,7 @@ Rows: FNMR and FMR at the shipped calibrated thresholds (FAR 1e-3 and 1e-4), and
 FMR of 1e-3 with the threshold fitted on the other half of the people (two identity-disjoint
 folds, impostor comparisons of the fitting fold only, pooled), so a policy that only lowers
 every score is not credited for a stricter threshold. Embeddings are cached in
-``.bench_cache/template_policy-<embedder>.npz``.
+``.bench_cache/template_policy-<embedder>-<identities>.npz``.
 """
 
 from __future__ import annotations
