@@ -33,6 +33,7 @@ replaces the 5-landmark estimate, ``extra["eyes_open"]`` (N,) in [0, 1] adds the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -267,3 +268,63 @@ def enrollment_rejections(faces: Faces, settings: Settings) -> list[list[str]]:
             )
         out.append(r)
     return out
+
+
+def deciding_templates(
+    quality: Sequence[float | None], min_quality: float, policy: str = "all"
+) -> np.ndarray:
+    """(T,) bool: which of one identity's templates decide under ``template_quality_policy``.
+
+    ``"gate"`` drops the templates whose stored quality is below ``min_quality`` (a face the
+    enrollment gate would refuse today), but only when at least one template passes, so an
+    identity enrolled before the gate stays findable. A template without a stored quality is not
+    known to be below the gate and decides. Dropping templates only ever lowers an identity's
+    best similarity, so the calibrated false-accept rate can only fall, never rise.
+    """
+    q = np.array([np.nan if v is None else float(v) for v in quality], np.float64)
+    keep = np.ones(len(q), bool)
+    if policy == "gate":
+        passing = ~(q < min_quality)  # nan (unknown) compares False: it passes
+        if passing.any():
+            keep = passing
+    return keep
+
+
+def stored_gate_rejections(
+    landmarks: np.ndarray,
+    det_scores: Sequence[float | None],
+    quality: Sequence[float | None],
+    quality_reasons: Sequence[Sequence[str]],
+    settings: Settings,
+) -> tuple[list[list[str]], list[list[str]]]:
+    """The enrollment gate (``enrollment_rejections``) re-run on what stored templates kept:
+    (per template why the gate refuses it, per template which stored value it lacks).
+
+    Eye distance and yaw are read again from the stored 5 landmarks (a template enrolled with
+    FaceMesh pose was gated on the mesh's yaw). A missing quality or detector score is named
+    (``quality``, ``det_score``), never guessed, and is not a refusal.
+    """
+    n = len(quality)
+    lm = np.asarray(landmarks, np.float64).reshape(n, 5, 2)
+    q = np.array([np.nan if v is None else float(v) for v in quality], np.float64)
+    det = np.array([np.nan if v is None else float(v) for v in det_scores], np.float64)
+    pose = pose_from_landmarks(lm)
+    iod = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
+    faces = Faces(
+        boxes=np.zeros((n, 4)),
+        landmarks=lm,
+        scores=np.nan_to_num(det, nan=1.0),
+        image_index=np.zeros(n),
+        quality=q,
+        quality_reasons=[list(r) for r in quality_reasons],
+        quality_details=[
+            {"det_score": det[i], "inter_ocular_px": iod[i], "pose": {"yaw": pose[i, 0]}}
+            for i in range(n)
+        ],
+    )
+    rejections = enrollment_rejections(faces, settings)  # nan compares False: no reason
+    missing = [
+        [name for name, v in (("quality", q[i]), ("det_score", det[i])) if np.isnan(v)]
+        for i in range(n)
+    ]
+    return rejections, missing

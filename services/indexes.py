@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, select, text
 
+from identity.errors import SealingError
 from identity.index import FaceIndex, index_for
 from identity.registry import get_manifest
 from identity.settings import Settings
@@ -270,7 +271,15 @@ class IndexRegistry:
         for collection_id, model in pairs:
             try:
                 self.catch_up(collection_id, model)
-            except Exception:  # e.g. a data key this KEK cannot open: the others still serve
+            except SealingError as exc:  # a data key this KEK cannot open: the others still serve
+                log.warning(
+                    "%s index of collection %d / %s not loaded: %s",
+                    self.kind,
+                    collection_id,
+                    model,
+                    exc.message,
+                )
+            except Exception:
                 log.exception(
                     "%s index of collection %d / %s not loaded", self.kind, collection_id, model
                 )

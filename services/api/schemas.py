@@ -196,6 +196,15 @@ class VerifyResult(BaseModel):
     identity_id: str | None = None
     templates_compared: int | None = None
     best_template_id: int | None = None
+    template_policy: str | None = Field(
+        default=None, description="all or gate (IDENTITY_TEMPLATE_QUALITY_POLICY)"
+    )
+    compared_template_ids: list[int] | None = Field(
+        default=None, description="the identity's templates the probe was compared with"
+    )
+    ignored_template_ids: list[int] | None = Field(
+        default=None, description="templates below the quality gate, not compared (policy gate)"
+    )
     other_face: FaceOut | None = None
     liveness: Liveness | None = None
 
@@ -207,6 +216,9 @@ class Candidate(BaseModel):
     similarity: float
     template_id: int
     match: bool
+    ignored_template_ids: list[int] | None = Field(
+        default=None, description="templates below the quality gate, not compared (policy gate)"
+    )
 
 
 class IdentifiedFace(FaceOut):
@@ -220,6 +232,9 @@ class IdentifyResult(BaseModel):
     far: float | None
     calibration: CalibrationOut | None = None
     model: str
+    template_policy: str | None = Field(
+        default=None, description="all or gate (IDENTITY_TEMPLATE_QUALITY_POLICY)"
+    )
 
 
 class Erased(BaseModel):

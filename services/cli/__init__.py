@@ -2,7 +2,7 @@
 
 Assembled here because only the service side may see both: ``serve``, ``db``, ``keys``, ``audit``
 (``service.py``), ``ingest`` (``ingest.py``: batch gallery ingestion into the store),
-``templates`` (``templates.py``: a collection's face models, migration) and ``watch`` (``watch.py``). Service modules are imported inside each command, so ``identity analyze`` never
+``templates`` (``templates.py``: a collection's face models, migration, the gate re-run) and ``watch`` (``watch.py``). Service modules are imported inside each command, so ``identity analyze`` never
 loads FastAPI or SQLAlchemy.
 """
 

@@ -1,4 +1,5 @@
-"""``identity templates``: a collection's face models: status, migrate, switch and drop.
+"""``identity templates``: a collection's face models (status, migrate, switch, drop) and the
+enrollment gate re-run on its stored templates (``gate``).
 
 The procedure (docs/model-migration.md): ``migrate --to NEW`` re-embeds the kept source crops
 while decisions go on with the active model (resumable: run it again after a kill or new
@@ -17,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 templates_app = typer.Typer(
-    help="A collection's face models: status, migrate to another, switch, drop.",
+    help="A collection's templates: face models (status, migrate, switch, drop) and the gate.",
     no_args_is_help=True,
 )
 
@@ -114,6 +115,42 @@ def drop(
     with _store() as (store, _):
         out = store.drop_model(collection, model)
     typer.echo(f"{collection}: dropped {out['dropped']} templates of {model}")
+
+
+@templates_app.command("gate")
+def gate(
+    collection: CollectionOpt,
+    min_quality: Annotated[
+        float | None,
+        typer.Option("--min-quality", help="Gate to apply (default IDENTITY_ENROLL_MIN_QUALITY)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run the enrollment gate on the stored templates: who falls below it (deletes nothing;
+    remove a face on the dashboard's identity page)."""
+    with _store() as (store, _):
+        out = store.quality_report(collection, min_quality)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(
+        f"{collection} ({out['model']}): {out['templates_below_gate']} of "
+        f"{out['templates_checked']} templates below the gate (quality >= {out['min_quality']}) "
+        f"in {out['identities_with_templates_below_gate']} of {out['identities_checked']} "
+        f"identities; {len(out['identities_with_no_template_passing'])} left with none passing"
+        + (
+            f"; {out['templates_quality_missing']} without a stored quality"
+            if out["templates_quality_missing"]
+            else ""
+        )
+    )
+    for p in out["identities"]:
+        none = "  NO TEMPLATE PASSES" if p["no_template_passes"] else ""
+        typer.echo(f"  {p['external_id']} ({p['passing']}/{p['templates']} pass){none}")
+        for t in p["below_gate"]:
+            typer.echo(f"    face {t['template_id']}: " + "; ".join(t["gate_reasons"]))
+        for t in p["not_stored"]:
+            typer.echo(f"    face {t['template_id']}: not stored: " + ", ".join(t["missing"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,8 @@ The methods live by resource, one module each: ``core`` (construction, ``read``/
 transactions, locks, audit), ``write`` (``CollectionWrite``, ``NewTemplate``), ``collections``, ``identities``,
 ``enrollment`` (images and analysed faces, thumbnails), ``decisions`` (verify, identify, the
 threshold), ``bodies`` (body template rows and the reads of 1:N by body), ``liveness`` (a
-collection's policy and its gate), ``face_models`` (the active face model, switch and drop) and
+collection's policy and its gate), ``face_models`` (the active face model, switch and drop), ``quality_report`` (the
+enrollment gate re-run on stored templates) and
 ``housekeeping`` (audit log, the indexes' life cycle,
 index status, reindex, sweeps). ``IdentityStore`` composes them, so callers see one object.
 
@@ -30,6 +31,7 @@ from services.store.enrollment import EnrollmentMixin
 from services.store.face_models import FaceModelsMixin
 from services.store.housekeeping import HousekeepingMixin
 from services.store.identities import IdentitiesMixin
+from services.store.quality_report import QualityReportMixin
 from services.store.write import CollectionWrite, NewTemplate
 
 __all__ = [
@@ -49,6 +51,7 @@ class IdentityStore(
     EnrollmentMixin,
     DecisionsMixin,
     FaceModelsMixin,
+    QualityReportMixin,
     BodiesMixin,
     HousekeepingMixin,
 ):

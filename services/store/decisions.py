@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,14 @@ class DecisionsMixin(LivenessMixin):
         return pipeline_calibration(
             model or self.model_name, self.settings, self.detector_name
         ).evidence(far)
+
+    def _deciding(self, quality: Iterable[float | None]) -> np.ndarray:
+        """Mask of one identity's templates that decide (``template_quality_policy``)."""
+        from identity.quality import deciding_templates
+
+        return deciding_templates(
+            list(quality), self.settings.enroll_min_quality, self.settings.template_quality_policy
+        )
 
     def _probe(self, data: bytes, model: str, what: str = "probe", liveness: bool = False) -> Faces:
         if not isinstance(data, (bytes, bytearray)) or not data:
@@ -89,6 +98,7 @@ class DecisionsMixin(LivenessMixin):
                         FaceTemplate.dim,
                         FaceTemplate.embedding,
                         FaceTemplate.key_id,
+                        FaceTemplate.quality,
                     ).where(
                         FaceTemplate.identity_id == row.id,
                         FaceTemplate.model_name == model,
@@ -98,6 +108,9 @@ class DecisionsMixin(LivenessMixin):
                     raise NoTemplates(
                         f"identity '{row.id}' has no enrolled faces for model {model}"
                     )
+                deciding = self._deciding(t[4] for t in templates)
+                ignored = [int(t[0]) for t, k in zip(templates, deciding, strict=True) if not k]
+                templates = [t for t, k in zip(templates, deciding, strict=True) if k]
         live_check = wanted(policy, liveness)
         probe_faces = self._probe(
             probe, model, liveness=live_check
@@ -117,6 +130,9 @@ class DecisionsMixin(LivenessMixin):
                 identity_id=str(row.id),
                 templates_compared=len(templates),
                 best_template_id=int(templates[best][0]),
+                template_policy=self.settings.template_quality_policy,
+                compared_template_ids=[int(t[0]) for t in templates],
+                ignored_template_ids=ignored,
             )
         else:
             face = 0
@@ -251,6 +267,7 @@ class DecisionsMixin(LivenessMixin):
                     .where(FaceTemplate.id.in_(wanted))
                 ).all():
                     owners[tid] = (iid, ext, name)
+        gated = self._gated_scores(model, {o[0] for o in owners.values()}, faces.embeddings)
         results, top = [], []
         for f in range(len(faces)):
             best: dict[uuid.UUID, dict[str, Any]] = {}
@@ -260,6 +277,10 @@ class DecisionsMixin(LivenessMixin):
                 owner = owners.get(int(tid))
                 if owner is None or owner[0] in best:
                     continue  # results are sorted, so the first hit per identity is its max
+                extra: dict[str, Any] = {}
+                if owner[0] in gated:  # below-gate templates ignored: its deciding templates' max
+                    g_sims, g_tids, ignored = gated[owner[0]]
+                    sim, tid, extra = g_sims[f], g_tids[f], {"ignored_template_ids": ignored}
                 best[owner[0]] = {
                     "identity_id": str(owner[0]),
                     "external_id": owner[1],
@@ -267,8 +288,10 @@ class DecisionsMixin(LivenessMixin):
                     "similarity": round(float(sim), 6),
                     "template_id": int(tid),
                     "match": bool(float(sim) >= thr),
+                    **extra,
                 }
-            candidates = list(best.values())[:top_k]
+            # A gated identity's score may have dropped below the next one's (stable sort).
+            candidates = sorted(best.values(), key=lambda c: -c["similarity"])[:top_k]
             top.extend(candidates[:1])  # the audit keeps the best score, shown or not
             if matches_only:
                 candidates = [c for c in candidates if c["match"]]
@@ -288,4 +311,45 @@ class DecisionsMixin(LivenessMixin):
             "far": far_used,
             "calibration": self.calibration_evidence(far_used, model),
             "model": model,
+            "template_policy": self.settings.template_quality_policy,
         }
+
+    def _gated_scores(
+        self, model: str, identity_ids: set[uuid.UUID], embeddings: np.ndarray
+    ) -> dict[uuid.UUID, tuple[np.ndarray, np.ndarray, list[int]]]:
+        """Under the ``gate`` template policy, per candidate identity that has templates to
+        ignore: (best similarity per probe face, the template giving it, the ignored template
+        ids), recomputed from its deciding templates (the index holds every template, and the
+        deciding ones may lie beyond the hits it returned)."""
+        if self.settings.template_quality_policy != "gate" or not identity_ids:
+            return {}
+        per_identity: dict[uuid.UUID, list[Any]] = {}
+        with self.sessions() as s:
+            for t in s.execute(
+                select(
+                    FaceTemplate.identity_id,
+                    FaceTemplate.id,
+                    FaceTemplate.quality,
+                    FaceTemplate.dim,
+                    FaceTemplate.embedding,
+                    FaceTemplate.key_id,
+                ).where(
+                    FaceTemplate.identity_id.in_(identity_ids), FaceTemplate.model_name == model
+                )
+            ).all():
+                per_identity.setdefault(t[0], []).append(t)
+        out = {}
+        for iid, rows in per_identity.items():
+            keep = self._deciding(r[2] for r in rows)
+            if keep.all():
+                continue
+            kept = [r for r, k in zip(rows, keep, strict=True) if k]
+            gallery = np.stack([self.sealer.embedding(r[4], r[5], r[3]) for r in kept])
+            sims = embeddings @ gallery.T  # (faces, deciding templates)
+            best = np.argmax(sims, axis=1)
+            out[iid] = (
+                sims[np.arange(len(sims)), best],
+                np.array([int(kept[b][1]) for b in best]),
+                [int(r[1]) for r, k in zip(rows, keep, strict=True) if not k],
+            )
+        return out

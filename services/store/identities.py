@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -135,9 +136,27 @@ class IdentitiesMixin(StoreCore):
                 }
                 for t in row.templates
             ]
+            if templates:
+                for face, reasons in zip(
+                    templates, self._gate_reasons(list(row.templates)), strict=True
+                ):
+                    face["gate_reasons"] = reasons
             out = self._identity_dict(row, templates=len(templates))
         out["faces"] = templates
         return out
+
+    def _gate_reasons(self, templates: list[FaceTemplate]) -> list[list[str]]:
+        """Per template, why the current enrollment gate would refuse it (empty: it passes)."""
+        from identity.quality import stored_gate_rejections
+
+        rejections, _ = stored_gate_rejections(
+            np.asarray([t.landmarks for t in templates], np.float64),
+            [t.det_score for t in templates],
+            [t.quality for t in templates],
+            [t.quality_reasons or [] for t in templates],
+            self.settings,
+        )
+        return rejections
 
     def erase_identity(
         self, collection: str, identity_id: uuid.UUID | str, actor: int | None = None

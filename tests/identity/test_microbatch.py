@@ -64,7 +64,7 @@ def test_a_failing_item_fails_only_its_caller() -> None:
 def test_batched_analysis_equals_one_at_a_time(settings: Settings) -> None:
     names = ["img1.jpg", "img2.jpg", "couple.jpg", "img10.jpg", "img11.jpg", "img12.jpg"]
     photos = [(DEEPFACE / n).read_bytes() for n in names]
-    alone = FaceAnalyzer(settings)
+    alone = FaceAnalyzer(settings.model_copy(update={"micro_batch": False}))
     expected = [alone.analyze_bytes(p).faces for p in photos]
     batched = FaceAnalyzer(settings.model_copy(update={"micro_batch": True}))
     start = threading.Barrier(len(photos))

@@ -220,7 +220,7 @@ def test_re_embedded_templates_keep_their_enrollment_liveness(client: TestClient
     assert len(r["accepted"]) == 2, r
     source = store.face_models(cid)["active"]
     target = next(m for m in ("arcface_mobilefacenet_128", "dlib_resnet_v1") if m != source)
-    report = run_migration(GalleryStore(store), cid, target)
+    report = run_migration(GalleryStore(store, store.engine), cid, target)
     assert report.migrated == 2
     with store.read(cid) as (s, c):
         rows = (

@@ -21,6 +21,7 @@ from services.admin.routes import (
     identities,
     jobs,
     playground,
+    quality,
     signin,
     system,
 )
@@ -36,5 +37,6 @@ for screen in (
     jobs,
     clusters,
     face_models,
+    quality,
 ):
     router.include_router(screen.router)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from services.api.schemas import (
     CONFLICT_PROBLEMS,
@@ -58,6 +58,19 @@ def index_status(
 ) -> dict:
     """The FAISS index next to Postgres: its type, sizes, id digests and whether they agree."""
     return store.index_status(cid)
+
+
+@router.get("/{cid}/quality-report")
+def quality_report(
+    cid: str,
+    store: StoreDep,
+    p: Annotated[Principal, Depends(collection_access("admin"))],
+    min_quality: Annotated[
+        float | None, Query(ge=0, le=1, description="gate to apply (default the enrollment's)")
+    ] = None,
+) -> dict:
+    """The enrollment gate re-run on the stored templates: who falls below it (reports only)."""
+    return store.quality_report(cid, min_quality)
 
 
 @router.delete("/{cid}", response_model=CollectionDeleted)
