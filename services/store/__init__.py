@@ -23,9 +23,10 @@ Every method takes ``actor`` (the API key id, or None for the CLI) for the audit
 
 from __future__ import annotations
 
+from identity.choice import face_summary
 from services.store.bodies import BodiesMixin
 from services.store.collections import CollectionsMixin
-from services.store.core import COLLECTION_NAME, MAX_TOP_K, face_summary, sha256_hex
+from services.store.core import COLLECTION_NAME, MAX_TOP_K, sha256_hex
 from services.store.decisions import DecisionsMixin
 from services.store.enrollment import EnrollmentMixin
 from services.store.face_models import FaceModelsMixin

@@ -14,11 +14,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from identity.faces import Faces
 from identity.image import sha256_hex  # noqa: F401  (re-exported: the store's dedupe key)
 from identity.pipeline import FaceAnalyzer
 from identity.settings import Settings
@@ -38,19 +36,6 @@ COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 MAX_TOP_K = 100
 # An advisory-lock namespace so our per-collection locks never collide with anyone else's.
 _LOCK_BASE = 727 << 40
-
-
-def _round(values: Sequence[float] | np.ndarray, nd: int = 2) -> list[float]:
-    return [round(float(v), nd) for v in values]
-
-
-def face_summary(faces: Faces, i: int) -> dict[str, Any]:
-    return {
-        "bbox": _round(faces.boxes[i]),
-        "det_score": round(float(faces.scores[i]), 4),
-        "quality": None if faces.quality is None else round(float(faces.quality[i]), 4),
-        "quality_reasons": list(faces.quality_reasons[i]) if faces.quality_reasons else [],
-    }
 
 
 class StoreCore:

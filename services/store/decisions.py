@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from identity.choice import face_summary
 from identity.errors import BadImage, InvalidInput, MultipleFaces, NoFaceFound
 from identity.faces import Faces
 from services.errors import NoTemplates
 from services.liveness import audit_fields, wanted
 from services.metrics import record_stages
-from services.store.core import MAX_TOP_K, face_summary
+from services.store.core import MAX_TOP_K
 from services.store.liveness import LivenessMixin
 from services.tables import FaceTemplate, IdentityRow
 

@@ -6,13 +6,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from identity.choice import choose_face, face_summary, rounded
 from identity.crops import SourceCrop, encode_crop
-from identity.detect.nms import box_iou
-from identity.errors import CodedError, InvalidInput, NoFaceFound
+from identity.errors import CodedError, InvalidInput
 from identity.faces import Faces, check_bbox_xyxy
 from identity.image import sha256_hex
 from identity.registry import get_manifest
@@ -21,7 +20,6 @@ from services.indexes import embedding_to_bytes
 from services.liveness import audit_fields, stored_verdict, wanted
 from services.metrics import record_stages
 from services.sealed import THUMBNAIL
-from services.store.core import _round, face_summary
 from services.store.liveness import LivenessMixin
 from services.store.write import NewTemplate
 from services.tables import FaceTemplate
@@ -112,8 +110,8 @@ class EnrollmentMixin(LivenessMixin):
                             if faces.quality_reasons
                             else [],
                             det_score=float(faces.scores[i]),
-                            bbox=_round(faces.boxes[i]),
-                            landmarks=[_round(p) for p in faces.landmarks[i]],
+                            bbox=rounded(faces.boxes[i]),
+                            landmarks=[rounded(p) for p in faces.landmarks[i]],
                             source_sha256=source_sha256,
                             thumbnail_jpeg=thumbs[i],
                             crop_jpeg=kept[i][0],
@@ -145,37 +143,6 @@ class EnrollmentMixin(LivenessMixin):
         if not self.settings.keep_face_crops:
             return None, None
         return encode_crop(crop), crop.geometry()
-
-    def _choose_face(
-        self, faces: Faces, face_index: int | None, bbox: Sequence[float] | None
-    ) -> Faces:
-        if not len(faces):
-            raise NoFaceFound("no face found in the image")
-        faces = faces.sorted_by_area()
-        if face_index is not None:
-            if not 0 <= face_index < len(faces):
-                raise InvalidInput(
-                    f"face_index {face_index} out of range: the image has {len(faces)} faces",
-                    faces=[face_summary(faces, i) for i in range(len(faces))],
-                )
-            return faces[face_index]
-        if bbox is not None:
-            ious = box_iou(np.asarray(bbox, dtype=np.float32), faces.boxes)
-            best = int(np.argmax(ious))
-            if ious[best] < 0.3:
-                raise NoFaceFound(
-                    "no detected face overlaps the given bbox",
-                    faces=[face_summary(faces, i) for i in range(len(faces))],
-                )
-            return faces[best]
-        if len(faces) > 1:
-            from identity.errors import MultipleFaces
-
-            raise MultipleFaces(
-                f"{len(faces)} faces found; choose one with face_index (largest first) or bbox",
-                faces=[face_summary(faces, i) for i in range(len(faces))],
-            )
-        return faces
 
     def _quality_gate(self, face: Faces) -> list[str]:
         from identity.quality import enrollment_rejections
@@ -219,7 +186,7 @@ class EnrollmentMixin(LivenessMixin):
                 seen.add(digest)
                 analyzed = analyzer.analyze_bytes(data, liveness=live_check)
                 record_stages(analyzed.faces.timings)
-                face = self._choose_face(analyzed.faces, face_index, bbox)
+                face = choose_face(analyzed.faces, face_index, bbox)
                 extra: dict[str, Any] = {}
                 if live_check:
                     (extra["liveness"],) = self._liveness_gate(
