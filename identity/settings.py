@@ -58,10 +58,11 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(default=0, description="0 = onnxruntime's default.")
     micro_batch: bool = Field(
-        default=True,
+        default=False,
         description="Run the images of concurrent requests through the models together, one "
-        "batch at a time (identity/microbatch.py), instead of side by side: lower p99 and more "
-        "throughput under concurrency (docs/service.md); a lone request runs at once.",
+        "batch at a time (identity/microbatch.py), instead of side by side. Measured "
+        "(docs/service.md): it helped on a machine busy with other work and hurt on a quiet one, "
+        "so it is off by default.",
     )
     micro_batch_max: int = Field(default=8, ge=1, le=64, description="Images per micro-batch.")
     onnx_spinning: bool = Field(
