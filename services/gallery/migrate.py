@@ -21,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import select, update
 
 from identity.crops import SourceCrop, decode_crop, embed_crops
 from identity.errors import CodedError, InvalidInput, JobCancelled
@@ -33,7 +32,7 @@ from services.gallery.migrate_check import decision_changes
 from services.gallery.store import GalleryStore
 from services.indexes import embedding_to_bytes
 from services.store import NewTemplate
-from services.store.face_models import check_face_model
+from services.store.face_models import check_face_model, uncovered, uncovered_count
 from services.tables import FaceTemplate, GalleryJob
 
 log = logging.getLogger(__name__)
@@ -142,28 +141,6 @@ def create_migration_job(
         return str(job.id)
 
 
-def _pending(gallery: GalleryStore, collection_id: int, source: str, target: str) -> Any:
-    """Templates of ``source`` without a ``target`` twin, as a query (id order)."""
-    twin = aliased(FaceTemplate)
-    return (
-        select(FaceTemplate)
-        .outerjoin(
-            twin,
-            and_(
-                twin.identity_id == FaceTemplate.identity_id,
-                twin.source_sha256 == FaceTemplate.source_sha256,
-                twin.model_name == target,
-            ),
-        )
-        .where(
-            FaceTemplate.collection_id == collection_id,
-            FaceTemplate.model_name == source,
-            twin.id.is_(None),
-        )
-        .order_by(FaceTemplate.id)
-    )
-
-
 def _load_crop(gallery: GalleryStore, t: FaceTemplate) -> tuple[bytes, SourceCrop]:
     """The template's source crop (JPEG, decoded); CodedError when it is missing or damaged."""
     from identity.errors import BadImage
@@ -185,6 +162,7 @@ def _batch(
     gallery: GalleryStore,
     collection: str,
     job_id: str,
+    source: str,
     target: str,
     rows: list[FaceTemplate],
     report: MigrationReport,
@@ -212,24 +190,16 @@ def _batch(
         ids = [t.id for t in rows]
         # under the collection lock: what was erased or migrated since the batch was read
         alive = set(s.execute(select(FaceTemplate.id).where(FaceTemplate.id.in_(ids))).scalars())
-        twin = aliased(FaceTemplate)
-        done = set(
+        todo = set(
             s.execute(
-                select(FaceTemplate.id)
-                .join(
-                    twin,
-                    and_(
-                        twin.identity_id == FaceTemplate.identity_id,
-                        twin.source_sha256 == FaceTemplate.source_sha256,
-                        twin.model_name == target,
-                    ),
-                )
+                uncovered(w.collection_id, source, target)
                 .where(FaceTemplate.id.in_(ids))
+                .with_only_columns(FaceTemplate.id)
             ).scalars()
         )
         new: list[NewTemplate] = []
         for i, (t, jpeg, _) in enumerate(loaded):
-            if t.id not in alive or t.id in done:
+            if t.id not in todo:
                 continue
             assert faces.embeddings is not None
             new.append(
@@ -309,13 +279,7 @@ def _run(
     try:
         store.analyzer_for(target).embedder  # noqa: B018 - a missing model fails the job now
         with gallery.sessions() as s:
-            report.total = int(
-                s.execute(
-                    select(func.count()).select_from(
-                        _pending(gallery, cid, source, target).subquery()
-                    )
-                ).scalar_one()
-            )
+            report.total = uncovered_count(s, cid, source, target)
         if not gallery.start_job(job_id, report.total):
             raise JobCancelled("the job was cancelled before it started")
         last = 0
@@ -324,16 +288,14 @@ def _run(
             with gallery.sessions() as s:
                 rows = list(
                     s.execute(
-                        _pending(gallery, cid, source, target)
-                        .where(FaceTemplate.id > last)
-                        .limit(size)
+                        uncovered(cid, source, target).where(FaceTemplate.id > last).limit(size)
                     ).scalars()
                 )
                 s.expunge_all()
             if not rows:
                 break
             last = rows[-1].id
-            _batch(gallery, collection, job_id, target, rows, report, actor)
+            _batch(gallery, collection, job_id, source, target, rows, report, actor)
             if on_progress is not None:
                 on_progress(report)
             if gallery.cancel_requested(job_id):

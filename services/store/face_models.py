@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from identity.errors import CalibrationError, InvalidInput, ModelError
@@ -34,28 +34,32 @@ def check_face_model(name: str) -> str:
     raise InvalidInput(f"'{name}' is not a face recognition model", model=name, known=known)
 
 
-def uncovered_count(s: Session, collection_id: int, source: str, target: str) -> int:
-    """Templates of ``source`` with no ``target`` template of the same identity and photo."""
-    new = aliased(FaceTemplate)
-    return int(
-        s.execute(
-            select(func.count())
-            .select_from(FaceTemplate)
-            .outerjoin(
-                new,
-                and_(
-                    new.identity_id == FaceTemplate.identity_id,
-                    new.source_sha256 == FaceTemplate.source_sha256,
-                    new.model_name == target,
-                ),
-            )
-            .where(
-                FaceTemplate.collection_id == collection_id,
-                FaceTemplate.model_name == source,
-                new.id.is_(None),
-            )
-        ).scalar_one()
+def uncovered(collection_id: int, source: str, target: str) -> Select[FaceTemplate]:
+    """Templates of ``source`` with no ``target`` twin (same identity, same photo), id order: what
+    a migration still has to do, and what a switch would leave unrecognised."""
+    twin = aliased(FaceTemplate)
+    return (
+        select(FaceTemplate)
+        .outerjoin(
+            twin,
+            and_(
+                twin.identity_id == FaceTemplate.identity_id,
+                twin.source_sha256 == FaceTemplate.source_sha256,
+                twin.model_name == target,
+            ),
+        )
+        .where(
+            FaceTemplate.collection_id == collection_id,
+            FaceTemplate.model_name == source,
+            twin.id.is_(None),
+        )
+        .order_by(FaceTemplate.id)
     )
+
+
+def uncovered_count(s: Session, collection_id: int, source: str, target: str) -> int:
+    query = uncovered(collection_id, source, target).subquery()
+    return int(s.execute(select(func.count()).select_from(query)).scalar_one())
 
 
 class FaceModelsMixin(StoreCore):
