@@ -4,6 +4,7 @@ the active model, drop an unused model's templates; the same store calls as the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from identity.errors import CodedError
 from services.admin.routes.deps import (
+    Admin,
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
@@ -22,6 +24,7 @@ from services.admin.routes.deps import (
 )
 from services.deps import StoreDep, get_job_runner
 from services.gallery import GalleryJobRunner
+from services.store import IdentityStore
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 RunnerDep = Annotated[GalleryJobRunner, Depends(get_job_runner)]
@@ -52,6 +55,28 @@ def face_models_page(request: Request, cid: str, admin: AdminDep, store: StoreDe
     )
 
 
+def _act(
+    request: Request,
+    cid: str,
+    admin: Admin,
+    store: IdentityStore,
+    act: Callable[[], tuple[str, str]],
+) -> Response:
+    """Run one admin action on the collection's models; ``act`` returns (where to go, what to
+    say). A refusal (``CodedError``) is flashed on the Face models page."""
+    try:
+        admin.principal.require("admin", cid)
+        collection_or_404(store, admin, cid)
+        where, message = act()
+    except CodedError as exc:
+        return flash(request, redirect(_models_url(cid)), exc.message, kind="error")
+    return flash(request, redirect(where), message)
+
+
+def _models_url(cid: str) -> str:
+    return f"/admin/collections/{quote(cid)}/models"
+
+
 @router.post("/collections/{cid}/models/migrate")
 def migrate(
     request: Request,
@@ -61,15 +86,11 @@ def migrate(
     runner: RunnerDep,
     model: Annotated[str, Form()] = "",
 ) -> Response:
-    back = redirect(f"/admin/collections/{quote(cid)}/models")
-    try:
-        admin.principal.require("admin", cid)
-        collection_or_404(store, admin, cid)
+    def act() -> tuple[str, str]:
         job = runner.submit_migration(cid, model, actor=admin.actor)
-    except CodedError as exc:
-        return flash(request, back, exc.message, kind="error")
-    to_job = redirect(f"/admin/collections/{quote(cid)}/jobs/{job['id']}")
-    return flash(request, to_job, f"Migration to {model} started.")
+        return f"/admin/collections/{quote(cid)}/jobs/{job['id']}", f"Migration to {model} started."
+
+    return _act(request, cid, admin, store, act)
 
 
 @router.post("/collections/{cid}/models/switch")
@@ -81,14 +102,11 @@ def switch(
     model: Annotated[str, Form()] = "",
     force: Annotated[bool, Form()] = False,
 ) -> Response:
-    back = redirect(f"/admin/collections/{quote(cid)}/models")
-    try:
-        admin.principal.require("admin", cid)
-        collection_or_404(store, admin, cid)
+    def act() -> tuple[str, str]:
         out = store.switch_model(cid, model, force=force, actor=admin.actor)
-    except CodedError as exc:
-        return flash(request, back, exc.message, kind="error")
-    return flash(request, back, f"Active model: {out['active']} (was {out['previous']}).")
+        return _models_url(cid), f"Active model: {out['active']} (was {out['previous']})."
+
+    return _act(request, cid, admin, store, act)
 
 
 @router.post("/collections/{cid}/models/drop")
@@ -99,11 +117,8 @@ def drop(
     store: StoreDep,
     model: Annotated[str, Form()] = "",
 ) -> Response:
-    back = redirect(f"/admin/collections/{quote(cid)}/models")
-    try:
-        admin.principal.require("admin", cid)
-        collection_or_404(store, admin, cid)
+    def act() -> tuple[str, str]:
         out = store.drop_model(cid, model, actor=admin.actor)
-    except CodedError as exc:
-        return flash(request, back, exc.message, kind="error")
-    return flash(request, back, f"Dropped {out['dropped']} templates of {model}.")
+        return _models_url(cid), f"Dropped {out['dropped']} templates of {model}."
+
+    return _act(request, cid, admin, store, act)
