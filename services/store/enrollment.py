@@ -201,14 +201,17 @@ class EnrollmentMixin(LivenessMixin):
                         reasons=reasons,
                         face=face_summary(face, 0),
                     )
-                crop = analyzed.source_crop(face, 0, self.settings.face_crop_side)
+                keep = self.settings.keep_face_crops
+                crops = (
+                    [analyzed.source_crop(face, 0, self.settings.face_crop_side)] if keep else None
+                )
                 (tid,) = self.enroll_faces(
                     collection,
                     identity_id,
                     face,
                     digest,
                     actor=actor,
-                    crops=[crop],
+                    crops=crops,
                     model=model,
                     liveness=[extra["liveness"]] if live_check else None,
                 )
