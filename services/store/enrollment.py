@@ -171,8 +171,8 @@ class EnrollmentMixin(LivenessMixin):
         identity_id = self.require_identity(
             collection, identity_id
         )  # fail fast; UUID or external id
-        policy = self.liveness_policy(collection)
-        model = self.model_of(collection)
+        with self.read(collection) as (_, c):
+            policy, model = c.liveness_policy, self.face_model(c)
         analyzer = self.analyzer_for(model)
         live_check = wanted(policy, liveness)
         accepted: list[dict[str, Any]] = []
