@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from identity.errors import BadImage
 from identity.faces import Faces
+
+if TYPE_CHECKING:  # the pipeline imports this module
+    from identity.pipeline import FaceAnalyzer
 
 # Box side times this on each side: the crop is (1 + 2 * MARGIN) box sides wide.
 MARGIN = 0.5
@@ -100,8 +103,10 @@ def crop_faces(crops: Sequence[SourceCrop], scores: Sequence[float]) -> Faces:
     )
 
 
-def embed_crops(analyzer: Any, crops: Sequence[SourceCrop], scores: Sequence[float]) -> Faces:
-    """Re-analyse stored crops with ``analyzer``'s models (a ``FaceAnalyzer``): aligned crops,
+def embed_crops(
+    analyzer: FaceAnalyzer, crops: Sequence[SourceCrop], scores: Sequence[float]
+) -> Faces:
+    """Re-analyse stored crops with ``analyzer``'s models: aligned crops,
     embeddings and quality, one face per crop, in order."""
     if not crops:
         return Faces.empty()
