@@ -34,7 +34,11 @@ class Settings(BaseSettings):
 
     # models --------------------------------------------------------------------------------
     detector: str = Field(default="retinaface_mnet025", description="Detector manifest name.")
-    embedder: str = Field(default="dlib_resnet_v1", description="Face embedder manifest name.")
+    embedder: str = Field(
+        default="arcface_w600k_mbf_int8",
+        description="Face embedder manifest name. The default ships inside the package "
+        "(InsightFace weights: non-commercial research use); dlib_resnet_v1 is the CC0 choice.",
+    )
     body_embedder: str = Field(
         default="reid_intel_0287",
         description="Person re-ID embedder manifest name (reid_intel_0287/0288 need the body "

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
+from identity.settings import Settings
+
 from admin_browser import (
     LiveService,
     PageErrors,
@@ -34,6 +36,7 @@ OBAMA_TRAIN = sorted((KNN / "train" / "obama").glob("*.jpg"))
 BIDEN_TRAIN = sorted((KNN / "train" / "biden").glob("*.jpg"))
 OBAMA_PROBE = KNN / "test" / "obama1.jpg"
 TWO_PEOPLE = KNN / "test" / "obama_and_biden.jpg"
+DEFAULT_EMBEDDER = Settings.model_fields["embedder"].default
 
 
 def drop_files(page: Page, selector: str, paths: list[Path]) -> None:
@@ -134,7 +137,7 @@ def test_enroll_search_verify_erase_audit(
     expect(rejected).to_contain_text("faces found")
     cards = page.locator("#faces .face-card")
     expect(cards).to_have_count(len(OBAMA_TRAIN))
-    expect(cards.first).to_contain_text("dlib_resnet_v1")
+    expect(cards.first).to_contain_text(DEFAULT_EMBEDDER)
     assert_images_loaded(page, "#faces img")
     shoot(page, "identity")
 
@@ -216,7 +219,7 @@ def test_enroll_search_verify_erase_audit(
 
     # system: models with licence and checksum state, the index of this collection, counters
     page.goto(f"{url}/admin/system")
-    embedder = page.locator("#models tr[data-model='dlib_resnet_v1']")
+    embedder = page.locator(f"#models tr[data-model='{DEFAULT_EMBEDDER}']")
     expect(embedder).to_contain_text("loaded")
     expect(embedder).to_contain_text("ok")
     expect(page.locator("#indexes")).to_contain_text(name)

@@ -45,7 +45,7 @@ def test_analyze_json_reports_every_face(runner) -> None:
     assert [len(r["faces"]) for r in images] == [2, 1]
     face = images[1]["faces"][0]
     assert {"bbox", "landmarks", "det_score", "quality", "embedding_norm", "embedding"} <= set(face)
-    assert len(face["embedding"]) == 128
+    assert len(face["embedding"]) == 512  # the default embedder, arcface_w600k_mbf_int8
     assert sum(v * v for v in face["embedding"]) == pytest.approx(1.0, abs=1e-4)
     assert 0.0 <= face["quality"]["score"] <= 1.0 and isinstance(face["quality"]["reasons"], list)
     # faces are listed largest first

@@ -1,5 +1,5 @@
 """Changing a collection's face model without re-enrolment (docs/model-migration.md), on real
-photos: migrate dlib_resnet_v1 -> arcface_mobilefacenet_128 while identify keeps answering,
+photos: migrate dlib_resnet_v1 -> arcface_w600k_mbf_int8 (the upgrade to the new default) while identify keeps answering,
 switch, switch back, drop; kill -9 mid-way and resume; erase an identity mid-migration."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from services.tables import Collection, FaceTemplate
 from shared_data import SHARED_DIR
 
 DEEPFACE = SHARED_DIR / "data" / "deepface"
-SOURCE, TARGET = "dlib_resnet_v1", "arcface_mobilefacenet_128"
+SOURCE, TARGET = "dlib_resnet_v1", "arcface_w600k_mbf_int8"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -74,6 +74,7 @@ def enrolled(store: IdentityStore) -> tuple[str, dict[str, list[int]]]:
 
     name = "mig-" + uuid.uuid4().hex[:8]
     store.create_collection(name)
+    store.switch_model(name, SOURCE)  # as migration 0460 pins a collection of a dlib release
     return name, _enroll(store, name)
 
 
@@ -340,6 +341,7 @@ def test_without_kept_crops_migration_names_what_it_cannot_do(
     store = IdentityStore(settings.model_copy(update={"keep_face_crops": False}), engine)
     name = "nocrop-" + uuid.uuid4().hex[:8]
     store.create_collection(name)
+    store.switch_model(name, SOURCE)
     by_identity = _enroll(store, name, limit=4)
     n = sum(len(v) for v in by_identity.values())
     assert n >= 3 and _crop_files(settings, store, name) == set()
