@@ -55,7 +55,7 @@ def real_embeddings() -> tuple[np.ndarray, np.ndarray] | None:
         from identity.pipeline import FaceAnalyzer
         from identity.settings import Settings
 
-        analyzer = FaceAnalyzer(Settings())
+        analyzer = FaceAnalyzer(Settings(embedder="dlib_resnet_v1"))  # 128-d, lifted for D > 128
         embs, people, names = [], [], {}
         for path, person in sorted(deepface_labels().items()):
             image = cv2.imread(str(path))

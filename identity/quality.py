@@ -16,9 +16,13 @@ single bad signal can sink a face, the way a human reviewer would reject it):
 * ``f_pose = g(|yaw|) * g(|pitch|)`` with ``g(a) = clip(1 - (a - 20) / 40, 0, 1)``: no penalty
   within 20 degrees, zero at 60. Pose comes from the 5 landmarks (``pose_from_landmarks``) unless
   a better signal is attached (below).
-* ``f_norm`` (AdaFace embedders only): ``clip((norm - lo) / (hi - lo), 0, 1)`` with the feature
-  norm of the unnormalised embedding, which AdaFace trains to grow with recognisability; ``lo``
-  and ``hi`` come from the manifest's ``extra.feature_norm_range`` (default 15, 25).
+* ``f_norm``: ``clip((norm - lo) / (hi - lo), 0, 1)`` with the norm of the unnormalised
+  embedding, for embedders whose manifest gives ``extra.feature_norm_range`` and for AdaFace
+  (trained to make the norm grow with recognisability; default range 15, 25). ArcFace-loss
+  models show the same effect without being trained for it: on celeba500 the norm is the single
+  best predictor of a false non-match for both MobileFaceNets (docs/calibration.md), so their
+  manifests give a range fitted there (``lo`` and ``hi`` = 1st and 10th percentiles of the
+  norms, so a typical face keeps a factor of 1).
 * ``f_eyes`` when an ``eyes_open`` signal is attached: ``clip(eyes_open / 0.5, 0, 1)``.
 
 Reason codes: ``low_det_score`` (< 0.7), ``small_face`` (iod < 20 px), ``blurry`` (sharpness
@@ -140,7 +144,7 @@ def native_sharpness(
 
 
 def _feature_norm_range(embedder_name: str | None) -> tuple[float, float] | None:
-    """(lo, hi) when the embedder's norm is a quality signal (AdaFace), else None."""
+    """(lo, hi) when the embedder's norm is a quality signal, else None."""
     if not embedder_name:
         return None
     from identity.errors import ModelNotFound
@@ -150,13 +154,15 @@ def _feature_norm_range(embedder_name: str | None) -> tuple[float, float] | None
         m = get_manifest(embedder_name)
     except ModelNotFound:  # an ad-hoc embedder without a manifest: no norm signal
         return None
-    if m.runner != "adaface":
+    declared = m.extra.get("feature_norm_range")
+    if declared is None and m.runner != "adaface":
         return None
-    lo, hi = m.extra.get("feature_norm_range", DEFAULT_FEATURE_NORM_RANGE)
+    lo, hi = declared or DEFAULT_FEATURE_NORM_RANGE
     return float(lo), float(hi)
 
 
-def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 at ``lo`` and below, 1 at ``hi`` and above, linear between: every factor's shape."""
     return np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0)
 
 
@@ -175,7 +181,7 @@ def assess_quality(faces: Faces, settings: Settings, embedder_name: str | None =
     else:
         pose = pose_from_landmarks(faces.landmarks)
         pose_source = "landmarks5"
-    factors = _ramp(det, 0.5, 0.9) * _ramp(iod, 8.0, 35.0)
+    factors = ramp(det, 0.5, 0.9) * ramp(iod, 8.0, 35.0)
     factors *= np.clip(1 - (np.abs(pose[:, 0]) - 20) / 40, 0, 1)
     factors *= np.clip(1 - (np.abs(pose[:, 1]) - 20) / 40, 0, 1)
 
@@ -187,7 +193,7 @@ def assess_quality(faces: Faces, settings: Settings, embedder_name: str | None =
     norm_range = _feature_norm_range(embedder_name)
     norms = faces.embedding_norms if norm_range is not None else None
     if norms is not None and norm_range is not None:
-        factors *= _ramp(norms, *norm_range)
+        factors *= ramp(norms, *norm_range)
 
     eyes = faces.extra.get("eyes_open")
     if eyes is not None:
