@@ -9,6 +9,7 @@ interval. The interval inverts the regularised incomplete beta function; it is c
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 _EPS = 1e-15
 _TINY = 1e-300
@@ -68,6 +69,9 @@ def beta_ppf(q: float, a: float, b: float) -> float:
     return (lo + hi) / 2.0
 
 
+# Every decision names its FAR's upper bound from the same few (k, n): the bisection over the
+# incomplete beta costs milliseconds, a repeat costs nothing.
+@lru_cache(maxsize=4096)
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Two-sided exact interval (lower, upper) for a proportion of ``k`` events in ``n`` trials."""
     if n <= 0 or not 0 <= k <= n:

@@ -26,7 +26,7 @@ import hashlib
 import io
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -74,6 +74,8 @@ class DecodedImage:
 
     image_bgr: np.ndarray  # (H, W, 3) uint8
     scale_xy: tuple[float, float]  # decoded / original pixels along x and y (1.0 = full size)
+    # a decode at ``decode_max_side`` would hold more pixels (a JPEG decoded for detection)
+    finer: bool = False
 
     @property
     def reduced(self) -> bool:
@@ -96,6 +98,18 @@ def decode_image_bounded(data: bytes, settings: Settings) -> DecodedImage:
     upload declares. ``scale_xy`` maps coordinates back (``x_original = x / scale_x``).
     """
     return _decode(data, settings, max_side=settings.decode_max_side)
+
+
+def decode_for_detection(data: bytes, settings: Settings) -> DecodedImage:
+    """The cheapest decode that detection needs: a JPEG at the libjpeg DCT scale that brings its
+    long side within ``settings.decode_detect_side`` (``finer`` says when ``decode_image_bounded``
+    would hold more pixels); any other format as ``decode_image_bounded`` decodes it, since only
+    JPEG decodes faster at a smaller scale."""
+    side, bound = settings.decode_detect_side, settings.decode_max_side
+    if side <= 0 or (0 < bound <= side) or bytes(data[:3]) != b"\xff\xd8\xff":
+        return decode_image_bounded(data, settings)
+    decoded = _decode(data, settings, max_side=side)
+    return replace(decoded, finer=decoded.reduced)
 
 
 def _decode(data: bytes, settings: Settings, max_side: int) -> DecodedImage:
@@ -155,7 +169,8 @@ def _draft(im: Image.Image, max_side: int) -> None:
         factor *= 2
     if factor > 1:
         # Pillow picks the largest scale whose result is still at least the size asked for.
-        im.draft(None, (im.size[0] // factor, im.size[1] // factor))
+        # at least 1 px a side: a 3 x 5000 strip would otherwise ask Pillow for a 0-wide draft
+        im.draft(None, (max(1, im.size[0] // factor), max(1, im.size[1] // factor)))
 
 
 # header -------------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from identity.align import align_faces
+from identity.align import align_faces, get_template
 from identity.crops import SourceCrop, source_crop
 from identity.detect import Detector, load_detector
 from identity.embed import Embedder, load_embedder
 from identity.faces import Faces
-from identity.image import decode_image_bounded
+from identity.image import decode_for_detection, decode_image_bounded
 from identity.mesh import add_mesh_signals
 from identity.microbatch import MicroBatcher
 from identity.quality import assess_quality
@@ -149,6 +149,12 @@ class FaceAnalyzer:
             found = self._batchers.setdefault(key, made)  # atomic: racing threads keep one
         return found
 
+    def _needs_detail(self, faces: Faces) -> bool:
+        """Whether a face has fewer pixels between the eyes than the embedder's aligned crop,
+        so that aligning it would upsample."""
+        tpl = get_template(self.embedder.template).points
+        return bool((faces.inter_ocular < float(np.linalg.norm(tpl[1] - tpl[0]))).any())
+
     def analyze_bytes(
         self, data: bytes, embed: bool = True, liveness: bool = False
     ) -> AnalyzedImage:
@@ -157,11 +163,26 @@ class FaceAnalyzer:
         the decoded image, the detail the models really saw."""
         timings: dict[str, float] = {}
         with timed(timings, "decode"):
-            decoded = decode_image_bounded(data, self.settings)
+            decoded = decode_for_detection(data, self.settings)
         if self.settings.micro_batch:
             faces = self._batcher(embed, liveness).submit(decoded.image_bgr)
         else:
             faces = self.analyze([decoded.image_bgr], embed=embed, liveness=liveness)
+        if decoded.finer and len(faces) and self._needs_detail(faces):
+            # a face too small at the detection scale: its crop from the finer decode (the
+            # first analysis is wasted, which only faces this small pay for)
+            with timed(timings, "decode_finer"):
+                finer = decode_image_bounded(data, self.settings)
+            (h0, w0), (h1, w1) = decoded.image_bgr.shape[:2], finer.image_bgr.shape[:2]
+            fx, fy = w1 / w0, h1 / h0
+            located = Faces(
+                boxes=faces.boxes * np.array([fx, fy, fx, fy], np.float32),
+                landmarks=faces.landmarks * np.array([fx, fy], np.float32),
+                scores=faces.scores,
+                image_index=faces.image_index,
+            )
+            faces = self.analyze([finer.image_bgr], embed=embed, faces=located, liveness=liveness)
+            decoded = finer
         if decoded.reduced and len(faces):
             sx, sy = decoded.scale_xy
             faces = faces.with_(

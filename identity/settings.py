@@ -293,6 +293,15 @@ class Settings(BaseSettings):
         "faces keep their detail for the embedder. 0 = full size.",
         ge=0,
     )
+    decode_detect_side: int = Field(
+        default=1280,
+        description="JPEG uploads are first decoded at the DCT scale that brings the long side "
+        "within this (2x the detector's input: detection loses nothing). A face found there with "
+        "fewer pixels between the eyes than the embedder's aligned crop has is analysed on a "
+        "second decode at decode_max_side, so no face is embedded from fewer pixels than before. "
+        "0 = one decode at decode_max_side.",
+        ge=0,
+    )
     inference_workers: int = Field(
         default=2,
         ge=1,

@@ -114,3 +114,51 @@ def test_exif_orientation_applies_to_reduced_decode(settings, orientation: int) 
     sx, sy = bounded.scale_xy
     assert abs(sx - bounded.image_bgr.shape[1] / full.shape[1]) < 1e-9
     assert abs(sy - bounded.image_bgr.shape[0] / full.shape[0]) < 1e-9
+
+
+def small_face_jpeg(side: int = 2400, width: int = 200) -> bytes:
+    """A real photo shrunk to ``width`` px on a large canvas: about 45 px between the eyes in
+    the upload, 22 at the detection decode (the ArcFace crop has 35)."""
+    rgb = np.asarray(Image.open(OBAMA).convert("RGB"))
+    k = width / rgb.shape[1]
+    small = cv2.resize(rgb, (width, round(rgb.shape[0] * k)), interpolation=cv2.INTER_AREA)
+    canvas = np.full((side, side, 3), 128, np.uint8)
+    canvas[900 : 900 + small.shape[0], 1100 : 1100 + width] = small
+    return _jpeg(canvas)
+
+
+def test_two_phase_decode_a_large_face_needs_one_small_decode(settings, analyzer) -> None:  # type: ignore[no-untyped-def]
+    from identity.image import decode_for_detection
+
+    data = BIG_REAL.read_bytes()
+    first = decode_for_detection(data, settings)
+    assert max(first.image_bgr.shape[:2]) <= settings.decode_detect_side and first.finer
+    one = FaceAnalyzer(settings.model_copy(update={"decode_detect_side": 0}))
+    two_phase, single = analyzer.analyze_bytes(data), one.analyze_bytes(data)
+    assert "decode_finer" not in two_phase.faces.timings  # the portrait has detail to spare
+    a, b = two_phase.faces.largest(), single.faces.largest()
+    assert np.abs(a.boxes - b.boxes).max() < 0.02 * (b.boxes[0, 2] - b.boxes[0, 0])
+    assert float(a.embeddings[0] @ b.embeddings[0]) > 0.97
+
+
+def test_two_phase_decode_a_small_face_is_embedded_from_the_finer_decode(
+    settings, analyzer
+) -> None:  # type: ignore[no-untyped-def]
+    data = small_face_jpeg()
+    one = FaceAnalyzer(settings.model_copy(update={"decode_detect_side": 0}))
+    two_phase, single = analyzer.analyze_bytes(data), one.analyze_bytes(data)
+    assert "decode_finer" in two_phase.faces.timings
+    assert two_phase.image_bgr.shape == single.image_bgr.shape  # the crop came from there
+    a, b = two_phase.faces.largest(), single.faces.largest()
+    assert np.abs(a.boxes - b.boxes).max() < 3.0 and np.abs(a.landmarks - b.landmarks).max() < 3.0
+    assert float(a.embeddings[0] @ b.embeddings[0]) > 0.99
+
+
+def test_two_phase_decode_leaves_other_formats_to_one_decode(settings) -> None:  # type: ignore[no-untyped-def]
+    from identity.image import decode_for_detection
+
+    rgb = np.asarray(Image.open(BIG_REAL).convert("RGB"))
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    decoded = decode_for_detection(buf.getvalue(), settings)
+    assert not decoded.finer and max(decoded.image_bgr.shape[:2]) == settings.decode_max_side
