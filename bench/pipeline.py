@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import DEEPFACE, MODELS, command_line, print_table
 
 DEFAULT_COMBOS = [
+    "retinaface_mnet025+arcface_w600k_mbf_int8",
     "retinaface_mnet025+dlib_resnet_v1",
     "retinaface_mnet025+arcface_mobilefacenet_128",
     "scrfd_2.5g_kps+arcface_mobilefacenet_128",
