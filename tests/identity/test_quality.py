@@ -141,6 +141,25 @@ def test_adaface_feature_norm_is_a_signal(detector, settings, photo):
     assert "feature_norm" not in other.quality_details[0]
 
 
+def test_arcface_norm_range_comes_from_the_manifest(detector, settings, photo):
+    """The ArcFace MobileFaceNets declare a norm range fitted on celeba500 (17.0 to 19.5 for
+    the default): a norm at the 1st percentile or below sinks the score, a typical one (above
+    the 10th) costs nothing, and in between the factor ramps."""
+    faces = detector.detect([photo]).largest()
+    name = "arcface_w600k_mbf_int8"
+
+    def scored(norm: float) -> Faces:
+        with_norm = faces.with_(embedding_norms=np.array([norm], np.float32))
+        return assess_quality(with_norm, settings, embedder_name=name)
+
+    plain = assess_quality(faces, settings)
+    low, mid, typical = scored(16.0), scored(18.25), scored(22.0)
+    assert low.quality[0] == 0.0 and "low_feature_norm" in low.quality_reasons[0]
+    assert typical.quality[0] == pytest.approx(plain.quality[0])
+    assert mid.quality[0] == pytest.approx(plain.quality[0] * 0.5, abs=1e-3)
+    assert "low_feature_norm" not in mid.quality_reasons[0]
+
+
 def test_empty_faces(settings):
     q = assess_quality(Faces.empty(), settings)
     assert len(q) == 0 and q.quality.shape == (0,)
