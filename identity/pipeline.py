@@ -164,16 +164,19 @@ class FaceAnalyzer:
         timings: dict[str, float] = {}
         with timed(timings, "decode"):
             decoded = decode_for_detection(data, self.settings)
+        image = decoded.image_bgr
+        located: Faces | None = None  # faces still to analyse, in ``decoded``'s pixels
         if self.settings.micro_batch:
-            faces = self._batcher(embed, liveness).submit(decoded.image_bgr)
+            # the batcher analyses whole images: a face too small in this one is analysed again
+            faces = self._batcher(embed, liveness).submit(image)
         else:
-            faces = self.analyze([decoded.image_bgr], embed=embed, liveness=liveness)
+            with timed(timings, "detect"):
+                faces = located = self.detect([image])
         if decoded.finer and len(faces) and self._needs_detail(faces):
-            # a face too small at the detection scale: its crop from the finer decode (the
-            # first analysis is wasted, which only faces this small pay for)
+            # a face too small at the detection scale is cut from the finer decode
             with timed(timings, "decode_finer"):
-                finer = decode_image_bounded(data, self.settings)
-            (h0, w0), (h1, w1) = decoded.image_bgr.shape[:2], finer.image_bgr.shape[:2]
+                decoded = decode_image_bounded(data, self.settings)
+            (h0, w0), (h1, w1) = image.shape[:2], decoded.image_bgr.shape[:2]
             fx, fy = w1 / w0, h1 / h0
             located = Faces(
                 boxes=faces.boxes * np.array([fx, fy, fx, fy], np.float32),
@@ -181,8 +184,8 @@ class FaceAnalyzer:
                 scores=faces.scores,
                 image_index=faces.image_index,
             )
-            faces = self.analyze([finer.image_bgr], embed=embed, faces=located, liveness=liveness)
-            decoded = finer
+        if located is not None:
+            faces = self.analyze([decoded.image_bgr], embed=embed, faces=located, liveness=liveness)
         if decoded.reduced and len(faces):
             sx, sy = decoded.scale_xy
             faces = faces.with_(

@@ -66,15 +66,14 @@ def check_images(images_bgr: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def normalise(canvases: np.ndarray, manifest: Manifest) -> np.ndarray:
     """(B, H, W, 3) uint8 BGR -> float32 blob laid out and scaled as the manifest says."""
-    std = set(manifest.std)
-    fast = manifest.layout == "nchw" and manifest.colour in ("bgr", "rgb") and len(std) == 1
-    if fast and len(manifest.mean) == 3:
+    fast = manifest.layout == "nchw" and manifest.colour in ("bgr", "rgb")
+    if fast and len(set(manifest.std)) == 1 and len(manifest.mean) == 3:
         # OpenCV's one pass (swap, subtract, scale, transpose) is 3x numpy's on a 640 px canvas:
         # (x * scale - mean) / std == (x - mean / scale) * (scale / std), mean after the swap.
         m0, m1, m2 = (float(v) / float(manifest.scale) for v in manifest.mean)
         blob: np.ndarray = cv2.dnn.blobFromImages(
             list(canvases),
-            scalefactor=float(manifest.scale) / float(std.pop()),
+            scalefactor=float(manifest.scale) / float(manifest.std[0]),
             size=(int(canvases.shape[2]), int(canvases.shape[1])),
             mean=(m0, m1, m2),
             swapRB=manifest.colour == "rgb",
