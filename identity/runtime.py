@@ -27,19 +27,85 @@ def onnx_session(resolved: ResolvedModel, settings: Settings, spinning: bool = T
     after another (detector, embedder, the liveness pair) or requests run side by side, each
     pool's spinning threads steal the cores the next run needs: on 2 cores the two MiniFASNets
     took 40 ms a face spinning and 16 ms not (5 ms each alone).
+
+    With ``intra_op_threads`` 0 on the CPU the session is an ``AdaptiveSession``.
     """
     import onnxruntime as ort
 
     available = set(ort.get_available_providers())
     providers = [p for p in settings.onnx_providers if p in available] or ["CPUExecutionProvider"]
-    opts = ort.SessionOptions()
-    if settings.intra_op_threads:
-        opts.intra_op_num_threads = settings.intra_op_threads
-    opts.log_severity_level = 3
-    if not (spinning and settings.onnx_spinning):
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = resolved.read_bytes() if resolved.blob is not None else str(resolved.path)
-    return ort.InferenceSession(source, sess_options=opts, providers=providers)
+
+    def make(threads: int) -> Any:
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        if not (spinning and settings.onnx_spinning):
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(source, sess_options=opts, providers=providers)
+
+    if settings.intra_op_threads or providers[0] != "CPUExecutionProvider":
+        return make(settings.intra_op_threads)
+    return AdaptiveSession(make)
+
+
+class _InFlight:
+    """How many ``AdaptiveSession`` runs are under way in this process, any model."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.runs = 0
+
+    def enter(self) -> int:
+        """Count one more run; returns how many others were under way."""
+        with self._lock:
+            self.runs += 1
+            return self.runs - 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.runs -= 1
+
+
+IN_FLIGHT = _InFlight()
+
+
+class AdaptiveSession:
+    """One model behind two onnxruntime sessions: every core for a run that is alone, one
+    thread for a run that starts while others are under way.
+
+    A lone request gets the lowest latency from intra-op threads; requests side by side get
+    more done each on one core than sharing every core, and none of the thread pools
+    oversubscribes the machine (bench/api.py; docs/service.md, "Threads"). The one-thread
+    session is made on first contention, so a process that never runs two at once holds one.
+    """
+
+    def __init__(self, make: Callable[[int], Any]) -> None:
+        self._make = make
+        self._wide = make(0)
+        self._narrow: Any = None
+        self._lock = threading.Lock()
+
+    def get_inputs(self) -> Any:
+        return self._wide.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self._wide.get_outputs()
+
+    def _one_thread(self) -> Any:
+        with self._lock:
+            if self._narrow is None:
+                self._narrow = self._make(1)
+            return self._narrow
+
+    def run(self, output_names: Any, feeds: dict[str, Any]) -> Any:
+        others = IN_FLIGHT.enter()
+        try:
+            session = self._wide if others == 0 else self._one_thread()
+            return session.run(output_names, feeds)
+        finally:
+            IN_FLIGHT.leave()
 
 
 def openvino_model(resolved: ResolvedModel, settings: Settings) -> Any:

@@ -60,7 +60,13 @@ class Settings(BaseSettings):
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="Tried in order; providers that this onnxruntime build lacks are skipped.",
     )
-    intra_op_threads: int = Field(default=0, description="0 = onnxruntime's default.")
+    intra_op_threads: int = Field(
+        default=0,
+        ge=0,
+        description="onnxruntime threads per run. 0 = adaptive on the CPU: every core for a run "
+        "alone (lowest latency), one thread for a run that starts while others are under way "
+        "(most throughput; identity/runtime.py AdaptiveSession).",
+    )
     micro_batch: bool = Field(
         default=False,
         description="Run the images of concurrent requests through the models together, one "
