@@ -77,7 +77,7 @@ class AdaptiveSession:
 
     A lone request gets the lowest latency from intra-op threads; requests side by side get
     more done each on one core than sharing every core, and none of the thread pools
-    oversubscribes the machine (bench/api.py; docs/service.md, "Threads"). The one-thread
+    oversubscribes the machine (bench/api.py; docs/service.md, "Load on loopback"). The one-thread
     session is made on first contention, so a process that never runs two at once holds one.
     """
 
