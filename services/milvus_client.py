@@ -28,6 +28,8 @@ T = TypeVar("T")
 _QUERY_LIMIT = 16_384  # Milvus's largest query page
 INDEX_WAIT_S = 6 * 3600
 _CALL_TIMEOUT_S = 30  # an int: pymilvus bounds its retries only by an int timeout
+_READS = frozenset({"query", "search"})
+_NOT_LOADED = 101  # Milvus's "collection not loaded"
 
 
 def _safe(name: str) -> str:
@@ -65,7 +67,25 @@ class MilvusCollections:
         """``client.<method>(...)``; an unreachable or failing server is a 503 problem, not a 500."""
         # Bounds pymilvus's retries too: without it a dead server keeps a call retrying for minutes.
         kwargs.setdefault("timeout", _CALL_TIMEOUT_S)
-        return self._call(lambda: getattr(self.client, method)(*args, **kwargs))
+        run = lambda: getattr(self.client, method)(*args, **kwargs)  # noqa: E731
+        if method in _READS:
+            return self._call(lambda: self._loaded(run, args[0]))
+        return self._call(run)
+
+    def _loaded(self, read: Callable[[], T], alias: str) -> T:
+        """``read()``; a restarted server reloads its collections in the background and answers
+        "collection not loaded" until it is done, so then: load (which waits) and read again."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return read()
+        except MilvusException as exc:
+            if exc.code != _NOT_LOADED and "not loaded" not in str(exc.message):
+                raise
+        log.info("Milvus collection %s is not loaded (a server restart?): loading it", alias)
+        physical = self.client.describe_collection(alias, timeout=_CALL_TIMEOUT_S)
+        self.client.load_collection(physical["collection_name"], timeout=_CALL_TIMEOUT_S)
+        return read()
 
     def _call(self, fn: Callable[[], T]) -> T:
         from pymilvus.exceptions import MilvusException

@@ -285,6 +285,27 @@ def test_milvus_killed_mid_write_then_restart(
     assert not [n for n in _client(uri).list_collections() if n.startswith(alias)]
 
 
+def test_a_collection_the_server_has_not_loaded_is_loaded_on_read(
+    msettings, engine, analyzer
+) -> None:
+    """After a restart Milvus reloads collections in the background and answers "collection not
+    loaded" meanwhile; a released collection is in that state for good, so reads must load it."""
+    m = IdentityStore(msettings, engine, analyzer)
+    name = "mv-" + uuid.uuid4().hex[:8]
+    m.create_collection(name)
+    cid, model = m.collection_id(name), m.model_name
+    ids = _add_random(m, name, 20, seed=6)
+    client = _client(msettings.milvus_uri)
+    physical = client.describe_collection(m.indexes.alias(cid, model))["collection_name"]
+    client.release_collection(physical)
+    assert str(client.get_load_state(physical)["state"]) == "NotLoad"
+
+    status = m.index_status(name)  # a query for every id
+    assert status["consistent"] and status["index_size"] == 20, status
+    assert str(client.get_load_state(physical)["state"]) == "Loaded"
+    assert m.indexes.search(cid, model, _vector(m, ids[7]), 1)[1][0, 0] == ids[7]
+
+
 def test_strong_until_writes_are_older_than_the_staleness_bound(
     msettings, engine, analyzer
 ) -> None:
