@@ -6,15 +6,15 @@ import math
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from identity.errors import CodedError, InvalidInput
 from services.admin import queries
-from services.admin.routes.deps import AdminDep, render, visible_names
+from services.admin.routes.deps import AdminDep, render, screen, visible_names
 from services.deps import SessionsDep, StoreDep
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 
 
 def _parse_when(value: str, field: str) -> datetime | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from identity.errors import CodedError, InvalidInput
@@ -16,18 +16,18 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
-    error_page,
     flash,
     identity_choices,
     redirect,
     render,
+    screen,
 )
 from services.deps import GalleryDep, StoreDep
 from services.errors import NotFound
 from services.gallery import GalleryStore
 from services.store import IdentityStore
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 
 
 def _clusters_page(
@@ -39,11 +39,8 @@ def _clusters_page(
     flash: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-        clusters = gallery.list_clusters(cid, "proposed")
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
+    clusters = gallery.list_clusters(cid, "proposed")
     return render(
         request,
         "clusters.html",

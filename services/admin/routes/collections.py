@@ -6,22 +6,22 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from identity.errors import CodedError, InvalidInput
+from identity.errors import CodedError
 from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
-    error_page,
     flash,
     redirect,
     render,
+    screen,
 )
 from services.deps import StoreDep
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 
 
 @router.get("/collections")
@@ -64,10 +64,7 @@ def create_collection(
 def confirm_delete_collection(
     request: Request, cid: str, admin: AdminDep, store: StoreDep
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
     return render(request, "collection_delete.html", admin, collection=collection)
 
 
@@ -79,23 +76,21 @@ def delete_collection(
     store: StoreDep,
     confirm: Annotated[str, Form()] = "",
 ) -> Response:
-    try:
-        collection = collection_or_404(store, admin, cid)
-        admin.principal.require("admin")
-        if confirm.strip() != cid:
-            raise InvalidInput(f"type the collection name '{cid}' to confirm the deletion")
-        result = store.delete_collection(cid, actor=admin.actor)
-    except CodedError as exc:
-        if isinstance(exc, InvalidInput):
-            return render(
-                request,
-                "collection_delete.html",
-                admin,
-                status_code=400,
-                collection=collection,
-                flash={"kind": "error", "message": exc.message},
-            )
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
+    admin.principal.require("admin")
+    if confirm.strip() != cid:
+        return render(
+            request,
+            "collection_delete.html",
+            admin,
+            status_code=400,
+            collection=collection,
+            flash={
+                "kind": "error",
+                "message": f"type the collection name '{cid}' to confirm the deletion",
+            },
+        )
+    result = store.delete_collection(cid, actor=admin.actor)
     return flash(
         request,
         redirect("/admin/collections"),

@@ -10,12 +10,14 @@ sign-in page.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from identity.errors import CodedError, InvalidInput
@@ -135,7 +137,9 @@ def current_admin(request: Request, codec: CodecDep, sessions: SessionsDep) -> A
     key = session_key(sessions, session)  # ended, expired or key revoked: None
     if key is None or key.scope != "admin":
         raise _login_redirect(request)
-    return Admin(session, Principal(key.id, key.scope, key.collection), key.prefix)
+    admin = Admin(session, Principal(key.id, key.scope, key.collection), key.prefix)
+    request.state.admin = admin  # for the error page (PageRoute) of whatever the route raises
+    return admin
 
 
 async def checked_admin(request: Request, admin: Annotated[Admin, Depends(current_admin)]) -> Admin:
@@ -183,6 +187,28 @@ def error_page(request: Request, admin: Admin | None, exc: CodedError) -> HTMLRe
         status_code=exc.http_status,
         error=exc,
     )
+
+
+class PageRoute(APIRoute):
+    """A dashboard route: a ``CodedError`` that the page lets out (an unknown collection, a key
+    without the right) is the error page at the error's HTTP status, not the API's JSON problem.
+    Pages that answer an error otherwise (a flash on the same page) catch it themselves."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except CodedError as exc:
+                return error_page(request, getattr(request.state, "admin", None), exc)
+
+        return page
+
+
+def screen() -> APIRouter:
+    """The router of one dashboard screen (``services.admin.routes``)."""
+    return APIRouter(prefix="/admin", include_in_schema=False, route_class=PageRoute)
 
 
 def collection_or_404(store: IdentityStore, admin: Admin, cid: str) -> dict[str, Any]:

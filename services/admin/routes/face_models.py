@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from identity.errors import CodedError
@@ -17,16 +17,16 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
-    error_page,
     flash,
     redirect,
     render,
+    screen,
 )
 from services.deps import StoreDep, get_job_runner
 from services.gallery import GalleryJobRunner
 from services.store import IdentityStore
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 RunnerDep = Annotated[GalleryJobRunner, Depends(get_job_runner)]
 
 
@@ -38,12 +38,9 @@ def _choices(active: str) -> list[str]:
 
 @router.get("/collections/{cid}/models")
 def face_models_page(request: Request, cid: str, admin: AdminDep, store: StoreDep) -> HTMLResponse:
-    try:
-        admin.principal.require("admin", cid)
-        collection = collection_or_404(store, admin, cid)
-        models = store.face_models(cid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    admin.principal.require("admin", cid)
+    collection = collection_or_404(store, admin, cid)
+    models = store.face_models(cid)
     return render(
         request,
         "face_models.html",

@@ -7,7 +7,7 @@ import math
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,10 +18,10 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
-    error_page,
     flash,
     redirect,
     render,
+    screen,
 )
 from services.deps import SessionsDep, SettingsDep, StoreDep
 from services.errors import NotFound, check_file_count
@@ -29,7 +29,7 @@ from services.store import IdentityStore
 
 PAGE_SIZE = 24
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 
 
 @router.get("/collections/{cid}")
@@ -42,14 +42,11 @@ def identities_page(
     q: str = "",
     page: int = 1,
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-        page = max(page, 1)
-        result = store.list_identities(
-            cid, q=q.strip() or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
-        )
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
+    page = max(page, 1)
+    result = store.list_identities(
+        cid, q=q.strip() or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
     thumbs = queries.first_template_ids(sessions, [i["id"] for i in result["items"]])
     pages = max(1, math.ceil(result["total"] / PAGE_SIZE))
     return render(
@@ -101,11 +98,8 @@ def _identity_page(
     flash: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-        identity = store.get_identity(cid, iid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
+    identity = store.get_identity(cid, iid)
     return render(
         request,
         "identity.html",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
 from identity.errors import CodedError
@@ -16,17 +16,17 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
-    error_page,
     flash,
     redirect,
     render,
+    screen,
     visible_names,
 )
 from services.deps import GalleryDep, StoreDep
 from services.errors import NotFound
 from services.gallery import LIVE_STATUSES
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 
 
 def _any_running(jobs: list[dict[str, Any]]) -> bool:
@@ -45,11 +45,8 @@ def all_jobs_page(
 def jobs_page(
     request: Request, cid: str, admin: AdminDep, store: StoreDep, gallery: GalleryDep
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-        jobs = gallery.list_jobs(cid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
+    jobs = gallery.list_jobs(cid)
     return render(
         request,
         "jobs.html",
@@ -65,11 +62,8 @@ def jobs_page(
 def job_page(
     request: Request, cid: str, jid: str, admin: AdminDep, store: StoreDep, gallery: GalleryDep
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-        job = gallery.get_job(cid, jid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
+    job = gallery.get_job(cid, jid)
     return render(
         request,
         "job.html",
@@ -92,11 +86,11 @@ def cancel_job(
 ) -> Response:
     """The API's cancel: a queued job ends at once, a running one at its next check."""
     target = redirect(f"/admin/collections/{quote(cid)}/jobs/{quote(jid)}")
+    collection_or_404(store, admin, cid)
     try:
-        collection_or_404(store, admin, cid)
         job = gallery.cancel_job(cid, jid, actor=admin.actor)
-    except NotFound as exc:
-        return error_page(request, admin, exc)
+    except NotFound:
+        raise  # no such job: the error page (PageRoute), not a flash on a page that is not there
     except CodedError as exc:
         return flash(request, target, exc.message, kind="error")
     if job["status"] == "cancelled":

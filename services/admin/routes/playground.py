@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,22 +16,19 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
-    error_page,
     identity_choices,
     read_upload,
     render,
+    screen,
 )
 from services.deps import SettingsDep, StoreDep
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 
 
 @router.get("/collections/{cid}/search")
 def search_page(request: Request, cid: str, admin: AdminDep, store: StoreDep) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
     return render(request, "search.html", admin, collection=collection, tab="search", top_k=5)
 
 
@@ -45,10 +42,7 @@ async def search(
     probe: Annotated[UploadFile | None, File()] = None,
     top_k: Annotated[int, Form()] = 5,
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
     try:
         data = await read_upload(probe, "probe")
         result = await run_in_threadpool(
@@ -83,10 +77,7 @@ async def search(
 def verify_page(
     request: Request, cid: str, admin: AdminDep, store: StoreDep, identity: str = ""
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
     return render(
         request,
         "verify.html",
@@ -112,10 +103,7 @@ async def verify(
     identity_id: Annotated[str, Form()] = "",
     liveness: Annotated[bool, Form()] = False,
 ) -> HTMLResponse:
-    try:
-        collection = collection_or_404(store, admin, cid)
-    except CodedError as exc:
-        return error_page(request, admin, exc)
+    collection = collection_or_404(store, admin, cid)
     context: dict[str, Any] = {
         "collection": collection,
         "tab": "verify",

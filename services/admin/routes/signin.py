@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from services.admin.routes.deps import (
@@ -19,6 +19,7 @@ from services.admin.routes.deps import (
     CodecDep,
     redirect,
     render,
+    screen,
     secure_cookie,
     set_cookie,
 )
@@ -29,7 +30,7 @@ from services.errors import TooManyAttempts, Unauthorized
 STATIC_DIR = ADMIN_DIR / "static"
 LOGIN_COOKIE = "identity_admin_login"
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 
 
 @router.get("/static/{name}")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from services.admin.render import human_metrics, system_models, thresholds_table
-from services.admin.routes.deps import AdminDep, render
+from services.admin.routes.deps import AdminDep, render, screen
 from services.deps import SettingsDep, StoreDep
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = screen()
 
 
 @router.get("/system")
