@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from identity.errors import InvalidInput
 from identity.settings import Settings
 
 
@@ -18,6 +19,24 @@ class Embedder(Protocol):
         """(N, S, S, 3) uint8 BGR crops aligned to ``template`` -> (embeddings (N, D) float32
         L2-normalised, norms (N,) float32 before normalisation)."""
         ...
+
+
+def checked_crops(
+    crops_bgr: np.ndarray, name: str, size: int, any_size: bool = False
+) -> np.ndarray:
+    """``crops_bgr`` as an (N, size, size, 3) uint8 array (one crop may come without the N), else
+    an ``InvalidInput`` saying what embedder ``name`` needs. ``any_size``: a runner that resizes
+    takes any square or not."""
+    crops = np.asarray(crops_bgr)
+    if crops.ndim == 3:
+        crops = crops[None]
+    shape_ok = crops.ndim == 4 and crops.shape[-1] == 3
+    shape_ok = shape_ok and (any_size or crops.shape[1:3] == (size, size))
+    if not shape_ok or crops.dtype != np.uint8:
+        raise InvalidInput(
+            f"{name} needs (N, {size}, {size}, 3) uint8 BGR crops, got {crops.shape} {crops.dtype}"
+        )
+    return crops
 
 
 RUNNERS: dict[str, str] = {

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from identity.errors import InvalidInput, ModelError
+from identity.embed import checked_crops
+from identity.errors import ModelError
 from identity.preprocess import to_tensor
 from identity.registry import ResolvedModel
 from identity.settings import Settings
@@ -181,18 +182,7 @@ class AdaFaceEmbedder:
 
     def embed(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = _torch()
-        crops = np.asarray(crops_bgr)
-        if crops.ndim == 3:
-            crops = crops[None]
-        if (
-            crops.ndim != 4
-            or crops.shape[1:] != (self.size, self.size, 3)
-            or crops.dtype != np.uint8
-        ):
-            raise InvalidInput(
-                f"{self.name} needs (N, {self.size}, {self.size}, 3) uint8 BGR crops, "
-                f"got {crops.shape} {crops.dtype}"
-            )
+        crops = checked_crops(crops_bgr, self.name, self.size)
         if not len(crops):
             return np.zeros((0, self.dim), np.float32), np.zeros((0,), np.float32)
         blob = to_tensor(crops, self.manifest)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from identity.errors import InvalidInput, ModelError
+from identity.embed import checked_crops
+from identity.errors import ModelError
 from identity.preprocess import l2_normalise, to_tensor
 from identity.registry import ResolvedModel
 from identity.runtime import onnx_session
@@ -54,14 +55,7 @@ class ArcFaceONNX:
 
     def raw_embeddings(self, crops_bgr: np.ndarray) -> np.ndarray:
         """(N, D) float32 network outputs before normalisation."""
-        crops = np.asarray(crops_bgr)
-        if crops.ndim == 3:
-            crops = crops[None]
-        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
-            raise InvalidInput(
-                f"{self.name} needs (N, {self.size}, {self.size}, 3) uint8 BGR crops, "
-                f"got {crops.shape} {crops.dtype}"
-            )
+        crops = checked_crops(crops_bgr, self.name, self.size, any_size=True)
         n = len(crops)
         if n == 0:
             return np.zeros((0, self.dim), np.float32)

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from identity.embed import checked_crops
 from identity.embed.dlib_onnx import convert
-from identity.errors import InvalidInput, ModelError
+from identity.errors import ModelError
 from identity.preprocess import l2_normalise
 from identity.registry import ResolvedModel
 from identity.runtime import onnx_session
@@ -60,18 +61,7 @@ class DlibResNetEmbedder:
         self.runtime = "onnxruntime" if self._session is not None else "dlib"
 
     def embed(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        crops = np.asarray(crops_bgr)
-        if crops.ndim == 3:
-            crops = crops[None]
-        if (
-            crops.ndim != 4
-            or crops.shape[1:] != (self.size, self.size, 3)
-            or crops.dtype != np.uint8
-        ):
-            raise InvalidInput(
-                f"{self.name} needs (N, {self.size}, {self.size}, 3) uint8 BGR chips aligned with "
-                f"template '{self.template}', got {crops.shape} {crops.dtype}"
-            )
+        crops = checked_crops(crops_bgr, self.name, self.size)
         if not len(crops):
             return np.zeros((0, self.dim), np.float32), np.zeros((0,), np.float32)
         # dlib wants RGB, C-contiguous arrays.
