@@ -16,6 +16,7 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
+    explained,
     flash,
     identity_choices,
     redirect,
@@ -61,26 +62,6 @@ def clusters_page(
     return _clusters_page(request, store, gallery, cid, admin)
 
 
-def _clusters_error(
-    request: Request,
-    store: IdentityStore,
-    gallery: GalleryStore,
-    cid: str,
-    admin: Admin,
-    exc: CodedError,
-) -> HTMLResponse:
-    """The clusters page again with the error explained, at the error's HTTP status."""
-    return _clusters_page(
-        request,
-        store,
-        gallery,
-        cid,
-        admin,
-        flash={"kind": "error", "message": exc.message},
-        status_code=exc.http_status,
-    )
-
-
 @router.post("/collections/{cid}/clusters/{clid}/name")
 def name_cluster(
     request: Request,
@@ -109,7 +90,7 @@ def name_cluster(
             )
         identity = store.get_identity(cid, result["identity_id"])
     except CodedError as exc:
-        return _clusters_error(request, store, gallery, cid, admin, exc)
+        return _clusters_page(request, store, gallery, cid, admin, **explained(exc))
     return flash(
         request,
         redirect(f"/admin/collections/{quote(cid)}/clusters"),
@@ -134,7 +115,7 @@ def merge_cluster(
             raise InvalidInput("choose the cluster to merge into this one")
         result = gallery.merge_clusters(cid, clid, [int(source)], actor=admin.actor)
     except CodedError as exc:
-        return _clusters_error(request, store, gallery, cid, admin, exc)
+        return _clusters_page(request, store, gallery, cid, admin, **explained(exc))
     return flash(
         request,
         redirect(f"/admin/collections/{quote(cid)}/clusters"),

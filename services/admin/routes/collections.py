@@ -14,6 +14,7 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
+    explained,
     flash,
     redirect,
     render,
@@ -50,9 +51,8 @@ def create_collection(
             request,
             "collections.html",
             admin,
-            status_code=exc.http_status,
             collections=items,
-            flash={"kind": "error", "message": exc.message},
+            **explained(exc),
             form={"name": name, "description": description},
         )
     return flash(

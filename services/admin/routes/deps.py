@@ -189,6 +189,12 @@ def error_page(request: Request, admin: Admin | None, exc: CodedError) -> HTMLRe
     )
 
 
+def explained(exc: CodedError) -> dict[str, Any]:
+    """What ``render`` takes to show a page again with ``exc`` explained: the flash, and the
+    error's HTTP status."""
+    return {"flash": {"kind": "error", "message": exc.message}, "status_code": exc.http_status}
+
+
 class PageRoute(APIRoute):
     """A dashboard route: a ``CodedError`` that the page lets out (an unknown collection, a key
     without the right) is the error page at the error's HTTP status, not the API's JSON problem.

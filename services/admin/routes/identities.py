@@ -18,6 +18,7 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
+    explained,
     flash,
     redirect,
     render,
@@ -113,21 +114,6 @@ def _identity_page(
     )
 
 
-def _identity_error(
-    request: Request, store: IdentityStore, cid: str, iid: str, admin: Admin, exc: CodedError
-) -> HTMLResponse:
-    """The identity page again with the error explained, at the error's HTTP status."""
-    return _identity_page(
-        request,
-        store,
-        cid,
-        iid,
-        admin,
-        flash={"kind": "error", "message": exc.message},
-        status_code=exc.http_status,
-    )
-
-
 @router.get("/collections/{cid}/identities/{iid}")
 def identity_page(
     request: Request, cid: str, iid: str, admin: AdminDep, store: StoreDep
@@ -158,7 +144,7 @@ async def upload_faces(
             store.enroll_images, cid, iid, images, actor=admin.actor, liveness=liveness
         )
     except CodedError as exc:
-        return _identity_error(request, store, cid, iid, admin, exc)
+        return _identity_page(request, store, cid, iid, admin, **explained(exc))
     n_ok, n_bad = len(result["accepted"]), len(result["rejected"])
     message = f"{n_ok} photo{'s' if n_ok != 1 else ''} enrolled, {n_bad} rejected."
     return _identity_page(
@@ -183,7 +169,7 @@ def remove_face(
         collection_or_404(store, admin, cid)
         store.remove_face(cid, iid, tid, actor=admin.actor)
     except CodedError as exc:
-        return _identity_error(request, store, cid, iid, admin, exc)
+        return _identity_page(request, store, cid, iid, admin, **explained(exc))
     return flash(
         request,
         redirect(f"/admin/collections/{quote(cid)}/identities/{quote(iid)}"),
@@ -207,7 +193,7 @@ def erase_identity(
         identity = store.get_identity(cid, iid)
         result = store.erase_identity(cid, iid, actor=admin.actor)
     except CodedError as exc:
-        return _identity_error(request, store, cid, iid, admin, exc)
+        return _identity_page(request, store, cid, iid, admin, **explained(exc))
     return flash(
         request,
         redirect(f"/admin/collections/{quote(cid)}"),

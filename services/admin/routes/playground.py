@@ -16,6 +16,7 @@ from services.admin.routes.deps import (
     AdminDep,
     CheckedAdminDep,
     collection_or_404,
+    explained,
     identity_choices,
     read_upload,
     render,
@@ -54,11 +55,10 @@ async def search(
             request,
             "search.html",
             admin,
-            status_code=exc.http_status,
             collection=collection,
             tab="search",
             top_k=top_k,
-            flash={"kind": "error", "message": exc.message},
+            **explained(exc),
         )
     return render(
         request,
@@ -135,8 +135,7 @@ async def verify(
             request,
             "verify.html",
             admin,
-            status_code=exc.http_status,
-            flash={"kind": "error", "message": exc.message},
+            **explained(exc),
             refused=exc.details if exc.code == "presentation_attack" else None,
             **context,
         )
