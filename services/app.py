@@ -66,6 +66,20 @@ def seal_at_rest(settings: Settings, engine: Engine, sealer: DataKeys) -> None:
         vacuum(engine, mode="full")
 
 
+def keep_uploads_in_memory(settings: Settings) -> None:
+    """Uploaded files stay in memory while a request is parsed (bodies over ``max_request_bytes``
+    are refused before that).
+
+    Starlette spools each file part to a temporary file past 1 MiB, and then writes every chunk
+    of it from a thread-pool hop: a phone photo's face went to disk, and a 2 MB upload paid
+    about 30 hops. The bodies parsed at once are bounded (``InferenceLimit`` admits
+    ``inference_workers`` image requests), so the memory this holds is too.
+    """
+    from starlette.formparsers import MultiPartParser
+
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_request_bytes)
+
+
 def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
@@ -75,6 +89,7 @@ def create_app(
     """The service. ``engine``/``analyzer`` may be passed in (tests share them across apps)."""
     settings = settings or get_settings()
     check_vector_store_settings(settings)
+    keep_uploads_in_memory(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -116,3 +116,47 @@ def test_queued_request_past_the_timeout_is_refused() -> None:
 
     statuses = sorted(r.status_code for r in _run_in_fresh_loop(two()))
     assert statuses == [200, 503]
+
+
+def test_an_upload_is_parsed_in_memory_never_spooled_to_disk(
+    client: TestClient, admin, collection: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A photo over Starlette's 1 MiB spool is enrolled without the multipart parser making a
+    temporary file: the face image never touches the disk while the request is parsed."""
+    import io
+    import sys
+
+    from PIL import Image
+
+    big = io.BytesIO()
+    Image.open(FACE).resize((2400, 2400)).save(big, "JPEG", quality=97)
+    assert big.tell() > 1024 * 1024
+    spooled: list[str] = []
+    watching = [True]
+
+    def hook(event: str, args: tuple) -> None:  # type: ignore[type-arg]
+        # a spooled upload rolls over to a file: SpooledTemporaryFile.rollover -> TemporaryFile
+        # (an O_TMPFILE open on Linux, else mkstemp)
+        if watching[0] and event in ("open", "tempfile.mkstemp"):
+            frame = sys._getframe()  # not traceback: reading source files opens them too
+            while frame is not None:
+                if frame.f_code.co_name == "rollover":
+                    spooled.append(str(args[0]))
+                    break
+                frame = frame.f_back
+
+    sys.addaudithook(hook)  # audit hooks cannot be removed: this one goes quiet at the end
+    try:
+        iid = client.post(
+            f"/v1/collections/{collection}/identities", json={"external_id": "big"}, headers=admin
+        ).json()["id"]
+        r = client.post(
+            f"/v1/collections/{collection}/identities/{iid}/faces",
+            files=[("files", ("big.jpg", big.getvalue(), "image/jpeg"))],
+            headers=admin,
+        )
+    finally:
+        watching[0] = False
+    assert r.status_code == 201, r.text
+    assert len(r.json()["accepted"]) == 1 and not r.json()["rejected"]
+    assert spooled == []
