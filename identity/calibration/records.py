@@ -122,13 +122,37 @@ def _from_record(data: dict[str, Any], source: str) -> Calibration:
     )
 
 
+_LOADED: dict[tuple[Any, ...], Calibration] = {}
+
+
+def _stamp(path: Path) -> tuple[Any, ...]:
+    """What changes when the file at ``path`` is written, replaced or removed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path),)
+    return (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def pipeline_calibration(
     model: str, settings: Settings, detector: str | None = None
 ) -> Calibration:
-    """The calibration a decision of ``detector+model`` uses (the order in ``identity.calibration``)."""
+    """The calibration a decision of ``detector+model`` uses (the order in ``identity.calibration``).
+
+    Every decision asks, so the answer is kept until this install's record files change (a
+    ``identity calibrate`` run, a removal): two stats instead of reading and parsing JSON."""
+    detector = detector or settings.detector
+    own = (calibration_path(model, settings, detector), calibration_path(model, settings))
+    key = (model, detector, *(_stamp(p) for p in own))
+    found = _LOADED.get(key)
+    if found is None:
+        found = _LOADED[key] = _pipeline_calibration(model, settings, detector)
+    return found
+
+
+def _pipeline_calibration(model: str, settings: Settings, detector: str) -> Calibration:
     from identity.registry import get_manifest
 
-    detector = detector or settings.detector
     data = load_calibration(model, settings, detector)
     if data and data.get("thresholds"):
         return _from_record(data, "calibrated")

@@ -168,6 +168,9 @@ def test_saved_thresholds_drive_decisions(tmp_path) -> None:
     assert sorted(pipeline_calibration("dlib_resnet_v1", settings).thresholds) == [1e-2]
     with pytest.raises(CalibrationError, match="3/FAR"):
         threshold_for("dlib_resnet_v1", 1e-3, settings)
+    # decisions keep the loaded calibration only while the record file is unchanged
+    path.unlink()
+    assert pipeline_calibration("dlib_resnet_v1", settings).source == "shipped"
 
 
 def test_read_labelled_folders_and_csv(tmp_path) -> None:
