@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from identity.detect.geometry import Letterbox, canvas_size, letterbox
+from identity.detect.geometry import Letterbox, canvas_size, fit_size, letterbox, round_up
 from identity.detect.nms import nms
 from identity.errors import InvalidInput, ModelError
 from identity.faces import Faces
@@ -123,6 +123,7 @@ class OnnxDetector:
             self.canvas_wh = (int(self.manifest.input_size[0]), int(self.manifest.input_size[1]))
         else:
             self.canvas_wh = canvas_size(settings.det_max_side, self.max_stride)
+            self.fits_canvas = True
         if self.canvas_wh[0] % self.max_stride or self.canvas_wh[1] % self.max_stride:
             raise ModelError(
                 f"detector '{self.name}': canvas {self.canvas_wh} is not a multiple of the "
@@ -132,36 +133,55 @@ class OnnxDetector:
 
     # subclasses ---------------------------------------------------------------------------
     max_stride: int = 32
+    fits_canvas = False  # the graph takes any input size: each image gets a canvas of its shape
 
     def setup_layout(self) -> None:
         """Read the output signature (called once, after the session exists)."""
 
-    def decode(self, outputs: list[np.ndarray], j: int) -> Candidates:
-        """Candidates of batch row ``j`` from the raw outputs of one run."""
+    def decode(self, outputs: list[np.ndarray], j: int, canvas_wh: tuple[int, int]) -> Candidates:
+        """Candidates of batch row ``j`` from the raw outputs of one run on ``canvas_wh``."""
         raise NotImplementedError
 
     # shared -------------------------------------------------------------------------------
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         return list(self.session.run(self.output_names, {self.input_name: blob}))
 
+    def canvas_for(self, image: np.ndarray) -> tuple[int, int]:
+        """The canvas ``image`` is detected on: the graph's fixed one, or, for a graph that takes
+        any size, the image fitted into ``canvas_wh`` and rounded up to the largest stride. A
+        portrait photo then runs on 480 x 640 instead of 640 x 640: the same pixels at the same
+        scale, a quarter less work (a 16:9 frame, 44% less)."""
+        if not self.fits_canvas:
+            return self.canvas_wh
+        rw, rh = fit_size((image.shape[1], image.shape[0]), self.canvas_wh)
+        return round_up(rw, self.max_stride), round_up(rh, self.max_stride)
+
     def detect(self, images_bgr: Sequence[np.ndarray]) -> Faces:
         images = check_images(images_bgr)
         if not images:
             return Faces.empty()
-        chunk = self.fixed_batch or max(1, len(images))
-        parts: list[Faces] = []
-        for start in range(0, len(images), chunk):
-            batch = images[start : start + chunk]
-            placed = [letterbox(img, self.canvas_wh) for img in batch]
-            canvases = np.stack([c for c, _ in placed])
-            if self.fixed_batch and len(batch) < self.fixed_batch:
-                # A graph with a fixed batch gets zero canvases as filler; their rows are ignored.
-                filler = np.zeros((self.fixed_batch - len(batch),) + canvases.shape[1:], np.uint8)
-                canvases = np.concatenate([canvases, filler])
-            outputs = self.run(normalise(canvases, self.manifest))
-            for j, (_, box) in enumerate(placed):
-                parts.append(self._finish(self.decode(outputs, j), box, start + j))
-        return Faces.concatenate(parts)
+        # One batch per canvas shape: an image gets the same canvas alone or in a batch, so a
+        # batch gives exactly what one-by-one calls give.
+        by_canvas: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            by_canvas.setdefault(self.canvas_for(img), []).append(i)
+        found: dict[int, Faces] = {}
+        for canvas_wh, members in by_canvas.items():
+            chunk = self.fixed_batch or len(members)
+            for start in range(0, len(members), chunk):
+                rows = members[start : start + chunk]
+                placed = [letterbox(images[i], canvas_wh) for i in rows]
+                canvases = np.stack([c for c, _ in placed])
+                if self.fixed_batch and len(rows) < self.fixed_batch:
+                    # A graph with a fixed batch gets zero canvases as filler; rows ignored.
+                    filler = np.zeros(
+                        (self.fixed_batch - len(rows),) + canvases.shape[1:], np.uint8
+                    )
+                    canvases = np.concatenate([canvases, filler])
+                outputs = self.run(normalise(canvases, self.manifest))
+                for j, (i, (_, box)) in enumerate(zip(rows, placed, strict=True)):
+                    found[i] = self._finish(self.decode(outputs, j, canvas_wh), box, i)
+        return Faces.concatenate([found[i] for i in range(len(images))])
 
     def _finish(self, cand: Candidates, box: Letterbox, image_index: int) -> Faces:
         keep = cand.scores >= self.settings.det_threshold

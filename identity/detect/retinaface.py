@@ -125,15 +125,15 @@ class RetinaFaceDetector(OnnxDetector):
                 model=self.name,
             )
 
-    def decode(self, outputs: list[np.ndarray], j: int) -> Candidates:
+    def decode(self, outputs: list[np.ndarray], j: int, canvas_wh: tuple[int, int]) -> Candidates:
         if self.layout == "scrfd":
-            return self.scrfd.decode(outputs, j, self.canvas_wh)
+            return self.scrfd.decode(outputs, j, canvas_wh)
         if self.layout == "mxnet":
-            return self._decode_mxnet(outputs, j)
-        priors = self._priors.get(self.canvas_wh)
+            return self._decode_mxnet(outputs, j, canvas_wh)
+        priors = self._priors.get(canvas_wh)
         if priors is None:
-            priors = retinaface_priors(self.canvas_wh, self.strides, self.min_sizes)
-            self._priors[self.canvas_wh] = priors
+            priors = retinaface_priors(canvas_wh, self.strides, self.min_sizes)
+            self._priors[canvas_wh] = priors
         loc = outputs[self.idx_loc][j]
         if len(loc) != len(priors):
             raise ModelError(f"model '{self.name}': {len(loc)} boxes for {len(priors)} priors")
@@ -143,12 +143,14 @@ class RetinaFaceDetector(OnnxDetector):
             scores=outputs[self.idx_conf][j][:, 1].astype(np.float32),
         )
 
-    def _decode_mxnet(self, outputs: list[np.ndarray], j: int) -> Candidates:
+    def _decode_mxnet(
+        self, outputs: list[np.ndarray], j: int, canvas_wh: tuple[int, int]
+    ) -> Candidates:
         # Group the (B, C, H, W) maps by level (H) and by kind (C = 2A scores, 4A boxes, 10A points).
         levels: dict[int, dict[str, np.ndarray]] = {}
         for out in outputs:
             fmap = out[j]
-            stride = self.canvas_wh[1] // fmap.shape[1]
+            stride = canvas_wh[1] // fmap.shape[1]
             a = len(MXNET_SCALES.get(stride, ()))
             kind = {2 * a: "cls", 4 * a: "box", 10 * a: "ldm"}.get(fmap.shape[0], "?")
             levels.setdefault(stride, {})[kind] = fmap
@@ -158,7 +160,7 @@ class RetinaFaceDetector(OnnxDetector):
                 raise ModelError(f"model '{self.name}': unexpected MXNet RetinaFace level {stride}")
             scales = MXNET_SCALES[stride]
             a = len(scales)
-            cols, rows = cell_grid(self.canvas_wh, stride)
+            cols, rows = cell_grid(canvas_wh, stride)
             anchors = mxnet_anchors(cols, rows, stride, scales)
             scores = (
                 maps["cls"][a:].transpose(1, 2, 0).reshape(-1)

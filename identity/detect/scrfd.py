@@ -97,5 +97,5 @@ class SCRFDDetector(OnnxDetector):
         self.layout = ScrfdLayout(self.outputs, self.name, self.manifest.extra)
         self.max_stride = max(self.layout.strides)
 
-    def decode(self, outputs: list[np.ndarray], j: int) -> Candidates:
-        return self.layout.decode(outputs, j, self.canvas_wh)
+    def decode(self, outputs: list[np.ndarray], j: int, canvas_wh: tuple[int, int]) -> Candidates:
+        return self.layout.decode(outputs, j, canvas_wh)

@@ -42,10 +42,10 @@ class YuNetDetector(OnnxDetector):
         self.index = index
         self.max_stride = max(self.strides)
 
-    def decode(self, outputs: list[np.ndarray], j: int) -> Candidates:
+    def decode(self, outputs: list[np.ndarray], j: int, canvas_wh: tuple[int, int]) -> Candidates:
         boxes_l, pts_l, scores_l = [], [], []
         for s in self.strides:
-            cols, rows = cell_grid(self.canvas_wh, s)
+            cols, rows = cell_grid(canvas_wh, s)
             cls = np.clip(outputs[self.index[("cls", s)]][j].reshape(-1), 0.0, 1.0)
             obj = np.clip(outputs[self.index[("obj", s)]][j].reshape(-1), 0.0, 1.0)
             bbox = outputs[self.index[("bbox", s)]][j].reshape(-1, 4)

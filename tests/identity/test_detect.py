@@ -147,6 +147,30 @@ def test_batch_of_different_sizes_equals_one_by_one(
 
 
 @pytest.mark.parametrize("name", DETECTORS)
+def test_each_image_runs_on_a_canvas_of_its_own_shape(
+    detectors: dict, photos: dict, name: str
+) -> None:
+    """A graph that takes any size detects a portrait or landscape photo on a canvas of its shape
+    (fitted into the square, rounded up to the largest stride): less work, the same faces."""
+    det = detectors[name]
+    assert det.fits_canvas and det.canvas_wh == (640, 640)
+    assert det.canvas_for(np.zeros((900, 600, 3), np.uint8)) == (448, 640)  # 427 -> 448
+    assert det.canvas_for(np.zeros((360, 640, 3), np.uint8)) == (640, 384)  # 360 -> 384
+    assert det.canvas_for(np.zeros((700, 700, 3), np.uint8)) == (640, 640)
+    square = build_runner(RUNNERS, name, det.settings)
+    square.fits_canvas = False  # the whole square canvas, as before
+    for photo in SINGLE[:4] + MULTI[:2]:
+        img = photos[photo]
+        assert det.canvas_for(img) != (640, 640) or img.shape[0] == img.shape[1]
+        fitted, full = det.detect([img]), square.detect([img])
+        assert len(fitted) == len(full), photo
+        px = max(img.shape[:2]) / 640  # one canvas pixel, in the photo's pixels
+        np.testing.assert_allclose(fitted.boxes, full.boxes, atol=0.5 * px)
+        np.testing.assert_allclose(fitted.landmarks, full.landmarks, atol=0.5 * px)
+        np.testing.assert_allclose(fitted.scores, full.scores, atol=0.01)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
 def test_edge_inputs(detectors: dict, name: str) -> None:
     det = detectors[name]
     assert len(det.detect([])) == 0
