@@ -50,6 +50,13 @@ def onnx_session(resolved: ResolvedModel, settings: Settings, spinning: bool = T
     return AdaptiveSession(make)
 
 
+def on_cpu(session: Any) -> bool:
+    """Whether an ``onnx_session`` runs on the CPU (an ``AdaptiveSession`` always does)."""
+    if isinstance(session, AdaptiveSession):
+        return True
+    return bool(session.get_providers()[0] == "CPUExecutionProvider")
+
+
 class _InFlight:
     """How many ``AdaptiveSession`` runs are under way in this process, any model."""
 

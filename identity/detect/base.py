@@ -97,7 +97,7 @@ class OnnxDetector:
     """Base of the ONNX detectors; built as ``Class(resolved_model, settings)``."""
 
     def __init__(self, resolved: ResolvedModel, settings: Settings) -> None:
-        from identity.runtime import onnx_session
+        from identity.runtime import on_cpu, onnx_session
 
         self.manifest = resolved.manifest
         self.name = self.manifest.name
@@ -123,7 +123,9 @@ class OnnxDetector:
             self.canvas_wh = (int(self.manifest.input_size[0]), int(self.manifest.input_size[1]))
         else:
             self.canvas_wh = canvas_size(settings.det_max_side, self.max_stride)
-            self.fits_canvas = True
+            # On the CPU a canvas of each image's shape saves the padding's work and batching
+            # saves nothing; on a GPU one square canvas keeps a whole batch in one run.
+            self.fits_canvas = on_cpu(self.session)
         if self.canvas_wh[0] % self.max_stride or self.canvas_wh[1] % self.max_stride:
             raise ModelError(
                 f"detector '{self.name}': canvas {self.canvas_wh} is not a multiple of the "

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 
 from identity.registry import resolve
-from identity.runtime import IN_FLIGHT, AdaptiveSession, onnx_session
+from identity.runtime import IN_FLIGHT, AdaptiveSession, on_cpu, onnx_session
 from identity.settings import Settings
 
 from shared_data import SHARED_DIR
@@ -73,3 +73,4 @@ def test_a_fixed_thread_count_is_one_plain_session() -> None:
     session = _session(intra_op_threads=1)
     assert not isinstance(session, AdaptiveSession)
     assert session.get_session_options().intra_op_num_threads == 1
+    assert on_cpu(session) and on_cpu(_session())
