@@ -122,7 +122,8 @@ def _from_record(data: dict[str, Any], source: str) -> Calibration:
     )
 
 
-_LOADED: dict[tuple[Any, ...], Calibration] = {}
+# per pipeline and calibration folder: (the record files' stamps, the calibration they gave)
+_LOADED: dict[tuple[str, str, Path], tuple[tuple[Any, ...], Calibration]] = {}
 
 
 def _stamp(path: Path) -> tuple[Any, ...]:
@@ -143,11 +144,12 @@ def pipeline_calibration(
     ``identity calibrate`` run, a removal): two stats instead of reading and parsing JSON."""
     detector = detector or settings.detector
     own = (calibration_path(model, settings, detector), calibration_path(model, settings))
-    key = (model, detector, *(_stamp(p) for p in own))
-    found = _LOADED.get(key)
-    if found is None:
-        found = _LOADED[key] = _pipeline_calibration(model, settings, detector)
-    return found
+    stamps = tuple(_stamp(p) for p in own)
+    key = (model, detector, settings.calibration_dir)
+    kept = _LOADED.get(key)
+    if kept is None or kept[0] != stamps:
+        kept = _LOADED[key] = (stamps, _pipeline_calibration(model, settings, detector))
+    return kept[1]
 
 
 def _pipeline_calibration(model: str, settings: Settings, detector: str) -> Calibration:
