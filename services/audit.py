@@ -22,9 +22,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, select, text
+from sqlalchemy import Table, event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.tables import AuditEvent
@@ -33,6 +33,8 @@ GENESIS = "0" * 64
 # Advisory-lock key of the chain (migrations take 727001; collections 727 << 40 and up).
 _CHAIN_LOCK = 727002
 _PENDING = "identity_audit_pending"
+_TABLE = cast(Table, AuditEvent.__table__)
+_COLUMNS = [c.name for c in _TABLE.columns]
 
 
 def _jsonb_float(literal: str) -> float | int:
@@ -102,21 +104,24 @@ def _write_pending(s: Session) -> None:
     # Everything else first: under the chain lock only audit rows are inserted, so a transaction
     # holding it never waits on a row lock that a transaction waiting for it holds.
     s.flush()
+    # Under the lock, two round trips: the head and the new ids in one statement (its own
+    # snapshot, taken after the lock, so it sees the last holder's commit), then one insert.
     s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    prev = (
-        s.execute(
-            select(AuditEvent.row_hash).order_by(AuditEvent.id.desc()).limit(1)
-        ).scalar_one_or_none()
-        or GENESIS
-    )
-    for e in pending:
-        e.id = s.execute(
-            text("SELECT nextval(pg_get_serial_sequence('audit_events', 'id'))")
-        ).scalar_one()
-        e.at = datetime.now(UTC)
-        e.prev_hash = prev
+    head = s.execute(
+        text(
+            "SELECT (SELECT row_hash FROM audit_events ORDER BY id DESC LIMIT 1), "
+            "nextval(pg_get_serial_sequence('audit_events', 'id')) FROM generate_series(1, :n)"
+        ),
+        {"n": len(pending)},
+    ).all()
+    prev = head[0][0] or GENESIS
+    at = datetime.now(UTC)
+    rows = []
+    for e, new_id in zip(pending, sorted(int(r[1]) for r in head), strict=True):
+        e.id, e.at, e.prev_hash = new_id, at, prev
         e.row_hash = prev = chain_hash(prev, e)
-        s.add(e)
+        rows.append({c: getattr(e, c) for c in _COLUMNS})
+    s.execute(insert(_TABLE), rows)  # Core: no ORM unit of work on the hot path
 
 
 @event.listens_for(Session, "after_rollback")

@@ -108,6 +108,9 @@ def test_migration_chains_old_rows_and_writers_extend_the_chain(audit_db) -> Non
                     i=i,
                     **awkward,
                 )
+                if i == 4:  # several rows in one transaction chain one after another
+                    record(s, n, "test.write", "ok", part=2)
+                    record(s, n, "test.write", "ok", part=3)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
     for t in threads:
@@ -116,12 +119,12 @@ def test_migration_chains_old_rows_and_writers_extend_the_chain(audit_db) -> Non
         t.join()
     report = verify_chain(sessions, batch=7)  # a batch size that splits the walk mid-chain
     assert report.ok, report.problem
-    assert report.rows == len(OLD_ROWS) + 40
+    assert report.rows == len(OLD_ROWS) + 8 * 7
     # A rolled-back transaction leaves no audit row and no hole in the chain.
     with pytest.raises(RuntimeError), sessions.begin() as s:
         record(s, None, "test.rolled_back", "ok")
         raise RuntimeError("abort")
-    assert verify_chain(sessions).rows == len(OLD_ROWS) + 40
+    assert verify_chain(sessions).rows == len(OLD_ROWS) + 8 * 7
 
 
 def _cli_verify(url: str, tmp_path) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
