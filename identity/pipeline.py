@@ -24,6 +24,7 @@ from identity.mesh import add_mesh_signals
 from identity.microbatch import MicroBatcher
 from identity.quality import assess_quality
 from identity.rows import merge_timings
+from identity.runtime import IN_FLIGHT
 from identity.settings import Settings
 
 
@@ -96,11 +97,12 @@ class FaceAnalyzer:
         ``liveness`` adds the presentation-attack score (``identity.liveness``), only when asked.
         """
         timings: dict[str, float] = {}
-        if faces is None:
-            with timed(timings, "detect"):
-                faces = self.detect(images_bgr)
-        if len(faces):
-            faces = self._analyze_found(images_bgr, faces, embed, liveness, timings)
+        with IN_FLIGHT.working():  # alignment and quality too: a neighbour's run stays narrow
+            if faces is None:
+                with timed(timings, "detect"):
+                    faces = self.detect(images_bgr)
+            if len(faces):
+                faces = self._analyze_found(images_bgr, faces, embed, liveness, timings)
         return faces.with_(timings=merge_timings([faces.timings, timings]))
 
     def _analyze_found(
@@ -162,7 +164,8 @@ class FaceAnalyzer:
         come back in the upload's pixels; quality's and liveness's pixel measures stay those of
         the decoded image, the detail the models really saw."""
         timings: dict[str, float] = {}
-        with timed(timings, "decode"):
+        # decoding is image work too (IN_FLIGHT): a neighbour's model run stays on one thread
+        with timed(timings, "decode"), IN_FLIGHT.working():
             decoded = decode_for_detection(data, self.settings)
         image = decoded.image_bgr
         located: Faces | None = None  # faces still to analyse, in ``decoded``'s pixels
@@ -170,11 +173,11 @@ class FaceAnalyzer:
             # the batcher analyses whole images: a face too small in this one is analysed again
             faces = self._batcher(embed, liveness).submit(image)
         else:
-            with timed(timings, "detect"):
+            with timed(timings, "detect"), IN_FLIGHT.working():
                 faces = located = self.detect([image])
         if decoded.finer and len(faces) and self._needs_detail(faces):
             # a face too small at the detection scale is cut from the finer decode
-            with timed(timings, "decode_finer"):
+            with timed(timings, "decode_finer"), IN_FLIGHT.working():
                 decoded = decode_image_bounded(data, self.settings)
             (h0, w0), (h1, w1) = image.shape[:2], decoded.image_bgr.shape[:2]
             fx, fy = w1 / w0, h1 / h0

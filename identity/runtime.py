@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from identity.registry import ResolvedModel, resolve
@@ -58,21 +59,30 @@ def on_cpu(session: Any) -> bool:
 
 
 class _InFlight:
-    """How many ``AdaptiveSession`` runs are under way in this process, any model."""
+    """How many threads of this process are busy with image work (a model run, or a whole
+    analysis that ``working`` marks: decoding and alignment included)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.runs = 0
+        self._local = threading.local()
+        self.busy = 0
 
-    def enter(self) -> int:
-        """Count one more run; returns how many others were under way."""
+    @contextmanager
+    def working(self) -> Iterator[int]:
+        """Mark this thread busy (re-entrant); yields how many other threads were busy."""
+        depth = getattr(self._local, "depth", 0)
         with self._lock:
-            self.runs += 1
-            return self.runs - 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self.runs -= 1
+            if depth == 0:
+                self.busy += 1
+            others = self.busy - 1
+        self._local.depth = depth + 1
+        try:
+            yield others
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._lock:
+                    self.busy -= 1
 
 
 IN_FLIGHT = _InFlight()
@@ -80,7 +90,8 @@ IN_FLIGHT = _InFlight()
 
 class AdaptiveSession:
     """One model behind two onnxruntime sessions: every core for a run that is alone, one
-    thread for a run that starts while others are under way.
+    thread for a run that starts while other threads are busy with image work (``IN_FLIGHT``:
+    a request still decoding counts, so its neighbour's run does not take its core).
 
     A lone request gets the lowest latency from intra-op threads; requests side by side get
     more done each on one core than sharing every core, and none of the thread pools
@@ -107,12 +118,9 @@ class AdaptiveSession:
             return self._narrow
 
     def run(self, output_names: Any, feeds: dict[str, Any]) -> Any:
-        others = IN_FLIGHT.enter()
-        try:
+        with IN_FLIGHT.working() as others:
             session = self._wide if others == 0 else self._one_thread()
             return session.run(output_names, feeds)
-        finally:
-            IN_FLIGHT.leave()
 
 
 def openvino_model(resolved: ResolvedModel, settings: Settings) -> Any:

@@ -64,8 +64,9 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="onnxruntime threads per run. 0 = adaptive on the CPU: every core for a run "
-        "alone (lowest latency), one thread for a run that starts while others are under way "
-        "(most throughput; identity/runtime.py AdaptiveSession).",
+        "alone (lowest latency), one thread for a run that starts while another thread is busy "
+        "with image work, decoding included (most throughput; identity/runtime.py "
+        "AdaptiveSession).",
     )
     micro_batch: bool = Field(
         default=False,

@@ -8,7 +8,7 @@ that the key's scope allows ``action`` on the ``{cid}`` path parameter (401 / 40
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -21,22 +21,25 @@ from services.store import IdentityStore
 
 T = TypeVar("T")
 
+# Dependencies that only read ``app.state`` or check a scope are coroutines: FastAPI runs a plain
+# function dependency on a worker thread, a thread hop per dependency per request.
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_store(request: Request) -> IdentityStore:
+async def get_store(request: Request) -> IdentityStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_sessions(request: Request) -> sessionmaker[Session]:
+async def get_sessions(request: Request) -> sessionmaker[Session]:
     """The app's session factory (for helpers that take one: dashboard sessions, the audit
     chain, the dashboard's read queries)."""
     return request.app.state.sessions  # type: ignore[no-any-return]
 
 
-def get_keys(request: Request) -> KeyStore:
+async def get_keys(request: Request) -> KeyStore:
     return request.app.state.keys  # type: ignore[no-any-return]
 
 
@@ -86,20 +89,20 @@ def get_principal(
     return keys.authenticate(x_api_key, client=client_address(request))
 
 
-def access(action: str) -> Callable[..., Principal]:
+def access(action: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency: a key allowed to do ``action`` (admin|enroll|read|verify|any), no collection."""
 
-    def dep(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def dep(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         principal.require(action)
         return principal
 
     return dep
 
 
-def collection_access(action: str) -> Callable[..., Principal]:
+def collection_access(action: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency: a key allowed to do ``action`` in the ``{cid}`` collection of the path."""
 
-    def dep(cid: str, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def dep(cid: str, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         principal.require(action, cid)
         return principal
 

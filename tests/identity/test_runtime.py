@@ -4,6 +4,8 @@ with the same results either way."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -26,25 +28,55 @@ def _crops() -> np.ndarray:
     return rng.uniform(-1, 1, (2, 3, 112, 112)).astype(np.float32)
 
 
+@contextmanager
+def _another_thread_busy() -> Iterator[None]:
+    """Another thread in the middle of image work (as a second request decoding its upload)."""
+    busy, done = threading.Event(), threading.Event()
+
+    def neighbour() -> None:
+        with IN_FLIGHT.working():
+            busy.set()
+            done.wait(30)
+
+    t = threading.Thread(target=neighbour)
+    t.start()
+    busy.wait(30)
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+
+
 def test_a_run_alone_uses_every_core_and_a_run_beside_others_one_thread() -> None:
     session = _session()
     assert isinstance(session, AdaptiveSession)
     name = session.get_inputs()[0].name
     x = _crops()
 
-    alone = session.run(None, {name: x})[0]
+    with IN_FLIGHT.working():  # this thread's own analysis around its run is not a neighbour
+        alone = session.run(None, {name: x})[0]
     assert session._narrow is None  # nothing else ran: no second session was made
 
-    IN_FLIGHT.enter()  # another run under way, as a second request's would be
-    try:
+    with _another_thread_busy():
         beside = session.run(None, {name: x})[0]
-    finally:
-        IN_FLIGHT.leave()
     narrow = session._narrow
     assert narrow is not None
     assert narrow.get_session_options().intra_op_num_threads == 1
     np.testing.assert_allclose(beside, alone, rtol=1e-5, atol=1e-5)
-    assert IN_FLIGHT.runs == 0
+    assert IN_FLIGHT.busy == 0
+
+
+def test_image_work_is_counted_per_thread() -> None:
+    """An analysis marks decoding and alignment as image work and then runs its models inside
+    that mark: its own runs must still count as alone; another thread's work must not."""
+    with IN_FLIGHT.working() as others:
+        assert others == 0
+        with IN_FLIGHT.working() as nested:
+            assert nested == 0
+        with _another_thread_busy(), IN_FLIGHT.working() as beside:
+            assert beside == 1
+    assert IN_FLIGHT.busy == 0
 
 
 def test_concurrent_runs_agree_and_leave_no_run_counted() -> None:
@@ -66,7 +98,7 @@ def test_concurrent_runs_agree_and_leave_no_run_counted() -> None:
     assert len(results) == 9
     for r in results:
         np.testing.assert_allclose(r, expected, rtol=1e-5, atol=1e-5)
-    assert IN_FLIGHT.runs == 0
+    assert IN_FLIGHT.busy == 0
 
 
 def test_a_fixed_thread_count_is_one_plain_session() -> None:

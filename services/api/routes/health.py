@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.auth import KEY_PREFIX
-from services.deps import client_address, get_keys
+from services.deps import client_address
 from services.errors import Unauthorized
 
 router = APIRouter(tags=["health"])
@@ -55,7 +55,9 @@ def metrics(
         key = bearer if bearer.startswith(KEY_PREFIX) else x_api_key
         if not key and not bearer:
             raise Unauthorized("/metrics needs the metrics token or an admin API key")
-        principal = get_keys(request).authenticate(key or bearer, client=client_address(request))
+        principal = request.app.state.keys.authenticate(
+            key or bearer, client=client_address(request)
+        )
         principal.require("admin")
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
