@@ -1,6 +1,6 @@
 """Verify and identify over HTTP against the same work done in-process, side by side, in one run.
 
-    python bench/api.py [--requests 24] [--concurrency 1,2,8]
+    python bench/api.py [--requests 96] [--concurrency 1,2,8]
     python bench/api.py --url http://127.0.0.1:8000 --key KEY   # an already running service
 
 Without ``--url`` the script starts a real ``identity serve`` on loopback (a free port, the
@@ -285,7 +285,8 @@ def main() -> None:
     ap.add_argument("--url", help="an already running service (default: start one)")
     ap.add_argument("--key", help="admin key for --url")
     ap.add_argument("--collection", default="bench-api")
-    ap.add_argument("--requests", type=int, default=24, help="requests per cell")
+    # 96: at 8 clients, 12 rounds; with 24 (3 rounds) the start and the tail weighed on req/s
+    ap.add_argument("--requests", type=int, default=96, help="requests per cell")
     ap.add_argument("--concurrency", default="1,2,8")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
