@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from identity.settings import Settings
 from services.auth import KeyStore, Principal
 from services.gallery import GalleryJobRunner, GalleryStore
+from services.metrics import timed_stage
 from services.store import IdentityStore
 
 T = TypeVar("T")
@@ -86,7 +87,8 @@ def get_principal(
     keys: Annotated[KeyStore, Depends(get_keys)],
     x_api_key: Annotated[str | None, Header(description="API key (identity keys create)")] = None,
 ) -> Principal:
-    return keys.authenticate(x_api_key, client=client_address(request))
+    with timed_stage("auth"):
+        return keys.authenticate(x_api_key, client=client_address(request))
 
 
 def access(action: str) -> Callable[..., Awaitable[Principal]]:

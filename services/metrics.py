@@ -9,13 +9,16 @@ Stage timings: the middleware gives every request an empty holder (a context var
 the thread running a sync route sees too); the store adds each analysed image's
 ``Faces.timings`` to it (``record_stages``). A request that ran the pipeline (verify, identify,
 enroll, ...) then gets a ``Server-Timing`` header (milliseconds, W3C format, plus ``total``)
-and one observation per stage in ``identity_stage_seconds``.
+and one observation per stage in ``identity_stage_seconds``. Around the pipeline, the serving
+stages ``auth`` (the API-key check) and ``audit`` (the decision's hash-chained audit row) are
+timed too (``timed_stage``), so what a request cost beyond the models is in the same header.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -38,6 +41,19 @@ def record_stages(timings: Mapping[str, float]) -> None:
         return
     for stage, seconds in timings.items():
         holder[stage] = holder.get(stage, 0.0) + seconds
+
+
+SERVING_STAGES = frozenset({"auth", "audit"})
+
+
+@contextmanager
+def timed_stage(name: str) -> Iterator[None]:
+    """Add the seconds the block took to the current request's stage ``name``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        record_stages({name: time.perf_counter() - start})
 
 
 def server_timing(stages: Mapping[str, float], total: float) -> str:
@@ -115,7 +131,7 @@ class MetricsMiddleware:
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                if stages:  # the route ran the face pipeline and is done with it
+                if stages.keys() - SERVING_STAGES:  # the route ran the face pipeline
                     self._observe_stages(message, stages, time.perf_counter() - start)
             await send(message)
 

@@ -24,6 +24,7 @@ from services import audit as audit_log
 from services.db import make_sessionmaker, vacuum
 from services.errors import NotFound
 from services.indexes import IndexRegistry
+from services.metrics import timed_stage
 from services.sealed import DataKeys
 from services.store.write import CollectionWrite
 from services.tables import Collection, IdentityRow
@@ -112,7 +113,8 @@ class StoreCore:
         audit_log.record(s, actor, action, outcome, collection, identity_id, **details)
 
     def audit(self, actor: int | None, action: str, outcome: str, **kw: Any) -> None:
-        with self.sessions.begin() as s:
+        """An audit row in a transaction of its own (a decision, a refusal, a sign-in)."""
+        with timed_stage("audit"), self.sessions.begin() as s:
             self._audit(s, actor, action, outcome, **kw)
 
     @staticmethod

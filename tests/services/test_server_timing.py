@@ -1,6 +1,7 @@
 """Per-stage timings through the service: a ``Server-Timing`` header on requests that ran the face
-pipeline (enroll, verify, identify, their refusals too) and the ``identity_stage_seconds`` histogram
-on /metrics, whose counts grow with each such request."""
+pipeline (enroll, verify, identify, their refusals too), with the serving stages around it (the
+API-key check, the decision's audit row), and the ``identity_stage_seconds`` histogram on /metrics,
+whose counts grow with each such request."""
 
 from __future__ import annotations
 
@@ -58,18 +59,21 @@ def test_server_timing_and_stage_histograms(
     assert r.status_code == 201, r.text
     enroll = server_timing(r)
     stages = {"decode", "detect", "mesh", "align", "embed", "quality"}
-    assert set(enroll) == stages | {"total"}
+    assert set(enroll) == stages | {"auth", "total"}  # enrollment's audit rows ride its commit
     assert enroll["total"] >= enroll["embed"] > 0  # two images' stages summed, within the request
+    assert enroll["total"] >= sum(v for k, v in enroll.items() if k != "total") - 0.5
 
     probe = {"file": ("p.jpg", (PROBES / "obama1.jpg").read_bytes(), "image/jpeg")}
     r = client.post(
         f"/v1/collections/{cid}/verify", files=probe, data={"identity_id": iid}, headers=admin
     )
     assert r.status_code == 200 and r.json()["match"] is True, r.text
-    assert set(server_timing(r)) == stages | {"total"}
+    verify = server_timing(r)
+    assert set(verify) == stages | {"auth", "audit", "total"}
+    assert verify["auth"] > 0 and verify["audit"] > 0
     r = client.post(f"/v1/collections/{cid}/identify", files=probe, headers=admin)
     assert r.status_code == 200, r.text
-    assert set(server_timing(r)) == stages | {"total"}
+    assert set(server_timing(r)) == stages | {"auth", "audit", "total"}
 
     # a refused probe still reports what it cost
     buf = BytesIO()
@@ -78,13 +82,14 @@ def test_server_timing_and_stage_histograms(
         f"/v1/collections/{cid}/identify", files={"file": ("g.jpg", buf.getvalue())}, headers=admin
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "no_face_found", r.text
-    assert set(server_timing(r)) == {"decode", "detect", "total"}
+    assert set(server_timing(r)) == {"auth", "decode", "detect", "total"}
 
     after = stage_counts(client, admin)
     for stage in stages - {"decode", "detect"}:  # enroll, verify, identify: one observation each
         assert after[stage] - before.get(stage, 0) == 3, (stage, before, after)
-    for stage in ("decode", "detect"):  # and the refused probe
+    for stage in ("decode", "detect", "auth"):  # and the refused probe
         assert after[stage] - before.get(stage, 0) == 4, (stage, before, after)
+    assert after["audit"] - before.get("audit", 0) == 2  # the two decisions
     text = client.get("/metrics", headers=admin).text
     assert 'identity_stage_seconds_bucket{le="0.001",stage="embed"}' in text
     assert 'identity_stage_seconds_bucket{le="5.0",stage="embed"}' in text
