@@ -36,11 +36,12 @@ test: install-dev lint
 	$(BIN)/pytest
 
 # Every benchmark in bench/, each printing its markdown table (tens of minutes on 2 cores; the
-# 1M-vector search rows alone take about half of it). bench/api.py needs a running service: see
-# docs/service.md.
+# 1M-vector search rows alone take about half of it). bench/api.py starts its own service on
+# loopback, with its own embedded Postgres (docs/service.md).
 bench: install-dev
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/api.py
 	$(BIN)/python bench/quality.py --clean
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/reid.py
