@@ -190,23 +190,30 @@ class KeyStore:
                 f"too many failed sign-ins from this client or for this key; try again in {wait} s",
                 retry_after_s=wait,
             )
-        row: ApiKey | None = None
-        with self.sessions() as s:
-            if key.startswith(KEY_PREFIX) and len(key) >= PREFIX_LEN + 8:
+        row = None
+        if key.startswith(KEY_PREFIX) and len(key) >= PREFIX_LEN + 8:
+            # One round trip on every API request: the key and its collection's name together.
+            with self.sessions() as s:
                 row = s.execute(
-                    select(ApiKey).where(ApiKey.prefix == key[:PREFIX_LEN])
-                ).scalar_one_or_none()
-            # Compare even when no row matched, so timing does not tell whether a prefix exists.
-            expected = row.key_sha256 if row is not None else "0" * 64
-            ok = hmac.compare_digest(expected, _sha256(key))
-            if row is not None and ok and row.revoked_at is None:
-                principal = Principal(
-                    row.id, row.scope, row.collection.name if row.collection else None
-                )
-            else:
-                reason = "revoked" if row is not None and ok else "wrong_key"
-                self._refused(action, reason, client, row.id if row is not None else None, names)
-                raise Unauthorized("invalid or revoked API key")
+                    select(
+                        ApiKey.id,
+                        ApiKey.scope,
+                        ApiKey.key_sha256,
+                        ApiKey.revoked_at,
+                        Collection.name,
+                    )
+                    .outerjoin(Collection, ApiKey.collection_id == Collection.id)
+                    .where(ApiKey.prefix == key[:PREFIX_LEN])
+                ).one_or_none()
+        # Compare even when no row matched, so timing does not tell whether a prefix exists.
+        expected = row.key_sha256 if row is not None else "0" * 64
+        ok = hmac.compare_digest(expected, _sha256(key))
+        if row is not None and ok and row.revoked_at is None:
+            principal = Principal(row.id, row.scope, row.name)
+        else:
+            reason = "revoked" if row is not None and ok else "wrong_key"
+            self._refused(action, reason, client, row.id if row is not None else None, names)
+            raise Unauthorized("invalid or revoked API key")
         self._touch(principal.key_id)
         return principal
 
