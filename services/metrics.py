@@ -10,8 +10,9 @@ the thread running a sync route sees too); the store adds each analysed image's
 ``Faces.timings`` to it (``record_stages``). A request that ran the pipeline (verify, identify,
 enroll, ...) then gets a ``Server-Timing`` header (milliseconds, W3C format, plus ``total``)
 and one observation per stage in ``identity_stage_seconds``. Around the pipeline, the serving
-stages ``auth`` (the API-key check) and ``audit`` (the decision's hash-chained audit row) are
-timed too (``timed_stage``), so what a request cost beyond the models is in the same header.
+stages ``auth`` (the API-key check), ``search`` (identify's vector index) and ``audit`` (the
+decision's hash-chained audit row) are timed too (``timed_stage``), so what a request cost
+beyond the models is in the same header.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def record_stages(timings: Mapping[str, float]) -> None:
         holder[stage] = holder.get(stage, 0.0) + seconds
 
 
-SERVING_STAGES = frozenset({"auth", "audit"})
+SERVING_STAGES = frozenset({"auth", "search", "audit"})
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from identity.errors import BadImage, InvalidInput, MultipleFaces, NoFaceFound
 from identity.faces import Faces
 from services.errors import NoTemplates
 from services.liveness import audit_fields, wanted
-from services.metrics import record_stages
+from services.metrics import record_stages, timed_stage
 from services.store.core import MAX_TOP_K
 from services.store.liveness import LivenessMixin
 from services.tables import FaceTemplate, IdentityRow
@@ -252,7 +252,8 @@ class DecisionsMixin(LivenessMixin):
         thr, far_used = self.threshold(far, threshold, model)
         # Several templates per identity: over-fetch so top_k distinct identities survive.
         k = max(top_k * 5, 20)
-        sims, tids = self.indexes.search(cid, model, faces.embeddings, k)
+        with timed_stage("search"):  # the vector index (FAISS or Milvus): 1:N's own cost
+            sims, tids = self.indexes.search(cid, model, faces.embeddings, k)
         wanted = {int(t) for t in tids.ravel() if t >= 0}
         owners: dict[int, tuple[uuid.UUID, str, str]] = {}
         if wanted:

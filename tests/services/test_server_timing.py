@@ -1,7 +1,7 @@
 """Per-stage timings through the service: a ``Server-Timing`` header on requests that ran the face
 pipeline (enroll, verify, identify, their refusals too), with the serving stages around it (the
-API-key check, the decision's audit row), and the ``identity_stage_seconds`` histogram on /metrics,
-whose counts grow with each such request."""
+API-key check, identify's vector search, the decision's audit row), and the
+``identity_stage_seconds`` histogram on /metrics, whose counts grow with each such request."""
 
 from __future__ import annotations
 
@@ -73,7 +73,9 @@ def test_server_timing_and_stage_histograms(
     assert verify["auth"] > 0 and verify["audit"] > 0
     r = client.post(f"/v1/collections/{cid}/identify", files=probe, headers=admin)
     assert r.status_code == 200, r.text
-    assert set(server_timing(r)) == stages | {"auth", "audit", "total"}
+    identify = server_timing(r)
+    assert set(identify) == stages | {"auth", "search", "audit", "total"}
+    assert identify["search"] < identify["total"]
 
     # a refused probe still reports what it cost
     buf = BytesIO()
@@ -90,6 +92,7 @@ def test_server_timing_and_stage_histograms(
     for stage in ("decode", "detect", "auth"):  # and the refused probe
         assert after[stage] - before.get(stage, 0) == 4, (stage, before, after)
     assert after["audit"] - before.get("audit", 0) == 2  # the two decisions
+    assert after["search"] - before.get("search", 0) == 1  # the identify that found a face
     text = client.get("/metrics", headers=admin).text
     assert 'identity_stage_seconds_bucket{le="0.001",stage="embed"}' in text
     assert 'identity_stage_seconds_bucket{le="5.0",stage="embed"}' in text
