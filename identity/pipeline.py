@@ -76,7 +76,9 @@ class FaceAnalyzer:
         return load_embedder(self.embedder_name, self.settings)
 
     def detect(self, images_bgr: Sequence[np.ndarray]) -> Faces:
-        faces = self.detector.detect(images_bgr)
+        # letterboxing and decoding the outputs are image work too (IN_FLIGHT), not only the run
+        with IN_FLIGHT.working():
+            faces = self.detector.detect(images_bgr)
         if len(faces) and self.settings.min_face_px > 0:
             side = np.minimum(
                 faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
@@ -173,7 +175,7 @@ class FaceAnalyzer:
             # the batcher analyses whole images: a face too small in this one is analysed again
             faces = self._batcher(embed, liveness).submit(image)
         else:
-            with timed(timings, "detect"), IN_FLIGHT.working():
+            with timed(timings, "detect"):
                 faces = located = self.detect([image])
         if decoded.finer and len(faces) and self._needs_detail(faces):
             # a face too small at the detection scale is cut from the finer decode
