@@ -14,6 +14,7 @@ import numpy as np
 from bench.common import MODELS, Pair
 from bench.degradations import CLEAN, DEGRADATIONS, Image
 from identity.calibration import auc_of, roc_curve, threshold_at_far
+from identity.faces import Faces
 
 SEED = 20261124
 MAX_SIDE = 1024  # long side of the "clean" photo, in px
@@ -60,15 +61,20 @@ class Study:
             img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         return img
 
-    def face(self, image: Image) -> Face | None:
-        from identity.quality import SIGNALS, assess_quality
-
+    def largest(self, image: Image) -> Faces | None:
+        """The pipeline's largest face of ``image`` (crops and raw norms kept), None if none."""
         start = time.perf_counter()
         faces = self.analyzer.analyze([image])
         self.seconds += time.perf_counter() - start
-        if not len(faces):
-            return None
-        f = faces.largest()
+        return faces.largest() if len(faces) else None
+
+    def face(self, image: Image) -> Face | None:
+        f = self.largest(image)
+        return None if f is None else self.face_of(f)
+
+    def face_of(self, f: Faces) -> Face:
+        from identity.quality import SIGNALS, assess_quality
+
         plain = assess_quality(
             f.with_(extra={k: v for k, v in f.extra.items() if k not in SIGNALS}),
             self.settings,
