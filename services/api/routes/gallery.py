@@ -77,6 +77,36 @@ class Recluster(BaseModel):
     min_size: int = Field(default=2, ge=1, le=1000)
 
 
+# The handler reads its body itself (JSON or multipart), so FastAPI cannot infer it: the OpenAPI
+# document states both forms, or generated clients would send no body at all.
+JOB_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": JobCreate.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": f"a zip or tar archive ({', '.join(ARCHIVE_SUFFIXES)})",
+                        },
+                        "labels": {
+                            "type": "string",
+                            "enum": ["none", "folders"],
+                            "default": "none",
+                        },
+                        "cluster": {"type": "boolean", "default": True},
+                    },
+                }
+            },
+        },
+    }
+}
+
 GalleryDep = Annotated[GalleryStore, Depends(get_gallery)]
 RunnerDep = Annotated[GalleryJobRunner, Depends(get_job_runner)]
 
@@ -87,7 +117,7 @@ def _form_bool(value: Any, default: bool) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-@router.post("/jobs", status_code=202, responses=UPLOAD_PROBLEMS)
+@router.post("/jobs", status_code=202, responses=UPLOAD_PROBLEMS, openapi_extra=JOB_BODY)
 async def create_job(
     cid: str,
     request: Request,
