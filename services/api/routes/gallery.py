@@ -43,6 +43,8 @@ from services.gallery import (
 router = APIRouter(prefix="/v1/collections/{cid}", tags=["gallery"], responses=V1_PROBLEMS)
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+# an uploaded archive has no CSV beside it: its labels are none or its folders
+UPLOAD_LABELS = ("none", "folders")
 
 
 class JobCreate(BaseModel):
@@ -96,7 +98,7 @@ JOB_BODY: dict[str, Any] = {
                         },
                         "labels": {
                             "type": "string",
-                            "enum": ["none", "folders"],
+                            "enum": list(UPLOAD_LABELS),
                             "default": "none",
                         },
                         "cluster": {"type": "boolean", "default": True},
@@ -138,7 +140,7 @@ async def create_job(
         if not name.endswith(ARCHIVE_SUFFIXES):
             raise InvalidInput(f"upload a zip or tar archive ({', '.join(ARCHIVE_SUFFIXES)})")
         labels = str(form.get("labels") or "none")
-        if labels not in ("none", "folders"):
+        if labels not in UPLOAD_LABELS:
             raise InvalidInput("labels for an uploaded archive: none or folders", labels=labels)
         options = IngestOptions(
             labels=labels,  # type: ignore[arg-type]
