@@ -131,6 +131,22 @@ def _shifted(crops: np.ndarray, dx: float, dy: float) -> np.ndarray:
     )
 
 
+def aligned(det: dict[str, np.ndarray], paths: list[Path], rows: np.ndarray, template: str) -> Any:
+    """(Faces, crops) of the cached detections ``rows`` (one face per photo), aligned to
+    ``template`` from the photos read again."""
+    from identity.align import align_faces
+    from identity.faces import Faces
+
+    images = [cv2.imread(str(paths[i])) for i in rows]
+    faces = Faces(
+        boxes=det["boxes"][rows],
+        landmarks=det["landmarks"][rows],
+        scores=det["scores"][rows],
+        image_index=np.arange(len(rows)),
+    )
+    return faces, align_faces(images, faces, template)
+
+
 def embed_all(
     detector: str, embedder: str, cache: Path, perturb: bool = True, wait: bool = False
 ) -> dict[str, np.ndarray]:
@@ -143,9 +159,7 @@ def embed_all(
     if path.is_file() and not wait:
         return dict(np.load(path))
     det = detect_all(detector, cache)
-    from identity.align import align_faces
     from identity.embed import load_embedder
-    from identity.faces import Faces
     from identity.quality import assess_quality, pose_from_landmarks
 
     settings = _settings(detector, embedder)
@@ -179,14 +193,7 @@ def embed_all(
         rows = np.arange(s, min(s + BATCH, n))
         rows = rows[det["found"][rows]]
         if len(rows):
-            images = [cv2.imread(str(paths[i])) for i in rows]
-            faces = Faces(
-                boxes=det["boxes"][rows],
-                landmarks=det["landmarks"][rows],
-                scores=det["scores"][rows],
-                image_index=np.arange(len(rows)),
-            )
-            crops = align_faces(images, faces, model.template)
+            faces, crops = aligned(det, paths, rows, model.template)
             t0 = time.perf_counter()
             e, nr = model.embed(crops)
             state["embed_seconds"] = np.float64(state["embed_seconds"] + time.perf_counter() - t0)

@@ -30,7 +30,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,10 +53,8 @@ def recut(detector: str, embedder: str, data: dict[str, np.ndarray]) -> dict[str
     """Re-cut the aligned crops from the cached landmarks and score them with the current
     identity/quality.py: sharpness at native resolution, the product's quality (its norm range
     from the manifest) and the product's quality without the norm factor."""
-    from bench.celeba import detect_all
-    from identity.align import align_faces
+    from bench.celeba import aligned, detect_all
     from identity.embed import load_embedder
-    from identity.faces import Faces
     from identity.quality import assess_quality, native_sharpness
     from identity.settings import Settings
 
@@ -69,14 +66,7 @@ def recut(detector: str, embedder: str, data: dict[str, np.ndarray]) -> dict[str
     idx = np.flatnonzero(data["found"])
     for s in range(0, len(idx), 64):
         rows = idx[s : s + 64]
-        images = [cv2.imread(str(paths[i])) for i in rows]
-        faces = Faces(
-            boxes=det["boxes"][rows],
-            landmarks=det["landmarks"][rows],
-            scores=det["scores"][rows],
-            image_index=np.arange(len(rows)),
-        )
-        crops = align_faces(images, faces, template)
+        faces, crops = aligned(det, paths, rows, template)
         out["native"][rows] = native_sharpness(crops, faces.inter_ocular, template)[1]
         faces = faces.with_(crops=crops, embeddings=data["emb"][rows])
         out["quality_no_norm"][rows] = assess_quality(faces, settings).quality

@@ -26,19 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.celeba import CACHE, celeba_labels, complete, detect_all, embed_all
+from bench.celeba import CACHE, aligned, celeba_labels, complete, detect_all, embed_all
 from bench.common import MODELS, command_line, deepface_pairs
 from bench.degradations import CLEAN, DEGRADATIONS, Image
 from bench.erc import FMR, FRACTIONS, erc, mislabelled, print_erc
 from bench.heldout import N_FOLDS, folds_of, pairs_within
 from bench.quality_study import Face, Probe, Study, mixed_pairs, one_sided_pairs
 from identity.calibration import threshold_in_sorted
-from identity.faces import Faces
 
 DETECTOR, EMBEDDER = "retinaface_mnet025", "arcface_w600k_mbf_int8"
 FEATURE_MAP = "509"  # the last PReLU's output in this graph, before the 7 x 7 depthwise conv
@@ -79,21 +77,12 @@ def pooled_maps(data: dict[str, np.ndarray]) -> np.ndarray:
     path = CACHE / f"{DETECTOR}+{EMBEDDER}.feature_map.npy"
     if path.exists():
         return np.load(path)
-    from identity.align import align_faces
-
     maps = FeatureMaps()
     det = detect_all(DETECTOR, CACHE)
     paths, _ = celeba_labels()
     out = np.zeros((len(paths), 3 * 512), np.float32)
     for i in np.flatnonzero(data["found"]):
-        image = cv2.imread(str(paths[i]))
-        faces = Faces(
-            boxes=det["boxes"][i : i + 1],
-            landmarks=det["landmarks"][i : i + 1],
-            scores=det["scores"][i : i + 1],
-            image_index=np.zeros(1, int),
-        )
-        out[i] = maps.pooled(align_faces([image], faces, "arcface_112"))
+        out[i] = maps.pooled(aligned(det, paths, np.array([i]), "arcface_112")[1])
     np.save(path, out)
     return out
 
