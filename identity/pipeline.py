@@ -17,7 +17,7 @@ import numpy as np
 from identity.align import align_faces, get_template
 from identity.crops import SourceCrop, source_crop
 from identity.detect import Detector, load_detector
-from identity.embed import Embedder, load_embedder
+from identity.embed import Embedder, embed_with_signals, load_embedder
 from identity.faces import Faces
 from identity.image import decode_for_detection, decode_image_bounded
 from identity.mesh import add_mesh_signals
@@ -124,8 +124,10 @@ class FaceAnalyzer:
         faces = faces.with_(crops=crops)
         if embed:
             with timed(timings, "embed"):
-                embeddings, norms = embedder.embed(crops)
-            faces = faces.with_(embeddings=embeddings, embedding_norms=norms)
+                embeddings, norms, signals = embed_with_signals(embedder, crops)
+            faces = faces.with_(
+                embeddings=embeddings, embedding_norms=norms, extra={**faces.extra, **signals}
+            )
         with timed(timings, "quality"):
             faces = assess_quality(faces, self.settings, embedder_name=self.embedder_name)
         if liveness:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -20,8 +20,16 @@ def resolve_model(name: str, settings: Settings) -> ResolvedModel:
     return resolve(name, settings.models_dir, settings.model_cache_dir)
 
 
-def onnx_session(resolved: ResolvedModel, settings: Settings, spinning: bool = True) -> Any:
+def onnx_session(
+    resolved: ResolvedModel,
+    settings: Settings,
+    spinning: bool = True,
+    extra_outputs: Sequence[str] = (),
+) -> Any:
     """An onnxruntime session on the first available provider named in settings.
+
+    ``extra_outputs`` names inner tensors the session returns after the graph's own outputs
+    (e.g. a feature map for ``identity.recognisability``); the graph is edited in memory only.
 
     Spinning (intra-op threads busy-waiting after each run) needs ``spinning`` and
     ``settings.onnx_spinning``. Every session has its own thread pool, so when models run one
@@ -35,7 +43,11 @@ def onnx_session(resolved: ResolvedModel, settings: Settings, spinning: bool = T
 
     available = set(ort.get_available_providers())
     providers = [p for p in settings.onnx_providers if p in available] or ["CPUExecutionProvider"]
-    source = resolved.read_bytes() if resolved.blob is not None else str(resolved.path)
+    source: bytes | str
+    if extra_outputs:
+        source = with_outputs(resolved.read_bytes(), extra_outputs)
+    else:
+        source = resolved.read_bytes() if resolved.blob is not None else str(resolved.path)
 
     def make(threads: int) -> Any:
         opts = ort.SessionOptions()
@@ -49,6 +61,18 @@ def onnx_session(resolved: ResolvedModel, settings: Settings, spinning: bool = T
     if settings.intra_op_threads or providers[0] != "CPUExecutionProvider":
         return make(settings.intra_op_threads)
     return AdaptiveSession(make)
+
+
+def with_outputs(model: bytes, names: Sequence[str]) -> bytes:
+    """The ONNX graph ``model`` with the inner tensors ``names`` added as outputs."""
+    import onnx
+
+    graph = onnx.load_from_string(model)
+    for name in names:
+        graph.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        )
+    return bytes(graph.SerializeToString())
 
 
 def on_cpu(session: Any) -> bool:

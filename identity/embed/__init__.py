@@ -9,6 +9,9 @@ import numpy as np
 from identity.errors import InvalidInput
 from identity.settings import Settings
 
+# Per-face arrays an embedder reads from its own run, for Faces.extra (identity.quality.SIGNALS).
+Signals = dict[str, np.ndarray]
+
 
 class Embedder(Protocol):
     name: str
@@ -37,6 +40,18 @@ def checked_crops(
             f"{name} needs (N, {size}, {size}, 3) uint8 BGR crops, got {crops.shape} {crops.dtype}"
         )
     return crops
+
+
+def embed_with_signals(
+    embedder: Embedder, crops_bgr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, Signals]:
+    """``embedder.embed`` plus the quality signals an embedder offers from the same run
+    (``embed_signals``, e.g. an ArcFace graph with a quality head); none for the others."""
+    own = getattr(embedder, "embed_signals", None)
+    if own is None:
+        return (*embedder.embed(crops_bgr), {})
+    embeddings, norms, signals = own(crops_bgr)
+    return embeddings, norms, signals
 
 
 RUNNERS: dict[str, str] = {

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from identity.embed import checked_crops
+from identity.embed import Signals, checked_crops
 from identity.errors import ModelError
 from identity.preprocess import l2_normalise, to_tensor
+from identity.recognisability import QualityHead
 from identity.registry import ResolvedModel
 from identity.runtime import onnx_session
 from identity.settings import Settings
@@ -22,8 +23,12 @@ class ArcFaceONNX:
         m = resolved.manifest
         self.manifest = m
         self.name = m.name
+        spec = m.extra.get("quality_head")
+        self.head = QualityHead.of(m.name, spec) if spec else None
         try:
-            self.session = onnx_session(resolved, settings)
+            self.session = onnx_session(
+                resolved, settings, extra_outputs=[self.head.feature_map] if self.head else ()
+            )
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
             raise ModelError(
                 f"could not load '{m.name}' from {resolved.location}: {exc}", model=m.name
@@ -53,24 +58,40 @@ class ArcFaceONNX:
         self.dim = int(dim)
         self.template = m.alignment or "arcface_112"
 
-    def raw_embeddings(self, crops_bgr: np.ndarray) -> np.ndarray:
-        """(N, D) float32 network outputs before normalisation."""
+    def _run(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, D) float32 network outputs before normalisation, and the quality head's feature
+        maps (N, C, H, W) when the manifest names a head."""
         crops = checked_crops(crops_bgr, self.name, self.size, any_size=True)
         n = len(crops)
         if n == 0:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, self.dim), np.float32), None
         blob = to_tensor(crops, self.manifest)
         step = self.batch or n
-        outs = []
+        names = [self.output_name] + ([self.head.feature_map] if self.head else [])
+        outs, maps = [], []
         for start in range(0, n, step):
             chunk = blob[start : start + step]
             real = len(chunk)
             if self.batch and real < self.batch:
                 pad = np.zeros((self.batch - real, *chunk.shape[1:]), dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            out = self.session.run([self.output_name], {self.input_name: chunk})[0]
-            outs.append(np.asarray(out, np.float32).reshape(len(chunk), -1)[:real])
-        return np.concatenate(outs)
+            out = self.session.run(names, {self.input_name: chunk})
+            outs.append(np.asarray(out[0], np.float32).reshape(len(chunk), -1)[:real])
+            maps.extend(out[1:2])
+        fmaps = np.concatenate(maps)[:n] if maps else None
+        return np.concatenate(outs), fmaps
+
+    def raw_embeddings(self, crops_bgr: np.ndarray) -> np.ndarray:
+        """(N, D) float32 network outputs before normalisation."""
+        return self._run(crops_bgr)[0]
 
     def embed(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return l2_normalise(self.raw_embeddings(crops_bgr))
+
+    def embed_signals(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, Signals]:
+        """``embed`` and, from the same run, ``recognisability`` when the manifest has a head."""
+        raw, fmaps = self._run(crops_bgr)
+        embeddings, norms = l2_normalise(raw)
+        if self.head is None or fmaps is None:
+            return embeddings, norms, {}
+        return embeddings, norms, {"recognisability": self.head(fmaps, norms)}

@@ -53,8 +53,11 @@ def test_face_quality_and_the_quality_report(
     sign_in(page, live_service)
     page.goto(f"{url}/admin/collections/{name}/identities/{kit['id']}")
     card = page.locator(f".face-card[data-face='{blurred}']")
-    # blur lowers the ArcFace embedding's norm too: both reasons, quality under the gate
-    expect(card.locator("[data-quality-reasons]")).to_have_text("blurry, low_feature_norm")
+    # blur lowers the embedding's norm and the head's recognisability too: three reasons, and
+    # quality under the gate
+    expect(card.locator("[data-quality-reasons]")).to_have_text(
+        "blurry, low_feature_norm, low_recognisability"
+    )
     assert float(card.locator("[data-quality]").text_content() or "nan") < GATE
     expect(card.locator("[data-gate]")).to_contain_text("below today's gate")
     expect(card.locator("[data-gate]")).to_contain_text("low_quality")
