@@ -47,22 +47,32 @@ GATE_MAX_REFUSED, GATE_FIT_Q = 0.03, 0.025
 # the manifests' feature_norm_range: these quantiles of celeba500's embedding norms
 NORM_LO_Q, NORM_HI_Q = 0.01, 0.1
 MISLABELLED = Path(__file__).with_name("celeba500_mislabelled.csv")
+PRODUCT = "fused (product, identity/quality.py)"
 
 
 def recut(detector: str, embedder: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Re-cut the aligned crops from the cached landmarks and score them with the current
-    identity/quality.py: sharpness at native resolution, the product's quality (its norm range
-    from the manifest) and the product's quality without the norm factor."""
+    identity/quality.py: sharpness at native resolution, the product's quality (its norm range or
+    its shipped quality head from the manifest), the product's quality without the norm factor,
+    and, for an embedder with a head, the head's recognisability and the factor beside it."""
     from bench.celeba import aligned, detect_all
     from identity.embed import load_embedder
-    from identity.quality import assess_quality, native_sharpness
+    from identity.quality import assess_quality, native_sharpness, ramp
     from identity.settings import Settings
 
     det = detect_all(detector, CACHE)
     settings = Settings(models_dir=MODELS)
-    template = load_embedder(embedder, settings).template
+    runner = load_embedder(embedder, settings)
+    template = runner.template
     paths, _ = celeba_labels()
-    out = {k: np.zeros(len(paths), np.float32) for k in ("native", "quality", "quality_no_norm")}
+    keys = ("native", "quality", "quality_no_norm", "base")
+    out = {k: np.zeros(len(paths), np.float32) for k in keys}
+    head = getattr(runner, "head", None)
+    if head is not None:
+        from bench.quality_head import pooled_maps
+
+        out["recognisability"] = head.of_pooled(pooled_maps(data), data["norms"])
+    out["base"] = ramp(data["det_score"], 0.5, 0.9).astype(np.float32)  # f_det, beside f_recog
     idx = np.flatnonzero(data["found"])
     for s in range(0, len(idx), 64):
         rows = idx[s : s + 64]
@@ -71,6 +81,8 @@ def recut(detector: str, embedder: str, data: dict[str, np.ndarray]) -> dict[str
         faces = faces.with_(crops=crops, embeddings=data["emb"][rows])
         out["quality_no_norm"][rows] = assess_quality(faces, settings).quality
         faces = faces.with_(embedding_norms=data["norms"][rows])
+        if head is not None:
+            faces = faces.with_(extra={"recognisability": out["recognisability"][rows]})
         out["quality"][rows] = assess_quality(faces, settings, embedder_name=embedder).quality
     return out
 
@@ -79,7 +91,7 @@ def signals(data: dict[str, np.ndarray], cut: dict[str, np.ndarray]) -> dict[str
     pose = np.abs(data["pose"][:, :2]).max(axis=1)
     native = cut["native"]
     out = {
-        "fused (product, identity/quality.py)": cut["quality"],
+        PRODUCT: cut["quality"],
         "detector score": data["det_score"],
         "size (eye distance)": data["iod"],
         "pose (-max |yaw|, |pitch|)": -pose,
@@ -169,11 +181,18 @@ def erc(
 def held_out_product(
     data: dict[str, np.ndarray], cut: dict[str, np.ndarray], found: np.ndarray, fold: np.ndarray
 ) -> dict[int, np.ndarray] | None:
-    """Per fold k, the product's quality with its norm range (1st and 10th percentiles) taken from
-    the faces of the other folds, as the manifest's is taken from all of celeba500; None when
-    the embedder's norm is not a quality factor."""
-    from identity.quality import ramp
+    """Per fold k, the product's quality with what the manifest fits on all of celeba500 fitted
+    on the other folds instead: the quality head and its points (bench/quality_head.py), or the
+    norm range (1st and 10th percentiles); None when neither is a quality factor."""
+    from identity.quality import ramp, recognisability_factor
 
+    if "recognisability" in cut:
+        from bench.celeba import celeba_labels
+        from bench.quality_head import held_out_heads, pooled_maps
+
+        x = np.c_[data["norms"], pooled_maps(data)]
+        heads = held_out_heads(x, data["emb"], celeba_labels()[1], found)
+        return {k: cut["base"] * recognisability_factor(r, p) for k, (r, p) in heads.items()}
     if np.array_equal(cut["quality"], cut["quality_no_norm"]):
         return None
     out = {}
@@ -201,7 +220,8 @@ def curves(
 ) -> dict[str, list[float]]:
     out = {name: erc(emb, ids, found, lambda k, v=v: v) for name, v in sig.items()}
     if held_out is not None:
-        out["fused (product, norm range fitted on the other folds)"] = erc(
+        fitted = "head and points" if PRODUCT not in sig else "norm range"
+        out[f"fused (product, {fitted} fitted on the other folds)"] = erc(
             emb, ids, found, lambda k: held_out[k]
         )
     out["least squares on all signals (fitted on the other folds)"] = erc(
@@ -269,6 +289,9 @@ def main() -> None:
     emb = data["emb"]
     cut = recut(detector, embedder, data)
     sig = signals(data, cut)
+    if "recognisability" in cut:
+        # the shipped head was fitted on all of celeba500: only its held-out refit is reported
+        del sig[PRODUCT]
     fold = folds_of(ids)
     held_out = held_out_product(data, cut, found, fold)
     title = f"Error-versus-reject on celeba500 ({{}} faces), {args.pipeline}, FNMR at FMR {FMR:g} "

@@ -1,5 +1,5 @@
-"""How far a quality score learned from the embedder's own features goes (an exploration, not
-the product's score; docs/calibration.md says why).
+"""The quality head the default embedder ships (identity/recognisability.py): how it is fitted,
+how far it goes, and the file itself.
 
     python bench/celeba.py --pipelines retinaface_mnet025+arcface_w600k_mbf_int8   # embed once
     python bench/quality_head.py
@@ -7,19 +7,31 @@ the product's score; docs/calibration.md says why).
 CR-FIQA's idea without its training: the default embedder's last feature map (512 x 7 x 7, the
 tensor before the global depthwise convolution) is read beside the embedding, pooled to each
 channel's mean, standard deviation and maximum, and a ridge regression from those 1,536 values
-(with or without the product's signals) predicts a face's share of genuine comparisons above the
-FMR 1e-3 threshold (sigmoid-softened, scale 0.1), all fitted on four identity-disjoint folds and
-scored by the error-versus-reject curve of bench/erc.py on the fifth. Each crop runs alone, as
-the product runs this int8 graph (its activation scales are per tensor). The pooled maps are
-cached in .bench_cache/celeba500.
+and the norm (or with the factor formula's signals as well) predicts a face's share of genuine
+comparisons above the FMR 1e-3 threshold (sigmoid-softened, scale 0.1), all fitted on four
+identity-disjoint folds and scored by the error-versus-reject curve of bench/erc.py on the fifth.
+Each crop runs alone, as the product runs this int8 graph (its activation scales are per tensor).
+The pooled maps are cached in .bench_cache/celeba500.
 
-Then out of celeba500: the ridge fitted on all of it scores deepface's 520 pairs degraded the way
-``bench/quality.py`` degrades them (its seeds), against the product's score and the norm, at the
-default pipeline's shipped threshold for FAR 1e-3.
+Then out of celeba500: deepface's 520 pairs degraded the way ``bench/quality.py`` degrades them
+(its seeds), at the default pipeline's shipped threshold for FAR 1e-3, ordered by the product's
+score with the shipped head, by the factor formula it replaced, and by the norm.
+
+    python bench/quality_head.py --write models/weights/arcface_w600k_mbf_int8.quality_head.npz
+
+writes the head the product ships (identity/recognisability.py): the ridge on the norm and the
+pooled map fitted on all of celeba500, and prints the SHA-256 and the points its manifest names:
+quality 0.1 (the default enrollment gate) at the 2.5th percentile of the held-out folds'
+predictions (each face scored by the ridge of the other folds, as a face the head never saw) and
+1 at the 30th, 0 at a predicted share of 0. So the gate refuses about 2.5% of ordinary faces as
+it does under the factor formula, the score keeps ordering faces up to the 30% an
+error-versus-reject curve rejects and below the gate too, and a typical face scores 1.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +53,9 @@ from identity.calibration import threshold_in_sorted
 DETECTOR, EMBEDDER = "retinaface_mnet025", "arcface_w600k_mbf_int8"
 FEATURE_MAP = "509"  # the last PReLU's output in this graph, before the 7 x 7 depthwise conv
 ALPHA, TAU = 1000.0, 0.1
-Predict = Callable[[np.ndarray], np.ndarray]
+# The shipped head's points: quality 0.1 (the default enrollment gate) at this quantile of held-out
+# predictions and 1 at the next; 0 at a predicted share of 0.
+POINTS_Q = (0.025, 0.30)
 
 
 class FeatureMaps:
@@ -66,9 +80,10 @@ class FeatureMaps:
     def pooled(self, crop: np.ndarray) -> np.ndarray:
         """(1536,) for one aligned crop (1, 112, 112, 3), run alone."""
         from identity.preprocess import to_tensor
+        from identity.recognisability import pooled
 
-        fmap = self.session.run([FEATURE_MAP], {"input.1": to_tensor(crop, self.manifest)})[0][0]
-        return np.concatenate([fmap.mean((1, 2)), fmap.std((1, 2)), fmap.max((1, 2))])
+        fmap = self.session.run([FEATURE_MAP], {"input.1": to_tensor(crop, self.manifest)})[0]
+        return pooled(fmap)[0]
 
 
 def pooled_maps(data: dict[str, np.ndarray]) -> np.ndarray:
@@ -103,17 +118,30 @@ def share_matched(
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray) -> Predict:
-    """Ridge on standardised inputs (strength ALPHA), as a function of new inputs."""
+@dataclass
+class Ridge:
+    """A ridge regression on standardised inputs: what identity/recognisability.py applies."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+    def __call__(self, new: np.ndarray) -> np.ndarray:
+        return np.asarray((new - self.mean) / self.scale @ self.weights + self.bias)
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray) -> Ridge:
+    """Ridge on standardised inputs (strength ALPHA)."""
     mu, sd = x.mean(0), x.std(0) + 1e-9
     z = (x - mu) / sd
     w = np.linalg.solve(z.T @ z + ALPHA * np.eye(z.shape[1]), z.T @ (y - y.mean()))
-    return lambda new: (new - mu) / sd @ w + y.mean()
+    return Ridge(mu, sd, w, float(y.mean()))
 
 
 def fitted_on(
     rows: np.ndarray, x: np.ndarray, emb: np.ndarray, ids: np.ndarray, found: np.ndarray
-) -> Predict:
+) -> Ridge:
     y = share_matched(emb, ids, found, rows)
     ok = rows[np.isfinite(y[rows])]
     return fit_ridge(x[ok], y[ok])
@@ -137,25 +165,31 @@ def ridge_of_fold(
 @dataclass
 class ScoredFace(Face):
     norm: float = 0.0
-    head: float = 0.0
+    factors: float = 0.0
 
 
 class HeadStudy(Study):
-    """bench/quality.py's study, each face also scored by the ridge."""
+    """bench/quality.py's study, each face also scored by the norm and by the factor formula
+    the head replaced (identity/quality.py without the recognisability)."""
 
-    def __init__(self, head: Predict) -> None:
+    def __init__(self) -> None:
         super().__init__(DETECTOR, EMBEDDER)
-        self.head, self.maps = head, FeatureMaps()
 
     def face(self, image: Image) -> Face | None:
+        from identity.quality import assess_quality
+
         f = self.largest(image)
         if f is None:
             return None
-        assert f.crops is not None and f.embedding_norms is not None
-        norm = float(f.embedding_norms[0])
-        x = np.r_[norm, self.maps.pooled(f.crops[:1])]
-        head = float(self.head(x[None])[0])
-        return ScoredFace(**vars(self.face_of(f)), norm=norm, head=head)
+        assert f.embedding_norms is not None
+        without = {k: v for k, v in f.extra.items() if k != "recognisability"}
+        factors = assess_quality(f.with_(extra=without), self.settings, embedder_name=EMBEDDER)
+        assert factors.quality is not None
+        return ScoredFace(
+            **vars(self.face_of(f)),
+            norm=float(f.embedding_norms[0]),
+            factors=float(factors.quality[0]),
+        )
 
 
 def degraded_curves(
@@ -164,9 +198,9 @@ def degraded_curves(
     """FNMR at threshold t after rejecting the lowest fractions of genuine pairs, per score."""
     out: dict[str, list[float]] = {}
     for name, attr in (
-        ("product's score", "q_mesh"),
+        ("factors (the score before the head)", "factors"),
         ("embedding norm", "norm"),
-        ("ridge: norm + pooled feature map", "head"),
+        ("product's score (the shipped head)", "q_mesh"),
     ):
         sims, quality = [], []
         for p in probes:
@@ -179,14 +213,14 @@ def degraded_curves(
     return out
 
 
-def out_of_celeba(head: Predict) -> None:
+def out_of_celeba() -> None:
     from identity.calibration import threshold_for
     from identity.settings import Settings
 
     t = threshold_for(EMBEDDER, FMR, Settings(models_dir=MODELS, data_dir=Path("/nonexistent")))
     pairs = deepface_pairs()
     photos = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    found = HeadStudy(head).run(photos, [CLEAN, *DEGRADATIONS])
+    found = HeadStudy().run(photos, [CLEAN, *DEGRADATIONS])
     one_sided = [pr for name in DEGRADATIONS for pr in one_sided_pairs(pairs, name)]
     for what, probes in (
         (
@@ -201,17 +235,69 @@ def out_of_celeba(head: Predict) -> None:
         print_erc(
             degraded_curves(found, probes, t),
             f"deepface's pairs, {what}: {genuine} genuine pairs with both faces found, "
-            f"FNMR at the shipped threshold {t:.4f} (FAR {FMR:g}); ridge fitted on all of celeba500",
+            f"FNMR at the shipped threshold {t:.4f} (FAR {FMR:g}); the head as shipped",
         )
         print()
 
 
+def head_points(
+    x: np.ndarray, emb: np.ndarray, ids: np.ndarray, found: np.ndarray, fold: np.ndarray
+) -> list[list[float]]:
+    """The points of a head fitted on ``found`` (identity/quality.py interpolates between them):
+    its faces' scores, each from a ridge fitted without the face's fold (as a face the head never
+    saw), at the POINTS_Q quantiles map to the default gate and to 1."""
+    from identity.settings import Settings
+
+    held_out = ridge_of_fold(x, emb, ids, found, fold)
+    scores = np.full(len(x), np.nan)
+    for k in np.unique(fold[found]):
+        scores[fold == k] = held_out(int(k))[fold == k]
+    gate_at, full_at = np.quantile(scores[found], POINTS_Q)
+    gate = Settings.model_fields["enroll_min_quality"].default
+    return [[0.0, 0.0], [round(float(gate_at), 4), gate], [round(float(full_at), 4), 1.0]]
+
+
+def held_out_heads(
+    x: np.ndarray, emb: np.ndarray, ids: np.ndarray, found: np.ndarray
+) -> dict[int, tuple[np.ndarray, list[list[float]]]]:
+    """Per fold k, what shipping a head fitted without fold k gives: its recognisability of
+    every face and its points, taken from the other folds alone as write_head takes them."""
+    fold = folds_of(ids)
+    out = {}
+    for k in range(N_FOLDS):
+        train = found & (fold != k)
+        ridge = fitted_on(np.flatnonzero(train), x, emb, ids, found)
+        out[k] = (np.clip(ridge(x), 0, 1), head_points(x, emb, ids, train, fold))
+    return out
+
+
+def write_head(
+    path: Path, x: np.ndarray, emb: np.ndarray, ids: np.ndarray, found: np.ndarray
+) -> None:
+    """The shipped head: the ridge fitted on every face, and its points from held-out scores."""
+    ridge = fitted_on(np.flatnonzero(found), x, emb, ids, found)
+    points = head_points(x, emb, ids, found, folds_of(ids))
+    np.savez(path, mean=ridge.mean, scale=ridge.scale, weights=ridge.weights, bias=ridge.bias)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    print(f"wrote {path} ({path.stat().st_size} bytes) from {int(found.sum())} faces")
+    print(f'sha256 = "{digest}"')
+    print(f"points = {points}")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--write", type=Path, help="write the shipped head here, then stop")
+    args = parser.parse_args()
     data = embed_all(DETECTOR, EMBEDDER, CACHE)
     paths, ids = celeba_labels()
     found = data["found"].astype(bool) & complete(data)
     emb, fold = data["emb"], folds_of(ids)
     maps = pooled_maps(data)
+    if args.write:
+        write_head(args.write, np.c_[data["norms"], maps], emb, ids, found)
+        return
     pose = np.abs(data["pose"][:, :2]).max(axis=1)
     signals = np.c_[
         data["det_score"],
@@ -239,7 +325,7 @@ def main() -> None:
         label = f", without the {left_out} faces in celeba500_mislabelled.csv" if left_out else ""
         print_erc(curves, title.format(int(keep.sum())) + label)
         print()
-    out_of_celeba(fitted_on(np.flatnonzero(found), np.c_[data["norms"], maps], emb, ids, found))
+    out_of_celeba()
     print(f"`{command_line()}`")
 
 

@@ -73,10 +73,10 @@ class Study:
         return None if f is None else self.face_of(f)
 
     def face_of(self, f: Faces) -> Face:
-        from identity.quality import SIGNALS, assess_quality
+        from identity.quality import MESH_SIGNALS, assess_quality
 
         plain = assess_quality(
-            f.with_(extra={k: v for k, v in f.extra.items() if k not in SIGNALS}),
+            f.with_(extra={k: v for k, v in f.extra.items() if k not in MESH_SIGNALS}),
             self.settings,
             embedder_name=self.embedder,
         )
