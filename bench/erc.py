@@ -54,7 +54,8 @@ def recut(detector: str, embedder: str, data: dict[str, np.ndarray]) -> dict[str
     """Re-cut the aligned crops from the cached landmarks and score them with the current
     identity/quality.py: sharpness at native resolution, the product's quality (its norm range or
     its shipped quality head from the manifest), the product's quality without the norm factor,
-    and, for an embedder with a head, the head's recognisability and the factor beside it."""
+    and, for an embedder with a head, its pooled feature maps, the head's recognisability and the
+    factor beside it."""
     from bench.celeba import aligned, detect_all
     from identity.embed import load_embedder
     from identity.quality import assess_quality, native_sharpness, ramp
@@ -71,7 +72,8 @@ def recut(detector: str, embedder: str, data: dict[str, np.ndarray]) -> dict[str
     if head is not None:
         from bench.quality_head import pooled_maps
 
-        out["recognisability"] = head.of_pooled(pooled_maps(data), data["norms"])
+        out["maps"] = pooled_maps(data, detector, embedder)
+        out["recognisability"] = head.of_pooled(out["maps"], data["norms"])
     out["base"] = ramp(data["det_score"], 0.5, 0.9).astype(np.float32)  # f_det, beside f_recog
     idx = np.flatnonzero(data["found"])
     for s in range(0, len(idx), 64):
@@ -188,9 +190,9 @@ def held_out_product(
 
     if "recognisability" in cut:
         from bench.celeba import celeba_labels
-        from bench.quality_head import held_out_heads, pooled_maps
+        from bench.quality_head import held_out_heads
 
-        x = np.c_[data["norms"], pooled_maps(data)]
+        x = np.c_[data["norms"], cut["maps"]]
         heads = held_out_heads(x, data["emb"], celeba_labels()[1], found)
         return {k: cut["base"] * recognisability_factor(r, p) for k, (r, p) in heads.items()}
     if np.array_equal(cut["quality"], cut["quality_no_norm"]):
@@ -234,7 +236,7 @@ def print_erc(found_curves: dict[str, list[float]], title: str) -> None:
     rows: list[list[object]] = []
     for name, fnmr in found_curves.items():
         drop = 1 - fnmr[2] / fnmr[0] if fnmr[0] > 0 else 0.0
-        rows.append([name, *[f"{v:.4f}" for v in fnmr], f"{100 * drop:.0f}%"])
+        rows.append([name, *[f"{v:.4f}" for v in fnmr], f"{100 * drop:.1f}%"])
     print_table(
         ["signal", *[f"FNMR, {int(100 * f)}% rejected" for f in FRACTIONS], "FNMR cut at 10%"],
         rows,

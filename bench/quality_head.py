@@ -1,25 +1,28 @@
-"""The quality head the default embedder ships (identity/recognisability.py): how it is fitted,
-how far it goes, and the file itself.
+"""The quality heads the ArcFace embedders ship (identity/recognisability.py): how they are
+fitted, how far they go, and the files themselves.
 
     python bench/celeba.py --pipelines retinaface_mnet025+arcface_w600k_mbf_int8   # embed once
-    python bench/quality_head.py
+    python bench/quality_head.py [--pipeline retinaface_mnet025+arcface_mobilefacenet_128]
 
-CR-FIQA's idea without its training: the default embedder's last feature map (512 x 7 x 7, the
-tensor before the global depthwise convolution) is read beside the embedding, pooled to each
-channel's mean, standard deviation and maximum, and a ridge regression from those 1,536 values
-and the norm (or with the factor formula's signals as well) predicts a face's share of genuine
-comparisons above the FMR 1e-3 threshold (sigmoid-softened, scale 0.1), all fitted on four
-identity-disjoint folds and scored by the error-versus-reject curve of bench/erc.py on the fifth.
-Each crop runs alone, as the product runs this int8 graph (its activation scales are per tensor).
-The pooled maps are cached in .bench_cache/celeba500.
+CR-FIQA's idea without its training: the embedder's last feature map (512 x 7 x 7, the tensor
+before the global depthwise convolution; FEATURE_MAPS names it per graph) is read beside the
+embedding, pooled to each channel's mean, standard deviation and maximum, and a ridge regression
+from those 1,536 values and the norm (or with the factor formula's signals as well) predicts a
+face's share of genuine comparisons above the FMR 1e-3 threshold (sigmoid-softened, scale 0.1),
+all fitted on four identity-disjoint folds and scored by the error-versus-reject curve of
+bench/erc.py on the fifth. Each crop runs alone, as the product runs the int8 default (its
+activation scales are per tensor). The pooled maps are cached in .bench_cache/celeba500.
 
-Then out of celeba500: deepface's 520 pairs degraded the way ``bench/quality.py`` degrades them
-(its seeds), at the default pipeline's shipped threshold for FAR 1e-3, ordered by the product's
-score with the shipped head, by the factor formula it replaced, and by the norm.
+Then, for an embedder that ships a head, out of celeba500: deepface's 520 pairs degraded the way
+``bench/quality.py`` degrades them (its seeds), at the pipeline's shipped threshold for FAR 1e-3,
+ordered by the product's score with the shipped head, by the factor formula it replaced, and by
+the norm.
 
     python bench/quality_head.py --write models/weights/arcface_w600k_mbf_int8.quality_head.npz
+    python bench/quality_head.py --pipeline retinaface_mnet025+arcface_mobilefacenet_128 \
+        --write models/weights/arcface_mobilefacenet_128.quality_head.npz
 
-writes the head the product ships (identity/recognisability.py): the ridge on the norm and the
+writes a head the product ships (identity/recognisability.py): the ridge on the norm and the
 pooled map fitted on all of celeba500, and prints the SHA-256 and the points its manifest names:
 quality 0.1 (the default enrollment gate) at the 2.5th percentile of the held-out folds'
 predictions (each face scored by the ridge of the other folds, as a face the head never saw) and
@@ -49,9 +52,14 @@ from bench.erc import FMR, FRACTIONS, erc, mislabelled, print_erc
 from bench.heldout import N_FOLDS, folds_of, pairs_within
 from bench.quality_study import Face, Probe, Study, mixed_pairs, one_sided_pairs
 from identity.calibration import threshold_in_sorted
+from identity.registry import get_manifest
 
 DETECTOR, EMBEDDER = "retinaface_mnet025", "arcface_w600k_mbf_int8"
-FEATURE_MAP = "509"  # the last PReLU's output in this graph, before the 7 x 7 depthwise conv
+# Where each embedder's head reads: its last feature map, before the global depthwise conv.
+FEATURE_MAPS = {
+    "arcface_w600k_mbf_int8": "509",  # the last PReLU, 512 x 7 x 7
+    "arcface_mobilefacenet_128": "/conv2/conv2.2/Clip_output_0",  # the last ReLU6, 512 x 7 x 7
+}
 ALPHA, TAU = 1000.0, 0.1
 # The shipped head's points: quality 0.1 (the default enrollment gate) at this quantile of held-out
 # predictions and 1 at the next; 0 at a predicted share of 0.
@@ -61,43 +69,45 @@ POINTS_Q = (0.025, 0.30)
 class FeatureMaps:
     """The embedder's graph with its last feature map as a second output, pooled per channel."""
 
-    def __init__(self) -> None:
-        import onnx
+    def __init__(self, embedder: str) -> None:
         import onnxruntime as ort
 
         from identity.registry import resolve
+        from identity.runtime import with_outputs
 
-        resolved = resolve(EMBEDDER, MODELS, None)
-        graph = onnx.load_from_string(resolved.read_bytes())
-        graph.graph.output.append(
-            onnx.helper.make_tensor_value_info(FEATURE_MAP, onnx.TensorProto.FLOAT, None)
-        )
-        self.manifest = resolved.manifest
+        resolved = resolve(embedder, MODELS, None)
+        self.manifest, self.output = resolved.manifest, FEATURE_MAPS[embedder]
         self.session = ort.InferenceSession(
-            graph.SerializeToString(), providers=["CPUExecutionProvider"]
+            with_outputs(resolved.read_bytes(), [self.output]), providers=["CPUExecutionProvider"]
         )
+        self.input = self.session.get_inputs()[0].name
 
     def pooled(self, crop: np.ndarray) -> np.ndarray:
-        """(1536,) for one aligned crop (1, 112, 112, 3), run alone."""
+        """(3C,) for one aligned crop (1, S, S, 3), run alone (as an int8 graph must be)."""
         from identity.preprocess import to_tensor
         from identity.recognisability import pooled
 
-        fmap = self.session.run([FEATURE_MAP], {"input.1": to_tensor(crop, self.manifest)})[0]
+        fmap = self.session.run([self.output], {self.input: to_tensor(crop, self.manifest)})[0]
         return pooled(fmap)[0]
 
 
-def pooled_maps(data: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, 1536) pooled last feature map of each celeba500 face (zeros where no face was found),
+def pooled_maps(
+    data: dict[str, np.ndarray], detector: str = DETECTOR, embedder: str = EMBEDDER
+) -> np.ndarray:
+    """(N, 3C) pooled last feature map of each celeba500 face (zeros where no face was found),
     cached."""
-    path = CACHE / f"{DETECTOR}+{EMBEDDER}.feature_map.npy"
+    path = CACHE / f"{detector}+{embedder}.feature_map.npy"
     if path.exists():
         return np.load(path)
-    maps = FeatureMaps()
-    det = detect_all(DETECTOR, CACHE)
+    maps = FeatureMaps(embedder)
+    template = maps.manifest.alignment or "arcface_112"
+    det = detect_all(detector, CACHE)
     paths, _ = celeba_labels()
-    out = np.zeros((len(paths), 3 * 512), np.float32)
-    for i in np.flatnonzero(data["found"]):
-        out[i] = maps.pooled(aligned(det, paths, np.array([i]), "arcface_112")[1])
+    rows = np.flatnonzero(data["found"])
+    first = maps.pooled(aligned(det, paths, rows[:1], template)[1])
+    out = np.zeros((len(paths), len(first)), np.float32)
+    for i in rows:
+        out[i] = maps.pooled(aligned(det, paths, np.array([i]), template)[1])
     np.save(path, out)
     return out
 
@@ -172,9 +182,6 @@ class HeadStudy(Study):
     """bench/quality.py's study, each face also scored by the norm and by the factor formula
     the head replaced (identity/quality.py without the recognisability)."""
 
-    def __init__(self) -> None:
-        super().__init__(DETECTOR, EMBEDDER)
-
     def face(self, image: Image) -> Face | None:
         from identity.quality import assess_quality
 
@@ -183,7 +190,7 @@ class HeadStudy(Study):
             return None
         assert f.embedding_norms is not None
         without = {k: v for k, v in f.extra.items() if k != "recognisability"}
-        factors = assess_quality(f.with_(extra=without), self.settings, embedder_name=EMBEDDER)
+        factors = assess_quality(f.with_(extra=without), self.settings, embedder_name=self.embedder)
         assert factors.quality is not None
         return ScoredFace(
             **vars(self.face_of(f)),
@@ -213,14 +220,14 @@ def degraded_curves(
     return out
 
 
-def out_of_celeba() -> None:
+def out_of_celeba(detector: str, embedder: str) -> None:
     from identity.calibration import threshold_for
     from identity.settings import Settings
 
-    t = threshold_for(EMBEDDER, FMR, Settings(models_dir=MODELS, data_dir=Path("/nonexistent")))
+    t = threshold_for(embedder, FMR, Settings(models_dir=MODELS, data_dir=Path("/nonexistent")))
     pairs = deepface_pairs()
     photos = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    found = HeadStudy().run(photos, [CLEAN, *DEGRADATIONS])
+    found = HeadStudy(detector, embedder).run(photos, [CLEAN, *DEGRADATIONS])
     one_sided = [pr for name in DEGRADATIONS for pr in one_sided_pairs(pairs, name)]
     for what, probes in (
         (
@@ -288,13 +295,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--pipeline", default=f"{DETECTOR}+{EMBEDDER}")
     parser.add_argument("--write", type=Path, help="write the shipped head here, then stop")
     args = parser.parse_args()
-    data = embed_all(DETECTOR, EMBEDDER, CACHE)
+    detector, embedder = args.pipeline.split("+")
+    if embedder not in FEATURE_MAPS:
+        parser.error(f"no feature map known for {embedder}; known: {sorted(FEATURE_MAPS)}")
+    data = embed_all(detector, embedder, CACHE)
     paths, ids = celeba_labels()
     found = data["found"].astype(bool) & complete(data)
     emb, fold = data["emb"], folds_of(ids)
-    maps = pooled_maps(data)
+    maps = pooled_maps(data, detector, embedder)
     if args.write:
         write_head(args.write, np.c_[data["norms"], maps], emb, ids, found)
         return
@@ -312,7 +323,7 @@ def main() -> None:
         "ridge: product's signals + pooled feature map": np.c_[signals, maps],
     }
     clean = found & ~np.isin([p.name for p in paths], mislabelled())
-    title = f"Error-versus-reject on celeba500 ({{}} faces), {DETECTOR}+{EMBEDDER}, FNMR at FMR "
+    title = f"Error-versus-reject on celeba500 ({{}} faces), {args.pipeline}, FNMR at FMR "
     title += f"{FMR:g}, {N_FOLDS} held-out folds, fitted on the other folds"
     for keep in (found, clean):
         curves = {}
@@ -325,7 +336,8 @@ def main() -> None:
         label = f", without the {left_out} faces in celeba500_mislabelled.csv" if left_out else ""
         print_erc(curves, title.format(int(keep.sum())) + label)
         print()
-    out_of_celeba()
+    if get_manifest(embedder).extra.get("quality_head"):
+        out_of_celeba(detector, embedder)
     print(f"`{command_line()}`")
 
 
