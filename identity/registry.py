@@ -369,6 +369,7 @@ def model_status(name: str, models_dir: Path | None, cache_dir: Path | None) -> 
         state = "no checksum"
     else:
         state = "ok" if verify(found) else "MISMATCH"
+    head = m.extra.get("quality_head")
     return {
         "name": m.name,
         "task": m.task,
@@ -381,4 +382,17 @@ def model_status(name: str, models_dir: Path | None, cache_dir: Path | None) -> 
         "source_url": m.source_url,
         "download_url": m.download_url,
         "how_to_get": None if found is not None else how_to_get(m),
+        "quality_head": None if not head else ("ok" if head_intact(m.name, head) else "MISMATCH"),
     }
+
+
+def head_intact(model: str, spec: dict[str, Any]) -> bool:
+    """Whether the quality head a manifest names is present and matches its SHA-256."""
+    from identity.errors import ModelError
+    from identity.recognisability import QualityHead
+
+    try:
+        QualityHead.of(model, spec)
+    except ModelError:
+        return False
+    return True

@@ -51,8 +51,9 @@ def models_verify(names: Annotated[list[str] | None, typer.Argument()] = None) -
                 bad += 1
             typer.echo(f"{name}: missing")
             continue
-        typer.echo(f"{name}: {r['checksum']} ({r['location']})")
-        bad += r["checksum"] == "MISMATCH"
+        head = f"; quality head: {r['quality_head']}" if r["quality_head"] else ""
+        typer.echo(f"{name}: {r['checksum']} ({r['location']}){head}")
+        bad += r["checksum"] == "MISMATCH" or r["quality_head"] == "MISMATCH"
     if bad:
         raise typer.Exit(1)
 

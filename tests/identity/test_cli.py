@@ -196,6 +196,11 @@ def test_models_list_and_verify(runner, monkeypatch) -> None:
     assert verified.exit_code == 0 and verified.output.count(": ok") == 2
     missing = runner.invoke(app, ["models", "verify", "w600k_r50"])
     assert missing.exit_code == 1
+    # a model with a quality head is checked with it
+    assert rows["arcface_w600k_mbf_int8"]["quality_head"] == "ok"
+    assert rows["dlib_resnet_v1"]["quality_head"] is None
+    headed = runner.invoke(app, ["models", "verify", "arcface_mobilefacenet_128"])
+    assert headed.exit_code == 0 and headed.output.rstrip().endswith("; quality head: ok")
     assert rows["w600k_r50"]["how_to_get"] == "identity models pull w600k_r50 --allow-unpinned"
     assert rows["scrfd_2.5g_kps"]["how_to_get"] is None
     text = runner.invoke(app, ["models", "list"]).output
