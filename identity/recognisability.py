@@ -7,7 +7,7 @@ deviation and maximum, the unnormalised embedding's norm is put in front, and a 
 from those 1 + 3C values predicts the face's share of genuine comparisons that pass the FMR 1e-3
 threshold. The head (``mean``, ``scale``, ``weights``, ``bias``) is a small ``.npz`` in the
 ``models`` package, fitted on celeba500 by ``bench/quality_head.py --write`` and pinned by SHA-256
-in the manifest, with the ``range`` that ``identity.quality`` ramps it over.
+in the manifest, with the ``points`` through which ``identity.quality`` maps it to a factor.
 
 Held out by identity on celeba500, ordering comparisons by this score cuts FNMR at FMR 1e-3 by a
 third when the lowest 10% are rejected, where the embedding norm alone cuts a quarter
@@ -55,14 +55,20 @@ class QualityHead:
             roots = list(found.submodule_search_locations or []) if found else []
             path = Path(roots[0]) / str(spec["file"])
             blob = path.read_bytes()
+            feature_map = str(spec["feature_map"])
         except (KeyError, IndexError, OSError, ImportError) as exc:
             raise ModelError(f"'{model}': quality head not found: {exc}", model=model) from exc
         if hashlib.sha256(blob).hexdigest() != str(spec.get("sha256", "")).lower():
             raise ModelError(f"'{model}': quality head {path} fails its SHA-256", model=model)
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: np.asarray(npz[k], np.float64) for k in HEAD_KEYS}
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: np.asarray(npz[k], np.float64) for k in HEAD_KEYS}
+        except (KeyError, ValueError, OSError) as exc:  # pinned, yet not a head: a bad manifest
+            raise ModelError(
+                f"'{model}': {path} is not a quality head: {exc}", model=model
+            ) from exc
         return cls(
-            feature_map=str(spec["feature_map"]),
+            feature_map=feature_map,
             mean=arrays["mean"],
             scale=arrays["scale"],
             weights=arrays["weights"],

@@ -69,6 +69,9 @@ def test_head_is_pinned_by_its_checksum(embedder):
         QualityHead.of(embedder, {**spec, "sha256": "0" * 64})
     with pytest.raises(ModelError, match="not found"):
         QualityHead.of(embedder, {**spec, "file": "weights/missing.npz"})
+    onnx = get_manifest(EMBEDDER)  # a pinned file that is not a head
+    with pytest.raises(ModelError, match="not a quality head"):
+        QualityHead.of(embedder, {**spec, "file": onnx.package_path, "sha256": onnx.sha256})
 
 
 def test_recognisability_falls_as_the_face_stops_matching(headed, obama, settings):
