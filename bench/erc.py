@@ -58,7 +58,7 @@ def recut(detector: str, embedder: str, data: dict[str, np.ndarray]) -> dict[str
     factor beside it."""
     from bench.celeba import aligned, detect_all
     from identity.embed import load_embedder
-    from identity.quality import assess_quality, native_sharpness, ramp
+    from identity.quality import DET_SCORE_RAMP, assess_quality, native_sharpness, ramp
     from identity.settings import Settings
 
     det = detect_all(detector, CACHE)
@@ -74,7 +74,9 @@ def recut(detector: str, embedder: str, data: dict[str, np.ndarray]) -> dict[str
 
         out["maps"] = pooled_maps(data, detector, embedder)
         out["recognisability"] = head.of_pooled(out["maps"], data["norms"])
-    out["base"] = ramp(data["det_score"], 0.5, 0.9).astype(np.float32)  # f_det, beside f_recog
+    out["base"] = ramp(data["det_score"], *DET_SCORE_RAMP).astype(
+        np.float32
+    )  # f_det, beside f_recog
     idx = np.flatnonzero(data["found"])
     for s in range(0, len(idx), 64):
         rows = idx[s : s + 64]

@@ -57,13 +57,16 @@ replaces the 5-landmark estimate, ``extra["eyes_open"]`` (N,) in [0, 1] adds the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from identity.faces import Faces
 from identity.settings import Settings
+
+if TYPE_CHECKING:
+    from identity.registry import Manifest
 
 # Keys in Faces.extra that refine quality when a stage provides them.
 SIGNALS = {
@@ -82,6 +85,7 @@ EYES_CLOSED = 0.5
 LOW_RECOGNISABILITY = 0.1  # f_recog below the default enrollment gate on its own
 SHARPNESS_HALF_VAR = 100.0
 DEFAULT_FEATURE_NORM_RANGE = (15.0, 25.0)
+DET_SCORE_RAMP = (0.5, 0.9)  # f_det: 0 at the first, full credit from the second
 
 # Ratio of nose-tip depth (in front of the eye/mouth plane) to the inter-ocular distance and to
 # the eye-to-mouth distance, from adult anthropometry (about 32 mm and 63 mm / 72 mm): used to turn
@@ -165,16 +169,22 @@ def native_sharpness(
     return var, var / (var + SHARPNESS_HALF_VAR)
 
 
-def _feature_norm_range(embedder_name: str | None) -> tuple[float, float] | None:
-    """(lo, hi) when the embedder's norm is a quality signal, else None."""
+def _manifest(embedder_name: str | None) -> Manifest | None:
+    """The embedder's manifest; None for an ad-hoc embedder without one (no model signals)."""
     if not embedder_name:
         return None
     from identity.errors import ModelNotFound
     from identity.registry import get_manifest
 
     try:
-        m = get_manifest(embedder_name)
-    except ModelNotFound:  # an ad-hoc embedder without a manifest: no norm signal
+        return get_manifest(embedder_name)
+    except ModelNotFound:
+        return None
+
+
+def _feature_norm_range(m: Manifest | None) -> tuple[float, float] | None:
+    """(lo, hi) when the embedder's norm is a quality signal, else None."""
+    if m is None:
         return None
     declared = m.extra.get("feature_norm_range")
     if declared is None and m.runner != "adaface":
@@ -183,17 +193,9 @@ def _feature_norm_range(embedder_name: str | None) -> tuple[float, float] | None
     return float(lo), float(hi)
 
 
-def _recognisability_points(embedder_name: str | None) -> list[list[float]] | None:
+def _recognisability_points(m: Manifest | None) -> list[list[float]] | None:
     """The (recognisability, factor) points of the embedder's quality head, None without one."""
-    if not embedder_name:
-        return None
-    from identity.errors import ModelNotFound
-    from identity.registry import get_manifest
-
-    try:
-        head = get_manifest(embedder_name).extra.get("quality_head")
-    except ModelNotFound:
-        return None
+    head = m.extra.get("quality_head") if m is not None else None
     if not head or "points" not in head:
         return None
     return [[float(x), float(y)] for x, y in head["points"]]
@@ -225,8 +227,9 @@ def assess_quality(faces: Faces, settings: Settings, embedder_name: str | None =
     else:
         pose = pose_from_landmarks(faces.landmarks)
         pose_source = "landmarks5"
-    factors = ramp(det, 0.5, 0.9)
-    points = _recognisability_points(embedder_name)
+    manifest = _manifest(embedder_name)
+    factors = ramp(det, *DET_SCORE_RAMP)
+    points = _recognisability_points(manifest)
     recog = faces.extra.get("recognisability") if points is not None else None
     f_recog = None
     if recog is not None and points is not None:
@@ -241,12 +244,12 @@ def assess_quality(faces: Faces, settings: Settings, embedder_name: str | None =
     lap_var = sharp = None
     if faces.crops is not None:
         lap_var, sharp = crop_sharpness(faces.crops)
-        if recog is None:
+        if f_recog is None:
             factors *= np.clip(sharp / 0.6, 0, 1)
 
-    norm_range = _feature_norm_range(embedder_name)
+    norm_range = _feature_norm_range(manifest)
     norms = faces.embedding_norms if norm_range is not None else None
-    if norms is not None and norm_range is not None and recog is None:
+    if norms is not None and norm_range is not None and f_recog is None:
         factors *= ramp(norms, *norm_range)
 
     eyes = faces.extra.get("eyes_open")

@@ -68,7 +68,8 @@ class ArcFaceONNX:
         blob = to_tensor(crops, self.manifest)
         step = self.batch or n
         names = [self.output_name] + ([self.head.feature_map] if self.head else [])
-        outs, maps = [], []
+        outs: list[np.ndarray] = []
+        maps: list[np.ndarray] = []
         for start in range(0, n, step):
             chunk = blob[start : start + step]
             real = len(chunk)
@@ -77,8 +78,8 @@ class ArcFaceONNX:
                 chunk = np.concatenate([chunk, pad])
             out = self.session.run(names, {self.input_name: chunk})
             outs.append(np.asarray(out[0], np.float32).reshape(len(chunk), -1)[:real])
-            maps.extend(out[1:2])
-        fmaps = np.concatenate(maps)[:n] if maps else None
+            maps.extend(m[:real] for m in out[1:2])
+        fmaps = np.concatenate(maps) if maps else None
         return np.concatenate(outs), fmaps
 
     def raw_embeddings(self, crops_bgr: np.ndarray) -> np.ndarray:
